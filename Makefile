@@ -1,0 +1,131 @@
+# kvtier - the whole build. Plain make, explicit object lists, pkg-config.
+#
+#   make            build daemon, client library, kvtierctl into $(B)/
+#   make run        install missing packages, build, run kvtierd in the foreground
+#   make test       install missing packages, build, run every test (also ASan/UBSan, aarch64)
+#   make bench      build and run the benchmark (prints a table, writes $(B)/bench.json)
+#   make install    PREFIX=/usr/local DESTDIR=
+
+B        ?= build
+PREFIX   ?= /usr/local
+LIBDIR   ?= $(PREFIX)/lib
+CC       ?= cc
+VERSION  := 0.1.0
+
+PKGS     := liburing liblz4 libsystemd libcjson libxxhash
+PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
+PKG_LIBS   := $(shell pkg-config --libs $(PKGS) 2>/dev/null)
+
+OPT      ?= -O2
+CFLAGS   ?= $(OPT) -g
+WARN     := -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -Wno-missing-field-initializers
+BASE_CFLAGS := -std=gnu11 $(WARN) -fPIC -D_GNU_SOURCE -DKVT_VERSION=\"$(VERSION)\" \
+	-I. -Iclient -ffp-contract=off -fno-strict-aliasing $(PKG_CFLAGS)
+ALL_CFLAGS = $(BASE_CFLAGS) $(CFLAGS) $(SAN_FLAGS)
+LDLIBS_ALL = $(PKG_LIBS) -lpthread -lm
+
+ifeq ($(SAN),1)
+SAN_FLAGS := -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
+endif
+
+# ---- object lists ----------------------------------------------------------
+SIMD_OBJS   := simd/simd.o simd/scalar.o simd/sse2.o simd/avx2.o
+CACHE_OBJS  := cache/chunk.o cache/hot.o cache/cold.o
+PROTO_OBJS  := proto/proto.o
+DAEMON_OBJS := daemon/config.o daemon/log.o daemon/registry.o daemon/store.o \
+	daemon/workers.o daemon/session.o daemon/server.o
+CLIENT_OBJS := client/kvtier.o client/region.o client/prefix.o
+
+LIB_OBJS    := $(addprefix $(B)/,$(CLIENT_OBJS) $(PROTO_OBJS))
+CORE_OBJS   := $(addprefix $(B)/,$(SIMD_OBJS) $(CACHE_OBJS) $(PROTO_OBJS) $(DAEMON_OBJS))
+
+PROGS := $(B)/kvtierd $(B)/kvtierctl $(B)/libkvtier.so $(B)/libkvtier.a
+
+UNIT_TESTS := test_simd test_hot test_cold test_proto
+INTEG_TESTS := test_store_fetch test_prefix_sharing test_absent_and_length \
+	test_bad_input test_hot_budget test_isolation test_restart test_make_run
+TEST_BINS := $(addprefix $(B)/tests/,$(UNIT_TESTS) $(INTEG_TESTS))
+
+.PHONY: all deps run test test-build test-asan test-aarch64 bench install clean
+
+all: $(PROGS)
+
+# ---- compile rules ---------------------------------------------------------
+$(B)/%.o: %.c
+	@mkdir -p $(dir $@)
+	$(CC) $(ALL_CFLAGS) -MMD -MP -c $< -o $@
+
+# Kernels get their instruction sets per file; dispatch decides at run time.
+$(B)/simd/sse2.o: ALL_CFLAGS += -msse2
+$(B)/simd/avx2.o: ALL_CFLAGS += -mavx2 -mf16c
+
+$(B)/kvtierd: $(B)/daemon/main.o $(CORE_OBJS)
+	$(CC) $(ALL_CFLAGS) -o $@ $^ $(LDLIBS_ALL)
+
+$(B)/libkvtier.so: $(LIB_OBJS) client/libkvtier.map
+	$(CC) $(ALL_CFLAGS) -shared -Wl,-soname,libkvtier.so.0 \
+		-Wl,--version-script=client/libkvtier.map -o $@ $(LIB_OBJS) $(LDLIBS_ALL)
+
+$(B)/libkvtier.a: $(LIB_OBJS)
+	@rm -f $@
+	ar rcs $@ $^
+
+$(B)/kvtierctl: $(B)/client/kvtierctl.o
+	$(CC) $(ALL_CFLAGS) -o $@ $^ $(LDLIBS_ALL)
+
+# ---- tests -----------------------------------------------------------------
+TEST_LIBS = $(LDLIBS_ALL) $(shell pkg-config --libs cmocka 2>/dev/null)
+
+$(B)/tests/test_simd: $(B)/tests/test_simd.o $(addprefix $(B)/,$(SIMD_OBJS))
+$(B)/tests/test_hot: $(B)/tests/test_hot.o $(addprefix $(B)/,cache/chunk.o cache/hot.o)
+$(B)/tests/test_cold: $(B)/tests/test_cold.o $(addprefix $(B)/,cache/chunk.o cache/cold.o)
+$(B)/tests/test_proto: $(B)/tests/test_proto.o $(B)/proto/proto.o
+$(addprefix $(B)/tests/,$(INTEG_TESTS)): %: %.o $(B)/tests/helpers.o $(B)/libkvtier.a
+
+$(TEST_BINS):
+	$(CC) $(ALL_CFLAGS) -o $@ $^ $(TEST_LIBS)
+
+test-build: all $(TEST_BINS)
+
+# aarch64: the kernels and their test, cross-built and run under qemu-user.
+AARCH64_CC ?= aarch64-linux-gnu-gcc
+A64 := $(B)/aarch64
+$(A64)/test_simd: simd/simd.c simd/scalar.c simd/neon.c tests/test_simd.c simd/simd.h
+	@mkdir -p $(A64)
+	$(AARCH64_CC) -std=gnu11 $(WARN) -O2 -D_GNU_SOURCE -I. -ffp-contract=off \
+		-o $@ simd/simd.c simd/scalar.c simd/neon.c tests/test_simd.c -lcmocka -lm
+
+deps:
+	@bash tests/deps.sh
+
+test: deps
+	$(MAKE) test-build
+	$(MAKE) $(A64)/test_simd
+	$(MAKE) B=build-asan SAN=1 OPT=-O1 test-build
+	bash tests/run.sh $(B) build-asan $(A64)
+
+run: deps all
+	@mkdir -p var
+	$(B)/kvtierd --dev
+
+bench: all $(B)/tests/bench
+	$(B)/tests/bench $(B)
+
+# ---- install ---------------------------------------------------------------
+install: all
+	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/sbin $(DESTDIR)$(LIBDIR) \
+		$(DESTDIR)$(PREFIX)/include $(DESTDIR)$(LIBDIR)/pkgconfig
+	install -m 0755 $(B)/kvtierd $(DESTDIR)$(PREFIX)/sbin/kvtierd
+	install -m 0755 $(B)/kvtierctl $(DESTDIR)$(PREFIX)/bin/kvtierctl
+	install -m 0755 $(B)/libkvtier.so $(DESTDIR)$(LIBDIR)/libkvtier.so.$(VERSION)
+	ln -sf libkvtier.so.$(VERSION) $(DESTDIR)$(LIBDIR)/libkvtier.so.0
+	ln -sf libkvtier.so.0 $(DESTDIR)$(LIBDIR)/libkvtier.so
+	install -m 0644 $(B)/libkvtier.a $(DESTDIR)$(LIBDIR)/libkvtier.a
+	install -m 0644 client/kvtier.h $(DESTDIR)$(PREFIX)/include/kvtier.h
+	sed -e 's|@PREFIX@|$(PREFIX)|; s|@LIBDIR@|$(LIBDIR)|; s|@VERSION@|$(VERSION)|' \
+		client/kvtier.pc.in > $(DESTDIR)$(LIBDIR)/pkgconfig/kvtier.pc
+
+clean:
+	rm -rf build build-asan
+
+-include $(shell find $(B) -name '*.d' 2>/dev/null)

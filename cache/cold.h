@@ -1,0 +1,88 @@
+/* cold.h - SSD tier: one preallocated file, a log of LZ4 records in large
+ * regions, written and read with io_uring + O_DIRECT (pread/pwrite fallback),
+ * every record checksummed with xxh3, the index rebuilt from disk on open.
+ *
+ * The cold tier stores chunk images: a chunk key, its shape, its presence
+ * bitmap and its data block (chunk.h). It copies what it is given; callers
+ * own their buffers. All functions are thread-safe.
+ */
+#ifndef KVT_COLD_H
+#define KVT_COLD_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "chunk.h"
+
+struct kvt_cold;
+
+struct kvt_cold_config {
+    const char *path;          /* the cold file; created if missing */
+    uint64_t bytes;            /* file size; rounded down to whole regions */
+    uint32_t region_bytes;     /* 0 = default (64 MiB); power of two >= 1 MiB */
+    bool force_pread;          /* skip io_uring, use pread/pwrite */
+    /* Called once per burst of I/O errors and for the one fallback warning;
+     * level is a syslog priority. May be NULL. */
+    void (*log)(void *arg, int level, const char *msg);
+    void *log_arg;
+};
+
+/* A chunk as handed to and returned by the cold tier. */
+struct kvt_chunk_image {
+    struct kvt_chunk_key key;
+    struct kvt_chunk_shape shape;
+    const uint64_t *present;   /* (shape.tokens + 63) / 64 words */
+    const void *data;          /* chunk_data_bytes(&shape) bytes */
+};
+
+struct kvt_cold_stats {
+    uint64_t capacity_bytes, used_bytes;   /* live record bytes on disk */
+    uint64_t records;                      /* live records in the index */
+    uint64_t puts, gets, hits, misses;
+    uint64_t bytes_written, bytes_read;    /* file bytes, after compression */
+    uint64_t raw_bytes_in;                 /* payload bytes before compression */
+    uint64_t checksum_failures, io_errors;
+    uint64_t regions_reclaimed, records_recovered;
+    bool uring;                            /* false when using pread/pwrite */
+};
+
+/* Open (creating and preallocating if needed) and rebuild the index from the
+ * file. Torn or corrupt records are skipped. Returns 0, or -errno when the file
+ * cannot be opened or sized (a bad on-disk header is -EINVAL, with the file
+ * left untouched). */
+int cold_open(const struct kvt_cold_config *cfg, struct kvt_cold **out);
+/* Write out buffered records (not fsynced unless cold_sync ran) and close. */
+void cold_close(struct kvt_cold *cold);
+
+/* Append a record for img (replacing any older record of the same key). The
+ * data is compressed into the current write buffer, so this returns before
+ * the disk write; it blocks only when every write buffer is in flight.
+ * Returns 0, -E2BIG if the record is larger than a region, or -EIO. */
+int cold_put(struct kvt_cold *cold, const struct kvt_chunk_image *img);
+
+/* Without I/O: is key present, and how many tokens from token 0 are present
+ * without a gap? Returns 0 or -ENOENT. */
+int cold_lookup(struct kvt_cold *cold, const struct kvt_chunk_key *key,
+                uint32_t *leading_tokens);
+
+/* Read, verify and decompress the record of key. On success fills *shape,
+ * present[] (room for KVT_CHUNK_MAX_TOKENS bits) and data (data_cap bytes).
+ * Returns 0, -ENOENT if absent, -EBADMSG on a checksum or format failure (the
+ * record is then dropped from the index and counted), -ENOSPC if data_cap is
+ * too small, -EIO. */
+int cold_get(struct kvt_cold *cold, const struct kvt_chunk_key *key,
+             struct kvt_chunk_shape *shape, uint64_t *present,
+             void *data, size_t data_cap);
+
+/* Forget records: one key / every chunk of an object / a namespace (0 = all).
+ * Survives restart (a tombstone is logged). Returns how many were dropped. */
+uint64_t cold_drop_object(struct kvt_cold *cold, uint64_t ns_id,
+                          uint64_t obj_hi, uint64_t obj_lo);
+uint64_t cold_drop_namespace(struct kvt_cold *cold, uint64_t ns_id);
+
+/* Write every buffered record and fsync. Returns 0 or -errno. */
+int cold_sync(struct kvt_cold *cold);
+
+void cold_stats(struct kvt_cold *cold, struct kvt_cold_stats *out);
+
+#endif

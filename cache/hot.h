@@ -1,0 +1,99 @@
+/* hot.h - RAM tier: chunk index, byte budget, LRU eviction, pinning.
+ *
+ * The hot tier owns chunk memory. Every chunk is found by its key in one hash
+ * index and sits on one LRU list; both are guarded by the tier's mutex. The
+ * values inside a chunk (its data block and presence bitmap) are guarded by
+ * the chunk's own rwlock, so workers on different chunks never contend.
+ *
+ * Pinning: hot_get*() returns a pinned chunk; hot_put() unpins it. A pinned
+ * chunk is never freed: eviction and drops unlink it from the index at once
+ * (so new lookups miss) and free it when the last pin goes. Its bytes stay
+ * charged to the budget until then, so the budget is never exceeded.
+ */
+#ifndef KVT_HOT_H
+#define KVT_HOT_H
+
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "chunk.h"
+
+struct kvt_hot;
+
+struct kvt_chunk {
+    struct kvt_chunk_key key;        /* immutable after creation */
+    struct kvt_chunk_shape shape;    /* immutable after creation */
+    pthread_rwlock_t lock;           /* guards present[] and data */
+    uint64_t *present;               /* bitmap of shape.tokens bits */
+    void *data;                      /* chunk_data_bytes(&shape), see chunk.h */
+    /* Owned by hot.c, guarded by the tier mutex: */
+    uint32_t pins;
+    bool linked;                     /* in the index and the LRU list */
+    bool dirty;                      /* changed since last hot_mark_clean() */
+    struct kvt_chunk *hash_next;
+    struct kvt_chunk *lru_prev, *lru_next;
+    uint64_t charged_bytes;          /* what this chunk costs the budget */
+};
+
+/* Called with the chunk pinned and not yet unlinked, from the thread that
+ * evicts, before an LRU chunk is dropped for space: the seam for demotion
+ * to a colder tier. The hook must not call back into the hot tier. */
+typedef void (*hot_evict_fn)(void *arg, struct kvt_chunk *chunk);
+
+struct kvt_hot_stats {
+    uint64_t budget_bytes, used_bytes;
+    uint64_t chunks;
+    uint64_t evictions;              /* chunks dropped for space */
+};
+
+/* Create a tier that never holds more than budget_bytes (data, bitmap and
+ * per-chunk metadata all count). Returns 0 or -ENOMEM. */
+int hot_create(uint64_t budget_bytes, struct kvt_hot **out);
+/* Free every chunk (pins are ignored: call only when no worker runs). */
+void hot_destroy(struct kvt_hot *hot);
+/* Change the budget; evicts at once to fit a smaller one. */
+void hot_set_budget(struct kvt_hot *hot, uint64_t budget_bytes);
+void hot_set_evict_hook(struct kvt_hot *hot, hot_evict_fn fn, void *arg);
+
+/* Find and pin. Returns 0, or -ENOENT if absent. Marks it recently used. */
+int hot_get(struct kvt_hot *hot, const struct kvt_chunk_key *key,
+            struct kvt_chunk **out);
+/* Find, or create with all tokens absent, and pin. Evicts least recently
+ * used unpinned chunks to make room. Returns 0, -ENOSPC if the chunk cannot
+ * fit even after evicting every unpinned chunk, -ENOMEM, or -EINVAL if an
+ * existing chunk has a different shape. */
+int hot_get_or_create(struct kvt_hot *hot, const struct kvt_chunk_key *key,
+                      const struct kvt_chunk_shape *shape,
+                      struct kvt_chunk **out);
+/* Unpin; frees the chunk if it was unlinked and this was the last pin. */
+void hot_put(struct kvt_hot *hot, struct kvt_chunk *chunk);
+
+/* Mark the chunk changed (call after writing values under its lock). */
+void hot_mark_dirty(struct kvt_hot *hot, struct kvt_chunk *chunk);
+
+/* Drop every chunk whose key matches ns_id/obj_hi/obj_lo (any layer and
+ * chunk index). Returns how many were dropped. */
+uint64_t hot_drop_object(struct kvt_hot *hot, uint64_t ns_id,
+                         uint64_t obj_hi, uint64_t obj_lo);
+/* Drop every chunk of a namespace (ns_id != 0) or of every namespace
+ * (ns_id == 0). Returns how many were dropped. */
+uint64_t hot_drop_namespace(struct kvt_hot *hot, uint64_t ns_id);
+
+void hot_stats(struct kvt_hot *hot, struct kvt_hot_stats *out);
+
+/* Presence bitmap helpers; call with the chunk lock held. */
+static inline bool chunk_has(const struct kvt_chunk *c, uint32_t tok)
+{
+    return (c->present[tok / 64] >> (tok % 64)) & 1;
+}
+static inline void chunk_set(struct kvt_chunk *c, uint32_t tok)
+{
+    c->present[tok / 64] |= UINT64_C(1) << (tok % 64);
+}
+/* True if tokens [first, first + n) are all present. */
+bool chunk_has_range(const struct kvt_chunk *c, uint32_t first, uint32_t n);
+/* Number of tokens present from token 0 onward without a gap. */
+uint32_t chunk_leading_tokens(const struct kvt_chunk *c);
+
+#endif

@@ -1,0 +1,675 @@
+/* kvtier.c - libkvtier: connection, reconnect, and the public API calls. */
+#include "client/kvtier.h"
+
+#include <errno.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include "client/prefix.h"
+#include "client/region.h"
+#include "proto/proto.h"
+
+#define DEFAULT_SOCKET        "/run/kvtier/kvtier.sock"
+#define DEFAULT_REGION_BYTES  (256u << 20)
+/* Staging for non-shared buffers is taken from the region per request; a
+ * bound keeps one huge batch from pinning the whole region and keeps the
+ * copies cache-friendly enough to overlap with the daemon's work. */
+#define STAGE_MAX_BYTES       (64u << 20)
+
+struct kvt_client {
+    char *socket_path;
+    char model_name[KVT_NAME_MAX + 1];
+    kvt_model model;                 /* .name points at model_name */
+    size_t row_bytes;                /* one token's K (or V) in client dtype */
+    int fd;                          /* -1 while disconnected */
+    uint32_t seq;
+    struct kvt_region region;        /* survives reconnects */
+    struct kvt_attach_info info;
+    void *msg;                       /* request buffer, grown on demand */
+    size_t msg_cap;
+    char last_error[KVT_REASON_MAX];
+};
+
+static size_t dtype_bytes(kvt_dtype t)
+{
+    return t == KVT_F32 ? 4 : 2;
+}
+
+const char *kvt_strerror(int err)
+{
+    switch (err) {
+    case 0:             return "Success";
+    case -ENOENT:       return "Not found: the data is absent (never stored, dropped or evicted), or no daemon socket";
+    case -EINVAL:       return "Invalid argument: the request breaks the API's limits";
+    case -ECONNREFUSED: return "Connection refused: kvtierd is not running on that socket";
+    case -EPROTO:       return "Protocol error: the daemon speaks another protocol version";
+    case -EBADMSG:      return "Malformed message";
+    case -EMSGSIZE:     return "Message larger than the daemon accepts";
+    case -E2BIG:        return "Too many spans or tokens in one request";
+    case -EOVERFLOW:    return "Token range or buffer size overflows";
+    case -EFAULT:       return "Buffer outside the shared memory region";
+    case -ENOSPC:       return "The cache is full and nothing can be evicted";
+    case -ENOMEM:       return "Out of memory (or shared memory region too small)";
+    case -EOPNOTSUPP:   return "Operation not supported by this daemon";
+    case -EACCES:       return "Permission denied";
+    case -EUSERS:       return "The daemon has too many clients";
+    case -EAGAIN:       return "The daemon is busy; try again";
+    case -ESHUTDOWN:    return "The daemon is shutting down";
+    case -ECONNRESET:   return "Connection to kvtierd lost";
+    }
+    if (err < 0) {
+        const char *s = strerrordesc_np(-err);
+        if (s)
+            return s;
+    }
+    return "Unknown error";
+}
+
+const char *kvt_last_error(const kvt_client *c)
+{
+    return c ? c->last_error : "";
+}
+
+uint32_t kvt_chunk_tokens(const kvt_client *c)
+{
+    return c ? c->info.chunk_tokens : 0;
+}
+
+/* ---- transport ------------------------------------------------------------ */
+
+static bool connection_lost(int rc)
+{
+    return rc == -EPIPE || rc == -ECONNRESET || rc == -ENOTCONN ||
+           rc == -ECONNABORTED || rc == -EBADF;
+}
+
+static int send_with_fd(int sock, const void *buf, size_t len, int fd)
+{
+    struct iovec iov = { .iov_base = (void *)buf, .iov_len = len };
+    union {
+        struct cmsghdr align;
+        char buf[CMSG_SPACE(sizeof(int))];
+    } ctl;
+    struct msghdr mh = { .msg_iov = &iov, .msg_iovlen = 1 };
+
+    if (fd >= 0) {
+        memset(&ctl, 0, sizeof(ctl));
+        mh.msg_control = ctl.buf;
+        mh.msg_controllen = sizeof(ctl.buf);
+        struct cmsghdr *cm = CMSG_FIRSTHDR(&mh);
+        cm->cmsg_level = SOL_SOCKET;
+        cm->cmsg_type = SCM_RIGHTS;
+        cm->cmsg_len = CMSG_LEN(sizeof(int));
+        memcpy(CMSG_DATA(cm), &fd, sizeof(int));
+    }
+    ssize_t n;
+    do
+        n = sendmsg(sock, &mh, MSG_NOSIGNAL);
+    while (n < 0 && errno == EINTR);
+    if (n < 0)
+        return -errno;
+    return (size_t)n == len ? 0 : -EMSGSIZE;
+}
+
+/* Send one request and wait for its reply. Connection loss is returned as
+ * such so the caller can reconnect; everything else is the daemon's answer. */
+static int transact(kvt_client *c, void *msg, size_t len, int pass_fd,
+                    struct kvt_reply *rep)
+{
+    struct kvt_msg_hdr *h = msg;
+    int rc;
+
+    h->seq = ++c->seq;
+    rc = send_with_fd(c->fd, msg, len, pass_fd);
+    if (rc)
+        return rc;
+    ssize_t n;
+    do
+        n = recv(c->fd, rep, sizeof(*rep), MSG_TRUNC);
+    while (n < 0 && errno == EINTR);
+    if (n < 0)
+        return -errno;
+    if (n == 0)
+        return -ECONNRESET;
+    if ((size_t)n != sizeof(*rep) || rep->hdr.magic != KVT_PROTO_MAGIC ||
+        rep->hdr.len != sizeof(*rep) || rep->hdr.op != (h->op | KVT_OP_REPLY) ||
+        rep->hdr.seq != h->seq || rep->status > 0)
+        return -EPROTO;
+    rep->reason[sizeof(rep->reason) - 1] = '\0';
+    snprintf(c->last_error, sizeof(c->last_error), "%s", rep->reason);
+    return rep->status;
+}
+
+static void drop_connection(kvt_client *c)
+{
+    if (c->fd >= 0)
+        close(c->fd);
+    c->fd = -1;
+}
+
+static int attach(kvt_client *c)
+{
+    struct sockaddr_un sa = { .sun_family = AF_UNIX };
+    struct kvt_attach_req req;
+    struct kvt_reply rep;
+    int rc;
+
+    if (strlen(c->socket_path) >= sizeof(sa.sun_path))
+        return -ENAMETOOLONG;
+    strcpy(sa.sun_path, c->socket_path);
+    c->fd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
+    if (c->fd < 0)
+        return -errno;
+    if (connect(c->fd, (struct sockaddr *)&sa, sizeof(sa)) < 0) {
+        rc = -errno;
+        goto err;
+    }
+
+    memset(&req, 0, sizeof(req));
+    proto_hdr(&req.hdr, KVT_OP_ATTACH, sizeof(req), 0);
+    req.n_layers = c->model.n_layers;
+    req.n_kv_heads = c->model.n_kv_heads;
+    req.head_dim = c->model.head_dim;
+    req.dtype = c->model.dtype;
+    req.chunk_tokens = c->model.chunk_tokens;
+    req.name_len = (uint32_t)strlen(c->model_name);
+    req.region_bytes = c->region.bytes;
+    memcpy(req.name, c->model_name, req.name_len);
+    rc = transact(c, &req, sizeof(req), c->region.fd, &rep);
+    if (rc == -ECONNRESET || rc == -EPIPE)
+        rc = -ECONNREFUSED;      /* closed before answering: not serving */
+    if (rc)
+        goto err;
+    c->info = rep.attach;
+    return 0;
+err:
+    drop_connection(c);
+    return rc;
+}
+
+/* One request with transparent reconnect: if the daemon went away (restart),
+ * attach again with the same region and resend once. Requests are idempotent
+ * (stores overwrite, fetches read), so a resend is safe. */
+static int call(kvt_client *c, void *msg, size_t len, struct kvt_reply *rep)
+{
+    int rc = 0;
+
+    c->last_error[0] = '\0';
+    for (int attempt = 0; attempt < 2; attempt++) {
+        if (c->fd < 0) {
+            rc = attach(c);
+            if (rc)
+                return rc;
+        }
+        rc = transact(c, msg, len, -1, rep);
+        if (!connection_lost(rc) && rc != -EPROTO)
+            return rc;
+        drop_connection(c);
+    }
+    return rc;
+}
+
+/* ---- connection ------------------------------------------------------------ */
+
+static int check_model(const kvt_model *m)
+{
+    if (!m || !m->name)
+        return -EINVAL;
+    size_t n = strnlen(m->name, KVT_NAME_MAX + 1);
+    if (n < 1 || n > KVT_NAME_MAX)
+        return -EINVAL;
+    if (m->n_layers < 1 || m->n_layers > KVT_GEOM_MAX ||
+        m->n_kv_heads < 1 || m->n_kv_heads > KVT_GEOM_MAX ||
+        m->head_dim < 1 || m->head_dim > KVT_GEOM_MAX)
+        return -EINVAL;
+    if ((unsigned)m->dtype > KVT_BF16)
+        return -EINVAL;
+    return 0;
+}
+
+static size_t region_bytes_wanted(void)
+{
+    const char *s = getenv("KVTIER_SHM_BYTES");
+    char *end;
+
+    if (!s || !*s)
+        return DEFAULT_REGION_BYTES;
+    unsigned long long v = strtoull(s, &end, 10);
+    unsigned long long mul = 1;
+    switch (*end) {
+    case 'k': case 'K': mul = 1ull << 10; end++; break;
+    case 'm': case 'M': mul = 1ull << 20; end++; break;
+    case 'g': case 'G': mul = 1ull << 30; end++; break;
+    }
+    if (*end || v == 0 || v > (1ull << 40) / mul)
+        return DEFAULT_REGION_BYTES;
+    return (size_t)(v * mul);
+}
+
+int kvt_connect(const char *socket_path, const kvt_model *model, kvt_client **out)
+{
+    kvt_client *c;
+    int rc;
+
+    if (!out)
+        return -EINVAL;
+    *out = NULL;
+    rc = check_model(model);
+    if (rc)
+        return rc;
+    if (!socket_path)
+        socket_path = getenv("KVTIER_SOCKET");
+    if (!socket_path || !*socket_path)
+        socket_path = DEFAULT_SOCKET;
+
+    c = calloc(1, sizeof(*c));
+    if (!c)
+        return -ENOMEM;
+    c->fd = -1;
+    c->region.fd = -1;
+    c->socket_path = strdup(socket_path);
+    if (!c->socket_path) {
+        rc = -ENOMEM;
+        goto err;
+    }
+    c->model = *model;
+    strcpy(c->model_name, model->name);
+    c->model.name = c->model_name;
+    c->row_bytes = (size_t)model->n_kv_heads * model->head_dim *
+                   dtype_bytes(model->dtype);
+    rc = region_create(&c->region, region_bytes_wanted());
+    if (rc)
+        goto err;
+    rc = attach(c);
+    if (rc)
+        goto err;
+    *out = c;
+    return 0;
+err:
+    kvt_disconnect(c);
+    return rc;
+}
+
+void kvt_disconnect(kvt_client *c)
+{
+    if (!c)
+        return;
+    drop_connection(c);
+    region_destroy(&c->region);
+    free(c->msg);
+    free(c->socket_path);
+    free(c);
+}
+
+void *kvt_alloc(kvt_client *c, size_t bytes)
+{
+    return c ? region_alloc(&c->region, bytes) : NULL;
+}
+
+void kvt_free(kvt_client *c, void *p)
+{
+    if (c)
+        region_free(&c->region, p);
+}
+
+/* ---- requests ---------------------------------------------------------------- */
+
+static void *msg_buffer(kvt_client *c, size_t len)
+{
+    if (len > c->msg_cap) {
+        void *p = realloc(c->msg, len);
+        if (!p)
+            return NULL;
+        c->msg = p;
+        c->msg_cap = len;
+    }
+    memset(c->msg, 0, len);
+    return c->msg;
+}
+
+/* What a request addresses: a named context or the keys of a token call. */
+struct target {
+    uint8_t addr;
+    const char *name;
+    uint32_t name_len;
+    const struct kvt_wire_key *keys;
+    uint32_t n_keys;
+    uint32_t n_tokens;       /* tokens of the call (token addressing) */
+};
+
+static int target_named(const char *ctx, struct target *t)
+{
+    if (!ctx)
+        return -EINVAL;
+    size_t n = strnlen(ctx, KVT_CTX_MAX + 1);
+    if (n < 1 || n > KVT_CTX_MAX)
+        return -EINVAL;
+    *t = (struct target){ .addr = KVT_ADDR_NAMED, .name = ctx,
+                          .name_len = (uint32_t)n };
+    return 0;
+}
+
+/* Build the fixed part and name/keys of a request; returns where spans go. */
+static struct kvt_wire_span *build_request(kvt_client *c, uint16_t op,
+                                           const struct target *t,
+                                           uint32_t n_spans, size_t *len)
+{
+    *len = proto_data_size(t->name_len, t->n_keys, n_spans);
+    if (*len == 0)
+        return NULL;
+    struct kvt_data_req *r = msg_buffer(c, *len);
+    if (!r)
+        return NULL;
+    proto_hdr(&r->hdr, op, (uint32_t)*len, 0);
+    r->addr = t->addr;
+    r->n_spans = n_spans;
+    r->name_len = t->name_len;
+    r->n_keys = t->n_keys;
+    r->n_tokens = t->n_tokens;
+    uint8_t *p = (uint8_t *)(r + 1);
+    memcpy(p, t->name, t->name_len);
+    p += (t->name_len + 7) & ~7u;
+    memcpy(p, t->keys, (size_t)t->n_keys * sizeof(*t->keys));
+    return (struct kvt_wire_span *)(p + (size_t)t->n_keys * sizeof(*t->keys));
+}
+
+static int simple_op(kvt_client *c, uint16_t op, const struct target *t,
+                     uint64_t *value)
+{
+    struct kvt_reply rep;
+    size_t len;
+
+    if (!build_request(c, op, t, 0, &len))
+        return len ? -ENOMEM : -E2BIG;
+    int rc = call(c, c->msg, len, &rep);
+    if (rc == 0 && value)
+        *value = rep.value;
+    return rc;
+}
+
+static int check_spans(const kvt_client *c, const struct target *t,
+                       const kvt_span *spans, size_t n_spans)
+{
+    if (!spans || n_spans == 0)
+        return -EINVAL;
+    for (size_t i = 0; i < n_spans; i++) {
+        const kvt_span *s = &spans[i];
+        if (s->layer >= c->model.n_layers || s->n_tokens == 0 || !s->k || !s->v)
+            return -EINVAL;
+        if ((uint64_t)s->token_start + s->n_tokens > UINT32_MAX)
+            return -EOVERFLOW;
+        if (t->addr == KVT_ADDR_TOKENS &&
+            (uint64_t)s->token_start + s->n_tokens > t->n_tokens)
+            return -EINVAL;
+    }
+    return 0;
+}
+
+/* One piece of a span sent in one request: tokens [tok, tok + n) of it. */
+struct piece {
+    size_t span;
+    uint32_t tok, n;
+    bool k_shared, v_shared;    /* buffer already in the region: zero copy */
+    uint64_t k_off, v_off;
+};
+
+/* Store or fetch spans. Spans whose buffers live in the region go by offset;
+ * the others are staged through a temporary region block, in as many
+ * requests as the staging bound and the daemon's span limit require. */
+static int spans_op(kvt_client *c, uint16_t op, const struct target *t,
+                    const kvt_span *spans, size_t n_spans)
+{
+    const size_t row = c->row_bytes;
+    const bool store = op == KVT_OP_STORE;
+    struct piece *pieces = NULL;
+    int rc = check_spans(c, t, spans, n_spans);
+    if (rc)
+        return rc;
+
+    size_t frame_max = c->info.max_frame ? c->info.max_frame : KVT_FRAME_MAX;
+    size_t fixed = proto_data_size(t->name_len, t->n_keys, 0);
+    if (fixed == 0 || fixed + sizeof(struct kvt_wire_span) > frame_max)
+        return -E2BIG;
+    size_t frame_room = frame_max - fixed;
+    size_t max_batch = frame_room / sizeof(struct kvt_wire_span);
+    if (c->info.max_spans && max_batch > c->info.max_spans)
+        max_batch = c->info.max_spans;
+    if (max_batch == 0)
+        return -E2BIG;
+    pieces = calloc(max_batch, sizeof(*pieces));
+    if (!pieces)
+        return -ENOMEM;
+
+    size_t si = 0;
+    uint32_t done = 0;          /* tokens of spans[si] already sent */
+    while (si < n_spans) {
+        size_t stage_cap = region_largest_free(&c->region);
+        if (stage_cap > STAGE_MAX_BYTES)
+            stage_cap = STAGE_MAX_BYTES;
+        size_t staged = 0, nb = 0;
+
+        while (si < n_spans && nb < max_batch) {
+            const kvt_span *s = &spans[si];
+            size_t bytes = (size_t)s->n_tokens * row;
+            struct piece *p = &pieces[nb];
+            uint64_t off;
+
+            p->span = si;
+            p->tok = done;
+            p->k_shared = region_contains(&c->region, s->k, bytes, &off);
+            if (p->k_shared)
+                p->k_off = off + (size_t)done * row;
+            p->v_shared = region_contains(&c->region, s->v, bytes, &off);
+            if (p->v_shared)
+                p->v_off = off + (size_t)done * row;
+            size_t per_tok = (p->k_shared ? 0 : row) + (p->v_shared ? 0 : row);
+            uint32_t take = s->n_tokens - done;
+            if (per_tok) {
+                /* 2 * REGION_ALIGN: room for aligning the K and V arrays. */
+                size_t used = staged + 2 * REGION_ALIGN;
+                size_t room = stage_cap > used ? (stage_cap - used) / per_tok : 0;
+                if (room == 0)
+                    break;
+                if (room < take)
+                    take = (uint32_t)room;
+                staged += (size_t)take * per_tok + 2 * REGION_ALIGN;
+            }
+            p->n = take;
+            nb++;
+            done += take;
+            if (done == s->n_tokens) {
+                si++;
+                done = 0;
+            }
+        }
+        if (nb == 0) {
+            rc = -ENOMEM;       /* region too full to stage a single token */
+            goto out;
+        }
+
+        uint8_t *stage = staged ? region_alloc(&c->region, staged) : NULL;
+        if (staged && !stage) {
+            rc = -ENOMEM;
+            goto out;
+        }
+        size_t len;
+        struct kvt_wire_span *ws = build_request(c, op, t, (uint32_t)nb, &len);
+        if (!ws) {
+            region_free(&c->region, stage);
+            rc = len ? -ENOMEM : -E2BIG;
+            goto out;
+        }
+        size_t at = stage ? (size_t)(stage - c->region.base) : 0;
+        for (size_t i = 0; i < nb; i++) {
+            struct piece *p = &pieces[i];
+            const kvt_span *s = &spans[p->span];
+            size_t bytes = (size_t)p->n * row, skip = (size_t)p->tok * row;
+            if (!p->k_shared) {
+                p->k_off = at;
+                if (store)
+                    memcpy(c->region.base + at, (const uint8_t *)s->k + skip, bytes);
+                at += (bytes + REGION_ALIGN - 1) & ~(size_t)(REGION_ALIGN - 1);
+            }
+            if (!p->v_shared) {
+                p->v_off = at;
+                if (store)
+                    memcpy(c->region.base + at, (const uint8_t *)s->v + skip, bytes);
+                at += (bytes + REGION_ALIGN - 1) & ~(size_t)(REGION_ALIGN - 1);
+            }
+            ws[i] = (struct kvt_wire_span){ .layer = s->layer,
+                                            .token_start = s->token_start + p->tok,
+                                            .n_tokens = p->n,
+                                            .k_off = p->k_off, .v_off = p->v_off };
+        }
+
+        struct kvt_reply rep;
+        rc = call(c, c->msg, len, &rep);
+        if (rc == 0 && !store) {
+            for (size_t i = 0; i < nb; i++) {
+                struct piece *p = &pieces[i];
+                const kvt_span *s = &spans[p->span];
+                size_t bytes = (size_t)p->n * row, skip = (size_t)p->tok * row;
+                if (!p->k_shared)
+                    memcpy((uint8_t *)s->k + skip, c->region.base + p->k_off, bytes);
+                if (!p->v_shared)
+                    memcpy((uint8_t *)s->v + skip, c->region.base + p->v_off, bytes);
+            }
+        }
+        region_free(&c->region, stage);
+        if (rc)
+            goto out;
+    }
+out:
+    free(pieces);
+    return rc;
+}
+
+/* ---- named contexts ------------------------------------------------------------ */
+
+int kvt_store(kvt_client *c, const char *ctx, uint32_t layer,
+              uint32_t token_start, uint32_t n_tokens, const void *k, const void *v)
+{
+    kvt_span s = { layer, token_start, n_tokens, (void *)k, (void *)v };
+    return kvt_store_batch(c, ctx, &s, 1);
+}
+
+int kvt_fetch(kvt_client *c, const char *ctx, uint32_t layer,
+              uint32_t token_start, uint32_t n_tokens, void *k, void *v)
+{
+    kvt_span s = { layer, token_start, n_tokens, k, v };
+    return kvt_fetch_batch(c, ctx, &s, 1);
+}
+
+int kvt_store_batch(kvt_client *c, const char *ctx, const kvt_span *spans, size_t n_spans)
+{
+    struct target t;
+    int rc = c ? target_named(ctx, &t) : -EINVAL;
+    return rc ? rc : spans_op(c, KVT_OP_STORE, &t, spans, n_spans);
+}
+
+int kvt_fetch_batch(kvt_client *c, const char *ctx, const kvt_span *spans, size_t n_spans)
+{
+    struct target t;
+    int rc = c ? target_named(ctx, &t) : -EINVAL;
+    return rc ? rc : spans_op(c, KVT_OP_FETCH, &t, spans, n_spans);
+}
+
+int kvt_length(kvt_client *c, const char *ctx, uint32_t *n_tokens)
+{
+    struct target t;
+    uint64_t v = 0;
+    int rc = c && n_tokens ? target_named(ctx, &t) : -EINVAL;
+    if (rc)
+        return rc;
+    rc = simple_op(c, KVT_OP_LENGTH, &t, &v);
+    if (rc == 0)
+        *n_tokens = (uint32_t)v;
+    return rc;
+}
+
+int kvt_drop(kvt_client *c, const char *ctx)
+{
+    struct target t;
+    int rc = c ? target_named(ctx, &t) : -EINVAL;
+    return rc ? rc : simple_op(c, KVT_OP_DROP, &t, NULL);
+}
+
+int kvt_sync(kvt_client *c)
+{
+    struct target t = { .addr = KVT_ADDR_NAMED };
+    return c ? simple_op(c, KVT_OP_SYNC, &t, NULL) : -EINVAL;
+}
+
+/* ---- token-addressed prefixes ---------------------------------------------------- */
+
+/* Keys depend on the daemon's chunk size, known once attached; a daemon
+ * restarted with another default chunk size changes it, so the keys are
+ * computed after making sure the handle is attached. */
+static int token_target(kvt_client *c, const int32_t *tokens, uint32_t n_tokens,
+                        struct target *t, struct kvt_wire_key **keys)
+{
+    if (!c || !tokens || n_tokens == 0)
+        return -EINVAL;
+    if (c->fd < 0) {
+        int rc = attach(c);
+        if (rc)
+            return rc;
+    }
+    uint32_t n_keys = prefix_n_keys(n_tokens, c->info.chunk_tokens);
+    if (proto_data_size(0, n_keys, 0) == 0)
+        return -E2BIG;
+    *keys = malloc((size_t)n_keys * sizeof(**keys));
+    if (!*keys)
+        return -ENOMEM;
+    prefix_keys(tokens, n_tokens, c->info.chunk_tokens, *keys);
+    *t = (struct target){ .addr = KVT_ADDR_TOKENS, .keys = *keys,
+                          .n_keys = n_keys, .n_tokens = n_tokens };
+    return 0;
+}
+
+static int tokens_spans_op(kvt_client *c, uint16_t op, const int32_t *tokens,
+                           uint32_t n_tokens, const kvt_span *spans, size_t n_spans)
+{
+    struct target t;
+    struct kvt_wire_key *keys = NULL;
+    int rc = token_target(c, tokens, n_tokens, &t, &keys);
+    if (rc == 0)
+        rc = spans_op(c, op, &t, spans, n_spans);
+    free(keys);
+    return rc;
+}
+
+int kvt_store_tokens(kvt_client *c, const int32_t *tokens, uint32_t n_tokens,
+                     const kvt_span *spans, size_t n_spans)
+{
+    return tokens_spans_op(c, KVT_OP_STORE, tokens, n_tokens, spans, n_spans);
+}
+
+int kvt_fetch_tokens(kvt_client *c, const int32_t *tokens, uint32_t n_tokens,
+                     const kvt_span *spans, size_t n_spans)
+{
+    return tokens_spans_op(c, KVT_OP_FETCH, tokens, n_tokens, spans, n_spans);
+}
+
+int kvt_match_tokens(kvt_client *c, const int32_t *tokens, uint32_t n_tokens,
+                     uint32_t *n_cached)
+{
+    struct target t;
+    struct kvt_wire_key *keys = NULL;
+    uint64_t v = 0;
+
+    if (!n_cached)
+        return -EINVAL;
+    int rc = token_target(c, tokens, n_tokens, &t, &keys);
+    if (rc == 0)
+        rc = simple_op(c, KVT_OP_MATCH, &t, &v);
+    free(keys);
+    if (rc == 0)
+        *n_cached = (uint32_t)v;
+    return rc;
+}

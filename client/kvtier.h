@@ -1,0 +1,107 @@
+/* kvtier.h - libkvtier: the public C API of the kvtier KV-cache store.
+ *
+ * Every function returns 0 on success or a negative errno value; the
+ * library never prints. See docs/protocol.md and libkvtier(3).
+ */
+#ifndef KVTIER_H
+#define KVTIER_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct kvt_client kvt_client;        /* opaque connection handle */
+
+typedef enum kvt_dtype {                     /* element type the CLIENT exchanges */
+    KVT_F32  = 0,
+    KVT_F16  = 1,                            /* IEEE binary16 */
+    KVT_BF16 = 2,
+} kvt_dtype;
+
+typedef struct kvt_model {
+    const char *name;        /* model identity, 1..127 bytes, e.g. "llama-3.1-8b" */
+    uint32_t n_layers;       /* 1..1024 */
+    uint32_t n_kv_heads;     /* 1..1024 */
+    uint32_t head_dim;       /* 1..1024 (64 and 128 are the common cases) */
+    kvt_dtype dtype;         /* type of the K/V buffers this client passes */
+    uint32_t chunk_tokens;   /* tokens per stored chunk; 0 = daemon default */
+} kvt_model;
+
+typedef struct kvt_span {
+    uint32_t layer;          /* 0..n_layers-1 */
+    uint32_t token_start;    /* first token position */
+    uint32_t n_tokens;       /* >= 1 */
+    void *k;                 /* n_tokens * n_kv_heads * head_dim elements of dtype */
+    void *v;                 /* same shape as k */
+} kvt_span;
+
+#define KVT_CTX_MAX 255      /* max bytes of a context name */
+
+/* ---- connection -------------------------------------------------------- */
+
+/* Connect to kvtierd at socket_path (NULL: $KVTIER_SOCKET, else
+ * /run/kvtier/kvtier.sock) and attach to the namespace of `model`. The
+ * model struct and its name are copied. On success *out owns the handle
+ * until kvt_disconnect(). Errors: -EINVAL (bad model), -ENOENT/-ECONNREFUSED
+ * (no daemon), -EPROTO (daemon speaks another protocol version), -ENOMEM.
+ * If the daemon restarts, the next call on the handle reconnects itself. */
+int  kvt_connect(const char *socket_path, const kvt_model *model, kvt_client **out);
+/* Close the connection and free the handle, its shared memory included
+ * (pointers from kvt_alloc become invalid). NULL is ignored. */
+void kvt_disconnect(kvt_client *c);
+/* A static human sentence for any value these functions return. */
+const char *kvt_strerror(int err);
+
+/* ---- named contexts ---------------------------------------------------- */
+
+/* Store n_tokens tokens of `layer` starting at token_start (overwrites). */
+int kvt_store(kvt_client *c, const char *ctx, uint32_t layer,
+              uint32_t token_start, uint32_t n_tokens, const void *k, const void *v);
+/* Fetch; all-or-nothing: -ENOENT if any requested token is absent. */
+int kvt_fetch(kvt_client *c, const char *ctx, uint32_t layer,
+              uint32_t token_start, uint32_t n_tokens, void *k, void *v);
+/* Many spans (e.g. every layer of a prefill) in one round trip. */
+int kvt_store_batch(kvt_client *c, const char *ctx, const kvt_span *spans, size_t n_spans);
+int kvt_fetch_batch(kvt_client *c, const char *ctx, const kvt_span *spans, size_t n_spans);
+/* *n_tokens = L such that tokens [0, L) are present in every layer. */
+int kvt_length(kvt_client *c, const char *ctx, uint32_t *n_tokens);
+/* Forget a context in every tier. Dropping an absent context is not an error. */
+int kvt_drop(kvt_client *c, const char *ctx);
+/* Return once everything this client stored before the call is on the cold
+ * tier, fsynced. Until the cold tier exists this returns -EOPNOTSUPP. */
+int kvt_sync(kvt_client *c);
+
+/* ---- token-addressed prefixes ------------------------------------------ */
+
+int kvt_store_tokens(kvt_client *c, const int32_t *tokens, uint32_t n_tokens,
+                     const kvt_span *spans, size_t n_spans);
+int kvt_match_tokens(kvt_client *c, const int32_t *tokens, uint32_t n_tokens,
+                     uint32_t *n_cached);
+int kvt_fetch_tokens(kvt_client *c, const int32_t *tokens, uint32_t n_tokens,
+                     const kvt_span *spans, size_t n_spans);
+
+/* ---- zero-copy buffers ------------------------------------------------- */
+
+/* Memory in the region shared with the daemon, 64-byte aligned; spans that
+ * point into it are read/written by the daemon in place. NULL on failure.
+ * Valid until kvt_free() or kvt_disconnect(); it survives reconnects. */
+void *kvt_alloc(kvt_client *c, size_t bytes);
+void  kvt_free(kvt_client *c, void *p);
+
+/* ---- additions to the contract ------------------------------------------ */
+
+/* The daemon's reason for the last error on this handle (e.g. "layer 40 out
+ * of range 0..31"), or "" if none. Valid until the next call on the handle. */
+const char *kvt_last_error(const kvt_client *c);
+
+/* Tokens per chunk the daemon uses for this handle's namespace. */
+uint32_t kvt_chunk_tokens(const kvt_client *c);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif

@@ -1,0 +1,71 @@
+/* simd.h - quantize / dequantize / convert kernels with run-time dispatch.
+ *
+ * simd/ converts arrays and knows nothing of caches or sockets. Every backend
+ * (NEON, AVX2, SSE2, scalar) produces exactly the same bytes as the scalar
+ * one, so data stored on one machine reads back identically on any other.
+ *
+ * Element types are the client's (f32, f16 = IEEE binary16, bf16). A "group"
+ * is one (token, head) vector of `dim` elements that shares one scale.
+ *
+ * Quantization, defined once for every backend:
+ *   - non-finite inputs (NaN, +-Inf) are treated as 0;
+ *   - amax  = max |x| over the group's finite values (f32);
+ *   - scale = amax / 127.0f                     (f32, stored; 0 when amax == 0)
+ *   - inv   = amax > 0 ? 127.0f / amax : 0.0f   (f32)
+ *   - q     = round-half-to-even(x * inv), clamped to [-127, 127]
+ * Dequantization: y = (float)q * scale, then rounded to the destination dtype
+ * with round-half-to-even (f16 keeps subnormals; bf16 keeps NaN quiet).
+ * The error bound is |y - x| <= amax / 254 + the rounding of the dtype.
+ */
+#ifndef KVT_SIMD_H
+#define KVT_SIMD_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+enum kvt_elem {               /* same numbering as kvt_dtype in kvtier.h */
+    KVT_ELEM_F32 = 0,
+    KVT_ELEM_F16 = 1,
+    KVT_ELEM_BF16 = 2,
+};
+
+/* Bytes of one element of `elem`, or 0 for an unknown type. */
+size_t simd_elem_size(enum kvt_elem elem);
+
+struct kvt_simd_ops {
+    const char *name;         /* "avx2", "sse2", "neon", "scalar" */
+
+    /* Quantize n_groups groups of dim elements at src (type elem, densely
+     * packed) into dst (n_groups * dim int8) and scales (n_groups f32). */
+    void (*quantize)(int8_t *dst, float *scales, const void *src,
+                     enum kvt_elem elem, size_t n_groups, size_t dim);
+
+    /* Inverse of quantize: n_groups * dim values of type elem into dst. */
+    void (*dequantize)(void *dst, enum kvt_elem elem, const int8_t *src,
+                       const float *scales, size_t n_groups, size_t dim);
+
+    /* Lossless-mode copy of n elements, converting between element types
+     * when they differ (widening is exact, narrowing rounds half to even). */
+    void (*convert)(void *dst, enum kvt_elem dst_elem, const void *src,
+                    enum kvt_elem src_elem, size_t n);
+};
+
+/* The best backend this CPU supports, chosen once (thread-safe, never NULL).
+ * $KVTIER_SIMD=scalar|sse2|avx2|neon forces one if the CPU has it. */
+const struct kvt_simd_ops *simd_best(void);
+
+/* The backend called `name` if compiled in and supported by this CPU, else
+ * NULL. Tests use it to compare every backend with "scalar". */
+const struct kvt_simd_ops *simd_by_name(const char *name);
+
+/* NULL-terminated list of every backend usable on this CPU, best first. */
+const struct kvt_simd_ops *const *simd_all(void);
+
+/* Scalar reference conversions (exact, round-half-to-even), shared by the
+ * backends for their tails. */
+float simd_f16_to_f32(uint16_t h);
+uint16_t simd_f32_to_f16(float f);
+float simd_bf16_to_f32(uint16_t b);
+uint16_t simd_f32_to_bf16(float f);
+
+#endif
