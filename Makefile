@@ -30,7 +30,7 @@ endif
 
 # ---- object lists ----------------------------------------------------------
 SIMD_OBJS   := simd/simd.o simd/scalar.o simd/sse2.o simd/avx2.o
-CACHE_OBJS  := cache/chunk.o cache/hot.o cache/cold.o
+CACHE_OBJS  := cache/chunk.o cache/hot.o cache/cold.o cache/cold_io.o
 PROTO_OBJS  := proto/proto.o
 DAEMON_OBJS := daemon/config.o daemon/log.o daemon/registry.o daemon/store.o \
 	daemon/workers.o daemon/session.o daemon/server.o
@@ -39,7 +39,7 @@ CLIENT_OBJS := client/kvtier.o client/region.o client/prefix.o
 LIB_OBJS    := $(addprefix $(B)/,$(CLIENT_OBJS) $(PROTO_OBJS))
 CORE_OBJS   := $(addprefix $(B)/,$(SIMD_OBJS) $(CACHE_OBJS) $(PROTO_OBJS) $(DAEMON_OBJS))
 
-PROGS := $(B)/kvtierd $(B)/kvtierctl $(B)/libkvtier.so $(B)/libkvtier.a
+PROGS := $(B)/kvtierd $(B)/libkvtier.so $(B)/libkvtier.a
 
 UNIT_TESTS := test_simd test_hot test_cold test_proto
 INTEG_TESTS := test_store_fetch test_prefix_sharing test_absent_and_length \
@@ -78,11 +78,13 @@ TEST_LIBS = $(LDLIBS_ALL) $(shell pkg-config --libs cmocka 2>/dev/null)
 
 $(B)/tests/test_simd: $(B)/tests/test_simd.o $(addprefix $(B)/,$(SIMD_OBJS))
 $(B)/tests/test_hot: $(B)/tests/test_hot.o $(addprefix $(B)/,cache/chunk.o cache/hot.o)
-$(B)/tests/test_cold: $(B)/tests/test_cold.o $(addprefix $(B)/,cache/chunk.o cache/cold.o)
+$(B)/tests/test_cold: $(B)/tests/test_cold.o $(addprefix $(B)/,cache/chunk.o cache/cold.o cache/cold_io.o)
 $(B)/tests/test_proto: $(B)/tests/test_proto.o $(B)/proto/proto.o
-$(addprefix $(B)/tests/,$(INTEG_TESTS)): %: %.o $(B)/tests/helpers.o $(B)/libkvtier.a
+$(addprefix $(B)/tests/,$(INTEG_TESTS)): %: %.o $(B)/tests/helpers.o $(B)/libkvtier.a $(addprefix $(B)/,$(SIMD_OBJS))
 
-$(TEST_BINS):
+$(B)/tests/bench: $(B)/tests/bench.o $(B)/libkvtier.a
+
+$(TEST_BINS) $(B)/tests/bench:
 	$(CC) $(ALL_CFLAGS) -o $@ $^ $(TEST_LIBS)
 
 test-build: all $(TEST_BINS)

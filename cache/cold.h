@@ -18,9 +18,16 @@ struct kvt_cold;
 
 struct kvt_cold_config {
     const char *path;          /* the cold file; created if missing */
-    uint64_t bytes;            /* file size; rounded down to whole regions */
-    uint32_t region_bytes;     /* 0 = default (64 MiB); power of two >= 1 MiB */
+    uint64_t bytes;            /* file size; rounded down to a 4 KiB header
+                                * plus whole regions, at least 2 regions */
+    uint32_t region_bytes;     /* 0 = default (64 MiB); power of two >= 1 MiB,
+                                * <= 1 GiB */
     bool force_pread;          /* skip io_uring, use pread/pwrite */
+    /* Write buffers: records are packed into them and each full buffer is
+     * one aligned write. 0 = defaults (8 buffers of 1 MiB); at most 64;
+     * buffer bytes a power of two >= 64 KiB (clipped to region_bytes). */
+    uint32_t write_buffers;
+    uint32_t write_buffer_bytes;
     /* Called once per burst of I/O errors and for the one fallback warning;
      * level is a syslog priority. May be NULL. */
     void (*log)(void *arg, int level, const char *msg);
@@ -43,13 +50,16 @@ struct kvt_cold_stats {
     uint64_t raw_bytes_in;                 /* payload bytes before compression */
     uint64_t checksum_failures, io_errors;
     uint64_t regions_reclaimed, records_recovered;
+    uint64_t records_torn;     /* bad records that ended a region's replay
+                                * at open (also in checksum_failures) */
     bool uring;                            /* false when using pread/pwrite */
 };
 
 /* Open (creating and preallocating if needed) and rebuild the index from the
  * file. Torn or corrupt records are skipped. Returns 0, or -errno when the file
- * cannot be opened or sized (a bad on-disk header is -EINVAL, with the file
- * left untouched). */
+ * cannot be opened or sized (a bad on-disk header, or one whose region size or
+ * file size differs from cfg, is -EINVAL, with the file left untouched;
+ * -EBUSY if another cold_open holds the file). */
 int cold_open(const struct kvt_cold_config *cfg, struct kvt_cold **out);
 /* Write out buffered records (not fsynced unless cold_sync ran) and close. */
 void cold_close(struct kvt_cold *cold);

@@ -31,6 +31,7 @@ struct kvt_chunk {
     uint32_t pins;
     bool linked;                     /* in the index and the LRU list */
     bool dirty;                      /* changed since last hot_mark_clean() */
+    bool touched;                    /* looked up since its evict hook began */
     struct kvt_chunk *hash_next;
     struct kvt_chunk *lru_prev, *lru_next;
     uint64_t charged_bytes;          /* what this chunk costs the budget */
@@ -38,7 +39,12 @@ struct kvt_chunk {
 
 /* Called with the chunk pinned and not yet unlinked, from the thread that
  * evicts, before an LRU chunk is dropped for space: the seam for demotion
- * to a colder tier. The hook must not call back into the hot tier. */
+ * to a colder tier. The hook must not call back into the hot tier.
+ * It runs without the tier mutex, so other threads carry on meanwhile; if one
+ * of them looks the chunk up before the hook returns, the eviction of that
+ * chunk is abandoned (a writer may have changed it after the hook's copy) and
+ * the chunk stays in the tier. Lock order: a chunk's lock may be held while
+ * taking the tier mutex, never the other way round. */
 typedef void (*hot_evict_fn)(void *arg, struct kvt_chunk *chunk);
 
 struct kvt_hot_stats {
@@ -71,6 +77,10 @@ void hot_put(struct kvt_hot *hot, struct kvt_chunk *chunk);
 
 /* Mark the chunk changed (call after writing values under its lock). */
 void hot_mark_dirty(struct kvt_hot *hot, struct kvt_chunk *chunk);
+/* Mark the chunk unchanged: call once its values are in a colder tier, still
+ * holding the chunk's lock (read) under which they were copied, so that a
+ * write after the copy always marks it dirty again after this. */
+void hot_mark_clean(struct kvt_hot *hot, struct kvt_chunk *chunk);
 
 /* Drop every chunk whose key matches ns_id/obj_hi/obj_lo (any layer and
  * chunk index). Returns how many were dropped. */

@@ -626,7 +626,12 @@ static int token_target(kvt_client *c, const int32_t *tokens, uint32_t n_tokens,
     *keys = malloc((size_t)n_keys * sizeof(**keys));
     if (!*keys)
         return -ENOMEM;
-    prefix_keys(tokens, n_tokens, c->info.chunk_tokens, *keys);
+    int rc = prefix_keys(tokens, n_tokens, c->info.chunk_tokens, *keys);
+    if (rc) {
+        free(*keys);
+        *keys = NULL;
+        return rc;
+    }
     *t = (struct target){ .addr = KVT_ADDR_TOKENS, .keys = *keys,
                           .n_keys = n_keys, .n_tokens = n_tokens };
     return 0;

@@ -1,6 +1,7 @@
 /* prefix.c - chained xxh3-128 keys for token-addressed prefix chunks. */
 #include "client/prefix.h"
 
+#include <errno.h>
 #include <xxhash.h>
 
 /* Changing the seed or the hashed layout changes every key: it is part of the
@@ -12,12 +13,16 @@ uint32_t prefix_n_keys(uint32_t n_tokens, uint32_t chunk_tokens)
     return (uint32_t)(((uint64_t)n_tokens + chunk_tokens - 1) / chunk_tokens);
 }
 
-void prefix_keys(const int32_t *tokens, uint32_t n_tokens, uint32_t chunk_tokens,
-                 struct kvt_wire_key *keys)
+int prefix_keys(const int32_t *tokens, uint32_t n_tokens, uint32_t chunk_tokens,
+                struct kvt_wire_key *keys)
 {
-    XXH3_state_t st;
+    /* Heap state: its layout is private to the library's ABI. */
+    XXH3_state_t *st = XXH3_createState();
     struct kvt_wire_key prev = { 0, 0 };
     uint32_t n_keys = prefix_n_keys(n_tokens, chunk_tokens);
+
+    if (!st)
+        return -ENOMEM;
 
     for (uint32_t i = 0; i < n_keys; i++) {
         uint32_t first = i * chunk_tokens;
@@ -32,21 +37,23 @@ void prefix_keys(const int32_t *tokens, uint32_t n_tokens, uint32_t chunk_tokens
         for (int b = 0; b < 4; b++)
             head[16 + b] = (uint8_t)(count >> (8 * b));
 
-        XXH3_128bits_reset_withSeed(&st, PREFIX_SEED);
-        XXH3_128bits_update(&st, head, sizeof(head));
+        XXH3_128bits_reset_withSeed(st, PREFIX_SEED);
+        XXH3_128bits_update(st, head, sizeof(head));
 #if __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
-        XXH3_128bits_update(&st, tokens + first, (size_t)count * sizeof(int32_t));
+        XXH3_128bits_update(st, tokens + first, (size_t)count * sizeof(int32_t));
 #else
         for (uint32_t t = 0; t < count; t++) {
             uint32_t v = (uint32_t)tokens[first + t];
             uint8_t le[4] = { (uint8_t)v, (uint8_t)(v >> 8), (uint8_t)(v >> 16),
                               (uint8_t)(v >> 24) };
-            XXH3_128bits_update(&st, le, sizeof(le));
+            XXH3_128bits_update(st, le, sizeof(le));
         }
 #endif
-        XXH128_hash_t h = XXH3_128bits_digest(&st);
+        XXH128_hash_t h = XXH3_128bits_digest(st);
         keys[i].hi = h.high64;
         keys[i].lo = h.low64;
         prev = keys[i];
     }
+    XXH3_freeState(st);
+    return 0;
 }

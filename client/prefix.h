@@ -13,8 +13,9 @@ uint32_t prefix_n_keys(uint32_t n_tokens, uint32_t chunk_tokens);
  * last chunk may be partial. Because each key hashes its predecessor, key i
  * names the whole prefix tokens[0 .. end of chunk i), so equal prefixes give
  * equal keys whoever computes them, and a partial tail never collides with
- * the full chunk it starts. keys holds prefix_n_keys() entries. */
-void prefix_keys(const int32_t *tokens, uint32_t n_tokens, uint32_t chunk_tokens,
-                 struct kvt_wire_key *keys);
+ * the full chunk it starts. keys holds prefix_n_keys() entries. Returns 0
+ * or -ENOMEM. */
+int prefix_keys(const int32_t *tokens, uint32_t n_tokens, uint32_t chunk_tokens,
+                struct kvt_wire_key *keys);
 
 #endif

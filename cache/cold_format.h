@@ -1,0 +1,109 @@
+/* cold_format.h - the cold file's on-disk format, byte by byte.
+ *
+ * Every integer is little-endian (the build refuses big-endian hosts rather
+ * than byte-swap: kvtier runs on x86-64 and aarch64). Offsets are in bytes.
+ *
+ * File:
+ *   0                        file header block, COLD_BLOCK (4096) bytes:
+ *                            struct cold_file_header, then zeros
+ *   4096 + i * region_bytes  region i, for i in [0, n_regions)
+ *   file_bytes = 4096 + n_regions * region_bytes
+ *
+ * Region (region_bytes, a power of two >= 1 MiB):
+ *   +0     region header block, 4096 bytes: struct cold_region_header, zeros
+ *   +4096  records back to back. A record never crosses the region's end.
+ *          After a cold_sync and before a region switch the writer pads the
+ *          last write with zeros up to the next 4096 boundary and continues
+ *          there, so a reader that finds zeros from a non-aligned position up
+ *          to the next boundary skips to that boundary. Anything else that is
+ *          not a record of this region's sequence number ends the region's log.
+ *
+ * Record (chunk kind):
+ *   +0              struct cold_record_header (96 bytes)
+ *   +96             presence bitmap: ceil(tokens / 64) u64 words, never compressed
+ *   +96 + bitmap    data block: stored_len bytes, an LZ4 block
+ *                   (LZ4_compress_default) when flags has COLD_REC_LZ4, else the
+ *                   raw data block of chunk.h (stored_len == raw_len)
+ * Tombstones are a bare header (shape, raw_len, stored_len all zero).
+ *
+ * Checksums are XXH3-64. Record and region-header checksums are seeded with
+ * the file header's random `seed`, so bytes a client stored inside a payload
+ * can never be mistaken for a record of another file or forged without
+ * reading the file (only the daemon can). The file header's own checksum
+ * uses seed 0, as the seed is not known before it is read.
+ */
+#ifndef KVT_COLD_FORMAT_H
+#define KVT_COLD_FORMAT_H
+
+#include <stdint.h>
+
+#include "chunk.h"
+
+#if __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
+#error "the cold file format is little-endian; add byte swapping first"
+#endif
+
+#define COLD_BLOCK 4096u               /* O_DIRECT alignment and header blocks */
+#define COLD_FORMAT_VERSION 1u
+#define COLD_FILE_MAGIC "KVTCOLD1"     /* 8 bytes, no terminator on disk */
+#define COLD_REGION_MAGIC "KVTREGN1"
+#define COLD_RECORD_MAGIC 0x5254564bu  /* "KVTR" read as a little-endian u32 */
+
+struct cold_file_header {
+    char     magic[8];         /*   0: COLD_FILE_MAGIC */
+    uint32_t version;          /*   8: COLD_FORMAT_VERSION */
+    uint32_t block_bytes;      /*  12: COLD_BLOCK */
+    uint64_t region_bytes;     /*  16: size of every region */
+    uint64_t file_bytes;       /*  24: 4096 + n_regions * region_bytes */
+    uint8_t  uuid[16];         /*  32: random at creation; region headers carry it */
+    uint64_t seed;             /*  48: random at creation; seeds record checksums */
+    uint64_t created_unix;     /*  56: seconds since the epoch, informational */
+    uint64_t reserved[7];      /*  64: zero */
+    uint64_t checksum;         /* 120: XXH3-64, seed 0, of bytes 0..119 */
+};
+_Static_assert(sizeof(struct cold_file_header) == 128, "file header is 128 bytes");
+
+struct cold_region_header {
+    char     magic[8];         /*   0: COLD_REGION_MAGIC */
+    uint32_t version;          /*   8: COLD_FORMAT_VERSION */
+    uint32_t index;            /*  12: this region's number, guards misplaced copies */
+    uint64_t seq;              /*  16: region sequence, >= 1; larger = newer use */
+    uint8_t  file_uuid[16];    /*  24: cold_file_header.uuid */
+    uint64_t first_record_seq; /*  40: first record seq of this use, informational */
+    uint64_t reserved;         /*  48: zero */
+    uint64_t checksum;         /*  56: XXH3-64, file seed, of bytes 0..55 */
+};
+_Static_assert(sizeof(struct cold_region_header) == 64, "region header is 64 bytes");
+
+enum cold_record_kind {
+    COLD_REC_CHUNK = 1,        /* a chunk image under `key` */
+    COLD_REC_TOMB_OBJECT = 2,  /* drops older records of key.ns_id/obj_hi/obj_lo */
+    COLD_REC_TOMB_NAMESPACE = 3, /* drops older records of key.ns_id (0 = all) */
+};
+
+#define COLD_REC_LZ4 0x01u     /* record flag: the data block is LZ4-compressed */
+
+struct cold_record_header {
+    uint32_t magic;            /*   0: COLD_RECORD_MAGIC */
+    uint16_t version;          /*   4: COLD_FORMAT_VERSION */
+    uint8_t  kind;             /*   6: enum cold_record_kind */
+    uint8_t  flags;            /*   7: COLD_REC_LZ4 or 0 */
+    struct kvt_chunk_key key;  /*   8: 40 bytes, chunk.h layout */
+    struct kvt_chunk_shape shape; /* 48: 16 bytes: tokens, heads, dim, elem */
+    uint64_t seq;              /*  64: record sequence, unique, grows with the log */
+    uint64_t region_seq;       /*  72: seq of the region use it was written in */
+    uint32_t raw_len;          /*  80: data block bytes = chunk_data_bytes(&shape) */
+    uint32_t stored_len;       /*  84: data block bytes on disk, <= raw_len */
+    uint64_t checksum;         /*  88: XXH3-64, file seed, of the whole record
+                                *      (header with this field zero, bitmap, data) */
+};
+_Static_assert(sizeof(struct cold_record_header) == 96, "record header is 96 bytes");
+_Static_assert(sizeof(struct kvt_chunk_shape) == 16, "chunk shape is 16 bytes");
+
+/* Bytes of a chunk record's presence bitmap. */
+static inline uint32_t cold_bitmap_bytes(uint32_t tokens)
+{
+    return (tokens + 63) / 64 * 8;
+}
+
+#endif

@@ -1,0 +1,648 @@
+/* hot.c - RAM tier: chunk memory, hash index, byte budget, LRU eviction, pinning. */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+
+#include <xxhash.h>
+
+#include "hot.h"
+
+#define HOT_INITIAL_BUCKETS 64
+#define HOT_DATA_ALIGN 64
+/* Data blocks at least this big get a mapping of their own so that freeing
+ * one always hands its pages back to the OS: glibc's malloc raises its mmap
+ * threshold after freeing big blocks and would then keep later ones in the
+ * heap. Fresh mappings also cost no RSS until tokens are written. */
+#define HOT_MMAP_MIN_BYTES (128 * 1024)
+
+/* Accounting, all guarded by mu:
+ *   used_bytes      = charged_bytes of every allocated chunk (linked, or
+ *                     unlinked but still pinned) + bytes reserved by
+ *                     hot_get_or_create while it allocates without the lock;
+ *   evictable_bytes = charged_bytes of linked chunks with no pins;
+ *   hook_bytes      = charged_bytes of chunks whose evict hook is running.
+ * So used_bytes - evictable_bytes - hook_bytes is what no eviction can free
+ * right now, which tells -ENOSPC apart before anything is evicted in vain. */
+struct kvt_hot {
+    pthread_mutex_t mu;
+    pthread_cond_t hook_done;          /* broadcast when an evict hook returns */
+    struct kvt_chunk **buckets;        /* chains through hash_next */
+    size_t n_buckets;                  /* power of two */
+    uint64_t n_chunks;                 /* linked chunks */
+    uint64_t budget_bytes, used_bytes, evictable_bytes, hook_bytes;
+    uint64_t evictions;
+    struct kvt_chunk *lru_head, *lru_tail;   /* head = most recently used */
+    /* Unlinked chunks that are still pinned, chained through lru_prev/next
+     * (free once unlinked), so hot_destroy can find them. */
+    struct kvt_chunk *orphans;
+    hot_evict_fn evict_fn;
+    void *evict_arg;
+};
+
+/* ---- chunk memory ---------------------------------------------------------- */
+
+static size_t bitmap_bytes(uint32_t tokens)
+{
+    return ((size_t)tokens + 63) / 64 * sizeof(uint64_t);
+}
+
+static uint64_t chunk_charge(const struct kvt_chunk_shape *s)
+{
+    return sizeof(struct kvt_chunk) + bitmap_bytes(s->tokens) + chunk_data_bytes(s);
+}
+
+static bool shape_ok(const struct kvt_chunk_shape *s)
+{
+    return s->tokens >= 1 && s->tokens <= KVT_CHUNK_MAX_TOKENS &&
+           s->heads >= 1 && s->heads <= 1024 &&
+           s->dim >= 1 && s->dim <= 1024 &&
+           chunk_row_bytes(s) != 0;          /* 0 for an unknown elem */
+}
+
+static void *data_alloc(size_t bytes)
+{
+    void *p;
+
+    if (bytes >= HOT_MMAP_MIN_BYTES) {
+        p = mmap(NULL, bytes, PROT_READ | PROT_WRITE,
+                 MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+        return p == MAP_FAILED ? NULL : p;   /* page-aligned, so 64-aligned */
+    }
+    /* C11 wants the size to be a multiple of the alignment. */
+    return aligned_alloc(HOT_DATA_ALIGN,
+                         (bytes + HOT_DATA_ALIGN - 1) & ~(size_t)(HOT_DATA_ALIGN - 1));
+}
+
+static void data_free(void *p, size_t bytes)
+{
+    if (!p)
+        return;
+    if (bytes >= HOT_MMAP_MIN_BYTES)
+        munmap(p, bytes);
+    else
+        free(p);
+}
+
+/* A new chunk with every token absent. The data block is left as it comes:
+ * the presence bitmap says what is valid, and touching gigabytes to zero
+ * them would cost time and RSS for nothing. */
+static int chunk_alloc(const struct kvt_chunk_key *key,
+                       const struct kvt_chunk_shape *shape, uint64_t charged,
+                       struct kvt_chunk **out)
+{
+    size_t data_bytes = chunk_data_bytes(shape);
+    struct kvt_chunk *c;
+    int rc = -ENOMEM;
+
+    /* The bitmap rides behind the struct: one allocation, and its size is a
+     * multiple of 8 so present[] is aligned. */
+    c = calloc(1, sizeof(*c) + bitmap_bytes(shape->tokens));
+    if (!c)
+        goto err;
+    c->present = (uint64_t *)(c + 1);
+    c->data = data_alloc(data_bytes);
+    if (!c->data)
+        goto err;
+    rc = -pthread_rwlock_init(&c->lock, NULL);
+    if (rc < 0)
+        goto err;
+    c->key = *key;
+    c->shape = *shape;
+    c->charged_bytes = charged;
+    *out = c;
+    return 0;
+err:
+    if (c)
+        data_free(c->data, data_bytes);
+    free(c);
+    return rc;
+}
+
+static void chunk_free(struct kvt_chunk *c)
+{
+    pthread_rwlock_destroy(&c->lock);
+    data_free(c->data, chunk_data_bytes(&c->shape));
+    free(c);
+}
+
+/* Chunks to free are collected under the mutex, chained through hash_next
+ * (unused once unlinked), and freed after it is released: munmap and the
+ * TLB shootdown it implies should not stall every other worker. */
+static void free_chunks(struct kvt_chunk *list)
+{
+    while (list) {
+        struct kvt_chunk *next = list->hash_next;
+
+        chunk_free(list);
+        list = next;
+    }
+}
+
+/* ---- index and lists (tier mutex held) ------------------------------------- */
+
+static size_t bucket_of(const struct kvt_hot *hot, const struct kvt_chunk_key *key)
+{
+    return XXH3_64bits(key, sizeof(*key)) & (hot->n_buckets - 1);
+}
+
+static struct kvt_chunk *index_find(struct kvt_hot *hot, const struct kvt_chunk_key *key)
+{
+    struct kvt_chunk *c = hot->buckets[bucket_of(hot, key)];
+
+    while (c && memcmp(&c->key, key, sizeof(*key)) != 0)
+        c = c->hash_next;
+    return c;
+}
+
+/* Double the buckets once there are more chunks than buckets, keeping chains
+ * about one long. A failed allocation only makes chains longer. */
+static void index_grow(struct kvt_hot *hot)
+{
+    struct kvt_chunk **old = hot->buckets;
+    size_t old_n = hot->n_buckets;
+    struct kvt_chunk **b = calloc(old_n * 2, sizeof(*b));
+
+    if (!b)
+        return;
+    hot->buckets = b;
+    hot->n_buckets = old_n * 2;
+    for (size_t i = 0; i < old_n; i++) {
+        struct kvt_chunk *c = old[i], *next;
+
+        for (; c; c = next) {
+            size_t h = bucket_of(hot, &c->key);
+
+            next = c->hash_next;
+            c->hash_next = b[h];
+            b[h] = c;
+        }
+    }
+    free(old);
+}
+
+static void index_remove(struct kvt_hot *hot, struct kvt_chunk *c)
+{
+    struct kvt_chunk **pp = &hot->buckets[bucket_of(hot, &c->key)];
+
+    while (*pp != c)
+        pp = &(*pp)->hash_next;
+    *pp = c->hash_next;
+    c->hash_next = NULL;
+}
+
+static void lru_remove(struct kvt_hot *hot, struct kvt_chunk *c)
+{
+    if (c->lru_prev)
+        c->lru_prev->lru_next = c->lru_next;
+    else
+        hot->lru_head = c->lru_next;
+    if (c->lru_next)
+        c->lru_next->lru_prev = c->lru_prev;
+    else
+        hot->lru_tail = c->lru_prev;
+    c->lru_prev = c->lru_next = NULL;
+}
+
+static void lru_push_head(struct kvt_hot *hot, struct kvt_chunk *c)
+{
+    c->lru_prev = NULL;
+    c->lru_next = hot->lru_head;
+    if (hot->lru_head)
+        hot->lru_head->lru_prev = c;
+    else
+        hot->lru_tail = c;
+    hot->lru_head = c;
+}
+
+static void orphan_push(struct kvt_hot *hot, struct kvt_chunk *c)
+{
+    c->lru_prev = NULL;
+    c->lru_next = hot->orphans;
+    if (hot->orphans)
+        hot->orphans->lru_prev = c;
+    hot->orphans = c;
+}
+
+static void orphan_remove(struct kvt_hot *hot, struct kvt_chunk *c)
+{
+    if (c->lru_prev)
+        c->lru_prev->lru_next = c->lru_next;
+    else
+        hot->orphans = c->lru_next;
+    if (c->lru_next)
+        c->lru_next->lru_prev = c->lru_prev;
+    c->lru_prev = c->lru_next = NULL;
+}
+
+/* Every change of linked or pins goes through these four, which keep
+ * evictable_bytes and used_bytes true to their definitions above. */
+static void chunk_link(struct kvt_hot *hot, struct kvt_chunk *c)
+{
+    size_t h;
+
+    if (hot->n_chunks >= hot->n_buckets)
+        index_grow(hot);
+    h = bucket_of(hot, &c->key);
+    c->hash_next = hot->buckets[h];
+    hot->buckets[h] = c;
+    lru_push_head(hot, c);
+    c->linked = true;
+    hot->n_chunks++;
+    if (!c->pins)
+        hot->evictable_bytes += c->charged_bytes;
+}
+
+/* Unlink at once; a pinned chunk waits on the orphan list for its last put. */
+static void chunk_unlink(struct kvt_hot *hot, struct kvt_chunk *c,
+                         struct kvt_chunk **to_free)
+{
+    index_remove(hot, c);
+    lru_remove(hot, c);
+    c->linked = false;
+    hot->n_chunks--;
+    if (c->pins) {
+        orphan_push(hot, c);
+        return;
+    }
+    hot->evictable_bytes -= c->charged_bytes;
+    hot->used_bytes -= c->charged_bytes;
+    c->hash_next = *to_free;
+    *to_free = c;
+}
+
+static void chunk_pin(struct kvt_hot *hot, struct kvt_chunk *c)
+{
+    if (c->linked && !c->pins)
+        hot->evictable_bytes -= c->charged_bytes;
+    c->pins++;
+}
+
+static void chunk_unpin(struct kvt_hot *hot, struct kvt_chunk *c,
+                        struct kvt_chunk **to_free)
+{
+    if (--c->pins)
+        return;
+    if (c->linked) {
+        hot->evictable_bytes += c->charged_bytes;
+        return;
+    }
+    orphan_remove(hot, c);
+    hot->used_bytes -= c->charged_bytes;
+    c->hash_next = *to_free;
+    *to_free = c;
+}
+
+/* A lookup: pin, make most recently used, and tell a running evict hook
+ * that the chunk is in use again. */
+static void chunk_touch(struct kvt_hot *hot, struct kvt_chunk *c)
+{
+    chunk_pin(hot, c);
+    lru_remove(hot, c);
+    lru_push_head(hot, c);
+    c->touched = true;
+}
+
+static struct kvt_chunk *lru_victim(struct kvt_hot *hot)
+{
+    struct kvt_chunk *c = hot->lru_tail;
+
+    /* A chunk whose hook runs is pinned by its evictor, so it is skipped
+     * too and never handed to two hooks at once. */
+    while (c && c->pins)
+        c = c->lru_prev;
+    return c;
+}
+
+/* Evict least recently used unpinned chunks until used + need fits the
+ * budget. Called and returns with mu held, but drops it around each evict
+ * hook, so the caller must re-check anything it looked up before. Unlinked
+ * chunks go on *to_free. Returns 0, or -ENOSPC when even evicting every
+ * unpinned chunk (and those whose hooks run) cannot make room: then nothing
+ * is evicted in vain, unless best_effort asks to get as close as it can. */
+static int evict_until_fits(struct kvt_hot *hot, uint64_t need, bool best_effort,
+                            struct kvt_chunk **to_free)
+{
+    while (hot->used_bytes + need > hot->budget_bytes) {
+        struct kvt_chunk *v;
+        hot_evict_fn fn = hot->evict_fn;
+        void *arg = hot->evict_arg;
+        bool evict;
+
+        if (!best_effort && hot->used_bytes + need >
+            hot->budget_bytes + hot->evictable_bytes + hot->hook_bytes)
+            return -ENOSPC;
+        v = lru_victim(hot);
+        if (!v) {
+            /* Only chunks in other threads' hooks can still make room. Those
+             * hooks never call back into the tier, so this wait ends. */
+            if (!hot->hook_bytes)
+                return -ENOSPC;
+            pthread_cond_wait(&hot->hook_done, &hot->mu);
+            continue;
+        }
+        if (!fn) {
+            chunk_unlink(hot, v, to_free);
+            hot->evictions++;
+            continue;
+        }
+        /* The hook may write to the SSD: run it without the mutex, holding
+         * a pin so the chunk cannot be freed under it. */
+        chunk_pin(hot, v);
+        v->touched = false;
+        hot->hook_bytes += v->charged_bytes;
+        pthread_mutex_unlock(&hot->mu);
+        fn(arg, v);
+        pthread_mutex_lock(&hot->mu);
+        hot->hook_bytes -= v->charged_bytes;
+        /* A lookup during the hook may have written tokens the hook did not
+         * see; dropping the chunk would lose an acknowledged store, so it
+         * stays. A drop during the hook already unlinked it. */
+        evict = v->linked && !v->touched;
+        chunk_unpin(hot, v, to_free);
+        if (evict) {
+            chunk_unlink(hot, v, to_free);
+            hot->evictions++;
+        }
+        pthread_cond_broadcast(&hot->hook_done);
+    }
+    return 0;
+}
+
+/* ---- public ---------------------------------------------------------------- */
+
+int hot_create(uint64_t budget_bytes, struct kvt_hot **out)
+{
+    struct kvt_hot *hot = calloc(1, sizeof(*hot));
+    int rc = -ENOMEM;
+
+    if (!hot)
+        goto err;
+    hot->n_buckets = HOT_INITIAL_BUCKETS;
+    hot->buckets = calloc(hot->n_buckets, sizeof(*hot->buckets));
+    if (!hot->buckets)
+        goto err;
+    rc = -pthread_mutex_init(&hot->mu, NULL);
+    if (rc < 0)
+        goto err;
+    rc = -pthread_cond_init(&hot->hook_done, NULL);
+    if (rc < 0) {
+        pthread_mutex_destroy(&hot->mu);
+        goto err;
+    }
+    hot->budget_bytes = budget_bytes;
+    *out = hot;
+    return 0;
+err:
+    if (hot)
+        free(hot->buckets);
+    free(hot);
+    return rc;
+}
+
+void hot_destroy(struct kvt_hot *hot)
+{
+    struct kvt_chunk *c, *next;
+
+    if (!hot)
+        return;
+    for (c = hot->lru_head; c; c = next) {
+        next = c->lru_next;
+        chunk_free(c);
+    }
+    for (c = hot->orphans; c; c = next) {
+        next = c->lru_next;
+        chunk_free(c);
+    }
+    pthread_cond_destroy(&hot->hook_done);
+    pthread_mutex_destroy(&hot->mu);
+    free(hot->buckets);
+    free(hot);
+}
+
+void hot_set_budget(struct kvt_hot *hot, uint64_t budget_bytes)
+{
+    struct kvt_chunk *to_free = NULL;
+
+    pthread_mutex_lock(&hot->mu);
+    hot->budget_bytes = budget_bytes;
+    /* -ENOSPC here means pinned chunks hold more than the new budget: every
+     * unpinned one is gone, the pinned ones stay charged (used_bytes >
+     * budget_bytes) until put, and nothing new fits until enough are. */
+    (void)evict_until_fits(hot, 0, true, &to_free);
+    pthread_mutex_unlock(&hot->mu);
+    free_chunks(to_free);
+}
+
+void hot_set_evict_hook(struct kvt_hot *hot, hot_evict_fn fn, void *arg)
+{
+    pthread_mutex_lock(&hot->mu);
+    hot->evict_fn = fn;
+    hot->evict_arg = arg;
+    pthread_mutex_unlock(&hot->mu);
+}
+
+int hot_get(struct kvt_hot *hot, const struct kvt_chunk_key *key,
+            struct kvt_chunk **out)
+{
+    struct kvt_chunk *c;
+    int rc = -ENOENT;
+
+    pthread_mutex_lock(&hot->mu);
+    c = index_find(hot, key);
+    if (c) {
+        chunk_touch(hot, c);
+        *out = c;
+        rc = 0;
+    }
+    pthread_mutex_unlock(&hot->mu);
+    return rc;
+}
+
+int hot_get_or_create(struct kvt_hot *hot, const struct kvt_chunk_key *key,
+                      const struct kvt_chunk_shape *shape,
+                      struct kvt_chunk **out)
+{
+    struct kvt_chunk *c, *fresh = NULL, *to_free = NULL;
+    uint64_t need;
+    int rc;
+
+    if (!shape_ok(shape))
+        return -EINVAL;
+    need = chunk_charge(shape);
+
+    pthread_mutex_lock(&hot->mu);
+    c = index_find(hot, key);
+    if (c)
+        goto found;
+    rc = evict_until_fits(hot, need, false, &to_free);
+    if (rc < 0) {
+        /* The mutex was dropped around hooks: someone may have created it. */
+        c = index_find(hot, key);
+        if (c)
+            goto found;
+        goto out;
+    }
+    /* Reserve the bytes so no other thread spends them, then allocate
+     * without the mutex: mmap must not stall every worker. The victims are
+     * freed first, so RSS does not overshoot the budget. */
+    hot->used_bytes += need;
+    pthread_mutex_unlock(&hot->mu);
+    free_chunks(to_free);
+    to_free = NULL;
+    rc = chunk_alloc(key, shape, need, &fresh);
+    pthread_mutex_lock(&hot->mu);
+    if (rc < 0) {
+        hot->used_bytes -= need;
+        goto out;
+    }
+    c = index_find(hot, key);
+    if (c) {
+        /* Another thread created it meanwhile: use theirs, free ours. */
+        hot->used_bytes -= need;
+        goto found;
+    }
+    c = fresh;
+    fresh = NULL;
+    chunk_link(hot, c);
+found:
+    if (memcmp(&c->shape, shape, sizeof(*shape)) != 0) {
+        rc = -EINVAL;
+        goto out;
+    }
+    chunk_touch(hot, c);
+    *out = c;
+    rc = 0;
+out:
+    pthread_mutex_unlock(&hot->mu);
+    free_chunks(to_free);
+    if (fresh)
+        chunk_free(fresh);
+    return rc;
+}
+
+void hot_put(struct kvt_hot *hot, struct kvt_chunk *chunk)
+{
+    struct kvt_chunk *to_free = NULL;
+
+    pthread_mutex_lock(&hot->mu);
+    chunk_unpin(hot, chunk, &to_free);
+    pthread_mutex_unlock(&hot->mu);
+    free_chunks(to_free);
+}
+
+void hot_mark_dirty(struct kvt_hot *hot, struct kvt_chunk *chunk)
+{
+    pthread_mutex_lock(&hot->mu);
+    chunk->dirty = true;
+    pthread_mutex_unlock(&hot->mu);
+}
+
+void hot_mark_clean(struct kvt_hot *hot, struct kvt_chunk *chunk)
+{
+    pthread_mutex_lock(&hot->mu);
+    chunk->dirty = false;
+    pthread_mutex_unlock(&hot->mu);
+}
+
+/* Drop every linked chunk that match() accepts. Drops are rare admin or
+ * context-delete operations, so a walk of the LRU list is good enough. */
+static uint64_t drop_matching(struct kvt_hot *hot, const struct kvt_chunk_key *want,
+                              bool (*match)(const struct kvt_chunk_key *,
+                                            const struct kvt_chunk_key *))
+{
+    struct kvt_chunk *c, *next, *to_free = NULL;
+    uint64_t dropped = 0;
+
+    pthread_mutex_lock(&hot->mu);
+    for (c = hot->lru_head; c; c = next) {
+        next = c->lru_next;
+        if (match(&c->key, want)) {
+            chunk_unlink(hot, c, &to_free);
+            dropped++;
+        }
+    }
+    pthread_mutex_unlock(&hot->mu);
+    free_chunks(to_free);
+    return dropped;
+}
+
+static bool same_object(const struct kvt_chunk_key *k, const struct kvt_chunk_key *want)
+{
+    return k->ns_id == want->ns_id && k->obj_hi == want->obj_hi &&
+           k->obj_lo == want->obj_lo;
+}
+
+static bool same_namespace(const struct kvt_chunk_key *k, const struct kvt_chunk_key *want)
+{
+    return want->ns_id == 0 || k->ns_id == want->ns_id;
+}
+
+uint64_t hot_drop_object(struct kvt_hot *hot, uint64_t ns_id,
+                         uint64_t obj_hi, uint64_t obj_lo)
+{
+    struct kvt_chunk_key want = { .ns_id = ns_id, .obj_hi = obj_hi, .obj_lo = obj_lo };
+
+    return drop_matching(hot, &want, same_object);
+}
+
+uint64_t hot_drop_namespace(struct kvt_hot *hot, uint64_t ns_id)
+{
+    struct kvt_chunk_key want = { .ns_id = ns_id };
+
+    return drop_matching(hot, &want, same_namespace);
+}
+
+/* chunks counts the chunks a lookup can find; used_bytes also counts
+ * unlinked chunks still pinned and allocations in progress. */
+void hot_stats(struct kvt_hot *hot, struct kvt_hot_stats *out)
+{
+    pthread_mutex_lock(&hot->mu);
+    out->budget_bytes = hot->budget_bytes;
+    out->used_bytes = hot->used_bytes;
+    out->chunks = hot->n_chunks;
+    out->evictions = hot->evictions;
+    pthread_mutex_unlock(&hot->mu);
+}
+
+/* ---- presence bitmap -------------------------------------------------------- */
+
+bool chunk_has_range(const struct kvt_chunk *c, uint32_t first, uint32_t n)
+{
+    uint32_t last, w, last_w;
+
+    if (n == 0)
+        return true;
+    if (n > c->shape.tokens || first > c->shape.tokens - n)
+        return false;
+    last = first + n - 1;
+    last_w = last / 64;
+    for (w = first / 64; w <= last_w; w++) {
+        uint64_t mask = ~UINT64_C(0);
+
+        if (w == first / 64)
+            mask &= ~UINT64_C(0) << (first % 64);
+        if (w == last_w)
+            mask &= ~UINT64_C(0) >> (63 - last % 64);
+        if ((c->present[w] & mask) != mask)
+            return false;
+    }
+    return true;
+}
+
+uint32_t chunk_leading_tokens(const struct kvt_chunk *c)
+{
+    uint32_t tokens = c->shape.tokens;
+    uint32_t n_words = (tokens + 63) / 64;
+
+    for (uint32_t w = 0; w < n_words; w++) {
+        uint64_t absent = ~c->present[w];
+
+        if (absent) {
+            uint32_t r = w * 64 + (uint32_t)__builtin_ctzll(absent);
+
+            return r < tokens ? r : tokens;
+        }
+    }
+    return tokens;
+}

@@ -1,0 +1,306 @@
+/* config.c - one table of keys serves the config file, the flags and `config set`. */
+#include "daemon/config.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <syslog.h>
+
+#include "daemon/log.h"
+#include "proto/proto.h"
+
+enum key_type { K_PATH, K_SIZE, K_U32, K_QUANT, K_LEVEL, K_MODE, K_SHARE };
+
+struct key_def {
+    const char *name;
+    enum key_type type;
+    size_t offset;
+    uint64_t min, max;      /* K_SIZE, K_U32 */
+};
+
+#define OFF(f) offsetof(struct kvt_config, f)
+static const struct key_def keys[] = {
+    { "socket",         K_PATH,  OFF(socket),         0, 0 },
+    { "admin-socket",   K_PATH,  OFF(admin_socket),   0, 0 },
+    { "cold-path",      K_PATH,  OFF(cold_path),      0, 0 },
+    { "hot-bytes",      K_SIZE,  OFF(hot_bytes),      1 << 20, UINT64_C(1) << 44 },
+    { "cold-bytes",     K_SIZE,  OFF(cold_bytes),     0, UINT64_C(1) << 50 },
+    { "chunk-tokens",   K_U32,   OFF(chunk_tokens),   1, 4096 },
+    { "quant",          K_QUANT, OFF(quant_none),     0, 0 },
+    { "workers",        K_U32,   OFF(workers),        1, 256 },
+    { "log-level",      K_LEVEL, OFF(log_level),      0, 0 },
+    { "max-clients",    K_U32,   OFF(max_clients),    1, 65536 },
+    { "max-spans",      K_U32,   OFF(max_spans),      1, KVT_SPANS_MAX },
+    { "max-frame",      K_SIZE,  OFF(max_frame),      4096, KVT_FRAME_MAX },
+    { "max-client-shm", K_SIZE,  OFF(max_client_shm), 1 << 20, UINT64_C(1) << 40 },
+    { "socket-mode",    K_MODE,  OFF(socket_mode),    0, 0777 },
+    { "share",          K_SHARE, 0,                   0, 0 },
+};
+#define N_KEYS (sizeof(keys) / sizeof(keys[0]))
+
+static void set_path(char *dst, const char *src)
+{
+    snprintf(dst, CONFIG_PATH_MAX, "%s", src);
+}
+
+void config_defaults(struct kvt_config *cfg)
+{
+    memset(cfg, 0, sizeof(*cfg));
+    set_path(cfg->socket, "/run/kvtier/kvtier.sock");
+    set_path(cfg->admin_socket, "/run/kvtier/admin.sock");
+    set_path(cfg->cold_path, "/var/cache/kvtier/cold.kvt");
+    cfg->hot_bytes = UINT64_C(8) << 30;
+    cfg->cold_bytes = 0;
+    cfg->chunk_tokens = 256;
+    cfg->workers = 2;
+    cfg->log_level = LOG_INFO;
+    cfg->max_clients = 256;
+    cfg->max_spans = 8192;
+    cfg->max_frame = 1u << 20;
+    cfg->max_client_shm = UINT64_C(1) << 30;
+    cfg->socket_mode = 0666;
+}
+
+void config_dev_defaults(struct kvt_config *cfg)
+{
+    config_defaults(cfg);
+    set_path(cfg->socket, "var/kvtier.sock");
+    set_path(cfg->admin_socket, "var/admin.sock");
+    set_path(cfg->cold_path, "var/cold.kvt");
+    cfg->hot_bytes = UINT64_C(1) << 30;
+}
+
+int config_parse_size(const char *s, uint64_t *out)
+{
+    char *end;
+
+    if (!s || !isdigit((unsigned char)*s))
+        return -EINVAL;
+    errno = 0;
+    unsigned long long v = strtoull(s, &end, 10);
+    if (errno)
+        return -ERANGE;
+    int shift = 0;
+    switch (*end) {
+    case 'K': case 'k': shift = 10; end++; break;
+    case 'M': case 'm': shift = 20; end++; break;
+    case 'G': case 'g': shift = 30; end++; break;
+    case 'T': case 't': shift = 40; end++; break;
+    }
+    if (*end)
+        return -EINVAL;
+    if (shift && v > (UINT64_MAX >> shift))
+        return -ERANGE;
+    *out = (uint64_t)v << shift;
+    return 0;
+}
+
+static int reason(char *err, size_t len, int rc, const char *fmt, const char *a)
+{
+    if (err && len)
+        snprintf(err, len, fmt, a);
+    return rc;
+}
+
+/* `share = 1000,1001` puts those uids in one sharing domain; each line is a
+ * new group. */
+static int set_share(struct kvt_config *cfg, const char *value, char *err, size_t len)
+{
+    struct kvt_config tmp = *cfg;
+    uint32_t group = 0;
+    char buf[512];
+
+    for (uint32_t i = 0; i < tmp.n_share; i++)
+        if (tmp.share_group[i] >= group)
+            group = tmp.share_group[i] + 1;
+    snprintf(buf, sizeof(buf), "%s", value);
+    for (char *save = NULL, *tok = strtok_r(buf, ", ", &save); tok;
+         tok = strtok_r(NULL, ", ", &save)) {
+        char *end;
+        errno = 0;
+        unsigned long uid = strtoul(tok, &end, 10);
+        if (*end || errno || uid > UINT32_MAX - 1 || !isdigit((unsigned char)*tok))
+            return reason(err, len, -EINVAL, "share: '%s' is not a uid", tok);
+        for (uint32_t i = 0; i < tmp.n_share; i++)
+            if (tmp.share_uid[i] == (uid_t)uid)
+                return reason(err, len, -EINVAL, "share: uid %s is in two groups", tok);
+        if (tmp.n_share == CONFIG_SHARE_MAX)
+            return reason(err, len, -ERANGE, "share: more than %s uids", "64");
+        tmp.share_uid[tmp.n_share] = (uid_t)uid;
+        tmp.share_group[tmp.n_share++] = group;
+    }
+    *cfg = tmp;
+    return 0;
+}
+
+static const struct key_def *find_key(const char *name)
+{
+    for (size_t i = 0; i < N_KEYS; i++)
+        if (strcmp(keys[i].name, name) == 0)
+            return &keys[i];
+    return NULL;
+}
+
+int config_set(struct kvt_config *cfg, const char *key, const char *value,
+               char *err, size_t len)
+{
+    const struct key_def *k = find_key(key);
+    uint8_t *field;
+    uint64_t v;
+    char *end;
+    int rc;
+
+    if (!k)
+        return reason(err, len, -ENOENT, "unknown config key '%s'", key);
+    field = (uint8_t *)cfg + k->offset;
+    switch (k->type) {
+    case K_PATH:
+        if (!*value || strlen(value) >= 108)   /* sun_path bound for sockets */
+            return reason(err, len, -EINVAL, "%s: path empty or longer than 107 bytes", key);
+        set_path((char *)field, value);
+        return 0;
+    case K_SIZE:
+        rc = config_parse_size(value, &v);
+        if (rc)
+            return reason(err, len, rc, "%s: expected a size like 512M or 8G", key);
+        if (v < k->min || v > k->max)
+            return reason(err, len, -ERANGE, "%s: size out of range", key);
+        if (k->max <= UINT32_MAX)
+            *(uint32_t *)field = (uint32_t)v;
+        else
+            *(uint64_t *)field = v;
+        return 0;
+    case K_U32:
+        errno = 0;
+        v = strtoull(value, &end, 10);
+        if (*end || errno || !isdigit((unsigned char)*value))
+            return reason(err, len, -EINVAL, "%s: expected a whole number", key);
+        if (v < k->min || v > k->max)
+            return reason(err, len, -ERANGE, "%s: number out of range", key);
+        *(uint32_t *)field = (uint32_t)v;
+        return 0;
+    case K_MODE:
+        errno = 0;
+        v = strtoull(value, &end, 8);
+        if (*end || errno || !*value || v > k->max)
+            return reason(err, len, -EINVAL, "%s: expected an octal mode like 0660", key);
+        *(uint32_t *)field = (uint32_t)v;
+        return 0;
+    case K_QUANT:
+        if (strcmp(value, "int8") && strcmp(value, "none"))
+            return reason(err, len, -EINVAL, "%s: expected int8 or none", key);
+        *(uint32_t *)field = strcmp(value, "none") == 0;
+        return 0;
+    case K_LEVEL:
+        rc = log_parse_level(value);
+        if (rc < 0)
+            return reason(err, len, -EINVAL, "%s: expected err, warning, info or debug", key);
+        *(uint32_t *)field = (uint32_t)rc;
+        return 0;
+    case K_SHARE:
+        return set_share(cfg, value, err, len);
+    }
+    return -EINVAL;
+}
+
+int config_get(const struct kvt_config *cfg, const char *key, char *buf, size_t len)
+{
+    const struct key_def *k = find_key(key);
+    const uint8_t *field;
+
+    if (!k)
+        return -ENOENT;
+    field = (const uint8_t *)cfg + k->offset;
+    switch (k->type) {
+    case K_PATH:  snprintf(buf, len, "%s", (const char *)field); break;
+    case K_SIZE:
+        snprintf(buf, len, "%" PRIu64, k->max <= UINT32_MAX ?
+                 *(const uint32_t *)field : *(const uint64_t *)field);
+        break;
+    case K_U32:   snprintf(buf, len, "%" PRIu32, *(const uint32_t *)field); break;
+    case K_MODE:  snprintf(buf, len, "%04o", *(const uint32_t *)field); break;
+    case K_QUANT: snprintf(buf, len, "%s", *(const uint32_t *)field ? "none" : "int8"); break;
+    case K_LEVEL: snprintf(buf, len, "%s", log_level_name((int)*(const uint32_t *)field)); break;
+    case K_SHARE: {
+        size_t at = 0;
+        buf[0] = '\0';
+        for (uint32_t i = 0; i < cfg->n_share && at < len; i++)
+            at += (size_t)snprintf(buf + at, len - at, "%s%u:%u", i ? "," : "",
+                                   cfg->share_group[i], (unsigned)cfg->share_uid[i]);
+        break;
+    }
+    }
+    return 0;
+}
+
+const char *config_key_name(size_t i)
+{
+    return i < N_KEYS ? keys[i].name : NULL;
+}
+
+static char *trim(char *s)
+{
+    while (isspace((unsigned char)*s))
+        s++;
+    char *e = s + strlen(s);
+    while (e > s && isspace((unsigned char)e[-1]))
+        *--e = '\0';
+    return s;
+}
+
+int config_load_file(struct kvt_config *cfg, const char *path, char *err, size_t len)
+{
+    struct kvt_config tmp = *cfg;
+    char line[1024], why[256];
+    unsigned lineno = 0;
+    int rc = 0;
+    FILE *f = fopen(path, "re");
+
+    if (!f) {
+        rc = -errno;
+        snprintf(err, len, "%s: %s", path, strerror(-rc));
+        return rc;
+    }
+    while (fgets(line, sizeof(line), f)) {
+        lineno++;
+        if (!strchr(line, '\n') && !feof(f)) {
+            snprintf(err, len, "%s:%u: line too long", path, lineno);
+            rc = -EINVAL;
+            goto out;
+        }
+        char *hash = strchr(line, '#');
+        if (hash)
+            *hash = '\0';
+        char *s = trim(line);
+        if (!*s)
+            continue;
+        char *eq = strchr(s, '=');
+        if (!eq) {
+            snprintf(err, len, "%s:%u: expected 'key = value'", path, lineno);
+            rc = -EINVAL;
+            goto out;
+        }
+        *eq = '\0';
+        rc = config_set(&tmp, trim(s), trim(eq + 1), why, sizeof(why));
+        if (rc) {
+            snprintf(err, len, "%s:%u: %s", path, lineno, why);
+            goto out;
+        }
+    }
+    *cfg = tmp;
+out:
+    fclose(f);
+    return rc;
+}
+
+int config_validate(const struct kvt_config *cfg, char *err, size_t len)
+{
+    if (strcmp(cfg->socket, cfg->admin_socket) == 0)
+        return reason(err, len, -EINVAL, "socket and admin-socket are the same path%s", "");
+    if (cfg->max_frame < proto_data_size(KVT_CTX_NAME_MAX, 0, 1))
+        return reason(err, len, -EINVAL, "max-frame is too small for one span%s", "");
+    return 0;
+}

@@ -1,0 +1,58 @@
+/* config.h - kvtierd settings: defaults, config file, flags, one key table. */
+#ifndef KVT_CONFIG_H
+#define KVT_CONFIG_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#define CONFIG_PATH_MAX 256
+#define CONFIG_SHARE_MAX 64     /* uids in all `share` groups together */
+
+struct kvt_config {
+    char socket[CONFIG_PATH_MAX];
+    char admin_socket[CONFIG_PATH_MAX];
+    char cold_path[CONFIG_PATH_MAX];
+    uint64_t hot_bytes;
+    uint64_t cold_bytes;
+    uint32_t chunk_tokens;      /* default for clients that pass 0 */
+    uint32_t quant_none;        /* 1: lossless storage */
+    uint32_t workers;
+    uint32_t log_level;         /* syslog priority */
+    uint32_t max_clients;
+    uint32_t max_spans;         /* per request */
+    uint32_t max_frame;         /* bytes per control message */
+    uint64_t max_client_shm;    /* bytes of one client's region */
+    uint32_t socket_mode;       /* file mode of the data socket */
+    /* Sharing domains: share_uid[i] belongs to group share_group[i]. */
+    uint32_t n_share;
+    uid_t share_uid[CONFIG_SHARE_MAX];
+    uint32_t share_group[CONFIG_SHARE_MAX];
+};
+
+/* Production defaults (sockets under /run/kvtier). */
+void config_defaults(struct kvt_config *cfg);
+/* The embedded development config of `make run` / --dev: sockets and cold
+ * file under ./var, small budgets, no root needed. */
+void config_dev_defaults(struct kvt_config *cfg);
+
+/* Set one key ("hot-bytes") from text ("8G"). Returns 0, or -EINVAL/-ERANGE
+ * /-ENOENT with a reason in err (errlen bytes); cfg is unchanged on error. */
+int config_set(struct kvt_config *cfg, const char *key, const char *value,
+               char *err, size_t errlen);
+/* Read "key = value" lines ('#' comments, blank lines). Stops at the first
+ * bad line with "FILE:LINE: reason" in err. */
+int config_load_file(struct kvt_config *cfg, const char *path, char *err, size_t errlen);
+/* Check cross-key consistency after loading. */
+int config_validate(const struct kvt_config *cfg, char *err, size_t errlen);
+
+/* Parse a SIZE: bytes or K/M/G/T (powers of 1024). Returns 0 or -EINVAL/-ERANGE. */
+int config_parse_size(const char *s, uint64_t *out);
+
+/* Format key's current value into buf; returns 0 or -ENOENT. */
+int config_get(const struct kvt_config *cfg, const char *key, char *buf, size_t len);
+/* Key names in table order, NULL-terminated (for listings and --help). */
+const char *config_key_name(size_t i);
+
+#endif

@@ -1,0 +1,253 @@
+/* server.c - the event loop: accept clients, route readiness, handle signals. */
+#include "daemon/server.h"
+
+#include <errno.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/signalfd.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include "daemon/log.h"
+#include "daemon/session.h"
+
+/* epoll tags for the two non-session fds; sessions tag themselves. */
+static const enum ev_kind tag_listen = EV_LISTEN, tag_signal = EV_SIGNAL;
+
+static int make_parent_dir(const char *path)
+{
+    char dir[CONFIG_PATH_MAX];
+    snprintf(dir, sizeof(dir), "%s", path);
+    char *slash = strrchr(dir, '/');
+    if (!slash || slash == dir)
+        return 0;
+    *slash = '\0';
+    if (mkdir(dir, 0755) < 0 && errno != EEXIST)
+        return -errno;
+    return 0;
+}
+
+/* A socket file left by a daemon that died is removed; one that answers
+ * belongs to a running daemon, and starting a second one is an error. */
+static int clear_stale_socket(const struct sockaddr_un *sa)
+{
+    int fd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        return -errno;
+    int alive = connect(fd, (const struct sockaddr *)sa, sizeof(*sa)) == 0;
+    close(fd);
+    if (alive)
+        return -EADDRINUSE;
+    if (unlink(sa->sun_path) < 0 && errno != ENOENT)
+        return -errno;
+    return 0;
+}
+
+static int listen_on(struct kvt_server *srv)
+{
+    struct sockaddr_un sa = { .sun_family = AF_UNIX };
+    const char *path = srv->cfg.socket;
+    int rc;
+
+    if (strlen(path) >= sizeof(sa.sun_path)) {
+        log_err("socket path %s is longer than %zu bytes", path, sizeof(sa.sun_path) - 1);
+        return -ENAMETOOLONG;
+    }
+    memcpy(sa.sun_path, path, strlen(path) + 1);
+    rc = make_parent_dir(path);
+    if (rc) {
+        log_err("cannot create the directory of %s: %s", path, strerror(-rc));
+        return rc;
+    }
+    rc = clear_stale_socket(&sa);
+    if (rc) {
+        log_err("socket %s: %s", path,
+                rc == -EADDRINUSE ? "another kvtierd is serving it" : strerror(-rc));
+        return rc;
+    }
+    srv->listen_fd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+    if (srv->listen_fd < 0)
+        goto err_errno;
+    if (bind(srv->listen_fd, (struct sockaddr *)&sa, sizeof(sa)) < 0)
+        goto err_errno;
+    srv->socket_owned = true;
+    if (chmod(path, srv->cfg.socket_mode) < 0 || listen(srv->listen_fd, 128) < 0)
+        goto err_errno;
+    return 0;
+err_errno:
+    rc = -errno;
+    log_err("cannot listen on %s: %s", path, strerror(-rc));
+    return rc;
+}
+
+int server_init(struct kvt_server *srv, const struct kvt_config *cfg,
+                const char *config_path)
+{
+    sigset_t mask;
+    int rc;
+
+    memset(srv, 0, sizeof(*srv));
+    srv->epfd = srv->listen_fd = srv->sig_fd = -1;
+    srv->cfg = *cfg;
+    srv->config_path = config_path;
+
+    /* Signals arrive as fd readiness, so the loop handles them between
+     * requests. Blocked before any thread starts: threads inherit the mask,
+     * so no worker can take a SIGTERM's default action. */
+    sigemptyset(&mask);
+    sigaddset(&mask, SIGTERM);
+    sigaddset(&mask, SIGINT);
+    sigaddset(&mask, SIGHUP);
+    sigaddset(&mask, SIGPIPE);
+    pthread_sigmask(SIG_BLOCK, &mask, NULL);
+
+    rc = registry_init(&srv->reg);
+    if (rc)
+        return rc;
+
+    srv->dp.simd = simd_best();
+    srv->dp.lossless = cfg->quant_none;
+    rc = hot_create(cfg->hot_bytes, &srv->dp.hot);
+    if (rc)
+        return rc;
+    rc = workers_start(cfg->workers, &srv->workers);
+    if (rc) {
+        log_err("cannot start %u workers: %s", cfg->workers, strerror(-rc));
+        return rc;
+    }
+
+    srv->sig_fd = signalfd(-1, &mask, SFD_CLOEXEC | SFD_NONBLOCK);
+    srv->epfd = epoll_create1(EPOLL_CLOEXEC);
+    if (srv->sig_fd < 0 || srv->epfd < 0)
+        return -errno;
+
+    rc = listen_on(srv);
+    if (rc)
+        return rc;
+    struct epoll_event ev = { .events = EPOLLIN, .data.ptr = (void *)&tag_listen };
+    if (epoll_ctl(srv->epfd, EPOLL_CTL_ADD, srv->listen_fd, &ev) < 0)
+        return -errno;
+    ev.data.ptr = (void *)&tag_signal;
+    if (epoll_ctl(srv->epfd, EPOLL_CTL_ADD, srv->sig_fd, &ev) < 0)
+        return -errno;
+    log_info("kvtierd %s serving %s: hot tier %llu MiB, %s, chunk %u tokens, %u workers, kernels %s",
+             KVT_VERSION, cfg->socket, (unsigned long long)(cfg->hot_bytes >> 20),
+             cfg->quant_none ? "lossless" : "int8", cfg->chunk_tokens, cfg->workers,
+             srv->dp.simd->name);
+    return 0;
+}
+
+static void accept_clients(struct kvt_server *srv)
+{
+    for (;;) {
+        int fd = accept4(srv->listen_fd, NULL, NULL, SOCK_CLOEXEC);
+        if (fd < 0) {
+            if (errno != EAGAIN && errno != EINTR && errno != ECONNABORTED)
+                log_warn("accept: %s", strerror(errno));
+            return;
+        }
+        int rc = session_open(srv, fd);
+        if (rc)
+            log_warn("cannot open a session: %s", strerror(-rc));
+    }
+}
+
+/* SIGHUP: re-read the config file and apply what can change live. */
+static void reload(struct kvt_server *srv)
+{
+    struct kvt_config cfg;
+    char err[512];
+
+    if (!srv->config_path) {
+        log_info("SIGHUP: no config file to reload");
+        return;
+    }
+    config_defaults(&cfg);
+    if (config_load_file(&cfg, srv->config_path, err, sizeof(err))) {
+        log_err("SIGHUP: %s; keeping the running config", err);
+        return;
+    }
+    srv->cfg.log_level = cfg.log_level;
+    log_set_level((int)cfg.log_level);
+    if (cfg.hot_bytes != srv->cfg.hot_bytes) {
+        srv->cfg.hot_bytes = cfg.hot_bytes;
+        hot_set_budget(srv->dp.hot, cfg.hot_bytes);
+    }
+    log_info("SIGHUP: reloaded %s (log-level %s, hot-bytes %llu)", srv->config_path,
+             log_level_name((int)cfg.log_level), (unsigned long long)cfg.hot_bytes);
+}
+
+/* Returns true when the loop should stop. */
+static bool handle_signals(struct kvt_server *srv)
+{
+    struct signalfd_siginfo si;
+    bool stop = false;
+
+    while (read(srv->sig_fd, &si, sizeof(si)) == sizeof(si)) {
+        if (si.ssi_signo == SIGTERM || si.ssi_signo == SIGINT) {
+            log_info("%s: stopping", si.ssi_signo == SIGTERM ? "SIGTERM" : "SIGINT");
+            stop = true;
+        } else if (si.ssi_signo == SIGHUP) {
+            reload(srv);
+        }
+    }
+    return stop;
+}
+
+int server_run(struct kvt_server *srv)
+{
+    struct epoll_event evs[64];
+
+    for (;;) {
+        int n = epoll_wait(srv->epfd, evs, 64, -1);
+        if (n < 0) {
+            if (errno == EINTR)
+                continue;
+            log_err("epoll_wait: %s", strerror(errno));
+            return -errno;
+        }
+        for (int i = 0; i < n; i++) {
+            enum ev_kind kind = *(const enum ev_kind *)evs[i].data.ptr;
+            if (kind == EV_LISTEN)
+                accept_clients(srv);
+            else if (kind == EV_SIGNAL && handle_signals(srv))
+                goto stop;
+            else if (kind == EV_SESSION)
+                session_readable(evs[i].data.ptr);
+        }
+    }
+stop:
+    /* Stop accepting first, then let every queued request finish, so each
+     * client in the middle of a call gets its answer. */
+    epoll_ctl(srv->epfd, EPOLL_CTL_DEL, srv->listen_fd, NULL);
+    close(srv->listen_fd);
+    srv->listen_fd = -1;
+    workers_stop(srv->workers);
+    srv->workers = NULL;
+    log_info("stopped after %lu requests", (unsigned long)atomic_load(&srv->requests));
+    return 0;
+}
+
+void server_fini(struct kvt_server *srv)
+{
+    workers_stop(srv->workers);
+    srv->workers = NULL;
+    while (srv->sessions)
+        session_close(srv->sessions);
+    if (srv->listen_fd >= 0)
+        close(srv->listen_fd);
+    if (srv->socket_owned)
+        unlink(srv->cfg.socket);
+    if (srv->sig_fd >= 0)
+        close(srv->sig_fd);
+    if (srv->epfd >= 0)
+        close(srv->epfd);
+    if (srv->dp.hot)
+        hot_destroy(srv->dp.hot);
+    registry_fini(&srv->reg);
+}

@@ -1,0 +1,40 @@
+/* server.h - kvtierd's event loop: listening socket, sessions, signals. */
+#ifndef KVT_SERVER_H
+#define KVT_SERVER_H
+
+#include <stdatomic.h>
+#include <stdbool.h>
+
+#include "daemon/config.h"
+#include "daemon/registry.h"
+#include "daemon/store.h"
+#include "daemon/workers.h"
+
+struct kvt_session;
+
+struct kvt_server {
+    struct kvt_config cfg;
+    const char *config_path;         /* re-read on SIGHUP; NULL if none */
+    int epfd, listen_fd, sig_fd;
+    bool socket_owned;               /* we created the socket file: unlink it */
+    struct kvt_registry reg;
+    struct kvt_datapath dp;
+    struct kvt_workers *workers;
+    struct kvt_session *sessions;    /* doubly linked, loop thread only */
+    unsigned n_sessions;
+    atomic_ulong requests;           /* served, for logs */
+};
+
+/* Set up everything and bind the sockets. Returns 0 or -errno (logged). */
+int server_init(struct kvt_server *srv, const struct kvt_config *cfg,
+                const char *config_path);
+/* Serve until SIGTERM/SIGINT; then stop accepting, finish in-flight
+ * requests, close every session. Returns 0 on a clean stop. */
+int server_run(struct kvt_server *srv);
+/* Release everything; unlinks the socket file. srv may be half-built. */
+void server_fini(struct kvt_server *srv);
+
+/* Event-loop tags: epoll data.ptr points at one of these first members. */
+enum ev_kind { EV_LISTEN = 1, EV_SIGNAL, EV_SESSION };
+
+#endif

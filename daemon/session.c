@@ -1,0 +1,457 @@
+/* session.c - a client connection: attach, validate, dispatch, reply.
+ *
+ * A session has at most one request being served. Its fd is registered with
+ * EPOLLONESHOT, so the loop hears from it again only after the reply is sent
+ * (by the loop itself for small requests, by the last worker for large ones)
+ * and the fd is re-armed. That one rule gives per-client ordering and keeps
+ * the session, its buffer and its region alive while workers use them.
+ */
+#include "daemon/session.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "daemon/log.h"
+
+/* Below this many client bytes a store/fetch runs on the loop thread: a
+ * hand-off to a worker costs more than the work (decode steps). */
+#define INLINE_BYTES (256u << 10)
+/* Bound on chunk segments per request: the plan's memory stays small. */
+#define MAX_SEGMENTS (1u << 20)
+
+static void rearm(struct kvt_session *s)
+{
+    struct epoll_event ev = { .events = EPOLLIN | EPOLLONESHOT, .data.ptr = s };
+    epoll_ctl(s->srv->epfd, EPOLL_CTL_MOD, s->fd, &ev);
+}
+
+static void send_reply(struct kvt_session *s, uint16_t op, uint32_t seq, int status,
+                       uint64_t value, const struct kvt_attach_info *info,
+                       const char *why)
+{
+    struct kvt_reply rep;
+
+    memset(&rep, 0, sizeof(rep));
+    proto_hdr(&rep.hdr, (uint16_t)(op | KVT_OP_REPLY), sizeof(rep), seq);
+    rep.status = status;
+    rep.value = value;
+    if (info)
+        rep.attach = *info;
+    if (status && why)
+        snprintf(rep.reason, sizeof(rep.reason), "%s", why);
+    /* A client waits for exactly this reply, so the socket buffer has room;
+     * if it has not, the peer is broken and the loop will see it hang up. */
+    if (send(s->fd, &rep, sizeof(rep), MSG_NOSIGNAL | MSG_DONTWAIT) < 0)
+        log_debug("client pid %d: reply not sent: %s", (int)s->cred.pid, strerror(errno));
+}
+
+static void finish(struct kvt_session *s, uint16_t op, uint32_t seq, int status,
+                   uint64_t value, const char *why)
+{
+    if (status && status != -ENOENT)
+        log_debug("client pid %d uid %u: op %u failed: %s (%s)", (int)s->cred.pid,
+                  (unsigned)s->cred.uid, op, strerror(-status), why ? why : "");
+    send_reply(s, op, seq, status, value, NULL, why);
+    atomic_fetch_add(&s->srv->requests, 1);
+    rearm(s);
+}
+
+/* ---- ATTACH ------------------------------------------------------------------ */
+
+/* The region must be a memfd sealed against shrinking, so the daemon's
+ * mapping can never lose pages under it (a truncated ordinary file would
+ * turn our reads into SIGBUS). */
+static int map_region(struct kvt_session *s, int fd, uint64_t bytes, const char **why)
+{
+    struct stat st;
+    int seals = fcntl(fd, F_GET_SEALS);
+
+    if (seals < 0 || !(seals & F_SEAL_SHRINK)) {
+        *why = "region must be a memfd sealed with F_SEAL_SHRINK";
+        return -EINVAL;
+    }
+    if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode) || (uint64_t)st.st_size != bytes) {
+        *why = "region size does not match the attach request";
+        return -EINVAL;
+    }
+    if (bytes > s->srv->cfg.max_client_shm) {
+        *why = "region larger than max-client-shm";
+        return -EINVAL;
+    }
+    void *p = mmap(NULL, bytes, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    if (p == MAP_FAILED) {
+        *why = "cannot map the region";
+        return -errno;
+    }
+    s->region = p;
+    s->region_bytes = bytes;
+    return 0;
+}
+
+static void handle_attach(struct kvt_session *s, int fd)
+{
+    const struct kvt_attach_req *a = (const void *)s->buf;
+    const char *why = NULL;
+    struct kvt_attach_info info = { 0 };
+    char name[KVT_NAME_MAX + 1];
+    int rc = proto_parse_attach(s->buf, a->hdr.len, &why);
+
+    if (rc)
+        goto out;
+    if (s->ns) {
+        rc = -EALREADY;
+        why = "already attached";
+        goto out;
+    }
+    if (fd < 0) {
+        rc = -EINVAL;
+        why = "attach must pass the region fd (SCM_RIGHTS)";
+        goto out;
+    }
+    uint32_t chunk = a->chunk_tokens ? a->chunk_tokens : s->srv->cfg.chunk_tokens;
+    if (chunk > KVT_CHUNK_MAX_TOKENS) {
+        rc = -EINVAL;
+        why = "chunk_tokens above 4096";
+        goto out;
+    }
+    rc = map_region(s, fd, a->region_bytes, &why);
+    if (rc)
+        goto out;
+    memcpy(name, a->name, a->name_len);
+    name[a->name_len] = '\0';
+    rc = registry_attach(&s->srv->reg, s->domain, name, a->n_layers, a->n_kv_heads,
+                         a->head_dim, chunk, &s->ns);
+    if (rc) {
+        why = "too many namespaces";
+        munmap(s->region, s->region_bytes);
+        s->region = NULL;
+        goto out;
+    }
+    s->elem = (enum kvt_elem)a->dtype;
+    info.chunk_tokens = chunk;
+    info.max_spans = s->srv->cfg.max_spans;
+    info.max_frame = s->srv->cfg.max_frame;
+    info.quant = s->srv->cfg.quant_none;
+    info.ns_id = s->ns->id;
+    log_info("client pid %d uid %u attached: model %s (%u layers, %u heads, dim %u, chunk %u)",
+             (int)s->cred.pid, (unsigned)s->cred.uid, name, a->n_layers,
+             a->n_kv_heads, a->head_dim, chunk);
+out:
+    if (fd >= 0)
+        close(fd);     /* the mapping holds the memory; the fd is not needed */
+    send_reply(s, KVT_OP_ATTACH, a->hdr.seq, rc, 0, rc ? NULL : &info, why);
+    rearm(s);
+}
+
+/* ---- data requests ------------------------------------------------------------- */
+
+static void part_run(struct work_item *item)
+{
+    struct session_part *p = (struct session_part *)item;
+    struct kvt_session *s = p->s;
+    struct kvt_datapath *dp = &s->srv->dp;
+    int rc = s->op == KVT_OP_STORE
+                 ? dp_store(dp, &s->rq, s->segs + p->first, p->count)
+                 : dp_fetch(dp, &s->rq, s->segs + p->first, p->count);
+    if (rc) {
+        int zero = 0;
+        atomic_compare_exchange_strong(&s->status, &zero, rc);
+    }
+    /* The last part to finish answers; acq_rel orders every part's writes
+     * into the client's region before the reply that tells it to look. */
+    if (atomic_fetch_sub_explicit(&s->parts_left, 1, memory_order_acq_rel) == 1) {
+        int status = atomic_load(&s->status);
+        free(s->segs);
+        s->segs = NULL;
+        finish(s, s->op, s->seq, status, 0,
+               status == -ENOENT ? "some requested tokens are not cached" :
+               status == -ENOSPC ? "hot tier full of pinned chunks" : NULL);
+    }
+}
+
+static int spans_request(struct kvt_session *s, const char **why)
+{
+    size_t n_segs, row = dp_row_bytes(s->ns, s->elem);
+    uint64_t bytes = 0;
+    int rc = dp_plan(&s->rq, MAX_SEGMENTS, &s->segs, &n_segs);
+
+    if (rc) {
+        *why = rc == -E2BIG ? "request covers too many chunks" : "out of memory";
+        return rc;
+    }
+    for (size_t i = 0; i < n_segs; i++)
+        bytes += (uint64_t)s->segs[i].n * row * 2;
+
+    unsigned workers = s->srv->cfg.workers;
+    if (bytes <= INLINE_BYTES || n_segs == 1 || workers < 2) {
+        struct kvt_datapath *dp = &s->srv->dp;
+        rc = s->op == KVT_OP_STORE ? dp_store(dp, &s->rq, s->segs, n_segs)
+                                   : dp_fetch(dp, &s->rq, s->segs, n_segs);
+        free(s->segs);
+        s->segs = NULL;
+        if (rc == -ENOENT)
+            *why = "some requested tokens are not cached";
+        else if (rc == -ENOSPC)
+            *why = "hot tier full of pinned chunks";
+        return rc;
+    }
+
+    /* Split into one contiguous slice per worker, so both cores share one
+     * large batch; segments carry at most chunk_tokens each, so slices of
+     * equal count are close to equal in bytes. */
+    unsigned parts = workers < SESSION_MAX_PARTS ? workers : SESSION_MAX_PARTS;
+    if (parts > n_segs)
+        parts = (unsigned)n_segs;
+    atomic_store(&s->status, 0);
+    atomic_store(&s->parts_left, parts);
+    for (unsigned i = 0, first = 0; i < parts; i++) {
+        size_t count = n_segs / parts + (i < n_segs % parts);
+        s->parts[i] = (struct session_part){ .item.fn = part_run, .s = s,
+                                             .first = first, .count = count };
+        first += (unsigned)count;
+    }
+    for (unsigned i = 0; i < parts; i++)
+        workers_submit(s->srv->workers, &s->parts[i].item);
+    return 1;     /* answered by the last worker */
+}
+
+/* Table-driven dispatch: handlers see a request whose framing, fields and
+ * offsets are already valid. A handler returns 0/-errno (and may set *value
+ * and *why), or 1 when the reply will be sent later by a worker. */
+typedef int (*op_handler)(struct kvt_session *s, uint64_t *value, const char **why);
+
+static int op_spans(struct kvt_session *s, uint64_t *value, const char **why)
+{
+    (void)value;
+    return spans_request(s, why);
+}
+
+static int op_length(struct kvt_session *s, uint64_t *value, const char **why)
+{
+    (void)why;
+    *value = dp_length(&s->srv->dp, &s->rq);
+    return 0;
+}
+
+static int op_match(struct kvt_session *s, uint64_t *value, const char **why)
+{
+    (void)why;
+    *value = dp_match(&s->srv->dp, &s->rq);
+    return 0;
+}
+
+static int op_drop(struct kvt_session *s, uint64_t *value, const char **why)
+{
+    (void)why;
+    *value = dp_drop(&s->srv->dp, &s->rq);
+    return 0;
+}
+
+static int op_sync(struct kvt_session *s, uint64_t *value, const char **why)
+{
+    (void)s;
+    (void)value;
+    *why = "this daemon has no cold tier to sync to";
+    return -EOPNOTSUPP;
+}
+
+static const struct {
+    op_handler fn;
+} op_table[KVT_OP_MAX_] = {
+    [KVT_OP_STORE]  = { op_spans },
+    [KVT_OP_FETCH]  = { op_spans },
+    [KVT_OP_LENGTH] = { op_length },
+    [KVT_OP_DROP]   = { op_drop },
+    [KVT_OP_MATCH]  = { op_match },
+    [KVT_OP_SYNC]   = { op_sync },
+};
+
+static void handle_data(struct kvt_session *s, size_t len)
+{
+    const struct kvt_msg_hdr *h = (const void *)s->buf;
+    const char *why = NULL;
+    uint64_t value = 0;
+    int rc;
+
+    s->op = h->op;
+    s->seq = h->seq;
+    if (!s->ns) {
+        rc = -ENOTCONN;
+        why = "attach first";
+        goto out;
+    }
+    rc = proto_parse_data(s->buf, len, s->srv->cfg.max_spans, &s->view, &why);
+    if (rc)
+        goto out;
+    s->rq = (struct dp_request){ .ns = s->ns, .elem = s->elem, .region = s->region,
+                                 .region_bytes = s->region_bytes, .view = &s->view };
+    rc = dp_validate(&s->rq, &why);
+    if (rc)
+        goto out;
+    rc = op_table[h->op].fn(s, &value, &why);
+    if (rc == 1)
+        return;
+out:
+    finish(s, s->op, s->seq, rc, value, why);
+}
+
+/* ---- reading ---------------------------------------------------------------------- */
+
+/* Receive one packet. Any fds that came with it are returned in *fd (the
+ * first) or closed (the rest), so a client cannot leak fds into us. */
+static ssize_t receive(struct kvt_session *s, int *fd)
+{
+    struct iovec iov = { .iov_base = s->buf, .iov_len = s->buf_cap };
+    union {
+        struct cmsghdr align;
+        char buf[CMSG_SPACE(4 * sizeof(int))];
+    } ctl;
+    struct msghdr mh = { .msg_iov = &iov, .msg_iovlen = 1,
+                         .msg_control = ctl.buf, .msg_controllen = sizeof(ctl.buf) };
+    ssize_t n;
+
+    *fd = -1;
+    do
+        n = recvmsg(s->fd, &mh, MSG_TRUNC | MSG_CMSG_CLOEXEC | MSG_DONTWAIT);
+    while (n < 0 && errno == EINTR);
+    if (n < 0)
+        return -errno;
+    for (struct cmsghdr *cm = CMSG_FIRSTHDR(&mh); cm; cm = CMSG_NXTHDR(&mh, cm)) {
+        if (cm->cmsg_level != SOL_SOCKET || cm->cmsg_type != SCM_RIGHTS)
+            continue;
+        size_t nfd = (cm->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+        for (size_t i = 0; i < nfd; i++) {
+            int f;
+            memcpy(&f, CMSG_DATA(cm) + i * sizeof(int), sizeof(int));
+            if (*fd < 0)
+                *fd = f;
+            else
+                close(f);
+        }
+    }
+    return n;
+}
+
+void session_readable(struct kvt_session *s)
+{
+    const char *why = NULL;
+    int fd = -1;
+    ssize_t n = receive(s, &fd);
+
+    if (n == -EAGAIN) {
+        rearm(s);
+        return;
+    }
+    if (n <= 0) {              /* hung up or broken: the client is gone */
+        session_close(s);
+        return;
+    }
+    const struct kvt_msg_hdr *h = (const void *)s->buf;
+    uint32_t seq = (size_t)n >= sizeof(*h) && (size_t)n <= s->buf_cap ? h->seq : 0;
+    uint16_t op = (size_t)n >= sizeof(*h) && (size_t)n <= s->buf_cap ? h->op : 0;
+    int rc;
+
+    if (s->refused) {
+        send_reply(s, op, seq, -EUSERS, 0, NULL, "too many clients (max-clients)");
+        if (fd >= 0)
+            close(fd);
+        session_close(s);
+        return;
+    }
+    if ((size_t)n > s->buf_cap) {
+        rc = -EMSGSIZE;
+        why = "message larger than max-frame";
+    } else {
+        rc = proto_check_hdr(s->buf, (size_t)n, &why);
+    }
+    if (rc == 0 && op == KVT_OP_ATTACH) {
+        handle_attach(s, fd);
+        return;
+    }
+    if (fd >= 0)
+        close(fd);
+    if (rc) {
+        finish(s, op & (uint16_t)~KVT_OP_REPLY, seq, rc, 0, why);
+        return;
+    }
+    handle_data(s, (size_t)n);
+}
+
+/* ---- lifetime ------------------------------------------------------------------------ */
+
+int session_open(struct kvt_server *srv, int fd)
+{
+    struct kvt_session *s = calloc(1, sizeof(*s));
+    socklen_t len = sizeof(s ? s->cred : (struct ucred){ 0 });
+    int rc;
+
+    if (!s) {
+        close(fd);
+        return -ENOMEM;
+    }
+    s->kind = EV_SESSION;
+    s->srv = srv;
+    s->fd = fd;
+    if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &s->cred, &len) < 0) {
+        rc = -errno;
+        goto err;
+    }
+    s->domain = registry_domain(&srv->cfg, s->cred.uid);
+    s->refused = srv->n_sessions >= srv->cfg.max_clients;
+    s->buf_cap = srv->cfg.max_frame;
+    s->buf = malloc(s->buf_cap);
+    if (!s->buf) {
+        rc = -ENOMEM;
+        goto err;
+    }
+    struct epoll_event ev = { .events = EPOLLIN | EPOLLONESHOT, .data.ptr = s };
+    if (epoll_ctl(srv->epfd, EPOLL_CTL_ADD, fd, &ev) < 0) {
+        rc = -errno;
+        goto err;
+    }
+    s->next = srv->sessions;
+    if (s->next)
+        s->next->prev = s;
+    srv->sessions = s;
+    srv->n_sessions++;
+    if (s->refused)
+        log_warn("refusing client pid %d: max-clients %u reached",
+                 (int)s->cred.pid, srv->cfg.max_clients);
+    return 0;
+err:
+    free(s->buf);
+    free(s);
+    close(fd);
+    return rc;
+}
+
+void session_close(struct kvt_session *s)
+{
+    struct kvt_server *srv = s->srv;
+
+    if (s->ns) {
+        log_info("client pid %d uid %u detached", (int)s->cred.pid, (unsigned)s->cred.uid);
+        registry_detach(&srv->reg, s->ns);
+    }
+    epoll_ctl(srv->epfd, EPOLL_CTL_DEL, s->fd, NULL);
+    close(s->fd);
+    if (s->region)
+        munmap(s->region, s->region_bytes);
+    if (s->prev)
+        s->prev->next = s->next;
+    else
+        srv->sessions = s->next;
+    if (s->next)
+        s->next->prev = s->prev;
+    srv->n_sessions--;
+    free(s->segs);
+    free(s->buf);
+    free(s);
+}

@@ -1,0 +1,52 @@
+/* session.h - one connected client: credentials, region, request handling. */
+#ifndef KVT_SESSION_H
+#define KVT_SESSION_H
+
+#include <stdatomic.h>
+#include <stdint.h>
+#include <sys/socket.h>
+
+#include "daemon/server.h"
+
+#define SESSION_MAX_PARTS 64
+
+struct session_part {
+    struct work_item item;           /* first: the worker hands us this */
+    struct kvt_session *s;
+    size_t first, count;             /* segment slice */
+};
+
+struct kvt_session {
+    enum ev_kind kind;               /* EV_SESSION, first for epoll tagging */
+    struct kvt_server *srv;
+    int fd;
+    struct ucred cred;
+    uint32_t domain;
+    bool refused;                    /* over max-clients: answer once, close */
+    struct kvt_ns *ns;               /* NULL until attached */
+    enum kvt_elem elem;
+    uint8_t *region;
+    uint64_t region_bytes;
+    uint8_t *buf;                    /* the request being served */
+    size_t buf_cap;
+    /* The request handed to workers (one at a time per session). */
+    uint16_t op;
+    uint32_t seq;
+    struct kvt_data_view view;
+    struct dp_request rq;
+    struct dp_segment *segs;
+    atomic_uint parts_left;
+    atomic_int status;
+    struct session_part parts[SESSION_MAX_PARTS];
+    struct kvt_session *prev, *next;
+};
+
+/* Take an accepted connection; registers it with epoll. Returns 0 or -errno
+ * (the fd is closed on failure). */
+int session_open(struct kvt_server *srv, int fd);
+/* Called by the loop when the session's fd is readable (or hung up). */
+void session_readable(struct kvt_session *s);
+/* Close and free (loop thread, no request in flight). */
+void session_close(struct kvt_session *s);
+
+#endif

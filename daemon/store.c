@@ -1,0 +1,276 @@
+/* store.c - runs store/fetch/length/match/drop between client regions and the hot tier. */
+#include "daemon/store.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <xxhash.h>
+
+size_t dp_row_bytes(const struct kvt_ns *ns, enum kvt_elem elem)
+{
+    return (size_t)ns->heads * ns->dim * simd_elem_size(elem);
+}
+
+static void object_of(const struct dp_request *rq, uint32_t key_idx,
+                      uint64_t *hi, uint64_t *lo)
+{
+    const struct kvt_data_view *v = rq->view;
+
+    if (v->req->addr == KVT_ADDR_TOKENS) {
+        *hi = v->keys[key_idx].hi;
+        *lo = v->keys[key_idx].lo;
+    } else {
+        XXH128_hash_t h = XXH3_128bits(v->name, v->req->name_len);
+        *hi = h.high64;
+        *lo = h.low64;
+    }
+}
+
+static bool range_ok(uint64_t off, uint64_t bytes, uint64_t region_bytes)
+{
+    return off <= region_bytes && bytes <= region_bytes - off;
+}
+
+int dp_validate(const struct dp_request *rq, const char **why)
+{
+    const struct kvt_data_view *v = rq->view;
+    const struct kvt_ns *ns = rq->ns;
+    const uint64_t row = dp_row_bytes(ns, rq->elem);
+
+    if (v->req->addr == KVT_ADDR_TOKENS) {
+        uint64_t want = ((uint64_t)v->req->n_tokens + ns->chunk_tokens - 1) / ns->chunk_tokens;
+        if (v->req->n_keys != want) {
+            *why = "token key count does not match n_tokens and chunk size";
+            return -EINVAL;
+        }
+    }
+    for (uint32_t i = 0; i < v->req->n_spans; i++) {
+        const struct kvt_wire_span *s = &v->spans[i];
+        if (s->layer >= ns->layers) {
+            *why = "span layer out of range for this model";
+            return -EINVAL;
+        }
+        if (v->req->addr == KVT_ADDR_TOKENS &&
+            (uint64_t)s->token_start + s->n_tokens > v->req->n_tokens) {
+            *why = "span reaches past the tokens of the call";
+            return -EINVAL;
+        }
+        /* n_tokens < 2^32 and row <= 2^22, so the product fits 64 bits. */
+        uint64_t bytes = (uint64_t)s->n_tokens * row;
+        if (!range_ok(s->k_off, bytes, rq->region_bytes) ||
+            !range_ok(s->v_off, bytes, rq->region_bytes)) {
+            *why = "span buffer lies outside the shared memory region";
+            return -EFAULT;
+        }
+    }
+    return 0;
+}
+
+int dp_plan(const struct dp_request *rq, size_t max_segments,
+            struct dp_segment **segs, size_t *n_segs)
+{
+    const struct kvt_data_view *v = rq->view;
+    const uint32_t C = rq->ns->chunk_tokens;
+    const size_t row = dp_row_bytes(rq->ns, rq->elem);
+    size_t n = 0;
+
+    for (uint32_t i = 0; i < v->req->n_spans; i++) {
+        const struct kvt_wire_span *s = &v->spans[i];
+        uint64_t first = s->token_start / C, last = (s->token_start + (uint64_t)s->n_tokens - 1) / C;
+        n += last - first + 1;
+        if (n > max_segments)
+            return -E2BIG;
+    }
+    struct dp_segment *out = malloc(n * sizeof(*out));
+    if (!out)
+        return -ENOMEM;
+
+    uint64_t named_hi = 0, named_lo = 0;
+    if (v->req->addr == KVT_ADDR_NAMED)
+        object_of(rq, 0, &named_hi, &named_lo);
+    size_t at = 0;
+    for (uint32_t i = 0; i < v->req->n_spans; i++) {
+        const struct kvt_wire_span *s = &v->spans[i];
+        uint32_t done = 0;
+        while (done < s->n_tokens) {
+            uint32_t pos = s->token_start + done;
+            uint32_t tok = pos % C, take = C - tok;
+            if (take > s->n_tokens - done)
+                take = s->n_tokens - done;
+            struct dp_segment *g = &out[at++];
+            memset(&g->key, 0, sizeof(g->key));
+            g->key.ns_id = rq->ns->id;
+            g->key.domain = rq->ns->domain;
+            g->key.layer = s->layer;
+            if (v->req->addr == KVT_ADDR_NAMED) {
+                g->key.obj_hi = named_hi;
+                g->key.obj_lo = named_lo;
+                g->key.chunk_idx = pos / C;
+            } else {
+                object_of(rq, pos / C, &g->key.obj_hi, &g->key.obj_lo);
+            }
+            g->tok = tok;
+            g->n = take;
+            g->k_off = s->k_off + (uint64_t)done * row;
+            g->v_off = s->v_off + (uint64_t)done * row;
+            done += take;
+        }
+    }
+    *segs = out;
+    *n_segs = at;
+    return 0;
+}
+
+static struct kvt_chunk_shape shape_for(const struct kvt_datapath *dp,
+                                        const struct dp_request *rq)
+{
+    return (struct kvt_chunk_shape){
+        .tokens = rq->ns->chunk_tokens, .heads = rq->ns->heads, .dim = rq->ns->dim,
+        .elem = dp->lossless ? (uint32_t)rq->elem : KVT_CHUNK_INT8,
+    };
+}
+
+/* Move n tokens between a chunk and the client's rows, in the direction
+ * `to_chunk`. Called with the chunk lock held. */
+static void move_rows(struct kvt_datapath *dp, const struct dp_request *rq,
+                      struct kvt_chunk *c, const struct dp_segment *g, bool to_chunk)
+{
+    struct kvt_chunk_view cv;
+    const struct kvt_chunk_shape *s = &c->shape;
+    const size_t chunk_row = chunk_row_bytes(s);
+    const size_t groups = (size_t)g->n * s->heads;
+    uint8_t *client_k = rq->region + g->k_off, *client_v = rq->region + g->v_off;
+
+    chunk_view(s, c->data, &cv);
+    uint8_t *ck = cv.k + (size_t)g->tok * chunk_row, *cvv = cv.v + (size_t)g->tok * chunk_row;
+    if (s->elem == KVT_CHUNK_INT8) {
+        float *ks = cv.k_scale + (size_t)g->tok * s->heads;
+        float *vs = cv.v_scale + (size_t)g->tok * s->heads;
+        if (to_chunk) {
+            dp->simd->quantize((int8_t *)ck, ks, client_k, rq->elem, groups, s->dim);
+            dp->simd->quantize((int8_t *)cvv, vs, client_v, rq->elem, groups, s->dim);
+        } else {
+            dp->simd->dequantize(client_k, rq->elem, (int8_t *)ck, ks, groups, s->dim);
+            dp->simd->dequantize(client_v, rq->elem, (int8_t *)cvv, vs, groups, s->dim);
+        }
+    } else {
+        size_t n = groups * s->dim;
+        if (to_chunk) {
+            dp->simd->convert(ck, s->elem, client_k, rq->elem, n);
+            dp->simd->convert(cvv, s->elem, client_v, rq->elem, n);
+        } else {
+            dp->simd->convert(client_k, rq->elem, ck, s->elem, n);
+            dp->simd->convert(client_v, rq->elem, cvv, s->elem, n);
+        }
+    }
+}
+
+int dp_store(struct kvt_datapath *dp, const struct dp_request *rq,
+             const struct dp_segment *segs, size_t n)
+{
+    const struct kvt_chunk_shape shape = shape_for(dp, rq);
+
+    for (size_t i = 0; i < n; i++) {
+        struct kvt_chunk *c;
+        int rc = hot_get_or_create(dp->hot, &segs[i].key, &shape, &c);
+        if (rc)
+            return rc;
+        /* The write lock makes each token's new K/V appear to readers all at
+         * once: a racing fetch sees old or new rows, never a mix. */
+        pthread_rwlock_wrlock(&c->lock);
+        move_rows(dp, rq, c, &segs[i], true);
+        for (uint32_t t = 0; t < segs[i].n; t++)
+            chunk_set(c, segs[i].tok + t);
+        pthread_rwlock_unlock(&c->lock);
+        hot_mark_dirty(dp->hot, c);
+        hot_put(dp->hot, c);
+    }
+    return 0;
+}
+
+int dp_fetch(struct kvt_datapath *dp, const struct dp_request *rq,
+             const struct dp_segment *segs, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        struct kvt_chunk *c;
+        int rc = hot_get(dp->hot, &segs[i].key, &c);
+        if (rc)
+            return rc;
+        pthread_rwlock_rdlock(&c->lock);
+        if (chunk_has_range(c, segs[i].tok, segs[i].n))
+            move_rows(dp, rq, c, &segs[i], false);
+        else
+            rc = -ENOENT;
+        pthread_rwlock_unlock(&c->lock);
+        hot_put(dp->hot, c);
+        if (rc)
+            return rc;
+    }
+    return 0;
+}
+
+/* Tokens present from token 0 of chunk key without a gap, or 0 if absent. */
+static uint32_t leading_tokens(struct kvt_datapath *dp, const struct kvt_chunk_key *key)
+{
+    struct kvt_chunk *c;
+    uint32_t n;
+
+    if (hot_get(dp->hot, key, &c))
+        return 0;
+    pthread_rwlock_rdlock(&c->lock);
+    n = chunk_leading_tokens(c);
+    pthread_rwlock_unlock(&c->lock);
+    hot_put(dp->hot, c);
+    return n;
+}
+
+uint32_t dp_length(struct kvt_datapath *dp, const struct dp_request *rq)
+{
+    const struct kvt_ns *ns = rq->ns;
+    struct kvt_chunk_key key = { .ns_id = ns->id, .domain = ns->domain };
+    uint64_t shortest = UINT32_MAX;
+
+    object_of(rq, 0, &key.obj_hi, &key.obj_lo);
+    for (uint32_t layer = 0; layer < ns->layers && shortest > 0; layer++) {
+        uint64_t len = 0;
+        key.layer = layer;
+        /* No layer can beat the shortest so far, so stop there. */
+        for (key.chunk_idx = 0; len < shortest; key.chunk_idx++) {
+            uint32_t lead = leading_tokens(dp, &key);
+            len += lead;
+            if (lead < ns->chunk_tokens)
+                break;
+        }
+        if (len < shortest)
+            shortest = len;
+    }
+    return (uint32_t)shortest;
+}
+
+uint32_t dp_match(struct kvt_datapath *dp, const struct dp_request *rq)
+{
+    const struct kvt_ns *ns = rq->ns;
+    const struct kvt_data_req *r = rq->view->req;
+    uint32_t matched = 0;
+
+    for (uint32_t i = 0; i < r->n_keys; i++) {
+        uint32_t want = r->n_tokens - matched < ns->chunk_tokens ?
+                        r->n_tokens - matched : ns->chunk_tokens;
+        struct kvt_chunk_key key = { .ns_id = ns->id, .domain = ns->domain,
+                                     .obj_hi = rq->view->keys[i].hi,
+                                     .obj_lo = rq->view->keys[i].lo };
+        for (key.layer = 0; key.layer < ns->layers; key.layer++)
+            if (leading_tokens(dp, &key) < want)
+                return matched;
+        matched += want;
+    }
+    return matched;
+}
+
+uint64_t dp_drop(struct kvt_datapath *dp, const struct dp_request *rq)
+{
+    uint64_t hi, lo;
+
+    object_of(rq, 0, &hi, &lo);
+    return hot_drop_object(dp->hot, rq->ns->id, hi, lo);
+}

@@ -1,0 +1,65 @@
+/* store.h - the data path: a validated request's spans against the tiers. */
+#ifndef KVT_STORE_H
+#define KVT_STORE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "cache/hot.h"
+#include "daemon/registry.h"
+#include "proto/proto.h"
+#include "simd/simd.h"
+
+struct kvt_datapath {
+    struct kvt_hot *hot;
+    const struct kvt_simd_ops *simd;
+    bool lossless;             /* --quant none */
+};
+
+/* One piece of work: tokens [tok, tok + n) of one chunk, with the offsets of
+ * their K and V rows in the client's region. Segments of one request touch
+ * disjoint tokens, so workers can run them in any order. */
+struct dp_segment {
+    struct kvt_chunk_key key;
+    uint32_t tok, n;
+    uint64_t k_off, v_off;
+};
+
+/* A request bound to its session; everything in it has been validated. */
+struct dp_request {
+    const struct kvt_ns *ns;
+    enum kvt_elem elem;        /* the client's dtype */
+    uint8_t *region;           /* the client's mapped region */
+    uint64_t region_bytes;
+    const struct kvt_data_view *view;
+};
+
+/* Bytes of one token's K (or V) in the client's dtype. */
+size_t dp_row_bytes(const struct kvt_ns *ns, enum kvt_elem elem);
+
+/* Check spans against the namespace and the region (layers, token ranges,
+ * offsets and sizes without overflow, token keys count). Returns 0 or
+ * -EINVAL/-EFAULT/-EOVERFLOW with *why set. */
+int dp_validate(const struct dp_request *rq, const char **why);
+
+/* Split the spans into chunk segments. *segs is malloc'ed (caller frees).
+ * Returns 0, -E2BIG (more than max_segments), -ENOMEM. */
+int dp_plan(const struct dp_request *rq, size_t max_segments,
+            struct dp_segment **segs, size_t *n_segs);
+
+/* Store or fetch segments [0, n). Fetch returns -ENOENT if any token is
+ * absent. Store returns -ENOSPC if the hot tier cannot make room. */
+int dp_store(struct kvt_datapath *dp, const struct dp_request *rq,
+             const struct dp_segment *segs, size_t n);
+int dp_fetch(struct kvt_datapath *dp, const struct dp_request *rq,
+             const struct dp_segment *segs, size_t n);
+
+/* Leading tokens present in every layer of a named context. */
+uint32_t dp_length(struct kvt_datapath *dp, const struct dp_request *rq);
+/* Tokens of a token call whose chunks are present in every layer. */
+uint32_t dp_match(struct kvt_datapath *dp, const struct dp_request *rq);
+/* Drop a named context; returns chunks dropped. */
+uint64_t dp_drop(struct kvt_datapath *dp, const struct dp_request *rq);
+
+#endif

@@ -1,0 +1,19 @@
+/* workers.h - a fixed pool of threads running queued work items in order. */
+#ifndef KVT_WORKERS_H
+#define KVT_WORKERS_H
+
+struct kvt_workers;
+
+/* Caller-owned work item: no allocation on submit, so submit cannot fail.
+ * The item must stay valid until fn has been called. */
+struct work_item {
+    void (*fn)(struct work_item *item);
+    struct work_item *next;
+};
+
+int workers_start(unsigned n_threads, struct kvt_workers **out);
+void workers_submit(struct kvt_workers *w, struct work_item *item);
+/* Run every queued item, then join and free the pool. NULL is ignored. */
+void workers_stop(struct kvt_workers *w);
+
+#endif

@@ -1,0 +1,275 @@
+/* neon.c - AArch64 NEON backend: fcvtns for round-half-even, fcvtl/fcvtn for f16, integer ops for bf16. */
+#include <arm_neon.h>
+#include <stdbool.h>
+
+#include "kernels.h"
+
+/* Forced inline into one caller per element type, as in avx2.c. */
+#define KERNEL static inline __attribute__((always_inline))
+
+/* ---- eight elements <-> two vectors of four f32 ------------------------------ */
+
+KERNEL void load8(const void *src, enum kvt_elem elem, size_t i,
+                  float32x4_t *lo, float32x4_t *hi)
+{
+    const unsigned char *p = src;
+    uint16x8_t v;
+
+    switch (elem) {
+    case KVT_ELEM_F16:   /* fcvtl: exact, NaN made quiet as simd_f16_to_f32 does */
+        v = vld1q_u16((const uint16_t *)(p + i * 2));
+        *lo = vcvt_f32_f16(vreinterpret_f16_u16(vget_low_u16(v)));
+        *hi = vcvt_high_f32_f16(vreinterpretq_f16_u16(v));
+        return;
+    case KVT_ELEM_BF16:  /* bf16 is the top half of an f32 */
+        v = vld1q_u16((const uint16_t *)(p + i * 2));
+        *lo = vreinterpretq_f32_u32(vshll_n_u16(vget_low_u16(v), 16));
+        *hi = vreinterpretq_f32_u32(vshll_high_n_u16(v, 16));
+        return;
+    case KVT_ELEM_F32:
+        break;
+    }
+    *lo = vld1q_f32((const float *)(p + i * 4));
+    *hi = vld1q_f32((const float *)(p + i * 4 + 16));
+}
+
+/* simd_f32_to_bf16 on four lanes, leaving the result in the top 16 bits. */
+KERNEL uint32x4_t f32x4_to_bf16_high(float32x4_t x)
+{
+    uint32x4_t u = vreinterpretq_u32_f32(x);
+    uint32x4_t odd = vandq_u32(vshrq_n_u32(u, 16), vdupq_n_u32(1));
+    uint32x4_t rounded = vaddq_u32(vaddq_u32(u, vdupq_n_u32(0x7fff)), odd);
+    uint32x4_t is_nan = vcgtq_u32(vandq_u32(u, vdupq_n_u32(0x7fffffff)), vdupq_n_u32(0x7f800000));
+
+    return vbslq_u32(is_nan, vorrq_u32(u, vdupq_n_u32(0x00400000)), rounded);
+}
+
+KERNEL void store8(void *dst, enum kvt_elem elem, size_t i, float32x4_t lo, float32x4_t hi)
+{
+    unsigned char *p = dst;
+
+    switch (elem) {
+    case KVT_ELEM_F16:   /* fcvtn rounds half to even under the default FPCR */
+        vst1q_u16((uint16_t *)(p + i * 2), vreinterpretq_u16_f16(
+            vcvt_high_f16_f32(vcvt_f16_f32(lo), hi)));
+        return;
+    case KVT_ELEM_BF16:
+        vst1q_u16((uint16_t *)(p + i * 2), vshrn_high_n_u32(
+            vshrn_n_u32(f32x4_to_bf16_high(lo), 16), f32x4_to_bf16_high(hi), 16));
+        return;
+    case KVT_ELEM_F32:
+        break;
+    }
+    vst1q_f32((float *)(p + i * 4), lo);
+    vst1q_f32((float *)(p + i * 4 + 16), hi);
+}
+
+/* ---- quantize ---------------------------------------------------------------------- */
+
+/* Largest sign-cleared bit pattern in the group (see kernels.h). */
+KERNEL uint32_t group_max_abs_bits(const void *src, enum kvt_elem elem, size_t dim)
+{
+    const unsigned char *p = src;
+    uint32_t m;
+    size_t i = 0;
+
+    if (elem == KVT_ELEM_F32) {
+        uint32x4_t acc = vdupq_n_u32(0);
+        uint32_t u;
+
+        for (; i + 4 <= dim; i += 4)
+            acc = vmaxq_u32(acc, vandq_u32(vld1q_u32((const uint32_t *)(p + i * 4)),
+                                           vdupq_n_u32(0x7fffffff)));
+        m = vmaxvq_u32(acc);
+        for (; i < dim; i++) {
+            memcpy(&u, p + i * 4, 4);
+            u &= 0x7fffffff;
+            m = u > m ? u : m;
+        }
+    } else {
+        uint16x8_t acc = vdupq_n_u16(0);
+        uint16_t h;
+
+        for (; i + 8 <= dim; i += 8)
+            acc = vmaxq_u16(acc, vandq_u16(vld1q_u16((const uint16_t *)(p + i * 2)),
+                                           vdupq_n_u16(0x7fff)));
+        m = vmaxvq_u16(acc);
+        for (; i < dim; i++) {
+            memcpy(&h, p + i * 2, 2);
+            h &= 0x7fff;
+            m = h > m ? h : m;
+        }
+    }
+    return m;
+}
+
+/* Scale and inv of a group, or false for one the fast path must not take
+ * (NaN / Inf inside, or 127 / amax overflowed): scalar.c handles those. */
+KERNEL bool group_scale_inv(const void *src, enum kvt_elem elem, size_t dim,
+                            float *scale, float *inv)
+{
+    const uint32_t inf_bits = elem == KVT_ELEM_F32 ? SIMD_F32_ABS_INF
+                            : elem == KVT_ELEM_F16 ? SIMD_F16_ABS_INF : SIMD_BF16_ABS_INF;
+    uint32_t max_bits = group_max_abs_bits(src, elem, dim);
+    float amax;
+
+    if (max_bits >= inf_bits)
+        return false;
+    if (elem == KVT_ELEM_F16)
+        amax = simd_f16_to_f32((uint16_t)max_bits);
+    else if (elem == KVT_ELEM_BF16)
+        amax = simd_bf16_to_f32((uint16_t)max_bits);
+    else
+        memcpy(&amax, &max_bits, 4);
+    *inv = simd_group_inv(amax);
+    *scale = simd_group_scale(amax);
+    return *inv <= FLT_MAX;
+}
+
+/* Eight q as int16, in order (saturating narrow; no lane can exceed
+ * 127 * (1 + 2^-23) in the fast path). */
+KERNEL int16x8_t quantize8(const void *src, enum kvt_elem elem, size_t i, float32x4_t inv)
+{
+    float32x4_t lo, hi;
+
+    load8(src, elem, i, &lo, &hi);
+    return vqmovn_high_s32(vqmovn_s32(vcvtnq_s32_f32(vmulq_f32(lo, inv))),
+                           vcvtnq_s32_f32(vmulq_f32(hi, inv)));
+}
+
+KERNEL void quantize_group_fast(int8_t *dst, const void *src, enum kvt_elem elem,
+                                size_t dim, float inv_scalar)
+{
+    const float32x4_t inv = vdupq_n_f32(inv_scalar);
+    const int8x16_t lo = vdupq_n_s8(-127);   /* the clamp only states the contract */
+    size_t i = 0;
+
+    for (; i + 16 <= dim; i += 16) {
+        int8x16_t b = vqmovn_high_s16(vqmovn_s16(quantize8(src, elem, i, inv)),
+                                      quantize8(src, elem, i + 8, inv));
+
+        vst1q_s8(dst + i, vmaxq_s8(b, lo));
+    }
+    for (; i + 8 <= dim; i += 8)
+        vst1_s8(dst + i, vmax_s8(vqmovn_s16(quantize8(src, elem, i, inv)), vget_low_s8(lo)));
+    for (; i < dim; i++)
+        dst[i] = simd_quantize_one(simd_load_one(src, elem, i), inv_scalar);
+}
+
+KERNEL void quantize_groups(int8_t *dst, float *scales, const void *src,
+                            enum kvt_elem elem, size_t n_groups, size_t dim)
+{
+    const size_t group_bytes = dim * (elem == KVT_ELEM_F32 ? 4 : 2);
+
+    for (size_t g = 0; g < n_groups; g++) {
+        const unsigned char *s = (const unsigned char *)src + g * group_bytes;
+        float inv;
+
+        if (group_scale_inv(s, elem, dim, &scales[g], &inv))
+            quantize_group_fast(dst + g * dim, s, elem, dim, inv);
+        else
+            simd_scalar_ops.quantize(dst + g * dim, &scales[g], s, elem, 1, dim);
+    }
+}
+
+static void neon_quantize(int8_t *dst, float *scales, const void *src,
+                          enum kvt_elem elem, size_t n_groups, size_t dim)
+{
+    switch (elem) {
+    case KVT_ELEM_F16:
+        quantize_groups(dst, scales, src, KVT_ELEM_F16, n_groups, dim);
+        return;
+    case KVT_ELEM_BF16:
+        quantize_groups(dst, scales, src, KVT_ELEM_BF16, n_groups, dim);
+        return;
+    case KVT_ELEM_F32:
+        quantize_groups(dst, scales, src, KVT_ELEM_F32, n_groups, dim);
+        return;
+    }
+}
+
+/* ---- dequantize ----------------------------------------------------------------------- */
+
+KERNEL void dequantize_groups(void *dst, enum kvt_elem elem, const int8_t *src,
+                              const float *scales, size_t n_groups, size_t dim)
+{
+    for (size_t g = 0; g < n_groups; g++) {
+        const float32x4_t scale = vdupq_n_f32(scales[g]);
+        const int8_t *q = src + g * dim;
+        const size_t base = g * dim;
+        size_t i = 0;
+
+        for (; i + 8 <= dim; i += 8) {
+            int16x8_t w = vmovl_s8(vld1_s8(q + i));
+            float32x4_t lo = vcvtq_f32_s32(vmovl_s16(vget_low_s16(w)));
+            float32x4_t hi = vcvtq_f32_s32(vmovl_high_s16(w));
+
+            store8(dst, elem, base + i, vmulq_f32(lo, scale), vmulq_f32(hi, scale));
+        }
+        for (; i < dim; i++)
+            simd_store_one(dst, elem, base + i, (float)q[i] * scales[g]);
+    }
+}
+
+static void neon_dequantize(void *dst, enum kvt_elem elem, const int8_t *src,
+                            const float *scales, size_t n_groups, size_t dim)
+{
+    switch (elem) {
+    case KVT_ELEM_F16:
+        dequantize_groups(dst, KVT_ELEM_F16, src, scales, n_groups, dim);
+        return;
+    case KVT_ELEM_BF16:
+        dequantize_groups(dst, KVT_ELEM_BF16, src, scales, n_groups, dim);
+        return;
+    case KVT_ELEM_F32:
+        dequantize_groups(dst, KVT_ELEM_F32, src, scales, n_groups, dim);
+        return;
+    }
+}
+
+/* ---- convert ---------------------------------------------------------------------------- */
+
+KERNEL void convert_loop(void *dst, enum kvt_elem dst_elem, const void *src,
+                         enum kvt_elem src_elem, size_t n)
+{
+    size_t i = 0;
+    float32x4_t lo, hi;
+
+    for (; i + 8 <= n; i += 8) {
+        load8(src, src_elem, i, &lo, &hi);
+        store8(dst, dst_elem, i, lo, hi);
+    }
+    for (; i < n; i++)
+        simd_store_one(dst, dst_elem, i, simd_load_one(src, src_elem, i));
+}
+
+static void neon_convert(void *dst, enum kvt_elem dst_elem, const void *src,
+                         enum kvt_elem src_elem, size_t n)
+{
+    if (!simd_elem_known(dst_elem) || !simd_elem_known(src_elem))
+        return;
+    if (dst_elem == src_elem) {
+        memcpy(dst, src, n * simd_elem_size(src_elem));
+        return;
+    }
+    /* The six pairs of distinct types, each compiled on its own. */
+    if (src_elem == KVT_ELEM_F16 && dst_elem == KVT_ELEM_F32)
+        convert_loop(dst, KVT_ELEM_F32, src, KVT_ELEM_F16, n);
+    else if (src_elem == KVT_ELEM_BF16 && dst_elem == KVT_ELEM_F32)
+        convert_loop(dst, KVT_ELEM_F32, src, KVT_ELEM_BF16, n);
+    else if (src_elem == KVT_ELEM_F32 && dst_elem == KVT_ELEM_F16)
+        convert_loop(dst, KVT_ELEM_F16, src, KVT_ELEM_F32, n);
+    else if (src_elem == KVT_ELEM_F32 && dst_elem == KVT_ELEM_BF16)
+        convert_loop(dst, KVT_ELEM_BF16, src, KVT_ELEM_F32, n);
+    else if (src_elem == KVT_ELEM_F16 && dst_elem == KVT_ELEM_BF16)
+        convert_loop(dst, KVT_ELEM_BF16, src, KVT_ELEM_F16, n);
+    else
+        convert_loop(dst, KVT_ELEM_F16, src, KVT_ELEM_BF16, n);
+}
+
+const struct kvt_simd_ops simd_neon_ops = {
+    .name = "neon",
+    .quantize = neon_quantize,
+    .dequantize = neon_dequantize,
+    .convert = neon_convert,
+};

@@ -1,0 +1,446 @@
+/* bench.c - `make bench`: hot-path throughput and latency against a real
+ * kvtierd, each figure a median over repeated runs in one process, beside
+ * memcpy on buffers of the same size (the physical reference). Prints a table
+ * and writes BUILD/bench.json. Not a test: it asserts nothing. */
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "client/kvtier.h"
+
+#define REPS 5
+
+static const char *build_dir = "build";
+static char sock_path[256], dir_path[128];
+static pid_t daemon_pid;
+static FILE *json;
+static int json_first = 1;
+
+static double now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+static int cmp_double(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return x < y ? -1 : x > y;
+}
+
+static double median(double *v, int n)
+{
+    qsort(v, (size_t)n, sizeof(*v), cmp_double);
+    return v[n / 2];
+}
+
+static void die(const char *what, int rc)
+{
+    fprintf(stderr, "bench: %s: %s\n", what, kvt_strerror(rc));
+    if (daemon_pid > 0)
+        kill(daemon_pid, SIGKILL);
+    exit(1);
+}
+
+static void start_daemon(void)
+{
+    char bin[512], log[300];
+    snprintf(dir_path, sizeof(dir_path), "/var/tmp/kvtier-bench-XXXXXX");
+    if (!mkdtemp(dir_path))
+        die("mkdtemp", -errno);
+    snprintf(sock_path, sizeof(sock_path), "%s/kvtier.sock", dir_path);
+    snprintf(log, sizeof(log), "%s/kvtierd.log", dir_path);
+    snprintf(bin, sizeof(bin), "%s/kvtierd", build_dir);
+    char admin[300];
+    snprintf(admin, sizeof(admin), "%s/admin.sock", dir_path);
+    daemon_pid = fork();
+    if (daemon_pid == 0) {
+        int fd = open(log, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+        dup2(fd, 2);
+        execl(bin, bin, "--socket", sock_path, "--admin-socket", admin,
+              "--hot-bytes", "6G", "--max-client-shm", "2G", "--log-level", "warning",
+              (char *)NULL);
+        _exit(127);
+    }
+    for (int i = 0; i < 500; i++) {
+        struct sockaddr_un sa = { .sun_family = AF_UNIX };
+        int fd = socket(AF_UNIX, SOCK_SEQPACKET, 0);
+        snprintf(sa.sun_path, sizeof(sa.sun_path), "%s", sock_path);
+        int ok = connect(fd, (struct sockaddr *)&sa, sizeof(sa)) == 0;
+        close(fd);
+        if (ok)
+            return;
+        usleep(10000);
+    }
+    die("kvtierd did not start", -ETIMEDOUT);
+}
+
+static void stop_daemon(void)
+{
+    char cmd[200];
+    kill(daemon_pid, SIGTERM);
+    waitpid(daemon_pid, NULL, 0);
+    snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir_path);
+    if (system(cmd) != 0)
+        fprintf(stderr, "bench: cannot remove %s\n", dir_path);
+}
+
+static void json_num(const char *key, double v)
+{
+    fprintf(json, "%s\n  \"%s\": %.6g", json_first ? "" : ",", key, v);
+    json_first = 0;
+}
+
+static void row(const char *name, double gbs, double ref, double tok_s)
+{
+    printf("%-44s %8.2f GB/s  %5.2fx memcpy  %12.0f tokens/s\n", name, gbs, gbs / ref, tok_s);
+}
+
+static double memcpy_gbs(size_t bytes)
+{
+    char *a = malloc(bytes), *b = malloc(bytes);
+    double t[REPS];
+    memset(a, 1, bytes);
+    memset(b, 2, bytes);
+    for (int r = 0; r < REPS; r++) {
+        double t0 = now_s();
+        memcpy(b, a, bytes);
+        t[r] = now_s() - t0;
+        a[r] = b[bytes - 1 - (size_t)r];   /* keep the copy observable */
+    }
+    free(a);
+    free(b);
+    return (double)bytes / median(t, REPS) / 1e9;
+}
+
+static void fill(void *buf, size_t bytes, unsigned seed)
+{
+    uint16_t *h = buf;
+    for (size_t i = 0; i < bytes / 2; i++) {
+        /* Random-ish f16 in [-2, 2): sign, exponent 13..15, random mantissa. */
+        seed = seed * 1103515245u + 12345u;
+        h[i] = (uint16_t)(((seed >> 16) & 0x83ff) | (0x3400 + ((seed >> 8) % 3) * 0x400));
+    }
+}
+
+/* ---- shape 2: Llama-3-8B prefill ---------------------------------------------------- */
+
+#define L2_LAYERS 32
+#define L2_HEADS 8
+#define L2_DIM 128
+#define L2_TOKENS 2048
+
+struct prefill {
+    kvt_client *c;
+    kvt_span spans[L2_LAYERS];
+    size_t bytes;              /* client-side bytes, K and V */
+};
+
+static void prefill_setup(struct prefill *p, int shared, const char *model)
+{
+    kvt_model m = { model, L2_LAYERS, L2_HEADS, L2_DIM, KVT_F16, 0 };
+    size_t span_bytes = (size_t)L2_TOKENS * L2_HEADS * L2_DIM * 2;
+    int rc = kvt_connect(sock_path, &m, &p->c);
+    if (rc)
+        die("connect", rc);
+    p->bytes = span_bytes * 2 * L2_LAYERS;
+    for (uint32_t l = 0; l < L2_LAYERS; l++) {
+        void *k = shared ? kvt_alloc(p->c, span_bytes) : malloc(span_bytes);
+        void *v = shared ? kvt_alloc(p->c, span_bytes) : malloc(span_bytes);
+        if (!k || !v)
+            die("alloc", -ENOMEM);
+        fill(k, span_bytes, l * 2 + 1);
+        fill(v, span_bytes, l * 2 + 2);
+        p->spans[l] = (kvt_span){ l, 0, L2_TOKENS, k, v };
+    }
+}
+
+static void prefill_teardown(struct prefill *p, int shared)
+{
+    for (uint32_t l = 0; l < L2_LAYERS; l++) {
+        if (shared) {
+            kvt_free(p->c, p->spans[l].k);
+            kvt_free(p->c, p->spans[l].v);
+        } else {
+            free(p->spans[l].k);
+            free(p->spans[l].v);
+        }
+    }
+    kvt_disconnect(p->c);
+}
+
+/* Median seconds of REPS store (or fetch) batches of the whole prefill. */
+static double prefill_time(struct prefill *p, int fetch, const char *ctx)
+{
+    double t[REPS];
+    for (int r = 0; r < REPS; r++) {
+        double t0 = now_s();
+        int rc = fetch ? kvt_fetch_batch(p->c, ctx, p->spans, L2_LAYERS)
+                       : kvt_store_batch(p->c, ctx, p->spans, L2_LAYERS);
+        t[r] = now_s() - t0;
+        if (rc)
+            die(fetch ? "fetch_batch" : "store_batch", rc);
+    }
+    return median(t, REPS);
+}
+
+static void bench_prefill(double ref)
+{
+    for (int shared = 1; shared >= 0; shared--) {
+        struct prefill p;
+        char name[80], key[80];
+        prefill_setup(&p, shared, "llama-3-8b");
+        double ts = prefill_time(&p, 0, "prefill");
+        double tf = prefill_time(&p, 1, "prefill");
+        const char *path = shared ? "zero-copy" : "copy";
+        double gs = (double)p.bytes / ts / 1e9, gf = (double)p.bytes / tf / 1e9;
+        snprintf(name, sizeof(name), "shape2 store 2048x32 f16 (%s)", path);
+        row(name, gs, ref, L2_TOKENS / ts);
+        snprintf(name, sizeof(name), "shape2 fetch 2048x32 f16 (%s)", path);
+        row(name, gf, ref, L2_TOKENS / tf);
+        snprintf(key, sizeof(key), "shape2_store_%s_gbs", shared ? "zerocopy" : "copy");
+        json_num(key, gs);
+        snprintf(key, sizeof(key), "shape2_store_%s_ratio", shared ? "zerocopy" : "copy");
+        json_num(key, gs / ref);
+        snprintf(key, sizeof(key), "shape2_fetch_%s_gbs", shared ? "zerocopy" : "copy");
+        json_num(key, gf);
+        snprintf(key, sizeof(key), "shape2_fetch_%s_ratio", shared ? "zerocopy" : "copy");
+        json_num(key, gf / ref);
+        prefill_teardown(&p, shared);
+    }
+}
+
+/* ---- 1 vs 2 client processes ----------------------------------------------------------- */
+
+static double concurrent_store_gbs(int n_clients)
+{
+    int fds[2][2];
+    pid_t pids[2];
+    double total = 0;
+
+    for (int i = 0; i < n_clients; i++) {
+        if (pipe(fds[i]) < 0)
+            die("pipe", -errno);
+        pids[i] = fork();
+        if (pids[i] == 0) {
+            struct prefill p;
+            char model[32], ctx[32];
+            snprintf(model, sizeof(model), "scale-%d", i);
+            snprintf(ctx, sizeof(ctx), "c%d", i);
+            prefill_setup(&p, 1, model);
+            double t = prefill_time(&p, 0, ctx);
+            double gbs = (double)p.bytes / t / 1e9;
+            if (write(fds[i][1], &gbs, sizeof(gbs)) != sizeof(gbs))
+                _exit(1);
+            prefill_teardown(&p, 1);
+            _exit(0);
+        }
+        close(fds[i][1]);
+    }
+    for (int i = 0; i < n_clients; i++) {
+        double gbs = 0;
+        if (read(fds[i][0], &gbs, sizeof(gbs)) != sizeof(gbs))
+            die("client process failed", -EIO);
+        close(fds[i][0]);
+        waitpid(pids[i], NULL, 0);
+        total += gbs;
+    }
+    return total;
+}
+
+/* ---- shape 1: 1 layer, 8x128 f32, 32 tokens per call -------------------------------- */
+
+static void bench_small_calls(void)
+{
+    kvt_model m = { "storebatch-1layer", 1, 8, 128, KVT_F32, 0 };
+    kvt_client *c;
+    const uint32_t per_call = 32, calls = 20000, wrap = 65536;
+    size_t bytes = (size_t)per_call * 8 * 128 * 4;
+    double ts[REPS], tf[REPS];
+    int rc = kvt_connect(sock_path, &m, &c);
+    if (rc)
+        die("connect", rc);
+    float *k = malloc(bytes), *v = malloc(bytes);
+    for (size_t i = 0; i < bytes / 4; i++)
+        k[i] = v[i] = (float)((int)(i % 251) - 125) / 50.0f;
+    for (int r = 0; r < REPS; r++) {
+        double t0 = now_s();
+        for (uint32_t i = 0; i < calls; i++)
+            if ((rc = kvt_store(c, "s1", 0, (i * per_call) % wrap, per_call, k, v)))
+                die("store", rc);
+        ts[r] = now_s() - t0;
+        t0 = now_s();
+        for (uint32_t i = 0; i < calls; i++)
+            if ((rc = kvt_fetch(c, "s1", 0, (i * per_call) % wrap, per_call, k, v)))
+                die("fetch", rc);
+        tf[r] = now_s() - t0;
+    }
+    double st = per_call * (double)calls / median(ts, REPS);
+    double ft = per_call * (double)calls / median(tf, REPS);
+    printf("%-44s %8.2f GB/s  %12.0f tokens/s  (target 1,000,000)\n",
+           "shape1 store 32 tok x 8x128 f32 (copy)", st * (double)bytes / per_call / 1e9, st);
+    printf("%-44s %8.2f GB/s  %12.0f tokens/s\n",
+           "shape1 fetch 32 tok x 8x128 f32 (copy)", ft * (double)bytes / per_call / 1e9, ft);
+    json_num("shape1_store_tokens_per_s", st);
+    json_num("shape1_fetch_tokens_per_s", ft);
+    free(k);
+    free(v);
+    kvt_disconnect(c);
+}
+
+/* ---- shape 3: decode steps, 1 token x 32 layers per call ---------------------------- */
+
+static void bench_decode(int shared)
+{
+    kvt_model m = { "llama-3-8b", L2_LAYERS, L2_HEADS, L2_DIM, KVT_F16, 0 };
+    kvt_client *c;
+    const int steps = 4000;
+    size_t tok_bytes = (size_t)L2_HEADS * L2_DIM * 2;
+    double *lat_s = malloc(steps * sizeof(double)), *lat_f = malloc(steps * sizeof(double));
+    kvt_span spans[L2_LAYERS];
+    int rc = kvt_connect(sock_path, &m, &c);
+    if (rc)
+        die("connect", rc);
+    for (uint32_t l = 0; l < L2_LAYERS; l++) {
+        void *k = shared ? kvt_alloc(c, tok_bytes) : malloc(tok_bytes);
+        void *v = shared ? kvt_alloc(c, tok_bytes) : malloc(tok_bytes);
+        fill(k, tok_bytes, l + 7);
+        fill(v, tok_bytes, l + 9);
+        spans[l] = (kvt_span){ l, 0, 1, k, v };
+    }
+    for (int i = 0; i < steps; i++) {
+        for (uint32_t l = 0; l < L2_LAYERS; l++)
+            spans[l].token_start = (uint32_t)i;
+        double t0 = now_s();
+        if ((rc = kvt_store_batch(c, "decode", spans, L2_LAYERS)))
+            die("decode store", rc);
+        double t1 = now_s();
+        if ((rc = kvt_fetch_batch(c, "decode", spans, L2_LAYERS)))
+            die("decode fetch", rc);
+        lat_s[i] = (t1 - t0) * 1e6;
+        lat_f[i] = (now_s() - t1) * 1e6;
+    }
+    qsort(lat_s, steps, sizeof(double), cmp_double);
+    qsort(lat_f, steps, sizeof(double), cmp_double);
+    const char *path = shared ? "zero-copy" : "copy";
+    printf("shape3 decode store 1x32 layers (%-9s)  p50 %6.1f us  p99 %6.1f us  (target p99 <= 50)\n",
+           path, lat_s[steps / 2], lat_s[steps * 99 / 100]);
+    printf("shape3 decode fetch 1x32 layers (%-9s)  p50 %6.1f us  p99 %6.1f us\n",
+           path, lat_f[steps / 2], lat_f[steps * 99 / 100]);
+    char key[64];
+    snprintf(key, sizeof(key), "shape3_store_%s_p50_us", shared ? "zerocopy" : "copy");
+    json_num(key, lat_s[steps / 2]);
+    snprintf(key, sizeof(key), "shape3_store_%s_p99_us", shared ? "zerocopy" : "copy");
+    json_num(key, lat_s[steps * 99 / 100]);
+    snprintf(key, sizeof(key), "shape3_fetch_%s_p50_us", shared ? "zerocopy" : "copy");
+    json_num(key, lat_f[steps / 2]);
+    snprintf(key, sizeof(key), "shape3_fetch_%s_p99_us", shared ? "zerocopy" : "copy");
+    json_num(key, lat_f[steps * 99 / 100]);
+    for (uint32_t l = 0; l < L2_LAYERS; l++) {
+        if (shared) {
+            kvt_free(c, spans[l].k);
+            kvt_free(c, spans[l].v);
+        } else {
+            free(spans[l].k);
+            free(spans[l].v);
+        }
+    }
+    free(lat_s);
+    free(lat_f);
+    kvt_disconnect(c);
+}
+
+/* ---- hot tier overhead: daemon RSS growth per int8 payload byte --------------------- */
+
+static uint64_t daemon_rss(void)
+{
+    char path[64];
+    unsigned long long size, rss = 0;
+    snprintf(path, sizeof(path), "/proc/%d/statm", (int)daemon_pid);
+    FILE *f = fopen(path, "r");
+    if (f) {
+        if (fscanf(f, "%llu %llu", &size, &rss) != 2)
+            rss = 0;
+        fclose(f);
+    }
+    return (uint64_t)rss * (uint64_t)sysconf(_SC_PAGESIZE);
+}
+
+static void bench_overhead(void)
+{
+    struct prefill p;
+    uint64_t before, after;
+    /* Fresh chunks only: a context not stored before. The daemon's region
+     * mapping of this client is touched by fetches only, not by stores. */
+    prefill_setup(&p, 1, "overhead-model");
+    before = daemon_rss();
+    for (int i = 0; i < 4; i++) {
+        char ctx[32];
+        snprintf(ctx, sizeof(ctx), "ovh-%d", i);
+        int rc = kvt_store_batch(p.c, ctx, p.spans, L2_LAYERS);
+        if (rc)
+            die("store", rc);
+    }
+    after = daemon_rss();
+    /* The region pages the daemon read while quantizing are mapped into its
+     * RSS too: subtract them (K and V of every span, read once). */
+    double payload = 4.0 * L2_LAYERS * L2_TOKENS * L2_HEADS * L2_DIM * 2;   /* int8 K+V */
+    double grown = (double)(after - before) - (double)p.bytes;
+    double ovh = (grown - payload) / payload;
+    printf("%-44s %7.2f %%  (int8 payload %.0f MiB, RSS grew %.0f MiB net of region; "
+           "layout: %.2f %%)\n", "hot tier overhead per token", ovh * 100, payload / 1048576,
+           grown / 1048576, 100.0 * 4 / L2_DIM);
+    json_num("hot_overhead_measured_pct", ovh * 100);
+    json_num("hot_overhead_layout_pct", 100.0 * 4 / L2_DIM);
+    prefill_teardown(&p, 1);
+}
+
+int main(int argc, char **argv)
+{
+    char json_path[300];
+
+    if (argc > 1)
+        build_dir = argv[1];
+    setenv("KVTIER_SHM_BYTES", "640M", 1);
+    snprintf(json_path, sizeof(json_path), "%s/bench.json", build_dir);
+    json = fopen(json_path, "w");
+    if (!json)
+        die("open bench.json", -errno);
+    fprintf(json, "{");
+    start_daemon();
+
+    size_t prefill_bytes = (size_t)L2_TOKENS * L2_LAYERS * L2_HEADS * L2_DIM * 2 * 2;
+    double ref = memcpy_gbs(prefill_bytes);
+    printf("kvtier bench: medians of %d runs; memcpy reference on %zu MiB buffers\n",
+           REPS, prefill_bytes >> 20);
+    printf("%-44s %8.2f GB/s\n", "memcpy (1 thread)", ref);
+    json_num("memcpy_gbs", ref);
+
+    bench_overhead();
+    bench_prefill(ref);
+    bench_small_calls();
+    bench_decode(1);
+    bench_decode(0);
+    double one = concurrent_store_gbs(1), two = concurrent_store_gbs(2);
+    printf("%-44s %8.2f GB/s\n", "shape2 store zero-copy, 1 client process", one);
+    printf("%-44s %8.2f GB/s  scaling %.2fx (target 1.6x)\n",
+           "shape2 store zero-copy, 2 client processes", two, two / one);
+    json_num("clients1_store_gbs", one);
+    json_num("clients2_store_gbs", two);
+    json_num("clients_scaling", two / one);
+
+    fprintf(json, "\n}\n");
+    fclose(json);
+    stop_daemon();
+    printf("wrote %s\n", json_path);
+    return 0;
+}

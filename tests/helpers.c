@@ -1,0 +1,312 @@
+/* helpers.c - starts real daemons and checks real data for the integration tests. */
+#include "tests/helpers.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <math.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "simd/simd.h"
+
+#define MAX_ARGS 40
+
+const char *test_build_dir(void)
+{
+    const char *b = getenv("KVTIER_BUILD");
+    return b && *b ? b : "build";
+}
+
+static int socket_accepts(const char *path)
+{
+    struct sockaddr_un sa = { .sun_family = AF_UNIX };
+    if (strlen(path) >= sizeof(sa.sun_path))
+        return 0;
+    memcpy(sa.sun_path, path, strlen(path) + 1);
+    int fd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
+    int ok = connect(fd, (struct sockaddr *)&sa, sizeof(sa)) == 0;
+    close(fd);
+    return ok;
+}
+
+static void spawn(struct test_daemon *d, va_list ap)
+{
+    char bin[512];
+    const char *argv[MAX_ARGS];
+    int n = 0;
+
+    snprintf(bin, sizeof(bin), "%s/kvtierd", test_build_dir());
+    argv[n++] = bin;
+    argv[n++] = "--socket";
+    argv[n++] = d->socket;
+    argv[n++] = "--admin-socket";
+    argv[n++] = d->admin_socket;
+    argv[n++] = "--log-level";
+    argv[n++] = "debug";
+    for (const char *a; (a = va_arg(ap, const char *)) && n < MAX_ARGS - 1;)
+        argv[n++] = a;
+    argv[n] = NULL;
+
+    d->pid = fork();
+    assert_true(d->pid >= 0);
+    if (d->pid == 0) {
+        int fd = open(d->log, O_WRONLY | O_CREAT | O_APPEND, 0644);
+        if (fd >= 0)
+            dup2(fd, 2);
+        execv(bin, (char *const *)argv);
+        _exit(127);
+    }
+    for (int i = 0; i < 500; i++) {         /* up to 5 s */
+        if (socket_accepts(d->socket))
+            return;
+        int st;
+        if (waitpid(d->pid, &st, WNOHANG) == d->pid) {
+            d->pid = 0;
+            fail_msg("kvtierd exited during start (status %d); log %s", st, d->log);
+        }
+        usleep(10000);
+    }
+    fail_msg("kvtierd did not accept on %s within 5 s", d->socket);
+}
+
+void daemon_start(struct test_daemon *d, ...)
+{
+    va_list ap;
+
+    memset(d, 0, sizeof(*d));
+    snprintf(d->dir, sizeof(d->dir), "/var/tmp/kvtier-test-XXXXXX");
+    assert_non_null(mkdtemp(d->dir));
+    chmod(d->dir, 0755);                   /* other uids reach the socket */
+    snprintf(d->socket, sizeof(d->socket), "%s/kvtier.sock", d->dir);
+    snprintf(d->admin_socket, sizeof(d->admin_socket), "%s/admin.sock", d->dir);
+    snprintf(d->log, sizeof(d->log), "%s/kvtierd.log", d->dir);
+    va_start(ap, d);
+    spawn(d, ap);
+    va_end(ap);
+}
+
+void daemon_restart(struct test_daemon *d, ...)
+{
+    va_list ap;
+
+    va_start(ap, d);
+    spawn(d, ap);
+    va_end(ap);
+}
+
+void daemon_stop(struct test_daemon *d)
+{
+    int st;
+
+    if (d->pid <= 0)
+        return;
+    kill(d->pid, SIGTERM);
+    assert_int_equal(waitpid(d->pid, &st, 0), d->pid);
+    d->pid = 0;
+    if (!WIFEXITED(st) || WEXITSTATUS(st) != 0)
+        fail_msg("kvtierd did not exit 0 on SIGTERM (status 0x%x); log %s", st, d->log);
+}
+
+void daemon_kill(struct test_daemon *d)
+{
+    if (d->pid <= 0)
+        return;
+    kill(d->pid, SIGKILL);
+    waitpid(d->pid, NULL, 0);
+    d->pid = 0;
+}
+
+void daemon_cleanup(struct test_daemon *d)
+{
+    char cmd[400];
+
+    daemon_kill(d);
+    if (d->dir[0]) {
+        snprintf(cmd, sizeof(cmd), "rm -rf '%s'", d->dir);
+        if (system(cmd) != 0)
+            fprintf(stderr, "cannot remove %s\n", d->dir);
+    }
+    d->dir[0] = '\0';
+}
+
+int daemon_fd_count(const struct test_daemon *d)
+{
+    char path[64];
+    int n = 0;
+
+    snprintf(path, sizeof(path), "/proc/%d/fd", (int)d->pid);
+    DIR *dir = opendir(path);
+    if (!dir)
+        return -1;
+    for (struct dirent *e; (e = readdir(dir));)
+        if (e->d_name[0] != '.')
+            n++;
+    closedir(dir);
+    return n;
+}
+
+int daemon_wait_fd_count(const struct test_daemon *d, int want)
+{
+    int n = daemon_fd_count(d);
+
+    for (int i = 0; i < 1000 && n != want; i++) {
+        usleep(10000);
+        n = daemon_fd_count(d);
+    }
+    return n;
+}
+
+int shm_kvtier_files(void)
+{
+    int n = 0;
+    DIR *dir = opendir("/dev/shm");
+
+    if (!dir)
+        return 0;
+    for (struct dirent *e; (e = readdir(dir));)
+        if (strstr(e->d_name, "kvtier"))
+            n++;
+    closedir(dir);
+    return n;
+}
+
+uint64_t daemon_rss_bytes(const struct test_daemon *d)
+{
+    char path[64];
+    unsigned long long size = 0, rss = 0;
+
+    snprintf(path, sizeof(path), "/proc/%d/statm", (int)d->pid);
+    FILE *f = fopen(path, "r");
+    if (!f)
+        return 0;
+    if (fscanf(f, "%llu %llu", &size, &rss) != 2)
+        rss = 0;
+    fclose(f);
+    return (uint64_t)rss * (uint64_t)sysconf(_SC_PAGESIZE);
+}
+
+kvt_model test_model(const char *name, uint32_t layers, uint32_t heads, uint32_t dim,
+                     kvt_dtype dtype, uint32_t chunk_tokens)
+{
+    return (kvt_model){ .name = name, .n_layers = layers, .n_kv_heads = heads,
+                        .head_dim = dim, .dtype = dtype, .chunk_tokens = chunk_tokens };
+}
+
+/* splitmix64: cheap, deterministic, good enough to decorrelate values. */
+static uint64_t mix(uint64_t x)
+{
+    x += 0x9e3779b97f4a7c15ull;
+    x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ull;
+    x = (x ^ (x >> 27)) * 0x94d049bb133111ebull;
+    return x ^ (x >> 31);
+}
+
+float test_value(uint64_t seed, uint32_t layer, uint32_t token, uint32_t elem)
+{
+    uint64_t h = mix(seed ^ mix(((uint64_t)layer << 40) ^ ((uint64_t)token << 12) ^ elem));
+    /* Sum of 4 uniforms: close enough to Gaussian for KV-like data. */
+    double g = 0;
+    for (int i = 0; i < 4; i++)
+        g += (double)((h >> (16 * i)) & 0xffff) / 65535.0;
+    g = (g - 2.0) * 1.7;
+    if (elem % 61 == 7)                 /* outlier channels */
+        g *= 12.0;
+    return (float)g;
+}
+
+float test_to_f32(const void *buf, kvt_dtype dt, size_t i)
+{
+    switch (dt) {
+    case KVT_F32: return ((const float *)buf)[i];
+    case KVT_F16: return simd_f16_to_f32(((const uint16_t *)buf)[i]);
+    case KVT_BF16: return simd_bf16_to_f32(((const uint16_t *)buf)[i]);
+    }
+    return NAN;
+}
+
+void test_from_f32(void *buf, kvt_dtype dt, size_t i, float v)
+{
+    switch (dt) {
+    case KVT_F32: ((float *)buf)[i] = v; break;
+    case KVT_F16: ((uint16_t *)buf)[i] = simd_f32_to_f16(v); break;
+    case KVT_BF16: ((uint16_t *)buf)[i] = simd_f32_to_bf16(v); break;
+    }
+}
+
+void test_fill(void *buf, kvt_dtype dt, uint64_t seed, uint32_t layer,
+               uint32_t token_start, uint32_t n_tokens, uint32_t heads, uint32_t dim)
+{
+    size_t row = (size_t)heads * dim;
+    for (uint32_t t = 0; t < n_tokens; t++)
+        for (size_t e = 0; e < row; e++)
+            test_from_f32(buf, dt, t * row + e,
+                          test_value(seed, layer, token_start + t, (uint32_t)e));
+}
+
+/* Relative rounding unit of a dtype, for the "plus the rounding of the
+ * client dtype" part of the bound. */
+static float dtype_ulp(kvt_dtype dt)
+{
+    return dt == KVT_F32 ? 0x1p-23f : dt == KVT_F16 ? 0x1p-10f : 0x1p-7f;
+}
+
+size_t test_check(const void *buf, kvt_dtype dt, uint64_t seed, uint32_t layer,
+                  uint32_t token_start, uint32_t n_tokens, uint32_t heads, uint32_t dim,
+                  int exact)
+{
+    size_t bad = 0;
+    float *ref = malloc(dim * sizeof(float));
+
+    for (uint32_t t = 0; t < n_tokens; t++) {
+        for (uint32_t h = 0; h < heads; h++) {
+            float amax = 0;
+            size_t base = ((size_t)t * heads + h) * dim;
+            for (uint32_t d = 0; d < dim; d++) {
+                /* The stored value is what the storing client could
+                 * represent; tests store in f16 or f32, both hold this. */
+                ref[d] = test_value(seed, layer, token_start + t, h * dim + d);
+                if (fabsf(ref[d]) > amax)
+                    amax = fabsf(ref[d]);
+            }
+            for (uint32_t d = 0; d < dim; d++) {
+                float got = test_to_f32(buf, dt, base + d);
+                float bound = exact ? 0 : amax / 127.0f;
+                /* The stored value itself went through the storing client's
+                 * dtype (f16 in most tests), so allow its rounding too. */
+                bound += (fabsf(ref[d]) + bound) * (dtype_ulp(dt) + 0x1p-10f);
+                if (!(fabsf(got - ref[d]) <= bound)) {
+                    if (!bad)
+                        fprintf(stderr, "value mismatch: layer %u token %u head %u dim %u: "
+                                "got %g want %g (bound %g)\n", layer, token_start + t,
+                                h, d, got, ref[d], bound);
+                    bad++;
+                }
+            }
+        }
+    }
+    free(ref);
+    return bad;
+}
+
+int test_in_child(int (*fn)(void *arg), void *arg)
+{
+    int st;
+    pid_t pid = fork();
+
+    if (pid < 0)
+        return -1;
+    if (pid == 0)
+        _exit(fn(arg));
+    if (waitpid(pid, &st, 0) != pid)
+        return -1;
+    return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+}

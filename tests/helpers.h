@@ -1,0 +1,87 @@
+/* helpers.h - shared by the integration tests: a real kvtierd on a temp socket,
+ * data generators, the API.md error bound, and failure messages with kvt_strerror. */
+#ifndef KVT_TEST_HELPERS_H
+#define KVT_TEST_HELPERS_H
+
+#include <setjmp.h>
+#include <errno.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+#include <cmocka.h>
+
+#include "client/kvtier.h"
+
+struct test_daemon {
+    pid_t pid;
+    char dir[256];          /* temp dir holding the sockets (and cold file) */
+    char socket[320];
+    char admin_socket[320];
+    char log[320];          /* the daemon's stderr */
+};
+
+/* Build dir of the binaries under test ($KVTIER_BUILD, default "build"). */
+const char *test_build_dir(void);
+
+/* Start build/kvtierd on a fresh temp dir with the extra flags (NULL-ended
+ * list), wait until it accepts. Fails the test if it does not come up. */
+void daemon_start(struct test_daemon *d, ...);
+/* Start again on the same dir and socket (restart), same flags list form. */
+void daemon_restart(struct test_daemon *d, ...);
+/* SIGTERM and wait; asserts exit status 0. Keeps the dir. */
+void daemon_stop(struct test_daemon *d);
+/* SIGKILL and reap. */
+void daemon_kill(struct test_daemon *d);
+/* Stop if running and remove the temp dir. */
+void daemon_cleanup(struct test_daemon *d);
+/* Number of open fds of the daemon, from /proc. */
+int daemon_fd_count(const struct test_daemon *d);
+/* Resident set size of the daemon in bytes, from /proc. */
+uint64_t daemon_rss_bytes(const struct test_daemon *d);
+/* Wait (up to 10 s) until the daemon has exactly `want` open fds: it closes
+ * a session when it hears the hang-up, a moment after the client closes.
+ * Returns the last count seen. */
+int daemon_wait_fd_count(const struct test_daemon *d, int want);
+/* Number of entries in /dev/shm whose name contains "kvtier". */
+int shm_kvtier_files(void);
+
+/* Fail with file:line, the call and kvt_strerror(rc) unless rc == 0. */
+#define CHECK_OK(call) do {                                                   \
+        int rc_ = (call);                                                     \
+        if (rc_ != 0)                                                         \
+            fail_msg("%s:%d: %s = %d (%s)", __FILE__, __LINE__, #call, rc_,   \
+                     kvt_strerror(rc_));                                      \
+    } while (0)
+#define CHECK_RC(call, want) do {                                             \
+        int rc_ = (call);                                                     \
+        if (rc_ != (want))                                                    \
+            fail_msg("%s:%d: %s = %d (%s), want %d (%s)", __FILE__, __LINE__, \
+                     #call, rc_, kvt_strerror(rc_), (want), kvt_strerror(want)); \
+    } while (0)
+
+/* A model with these dims; name must stay valid while used. */
+kvt_model test_model(const char *name, uint32_t layers, uint32_t heads, uint32_t dim,
+                     kvt_dtype dtype, uint32_t chunk_tokens);
+
+/* Deterministic KV-like values for (seed, layer, token, element) as f32:
+ * Gaussian with a few large outlier channels, as real keys have. */
+float test_value(uint64_t seed, uint32_t layer, uint32_t token, uint32_t elem);
+/* Fill n_tokens rows of heads*dim values in dtype. */
+void test_fill(void *buf, kvt_dtype dt, uint64_t seed, uint32_t layer,
+               uint32_t token_start, uint32_t n_tokens, uint32_t heads, uint32_t dim);
+/* Check buf against test_fill's values within the API.md int8 bound (or
+ * exactly, when exact). Returns the number of violations (0 = good) and
+ * prints the first one. */
+size_t test_check(const void *buf, kvt_dtype dt, uint64_t seed, uint32_t layer,
+                  uint32_t token_start, uint32_t n_tokens, uint32_t heads, uint32_t dim,
+                  int exact);
+
+/* Convert one element of dtype to f32 / from f32 (round to nearest even). */
+float test_to_f32(const void *buf, kvt_dtype dt, size_t i);
+void test_from_f32(void *buf, kvt_dtype dt, size_t i, float v);
+
+/* Run fn(arg) in a child process; returns its exit status (0 = success). */
+int test_in_child(int (*fn)(void *arg), void *arg);
+
+#endif

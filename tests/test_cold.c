@@ -1,0 +1,798 @@
+/* test_cold.c - proves the cold tier keeps its contract, once on the io_uring
+ * backend and once on the pread/pwrite backend (force_pread):
+ *   - put/get round trips are exact for int8 and every lossless element type,
+ *     from the write buffers and from disk; absent keys are -ENOENT;
+ *   - a newer put of a key wins, also after reopening;
+ *   - many records spread over several regions all come back after reopen;
+ *   - records synced before a kill -9 are all there after reopen;
+ *   - a byte flipped on disk is -EBADMSG and counted, the others are fine;
+ *   - a torn last record and garbage after it are skipped by recovery;
+ *   - a file far smaller than the data reclaims its oldest regions and keeps
+ *     serving the newest records exactly, without errors;
+ *   - drop_object / drop_namespace survive reopening;
+ *   - compressible data is stored smaller, random data raw (<= raw + header);
+ *   - a bad or mismatched file header is -EINVAL and the file is unchanged;
+ *   - readers running next to a writer (with reclaim) only ever see exact
+ *     data or -ENOENT.
+ * Files live in a temporary directory under /var/tmp (or the current
+ * directory if /var/tmp is tmpfs, which would hide O_DIRECT behaviour).
+ */
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <setjmp.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/vfs.h>
+#include <sys/wait.h>
+#include <unistd.h>
+#include <cmocka.h>
+
+#include "cache/cold.h"
+#include "cache/cold_format.h"
+
+#define MIB (1024u * 1024u)
+#define TMPFS_MAGIC_NUMBER 0x01021994
+#define BITMAP_WORDS (KVT_CHUNK_MAX_TOKENS / 64)
+
+enum backend { URING, PREAD };
+
+struct env {
+    enum backend backend;
+    char dir[256];
+    char path[300];
+    atomic_int logs;
+};
+
+enum fill { RANDOM, COMPRESSIBLE };
+
+/* A chunk whose contents follow from (id, version, fill), so any reader can
+ * rebuild what it should have got. */
+struct tchunk {
+    struct kvt_chunk_image img;
+    uint64_t present[BITMAP_WORDS];
+    uint8_t *data;
+    size_t bytes;
+};
+
+static void test_log(void *arg, int level, const char *msg)
+{
+    struct env *env = arg;
+    (void)level;
+    atomic_fetch_add(&env->logs, 1);
+    if (getenv("TEST_COLD_VERBOSE"))
+        fprintf(stderr, "log: %s\n", msg);
+}
+
+static int setup(void **state)
+{
+    static const char *bases[] = { "/var/tmp", "." };
+    struct env *env = calloc(1, sizeof(*env));
+
+    assert_non_null(env);
+    env->backend = *(enum backend *)*state;
+    for (size_t i = 0; i < 2; i++) {
+        struct statfs sf;
+        if (statfs(bases[i], &sf) == 0 && sf.f_type == TMPFS_MAGIC_NUMBER)
+            continue;
+        snprintf(env->dir, sizeof(env->dir), "%s/kvt-test-cold.XXXXXX", bases[i]);
+        if (mkdtemp(env->dir))
+            break;
+        env->dir[0] = 0;
+    }
+    assert_true(env->dir[0] != 0);
+    snprintf(env->path, sizeof(env->path), "%s/cold.kvt", env->dir);
+    *state = env;
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    struct env *env = *state;
+    DIR *d = opendir(env->dir);
+    struct dirent *de;
+    char p[600];
+
+    while (d && (de = readdir(d))) {
+        if (strcmp(de->d_name, ".") && strcmp(de->d_name, "..")) {
+            snprintf(p, sizeof(p), "%s/%s", env->dir, de->d_name);
+            unlink(p);
+        }
+    }
+    if (d)
+        closedir(d);
+    rmdir(env->dir);
+    free(env);
+    return 0;
+}
+
+static struct kvt_cold_config config(struct env *env, uint64_t bytes, uint32_t region)
+{
+    return (struct kvt_cold_config){
+        .path = env->path, .bytes = bytes, .region_bytes = region,
+        .force_pread = env->backend == PREAD, .log = test_log, .log_arg = env,
+    };
+}
+
+static struct kvt_cold *open_cold(struct env *env, uint64_t bytes, uint32_t region)
+{
+    struct kvt_cold_config cfg = config(env, bytes, region);
+    struct kvt_cold *c = NULL;
+    struct kvt_cold_stats st;
+
+    assert_int_equal(cold_open(&cfg, &c), 0);
+    cold_stats(c, &st);
+    assert_int_equal(st.uring, env->backend == URING);
+    return c;
+}
+
+static struct kvt_chunk_key key_of(uint64_t ns, uint64_t obj, uint32_t layer, uint32_t idx)
+{
+    return (struct kvt_chunk_key){ .ns_id = ns, .obj_hi = obj, .obj_lo = ~obj,
+                                   .domain = 1000, .layer = layer, .chunk_idx = idx };
+}
+
+static uint64_t xorshift(uint64_t *s)
+{
+    *s ^= *s << 13;
+    *s ^= *s >> 7;
+    *s ^= *s << 17;
+    return *s;
+}
+
+static void chunk_fill(struct tchunk *t, uint64_t id, uint64_t version, enum fill fill)
+{
+    uint64_t s = id * 0x9e3779b97f4a7c15ull + version * 0xbf58476d1ce4e5b9ull + 1;
+    uint32_t tokens = t->img.shape.tokens;
+
+    memset(t->present, 0, sizeof(t->present));
+    for (uint32_t i = 0; i < tokens; i++)   /* a gap after 3/4 of the tokens */
+        if (i != tokens * 3 / 4 || tokens == 1)
+            t->present[i / 64] |= UINT64_C(1) << (i % 64);
+    for (size_t i = 0; i < t->bytes; i += 8) {
+        uint64_t v = fill == RANDOM ? xorshift(&s) : (i / 64) % 7 * 0x0101010101010101ull + id;
+        memcpy(t->data + i, &v, t->bytes - i < 8 ? t->bytes - i : 8);
+    }
+    /* Stamp id and version so a concurrent reader can tell what it got. */
+    if (t->bytes >= 16) {
+        memcpy(t->data, &id, 8);
+        memcpy(t->data + 8, &version, 8);
+    }
+}
+
+static void chunk_make(struct tchunk *t, struct kvt_chunk_key key, struct kvt_chunk_shape shape,
+                       uint64_t id, uint64_t version, enum fill fill)
+{
+    t->img.key = key;
+    t->img.shape = shape;
+    t->bytes = chunk_data_bytes(&shape);
+    t->data = malloc(t->bytes);
+    assert_non_null(t->data);
+    t->img.present = t->present;
+    t->img.data = t->data;
+    chunk_fill(t, id, version, fill);
+}
+
+static void chunk_free(struct tchunk *t)
+{
+    free(t->data);
+    t->data = NULL;
+}
+
+/* A lossless f16 chunk of about `bytes` bytes: tokens x 8 heads x 64 dim. */
+static struct kvt_chunk_shape shape_of_bytes(size_t bytes)
+{
+    uint32_t tokens = (uint32_t)(bytes / (2 * 8 * 64 * 2));
+    return (struct kvt_chunk_shape){ .tokens = tokens ? tokens : 1, .heads = 8, .dim = 64, .elem = 1 };
+}
+
+/* 0 if key's record reads back exactly as t, else the cold_get error (or
+ * -EPROTO for wrong contents). */
+static int get_matches(struct kvt_cold *c, const struct tchunk *t)
+{
+    struct kvt_chunk_shape shape;
+    uint64_t present[BITMAP_WORDS];
+    uint8_t *data = malloc(t->bytes + 64);
+    int rc;
+
+    assert_non_null(data);
+    memset(present, 0xa5, sizeof(present));
+    rc = cold_get(c, &t->img.key, &shape, present, data, t->bytes + 64);
+    if (rc == 0 && (memcmp(&shape, &t->img.shape, sizeof(shape)) != 0 ||
+                    memcmp(present, t->present, sizeof(present)) != 0 ||
+                    memcmp(data, t->data, t->bytes) != 0))
+        rc = -EPROTO;
+    free(data);
+    return rc;
+}
+
+static void assert_no_errors(struct kvt_cold *c)
+{
+    struct kvt_cold_stats st;
+
+    cold_stats(c, &st);
+    assert_int_equal(st.io_errors, 0);
+    assert_int_equal(st.checksum_failures, 0);
+}
+
+/* Offset of needle in the file, or -1. */
+static off_t file_find(const char *path, const void *needle, size_t n)
+{
+    int fd = open(path, O_RDONLY);
+    struct stat st;
+    uint8_t *buf;
+    off_t at = -1;
+
+    assert_true(fd >= 0);
+    assert_int_equal(fstat(fd, &st), 0);
+    buf = malloc((size_t)st.st_size);
+    assert_non_null(buf);
+    assert_int_equal(pread(fd, buf, (size_t)st.st_size, 0), st.st_size);
+    uint8_t *p = memmem(buf, (size_t)st.st_size, needle, n);
+    if (p)
+        at = p - buf;
+    free(buf);
+    close(fd);
+    return at;
+}
+
+static void file_write(const char *path, off_t off, const void *buf, size_t n)
+{
+    int fd = open(path, O_WRONLY);
+    assert_true(fd >= 0);
+    assert_int_equal(pwrite(fd, buf, n, off), (ssize_t)n);
+    assert_int_equal(fsync(fd), 0);
+    close(fd);
+}
+
+/* ---- tests -------------------------------------------------------------- */
+
+static void test_round_trip(void **state)
+{
+    struct env *env = *state;
+    static const struct kvt_chunk_shape shapes[] = {
+        { 16, 4, 64, KVT_CHUNK_INT8 }, { 16, 4, 64, 1 }, { 8, 2, 32, 0 },
+        { 32, 8, 128, 2 }, { 1, 1, 1, KVT_CHUNK_INT8 }, { 300, 2, 16, 0 },
+    };
+    enum { N = sizeof(shapes) / sizeof(shapes[0]) };
+    struct tchunk t[N];
+    struct kvt_cold *c = open_cold(env, COLD_BLOCK + 8 * MIB, MIB);
+    struct kvt_chunk_key absent = key_of(9, 9, 9, 9);
+    struct kvt_chunk_shape shape;
+    uint64_t present[BITMAP_WORDS];
+    uint8_t small[16];
+    uint32_t leading;
+
+    for (int i = 0; i < N; i++) {
+        chunk_make(&t[i], key_of(1, 100 + i, 0, 0), shapes[i], i, 1, i % 2 ? RANDOM : COMPRESSIBLE);
+        assert_int_equal(cold_put(c, &t[i].img), 0);
+    }
+    for (int i = 0; i < N; i++)          /* served from the write buffer */
+        assert_int_equal(get_matches(c, &t[i]), 0);
+    assert_int_equal(cold_sync(c), 0);
+    for (int i = 0; i < N; i++) {        /* served from disk */
+        assert_int_equal(get_matches(c, &t[i]), 0);
+        assert_int_equal(cold_lookup(c, &t[i].img.key, &leading), 0);
+        assert_int_equal(leading, shapes[i].tokens == 1 ? 1 : shapes[i].tokens * 3 / 4);
+    }
+    assert_int_equal(cold_get(c, &absent, &shape, present, small, sizeof(small)), -ENOENT);
+    assert_int_equal(cold_lookup(c, &absent, &leading), -ENOENT);
+    assert_int_equal(cold_get(c, &t[0].img.key, &shape, present, small, sizeof(small)), -ENOSPC);
+    assert_no_errors(c);
+    assert_int_equal(atomic_load(&env->logs), 0);
+    cold_close(c);
+    for (int i = 0; i < N; i++)
+        chunk_free(&t[i]);
+}
+
+static void test_overwrite_newest_wins(void **state)
+{
+    struct env *env = *state;
+    struct kvt_chunk_key key = key_of(1, 7, 3, 2);
+    struct kvt_chunk_shape shape = shape_of_bytes(40000);
+    struct tchunk v[3];
+    struct kvt_cold *c = open_cold(env, COLD_BLOCK + 8 * MIB, MIB);
+
+    for (int i = 0; i < 3; i++)
+        chunk_make(&v[i], key, shape, 7, (uint64_t)i + 1, RANDOM);
+    assert_int_equal(cold_put(c, &v[0].img), 0);
+    assert_int_equal(cold_put(c, &v[1].img), 0);
+    assert_int_equal(get_matches(c, &v[1]), 0);
+    assert_int_equal(cold_sync(c), 0);
+    assert_int_equal(get_matches(c, &v[1]), 0);
+    cold_close(c);
+    c = open_cold(env, COLD_BLOCK + 8 * MIB, MIB);
+    assert_int_equal(get_matches(c, &v[1]), 0);
+    assert_int_equal(cold_put(c, &v[2].img), 0);
+    cold_close(c);
+    c = open_cold(env, COLD_BLOCK + 8 * MIB, MIB);
+    assert_int_equal(get_matches(c, &v[2]), 0);
+    struct kvt_cold_stats st;
+    cold_stats(c, &st);
+    assert_int_equal(st.records, 1);
+    assert_no_errors(c);
+    cold_close(c);
+    for (int i = 0; i < 3; i++)
+        chunk_free(&v[i]);
+}
+
+static void test_many_regions_and_reopen(void **state)
+{
+    struct env *env = *state;
+    enum { N = 80 };
+    struct tchunk t[N];
+    struct kvt_cold_stats st;
+    struct kvt_cold *c = open_cold(env, COLD_BLOCK + 16 * MIB, MIB);
+
+    for (int i = 0; i < N; i++) {
+        chunk_make(&t[i], key_of(2, (uint64_t)i, (uint32_t)i % 4, 0),
+                   shape_of_bytes(60000 + 3000 * (size_t)(i % 20)), (uint64_t)i, 1,
+                   i % 3 ? RANDOM : COMPRESSIBLE);
+        assert_int_equal(cold_put(c, &t[i].img), 0);
+    }
+    for (int i = 0; i < N; i++)
+        assert_int_equal(get_matches(c, &t[i]), 0);
+    cold_stats(c, &st);
+    assert_true(st.bytes_written + 8 * MIB > 4 * MIB);   /* several regions */
+    cold_close(c);
+
+    c = open_cold(env, COLD_BLOCK + 16 * MIB, MIB);
+    cold_stats(c, &st);
+    assert_int_equal(st.records_recovered, N);
+    assert_int_equal(st.records, N);
+    assert_int_equal(st.regions_reclaimed, 0);
+    for (int i = 0; i < N; i++)
+        assert_int_equal(get_matches(c, &t[i]), 0);
+    assert_no_errors(c);
+    cold_close(c);
+    for (int i = 0; i < N; i++)
+        chunk_free(&t[i]);
+}
+
+static void test_synced_records_survive_kill(void **state)
+{
+    struct env *env = *state;
+    enum { SYNCED = 30, UNSYNCED = 10 };
+    struct kvt_cold_config cfg = config(env, COLD_BLOCK + 16 * MIB, MIB);
+    struct tchunk t[SYNCED + UNSYNCED];
+    int status;
+
+    cfg.log = NULL;
+    for (int i = 0; i < SYNCED + UNSYNCED; i++)
+        chunk_make(&t[i], key_of(3, (uint64_t)i, 0, 0), shape_of_bytes(70000), (uint64_t)i, 1,
+                   RANDOM);
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        struct kvt_cold *c;
+        if (cold_open(&cfg, &c) != 0)
+            _exit(2);
+        for (int i = 0; i < SYNCED; i++)
+            if (cold_put(c, &t[i].img) != 0)
+                _exit(3);
+        if (cold_sync(c) != 0)
+            _exit(4);
+        for (int i = SYNCED; i < SYNCED + UNSYNCED; i++)
+            cold_put(c, &t[i].img);
+        kill(getpid(), SIGKILL);
+        _exit(5);
+    }
+    assert_int_equal(waitpid(pid, &status, 0), pid);
+    assert_true(WIFSIGNALED(status));
+    assert_int_equal(WTERMSIG(status), SIGKILL);
+
+    struct kvt_cold *c = open_cold(env, COLD_BLOCK + 16 * MIB, MIB);
+    for (int i = 0; i < SYNCED; i++)
+        assert_int_equal(get_matches(c, &t[i]), 0);
+    for (int i = SYNCED; i < SYNCED + UNSYNCED; i++) {
+        int rc = get_matches(c, &t[i]);     /* may or may not have made it */
+        assert_true(rc == 0 || rc == -ENOENT);
+    }
+    assert_int_equal(atomic_load(&env->logs), 0);
+    assert_no_errors(c);
+    cold_close(c);
+    for (int i = 0; i < SYNCED + UNSYNCED; i++)
+        chunk_free(&t[i]);
+}
+
+static void test_flipped_byte_detected(void **state)
+{
+    struct env *env = *state;
+    enum { N = 10, BAD = 5 };
+    struct tchunk t[N];
+    struct kvt_cold_stats st;
+    struct kvt_cold *c = open_cold(env, COLD_BLOCK + 8 * MIB, MIB);
+
+    for (int i = 0; i < N; i++) {
+        chunk_make(&t[i], key_of(4, (uint64_t)i, 0, 0), shape_of_bytes(64000), (uint64_t)i, 1,
+                   RANDOM);
+        assert_int_equal(cold_put(c, &t[i].img), 0);
+    }
+    assert_int_equal(cold_sync(c), 0);
+    off_t at = file_find(env->path, t[BAD].data + 1000, 64);
+    assert_true(at > 0);
+    uint8_t byte = t[BAD].data[1010] ^ 0x40;
+    file_write(env->path, at + 10, &byte, 1);
+
+    assert_int_equal(get_matches(c, &t[BAD]), -EBADMSG);
+    cold_stats(c, &st);
+    assert_int_equal(st.checksum_failures, 1);
+    assert_int_equal(get_matches(c, &t[BAD]), -ENOENT);    /* dropped */
+    for (int i = 0; i < N; i++)
+        if (i != BAD)
+            assert_int_equal(get_matches(c, &t[i]), 0);
+    cold_stats(c, &st);
+    assert_int_equal(st.checksum_failures, 1);
+    assert_int_equal(st.io_errors, 0);
+    cold_close(c);
+    for (int i = 0; i < N; i++)
+        chunk_free(&t[i]);
+}
+
+static void test_torn_tail_skipped(void **state)
+{
+    struct env *env = *state;
+    enum { N = 10 };
+    struct tchunk t[N], later;
+    struct kvt_cold_stats st;
+    struct kvt_cold *c = open_cold(env, COLD_BLOCK + 8 * MIB, MIB);
+    uint8_t garbage[8192];
+
+    for (int i = 0; i < N; i++) {
+        chunk_make(&t[i], key_of(5, (uint64_t)i, 0, 0), shape_of_bytes(50000), (uint64_t)i, 1,
+                   RANDOM);
+        assert_int_equal(cold_put(c, &t[i].img), 0);
+    }
+    chunk_make(&later, key_of(5, 99, 0, 0), shape_of_bytes(50000), 99, 1, RANDOM);
+    cold_close(c);
+
+    /* The last record loses its second half, as a torn write would leave
+     * it, and garbage follows at the next blocks. */
+    off_t at = file_find(env->path, t[N - 1].data + 64, 64);
+    assert_true(at > 0);
+    uint64_t s = 42;
+    for (size_t i = 0; i < sizeof(garbage); i += 8) {
+        uint64_t v = xorshift(&s);
+        memcpy(garbage + i, &v, 8);
+    }
+    off_t half = at + (off_t)t[N - 1].bytes / 2;
+    uint8_t *zeros = calloc(1, t[N - 1].bytes);
+    file_write(env->path, half, zeros, t[N - 1].bytes / 2);
+    file_write(env->path, (half + t[N - 1].bytes / 2 + 2 * COLD_BLOCK) / COLD_BLOCK * COLD_BLOCK,
+               garbage, sizeof(garbage));
+    free(zeros);
+
+    c = open_cold(env, COLD_BLOCK + 8 * MIB, MIB);
+    cold_stats(c, &st);
+    assert_int_equal(st.records_recovered, N - 1);
+    assert_int_equal(st.records_torn, 1);
+    for (int i = 0; i < N - 1; i++)
+        assert_int_equal(get_matches(c, &t[i]), 0);
+    assert_int_equal(get_matches(c, &t[N - 1]), -ENOENT);
+    /* The log goes on after a torn tail, and that survives a reopen too. */
+    assert_int_equal(cold_put(c, &later.img), 0);
+    cold_close(c);
+    c = open_cold(env, COLD_BLOCK + 8 * MIB, MIB);
+    assert_int_equal(get_matches(c, &later), 0);
+    for (int i = 0; i < N - 1; i++)
+        assert_int_equal(get_matches(c, &t[i]), 0);
+    cold_close(c);
+    for (int i = 0; i < N; i++)
+        chunk_free(&t[i]);
+    chunk_free(&later);
+}
+
+static void test_small_file_reclaims_oldest(void **state)
+{
+    struct env *env = *state;
+    enum { N = 40, NEWEST = 4 };
+    struct tchunk t[N];
+    struct kvt_cold_stats st;
+    struct kvt_cold *c = open_cold(env, COLD_BLOCK + 4 * MIB, MIB);
+
+    for (int i = 0; i < N; i++) {
+        chunk_make(&t[i], key_of(6, (uint64_t)i, 0, 0), shape_of_bytes(200000), (uint64_t)i, 1,
+                   RANDOM);
+        assert_int_equal(cold_put(c, &t[i].img), 0);
+        for (int j = i - NEWEST + 1 < 0 ? 0 : i - NEWEST + 1; j <= i; j++)
+            assert_int_equal(get_matches(c, &t[j]), 0);
+    }
+    for (int pass = 0; pass < 2; pass++) {
+        int present = 0;
+        for (int i = 0; i < N; i++) {
+            int rc = get_matches(c, &t[i]);
+            assert_true(rc == 0 || rc == -ENOENT);
+            present += rc == 0;
+            if (i >= N - NEWEST)
+                assert_int_equal(rc, 0);
+        }
+        assert_int_equal(get_matches(c, &t[0]), -ENOENT);
+        assert_true(present >= NEWEST && present < N / 2);
+        cold_stats(c, &st);
+        assert_true(pass == 1 || st.regions_reclaimed >= 4);
+        assert_true(st.used_bytes <= st.capacity_bytes);
+        assert_no_errors(c);
+        cold_close(c);
+        c = open_cold(env, COLD_BLOCK + 4 * MIB, MIB);
+    }
+    cold_close(c);
+    for (int i = 0; i < N; i++)
+        chunk_free(&t[i]);
+}
+
+static void test_drops_survive_reopen(void **state)
+{
+    struct env *env = *state;
+    struct kvt_chunk_shape shape = { 16, 4, 64, KVT_CHUNK_INT8 };
+    struct tchunk a[4], b, ns2[3], a_later;
+    struct kvt_cold_stats st;
+    struct kvt_cold *c = open_cold(env, COLD_BLOCK + 8 * MIB, MIB);
+
+    for (int i = 0; i < 4; i++) {
+        chunk_make(&a[i], key_of(1, 0xa, (uint32_t)i, 0), shape, (uint64_t)i, 1, RANDOM);
+        assert_int_equal(cold_put(c, &a[i].img), 0);
+    }
+    chunk_make(&b, key_of(1, 0xb, 0, 0), shape, 10, 1, RANDOM);
+    assert_int_equal(cold_put(c, &b.img), 0);
+    for (int i = 0; i < 3; i++) {
+        chunk_make(&ns2[i], key_of(2, 0xc + (uint64_t)i, 0, 0), shape, 20 + (uint64_t)i, 1, RANDOM);
+        assert_int_equal(cold_put(c, &ns2[i].img), 0);
+    }
+    assert_int_equal(cold_sync(c), 0);
+    assert_int_equal(cold_drop_object(c, 1, 0xa, ~UINT64_C(0xa)), 4);
+    assert_int_equal(cold_drop_namespace(c, 2), 3);
+    chunk_make(&a_later, key_of(1, 0xa, 9, 0), shape, 30, 1, RANDOM);
+    assert_int_equal(cold_put(c, &a_later.img), 0);   /* newer than the tombstone */
+    for (int i = 0; i < 4; i++)
+        assert_int_equal(get_matches(c, &a[i]), -ENOENT);
+    cold_close(c);
+
+    c = open_cold(env, COLD_BLOCK + 8 * MIB, MIB);
+    for (int i = 0; i < 4; i++)
+        assert_int_equal(get_matches(c, &a[i]), -ENOENT);
+    for (int i = 0; i < 3; i++)
+        assert_int_equal(get_matches(c, &ns2[i]), -ENOENT);
+    assert_int_equal(get_matches(c, &b), 0);
+    assert_int_equal(get_matches(c, &a_later), 0);
+    cold_stats(c, &st);
+    assert_int_equal(st.records, 2);
+    assert_int_equal(cold_drop_namespace(c, 0), 2);   /* 0 = every namespace */
+    cold_close(c);
+
+    c = open_cold(env, COLD_BLOCK + 8 * MIB, MIB);
+    cold_stats(c, &st);
+    assert_int_equal(st.records, 0);
+    assert_no_errors(c);
+    cold_close(c);
+    for (int i = 0; i < 4; i++)
+        chunk_free(&a[i]);
+    for (int i = 0; i < 3; i++)
+        chunk_free(&ns2[i]);
+    chunk_free(&b);
+    chunk_free(&a_later);
+}
+
+static void test_compression(void **state)
+{
+    struct env *env = *state;
+    struct kvt_chunk_shape shape = shape_of_bytes(256 * 1024);
+    struct tchunk z, r, big;
+    struct kvt_cold_stats st0, st1, st2;
+    struct kvt_cold *c = open_cold(env, COLD_BLOCK + 8 * MIB, MIB);
+    uint64_t overhead = sizeof(struct cold_record_header) + cold_bitmap_bytes(shape.tokens);
+
+    chunk_make(&z, key_of(7, 1, 0, 0), shape, 1, 1, COMPRESSIBLE);
+    chunk_make(&r, key_of(7, 2, 0, 0), shape, 2, 1, RANDOM);
+    cold_stats(c, &st0);
+    assert_int_equal(cold_put(c, &z.img), 0);
+    cold_stats(c, &st1);
+    assert_true(st1.used_bytes - st0.used_bytes < z.bytes / 4);
+    assert_int_equal(cold_put(c, &r.img), 0);
+    cold_stats(c, &st2);
+    assert_true(st2.used_bytes - st1.used_bytes <= r.bytes + overhead);
+    assert_true(st2.used_bytes - st1.used_bytes >= r.bytes);
+    assert_int_equal(st2.raw_bytes_in, 2 * (z.bytes + cold_bitmap_bytes(shape.tokens)));
+    assert_int_equal(get_matches(c, &z), 0);
+    assert_int_equal(get_matches(c, &r), 0);
+
+    /* Larger than a region: random data cannot fit, compressible data does. */
+    chunk_make(&big, key_of(7, 3, 0, 0), shape_of_bytes(3 * MIB / 2), 3, 1, RANDOM);
+    assert_int_equal(cold_put(c, &big.img), -E2BIG);
+    chunk_fill(&big, 3, 1, COMPRESSIBLE);
+    assert_int_equal(cold_put(c, &big.img), 0);
+    assert_int_equal(cold_sync(c), 0);
+    assert_int_equal(get_matches(c, &big), 0);
+    assert_no_errors(c);
+    cold_close(c);
+    chunk_free(&z);
+    chunk_free(&r);
+    chunk_free(&big);
+}
+
+static uint8_t *file_slurp(const char *path, size_t *n)
+{
+    int fd = open(path, O_RDONLY);
+    struct stat st;
+    uint8_t *buf;
+
+    assert_true(fd >= 0);
+    assert_int_equal(fstat(fd, &st), 0);
+    *n = (size_t)st.st_size;
+    buf = malloc(*n + 1);
+    assert_non_null(buf);
+    assert_int_equal(pread(fd, buf, *n, 0), (ssize_t)*n);
+    close(fd);
+    return buf;
+}
+
+static void assert_open_refused(struct env *env, uint64_t bytes, uint32_t region)
+{
+    struct kvt_cold_config cfg = config(env, bytes, region);
+    struct kvt_cold *c = NULL;
+    size_t n0, n1;
+    uint8_t *before = file_slurp(env->path, &n0);
+
+    assert_int_equal(cold_open(&cfg, &c), -EINVAL);
+    assert_null(c);
+    uint8_t *after = file_slurp(env->path, &n1);
+    assert_int_equal(n0, n1);
+    assert_memory_equal(before, after, n0);
+    free(before);
+    free(after);
+}
+
+static void test_bad_header_refused(void **state)
+{
+    struct env *env = *state;
+    uint8_t junk[3 * COLD_BLOCK];
+    uint64_t s = 7;
+
+    for (size_t i = 0; i < sizeof(junk); i += 8) {
+        uint64_t v = xorshift(&s);
+        memcpy(junk + i, &v, 8);
+    }
+    int fd = open(env->path, O_RDWR | O_CREAT | O_TRUNC, 0600);
+    assert_true(fd >= 0);
+    assert_int_equal(write(fd, junk, sizeof(junk)), (ssize_t)sizeof(junk));
+    close(fd);
+    assert_open_refused(env, COLD_BLOCK + 4 * MIB, MIB);
+    assert_int_equal(truncate(env->path, 100), 0);      /* shorter than a header */
+    assert_open_refused(env, COLD_BLOCK + 4 * MIB, MIB);
+
+    /* A good file opened with another geometry, or one flipped bit. */
+    unlink(env->path);
+    struct kvt_cold *c = open_cold(env, COLD_BLOCK + 4 * MIB, MIB);
+    struct tchunk t;
+    chunk_make(&t, key_of(8, 1, 0, 0), shape_of_bytes(10000), 1, 1, RANDOM);
+    assert_int_equal(cold_put(c, &t.img), 0);
+    cold_close(c);
+    assert_open_refused(env, COLD_BLOCK + 4 * MIB, 2 * MIB);
+    assert_open_refused(env, COLD_BLOCK + 8 * MIB, MIB);
+    uint8_t *file;
+    size_t n;
+    file = file_slurp(env->path, &n);
+    file[40] ^= 1;                                      /* inside the uuid */
+    file_write(env->path, 40, &file[40], 1);
+    assert_open_refused(env, COLD_BLOCK + 4 * MIB, MIB);
+    file[40] ^= 1;
+    file_write(env->path, 40, &file[40], 1);
+    free(file);
+    c = open_cold(env, COLD_BLOCK + 4 * MIB, MIB);
+    assert_int_equal(get_matches(c, &t), 0);
+    /* One opener at a time. */
+    struct kvt_cold_config cfg = config(env, COLD_BLOCK + 4 * MIB, MIB);
+    struct kvt_cold *c2 = NULL;
+    assert_int_equal(cold_open(&cfg, &c2), -EBUSY);
+    cold_close(c);
+    chunk_free(&t);
+}
+
+/* ---- readers next to a writer ------------------------------------------ */
+
+enum { MT_KEYS = 24, MT_READERS = 3, MT_WRITES = 300, MT_READS = 400 };
+
+struct mt {
+    struct kvt_cold *cold;
+    struct kvt_chunk_shape shape;
+    atomic_int bad, hits, done_writing;
+};
+
+static void *mt_reader(void *arg)
+{
+    struct mt *mt = arg;
+    size_t bytes = chunk_data_bytes(&mt->shape);
+    struct tchunk want = { .bytes = bytes };
+    uint8_t *got = malloc(bytes);
+    uint64_t present[BITMAP_WORDS], s = (uint64_t)(uintptr_t)&want;
+    struct kvt_chunk_shape shape;
+
+    want.data = malloc(bytes);
+    want.img.shape = mt->shape;
+    for (int i = 0; i < MT_READS && got && want.data; i++) {
+        uint64_t id = xorshift(&s) % MT_KEYS, version;
+        struct kvt_chunk_key key = key_of(11, id, 0, 0);
+        int rc = cold_get(mt->cold, &key, &shape, present, got, bytes);
+        if (rc == -ENOENT)
+            continue;
+        if (rc != 0) {
+            atomic_fetch_add(&mt->bad, 1);
+            continue;
+        }
+        memcpy(&version, got + 8, 8);
+        chunk_fill(&want, id, version, RANDOM);
+        if (memcmp(got, want.data, bytes) != 0 || memcmp(present, want.present, sizeof(present)))
+            atomic_fetch_add(&mt->bad, 1);
+        atomic_fetch_add(&mt->hits, 1);
+    }
+    free(want.data);
+    free(got);
+    return NULL;
+}
+
+static void test_readers_with_writer(void **state)
+{
+    struct env *env = *state;
+    struct mt mt = { .shape = shape_of_bytes(60000) };
+    pthread_t readers[MT_READERS];
+    struct tchunk t;
+    struct kvt_cold_stats st;
+    uint64_t s = 1;
+
+    mt.cold = open_cold(env, COLD_BLOCK + 4 * MIB, MIB);
+    chunk_make(&t, key_of(11, 0, 0, 0), mt.shape, 0, 1, RANDOM);
+    for (int i = 0; i < MT_KEYS; i++) {
+        t.img.key = key_of(11, (uint64_t)i, 0, 0);
+        chunk_fill(&t, (uint64_t)i, 1, RANDOM);
+        assert_int_equal(cold_put(mt.cold, &t.img), 0);
+    }
+    for (int i = 0; i < MT_READERS; i++)
+        assert_int_equal(pthread_create(&readers[i], NULL, mt_reader, &mt), 0);
+    for (int i = 0; i < MT_WRITES; i++) {
+        uint64_t id = xorshift(&s) % MT_KEYS;
+        t.img.key = key_of(11, id, 0, 0);
+        chunk_fill(&t, id, 2 + (uint64_t)i, RANDOM);
+        assert_int_equal(cold_put(mt.cold, &t.img), 0);
+        if (i % 50 == 49)
+            assert_int_equal(cold_sync(mt.cold), 0);
+    }
+    for (int i = 0; i < MT_READERS; i++)
+        pthread_join(readers[i], NULL);
+    assert_int_equal(atomic_load(&mt.bad), 0);
+    assert_true(atomic_load(&mt.hits) > 0);
+    cold_stats(mt.cold, &st);
+    assert_true(st.regions_reclaimed > 0);
+    assert_no_errors(mt.cold);
+    cold_close(mt.cold);
+    chunk_free(&t);
+}
+
+#define BOTH(fn) \
+    cmocka_unit_test_prestate_setup_teardown(fn, setup, teardown, &uring), \
+    cmocka_unit_test_prestate_setup_teardown(fn, setup, teardown, &pread_mode)
+
+int main(void)
+{
+    static enum backend uring = URING, pread_mode = PREAD;
+    const struct CMUnitTest tests[] = {
+        BOTH(test_round_trip),
+        BOTH(test_overwrite_newest_wins),
+        BOTH(test_many_regions_and_reopen),
+        BOTH(test_synced_records_survive_kill),
+        BOTH(test_flipped_byte_detected),
+        BOTH(test_torn_tail_skipped),
+        BOTH(test_small_file_reclaims_oldest),
+        BOTH(test_drops_survive_reopen),
+        BOTH(test_compression),
+        BOTH(test_bad_header_refused),
+        BOTH(test_readers_with_writer),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
