@@ -33,7 +33,7 @@ SIMD_OBJS   := simd/simd.o simd/scalar.o simd/sse2.o simd/avx2.o
 CACHE_OBJS  := cache/chunk.o cache/hot.o cache/cold.o cache/cold_io.o
 PROTO_OBJS  := proto/proto.o
 DAEMON_OBJS := daemon/config.o daemon/log.o daemon/registry.o daemon/store.o \
-	daemon/workers.o daemon/session.o daemon/server.o
+	daemon/tiers.o daemon/workers.o daemon/session.o daemon/server.o
 CLIENT_OBJS := client/kvtier.o client/region.o client/prefix.o
 
 LIB_OBJS    := $(addprefix $(B)/,$(CLIENT_OBJS) $(PROTO_OBJS))
@@ -43,7 +43,7 @@ PROGS := $(B)/kvtierd $(B)/libkvtier.so $(B)/libkvtier.a
 
 UNIT_TESTS := test_simd test_hot test_cold test_proto
 INTEG_TESTS := test_store_fetch test_prefix_sharing test_absent_and_length \
-	test_bad_input test_hot_budget test_isolation test_restart test_make_run
+	test_bad_input test_hot_budget test_isolation test_restart test_make_run test_cold_tier
 TEST_BINS := $(addprefix $(B)/tests/,$(UNIT_TESTS) $(INTEG_TESTS))
 
 .PHONY: all deps run test test-build test-asan test-aarch64 bench install clean

@@ -22,7 +22,15 @@
  * holding the lock, then verifies the record. If the record's region was
  * reclaimed and rewritten meanwhile, the check fails but the index no longer
  * holds that record (reclaim drops index entries before the region's first
- * new write is queued): that is a miss, not corruption.
+ * new write is queued): that is a miss, not corruption. Any number of
+ * threads may read at once: they share the backend (cold_io.c: one ring,
+ * submissions under a mutex, the reaper routes each completion to the
+ * reader waiting for it).
+ *
+ * Recovery (cold_open) replays regions in sequence order and records in log
+ * order, then appends in a fresh region after the newest: simplest, as the
+ * newest region's tail may be torn, at the price of reclaiming one region
+ * per restart that writes.
  *
  * Locks, in this order: put_lock serializes appenders (a record's bytes must
  * be contiguous in the log even when its put waits for a free buffer
@@ -126,6 +134,7 @@ struct kvt_cold {
     struct cold_wbuf **fifo;           /* submitted, not retired, in order */
     uint32_t fifo_head, fifo_len;
     bool unsubmitted;                  /* writes queued but not submitted */
+    XXH3_state_t *hash;                /* appenders' checksum state */
     uint64_t write_failures;
     int sync_err;                      /* first write error since the last sync */
     bool err_burst;                    /* an error was logged, no success since */
@@ -149,17 +158,29 @@ static void cold_log(struct kvt_cold *c, int level, const char *fmt, ...)
     c->cfg.log(c->cfg.log_arg, level, msg);
 }
 
-/* Count an I/O error; log only the first of a burst (until an I/O succeeds). */
+/* Log the first I/O or checksum error of a burst; the burst ends when an
+ * I/O succeeds, so a failing disk does not flood the log. */
+static void log_burst(struct kvt_cold *c, int level, const char *fmt, ...)
+{
+    char msg[512];
+    va_list ap;
+
+    if (c->err_burst || !c->cfg.log)
+        return;
+    c->err_burst = true;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof(msg), fmt, ap);
+    va_end(ap);
+    c->cfg.log(c->cfg.log_arg, level, msg);
+}
+
 static void io_error_locked(struct kvt_cold *c, int err, const char *what)
 {
     char buf[64];
 
     c->st.io_errors++;
-    if (c->err_burst)
-        return;
-    c->err_burst = true;
-    cold_log(c, LOG_ERR, "cold: %s on %s failed: %s; the records involved are dropped",
-             what, c->path, strerror_r(-err, buf, sizeof(buf)));
+    log_burst(c, LOG_ERR, "cold: %s on %s failed: %s; the records involved are dropped",
+              what, c->path, strerror_r(-err, buf, sizeof(buf)));
 }
 
 static bool shape_valid(const struct kvt_chunk_shape *s)
@@ -481,14 +502,17 @@ static void start_region_locked(struct kvt_cold *c)
     c->append_off += COLD_BLOCK;
 }
 
-/* Append one record of n bytes (n <= max_record), header first, whose seq,
- * region_seq and checksum are filled in here. Called with put_lock and lock.
- * Returns 0, or -EIO if a write failed while it was appended: it may be
+/* Append one record: head (its header and bitmap) then data, n bytes in all
+ * (n <= max_record). Fills in the header's seq, region_seq and checksum.
+ * Two pieces so that data stored raw is copied once, from the caller's
+ * buffer into the write buffer. Called with put_lock and lock. Returns 0, or
+ * -EIO if a write failed while it was appended: the record may be
  * incomplete on disk and must not be indexed. */
-static int append_locked(struct kvt_cold *c, uint8_t *rec, uint32_t n,
-                         struct cold_entry *e)
+static int append_locked(struct kvt_cold *c, uint8_t *head, uint32_t head_len,
+                         const void *data, uint32_t data_len, struct cold_entry *e)
 {
-    struct cold_record_header *h = (struct cold_record_header *)rec;
+    struct cold_record_header *h = (struct cold_record_header *)head;
+    uint32_t n = head_len + data_len;
     uint64_t failures;
 
     if (c->cur_region < 0 || c->append_off + n > c->region_end)
@@ -497,7 +521,10 @@ static int append_locked(struct kvt_cold *c, uint8_t *rec, uint32_t n,
     h->seq = c->next_record_seq++;
     h->region_seq = c->regions[c->cur_region].seq;
     h->checksum = 0;
-    h->checksum = XXH3_64bits_withSeed(rec, n, c->seed);
+    XXH3_64bits_reset_withSeed(c->hash, c->seed);
+    XXH3_64bits_update(c->hash, head, head_len);
+    XXH3_64bits_update(c->hash, data, data_len);
+    h->checksum = XXH3_64bits_digest(c->hash);
     if (e) {
         e->key = h->key;
         e->off = c->append_off;
@@ -506,7 +533,8 @@ static int append_locked(struct kvt_cold *c, uint8_t *rec, uint32_t n,
         e->raw_len = h->raw_len;
         e->region = (uint32_t)c->cur_region;
     }
-    log_copy_locked(c, rec, n);
+    log_copy_locked(c, head, head_len);
+    log_copy_locked(c, data, data_len);
     return c->write_failures == failures ? 0 : -EIO;
 }
 
@@ -515,6 +543,7 @@ int cold_put(struct kvt_cold *c, const struct kvt_chunk_image *img)
     struct cold_record_header h = { .magic = COLD_RECORD_MAGIC };
     struct cold_entry *e = NULL;
     uint8_t *rec = NULL;
+    const void *data;
     size_t raw;
     uint32_t bitmap, room, stored;
     int clen, rc = 0;
@@ -526,21 +555,22 @@ int cold_put(struct kvt_cold *c, const struct kvt_chunk_image *img)
     room = c->max_record - REC_HDR - bitmap;      /* data bytes a record can hold */
     if (raw > LZ4_MAX_INPUT_SIZE)
         return -E2BIG;
-    rec = malloc(REC_HDR + bitmap + min_u64(raw, room));
+    /* Compressed only if strictly smaller than raw, so a record is never
+     * bigger than the raw data plus its header and bitmap. */
+    rec = malloc(REC_HDR + bitmap + min_u64(raw - 1, room));
     e = malloc(sizeof(*e));
     if (!rec || !e) {
         rc = -ENOMEM;
         goto out;
     }
-    /* Compressed only if strictly smaller than raw, so a record is never
-     * bigger than the raw data plus its header and bitmap. */
     clen = LZ4_compress_default(img->data, (char *)rec + REC_HDR + bitmap,
                                 (int)raw, (int)min_u64(raw - 1, room));
     if (clen > 0) {
         h.flags = COLD_REC_LZ4;
+        data = rec + REC_HDR + bitmap;
         stored = (uint32_t)clen;
     } else if (raw <= room) {
-        memcpy(rec + REC_HDR + bitmap, img->data, raw);
+        data = img->data;
         stored = (uint32_t)raw;
     } else {
         rc = -E2BIG;
@@ -560,7 +590,7 @@ int cold_put(struct kvt_cold *c, const struct kvt_chunk_image *img)
     pthread_mutex_lock(&c->lock);
     c->st.puts++;
     c->st.raw_bytes_in += bitmap + raw;
-    rc = append_locked(c, rec, REC_HDR + bitmap + stored, e);
+    rc = append_locked(c, rec, REC_HDR + bitmap, data, stored, e);
     if (rc == 0) {
         index_put(c, e);
         e = NULL;
@@ -591,7 +621,7 @@ static uint64_t drop_and_log(struct kvt_cold *c, uint8_t kind, uint64_t ns_id,
     dropped = index_drop_matching(c, kind, &h.key, UINT64_MAX);
     /* Logged even when nothing matched: a record whose write reported an
      * error may still have reached the disk and must not come back. */
-    if (append_locked(c, (uint8_t *)&h, REC_HDR, NULL) < 0)
+    if (append_locked(c, (uint8_t *)&h, REC_HDR, NULL, 0, NULL) < 0)
         cold_log(c, LOG_WARNING, "cold: tombstone write failed; dropped records may return after a restart");
     flush_locked(c);
     pthread_mutex_unlock(&c->lock);
@@ -790,8 +820,8 @@ int cold_get(struct kvt_cold *c, const struct kvt_chunk_key *key,
         }
         if (rc == -EBADMSG) {
             c->st.checksum_failures++;
-            cold_log(c, LOG_WARNING, "cold: record at offset %llu of %s failed its check; dropped",
-                     (unsigned long long)copy.off, c->path);
+            log_burst(c, LOG_WARNING, "cold: record at offset %llu of %s failed its check; dropped",
+                      (unsigned long long)copy.off, c->path);
         } else {
             io_error_locked(c, rc, "read");
             rc = -EIO;
@@ -852,7 +882,98 @@ static bool all_zero(const uint8_t *p, size_t n)
     return true;
 }
 
-static void replay(struct kvt_cold *c, const struct cold_record_header *h,
+/* Tombstones met during recovery are applied once at the end: every entry
+ * is checked against the newest tombstone of its object, of its namespace
+ * and of all namespaces, O((n + t) log t) rather than a scan of the index
+ * per tombstone. That equals applying them in log order, because the index
+ * keeps only the newest record of each key and a tombstone drops every
+ * record older than itself. */
+struct tomb {
+    uint64_t ns, hi, lo, seq;          /* hi = lo = 0 for a namespace */
+    uint8_t kind;
+};
+
+struct recovery {
+    struct tomb *tombs;
+    size_t n, cap;
+};
+
+static int tomb_cmp(const void *a, const void *b)
+{
+    const struct tomb *x = a, *y = b;
+
+    if (x->kind != y->kind)
+        return x->kind < y->kind ? -1 : 1;
+    if (x->ns != y->ns)
+        return x->ns < y->ns ? -1 : 1;
+    if (x->hi != y->hi)
+        return x->hi < y->hi ? -1 : 1;
+    return x->lo < y->lo ? -1 : x->lo > y->lo;
+}
+
+static void tomb_add(struct kvt_cold *c, struct recovery *rv, const struct cold_record_header *h)
+{
+    bool object = h->kind == COLD_REC_TOMB_OBJECT;
+
+    if (rv->n == rv->cap) {
+        size_t cap = rv->cap ? rv->cap * 2 : 256;
+        struct tomb *t = realloc(rv->tombs, cap * sizeof(*t));
+        if (!t) {
+            index_drop_matching(c, h->kind, &h->key, h->seq);   /* slower, same result */
+            return;
+        }
+        rv->tombs = t;
+        rv->cap = cap;
+    }
+    rv->tombs[rv->n++] = (struct tomb){
+        .kind = h->kind, .ns = h->key.ns_id, .seq = h->seq,
+        .hi = object ? h->key.obj_hi : 0, .lo = object ? h->key.obj_lo : 0,
+    };
+}
+
+/* Seq of the newest tombstone (kind, ns, hi, lo), 0 if none. */
+static uint64_t tomb_seq(const struct recovery *rv, uint8_t kind, uint64_t ns,
+                         uint64_t hi, uint64_t lo)
+{
+    struct tomb key = { .kind = kind, .ns = ns, .hi = hi, .lo = lo };
+    const struct tomb *t = bsearch(&key, rv->tombs, rv->n, sizeof(key), tomb_cmp);
+
+    return t ? t->seq : 0;
+}
+
+static void tombs_apply(struct kvt_cold *c, struct recovery *rv)
+{
+    size_t kept = 0;
+    uint64_t all;
+
+    if (rv->n == 0)
+        return;
+    qsort(rv->tombs, rv->n, sizeof(*rv->tombs), tomb_cmp);
+    for (size_t i = 0; i < rv->n; i++) {        /* keep the newest of each */
+        struct tomb *last = kept ? &rv->tombs[kept - 1] : NULL;
+        if (last && tomb_cmp(last, &rv->tombs[i]) == 0) {
+            if (rv->tombs[i].seq > last->seq)
+                last->seq = rv->tombs[i].seq;
+        } else {
+            rv->tombs[kept++] = rv->tombs[i];
+        }
+    }
+    rv->n = kept;
+    all = tomb_seq(rv, COLD_REC_TOMB_NAMESPACE, 0, 0, 0);
+    for (uint64_t i = 0; i < c->n_buckets; i++) {
+        struct cold_entry *e = c->buckets[i], *next;
+        for (; e; e = next) {
+            const struct kvt_chunk_key *k = &e->key;
+            next = e->hash_next;
+            if (e->seq < all ||
+                e->seq < tomb_seq(rv, COLD_REC_TOMB_NAMESPACE, k->ns_id, 0, 0) ||
+                e->seq < tomb_seq(rv, COLD_REC_TOMB_OBJECT, k->ns_id, k->obj_hi, k->obj_lo))
+                index_remove(c, e);
+        }
+    }
+}
+
+static void replay(struct kvt_cold *c, struct recovery *rv, const struct cold_record_header *h,
                    const uint8_t *rec, uint64_t off, uint32_t n, uint32_t r)
 {
     struct cold_entry *e;
@@ -860,7 +981,7 @@ static void replay(struct kvt_cold *c, const struct cold_record_header *h,
     if (h->seq >= c->next_record_seq)
         c->next_record_seq = h->seq + 1;
     if (h->kind != COLD_REC_CHUNK) {
-        index_drop_matching(c, h->kind, &h->key, h->seq);
+        tomb_add(c, rv, h);
         return;
     }
     e = malloc(sizeof(*e));
@@ -879,7 +1000,7 @@ static void replay(struct kvt_cold *c, const struct cold_record_header *h,
 }
 
 /* Replay region r's records in log order until its log ends. */
-static void scan_region(struct kvt_cold *c, uint32_t r, uint8_t *buf)
+static void scan_region(struct kvt_cold *c, struct recovery *rv, uint32_t r, uint8_t *buf)
 {
     uint32_t loaded = 0;
     uint64_t p = COLD_BLOCK;
@@ -901,15 +1022,26 @@ static void scan_region(struct kvt_cold *c, uint32_t r, uint8_t *buf)
         if (h.region_seq != c->regions[r].seq)
             break;                     /* left from an older use of the region */
         n = record_check(&h, c->region_bytes - p);
-        if (n < 0 || scan_load(c, r, buf, &loaded, p + (uint64_t)n) < 0 ||
-            !record_sum_ok(c, buf + p, (uint32_t)n)) {
+        if (n < 0 || scan_load(c, r, buf, &loaded, p + (uint64_t)n) < 0) {
             c->st.records_torn++;
             c->st.checksum_failures++;
-            cold_log(c, LOG_WARNING, "cold: torn or corrupt record in region %u at offset %llu; "
-                     "the rest of the region is skipped", r, (unsigned long long)p);
+            log_burst(c, LOG_WARNING, "cold: torn record in region %u at offset %llu "
+                      "of %s; the rest of the region is skipped", r, (unsigned long long)p, c->path);
             break;
         }
-        replay(c, &h, buf + p, region_base(c, r) + p, (uint32_t)n, r);
+        if (!record_sum_ok(c, buf + p, (uint32_t)n)) {
+            /* The header is whole and of this region's use, so its length
+             * can be trusted to find the next record: one corrupt record
+             * (a flipped bit in its data) costs only itself. A torn tail
+             * after a crash ends here too, at the garbage that follows. */
+            c->st.records_torn++;
+            c->st.checksum_failures++;
+            log_burst(c, LOG_WARNING, "cold: checksum failure in the record at offset %llu "
+                      "of region %u of %s; record dropped", (unsigned long long)p, r, c->path);
+            p += (uint64_t)n;
+            continue;
+        }
+        replay(c, rv, &h, buf + p, region_base(c, r) + p, (uint32_t)n, r);
         p += (uint64_t)n;
     }
 }
@@ -941,6 +1073,7 @@ static int region_order_cmp(const void *a, const void *b)
 static int recover(struct kvt_cold *c)
 {
     struct region_order *order = calloc(c->n_regions, sizeof(*order));
+    struct recovery rv = { 0 };
     uint8_t *buf = NULL;
     uint32_t used = 0;
     int rc = 0;
@@ -971,13 +1104,16 @@ static int recover(struct kvt_cold *c)
         goto out;
     }
     for (uint32_t i = 0; i < used; i++) {
-        scan_region(c, order[i].r, buf);
+        scan_region(c, &rv, order[i].r, buf);
         if (order[i].seq >= c->next_region_seq)
             c->next_region_seq = order[i].seq + 1;
     }
+    tombs_apply(c, &rv);
     c->next_region = used ? (order[used - 1].r + 1) % c->n_regions : 0;
     c->st.records_recovered = c->n_entries;
+    c->err_burst = false;              /* what open found does not mute what follows */
 out:
+    free(rv.tombs);
     free(buf);
     free(order);
     return rc;
@@ -1194,6 +1330,8 @@ static void cold_free(struct kvt_cold *c)
     free(c->fifo);
     free(c->buckets);
     free(c->regions);
+    if (c->hash)
+        XXH3_freeState(c->hash);
     if (c->fd >= 0)
         close(c->fd);
     if (c->locks_ready) {
@@ -1234,7 +1372,8 @@ int cold_open(const struct kvt_cold_config *cfg, struct kvt_cold **out)
     c->regions = calloc(c->n_regions, sizeof(*c->regions));
     c->wbufs = calloc(c->n_wbufs, sizeof(*c->wbufs));
     c->fifo = calloc(c->n_wbufs, sizeof(*c->fifo));
-    if (!c->path || !c->buckets || !c->regions || !c->wbufs || !c->fifo) {
+    c->hash = XXH3_createState();
+    if (!c->path || !c->buckets || !c->regions || !c->wbufs || !c->fifo || !c->hash) {
         rc = -ENOMEM;
         goto err;
     }

@@ -50,8 +50,8 @@ struct kvt_cold_stats {
     uint64_t raw_bytes_in;                 /* payload bytes before compression */
     uint64_t checksum_failures, io_errors;
     uint64_t regions_reclaimed, records_recovered;
-    uint64_t records_torn;     /* bad records that ended a region's replay
-                                * at open (also in checksum_failures) */
+    uint64_t records_torn;     /* bad records (torn or corrupt) found at open
+                                * (also in checksum_failures) */
     bool uring;                            /* false when using pread/pwrite */
 };
 
@@ -61,13 +61,16 @@ struct kvt_cold_stats {
  * file size differs from cfg, is -EINVAL, with the file left untouched;
  * -EBUSY if another cold_open holds the file). */
 int cold_open(const struct kvt_cold_config *cfg, struct kvt_cold **out);
-/* Write out buffered records (not fsynced unless cold_sync ran) and close. */
+/* Write out buffered records (not fsynced unless cold_sync ran) and close.
+ * No other call on cold may run concurrently or afterwards. */
 void cold_close(struct kvt_cold *cold);
 
 /* Append a record for img (replacing any older record of the same key). The
  * data is compressed into the current write buffer, so this returns before
  * the disk write; it blocks only when every write buffer is in flight.
- * Returns 0, -E2BIG if the record is larger than a region, or -EIO. */
+ * Returns 0, -EINVAL for NULL pointers or a shape out of chunk.h's bounds,
+ * -E2BIG if the record is larger than a region, -ENOMEM, or -EIO if a write
+ * failed while the record was appended (the record is then not stored). */
 int cold_put(struct kvt_cold *cold, const struct kvt_chunk_image *img);
 
 /* Without I/O: is key present, and how many tokens from token 0 are present
@@ -76,10 +79,11 @@ int cold_lookup(struct kvt_cold *cold, const struct kvt_chunk_key *key,
                 uint32_t *leading_tokens);
 
 /* Read, verify and decompress the record of key. On success fills *shape,
- * present[] (room for KVT_CHUNK_MAX_TOKENS bits) and data (data_cap bytes).
- * Returns 0, -ENOENT if absent, -EBADMSG on a checksum or format failure (the
- * record is then dropped from the index and counted), -ENOSPC if data_cap is
- * too small, -EIO. */
+ * present[] (room for KVT_CHUNK_MAX_TOKENS bits; bits past shape->tokens are
+ * zeroed) and data (data_cap bytes). Returns 0, -ENOENT if absent, -EBADMSG
+ * on a checksum or format failure (the record is then dropped from the index
+ * and counted), -ENOSPC if data_cap is too small, -EINVAL, -ENOMEM, or -EIO
+ * (the record is dropped as well, so the next get misses). */
 int cold_get(struct kvt_cold *cold, const struct kvt_chunk_key *key,
              struct kvt_chunk_shape *shape, uint64_t *present,
              void *data, size_t data_cap);
@@ -90,7 +94,10 @@ uint64_t cold_drop_object(struct kvt_cold *cold, uint64_t ns_id,
                           uint64_t obj_hi, uint64_t obj_lo);
 uint64_t cold_drop_namespace(struct kvt_cold *cold, uint64_t ns_id);
 
-/* Write every buffered record and fsync. Returns 0 or -errno. */
+/* Write every buffered record and fsync: once it returns 0, every record put
+ * before the call survives a crash or power loss. Returns 0, or the -errno of
+ * the first write or fsync failure since the previous cold_sync (the records
+ * of a failed write have been dropped). */
 int cold_sync(struct kvt_cold *cold);
 
 void cold_stats(struct kvt_cold *cold, struct kvt_cold_stats *out);

@@ -44,7 +44,8 @@ struct uring_read {
 
 /* Submit with sq_lock held. -EAGAIN/-EBUSY mean the kernel is short of
  * request memory or the CQ is backed up; the reaper drains it, so waiting a
- * little and retrying always ends. Other errors are kernel or program bugs. */
+ * little and retrying always ends. The wait drops sq_lock because the reaper
+ * needs it to complete reads. Other errors are kernel or program bugs. */
 static int uring_submit_locked(struct uring_io *u)
 {
     for (;;) {
@@ -53,7 +54,9 @@ static int uring_submit_locked(struct uring_io *u)
             return 0;
         if (rc != -EAGAIN && rc != -EBUSY && rc != -EINTR)
             return rc;
+        pthread_mutex_unlock(&u->sq_lock);
         usleep(50);
+        pthread_mutex_lock(&u->sq_lock);
     }
 }
 

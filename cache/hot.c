@@ -386,13 +386,13 @@ int hot_create(uint64_t budget_bytes, struct kvt_hot **out)
     if (rc < 0)
         goto err;
     rc = -pthread_cond_init(&hot->hook_done, NULL);
-    if (rc < 0) {
-        pthread_mutex_destroy(&hot->mu);
-        goto err;
-    }
+    if (rc < 0)
+        goto err_mutex;
     hot->budget_bytes = budget_bytes;
     *out = hot;
     return 0;
+err_mutex:
+    pthread_mutex_destroy(&hot->mu);
 err:
     if (hot)
         free(hot->buckets);
@@ -432,6 +432,42 @@ void hot_set_budget(struct kvt_hot *hot, uint64_t budget_bytes)
     (void)evict_until_fits(hot, 0, true, &to_free);
     pthread_mutex_unlock(&hot->mu);
     free_chunks(to_free);
+}
+
+void hot_evict_to(struct kvt_hot *hot, uint64_t target_bytes)
+{
+    struct kvt_chunk *to_free = NULL;
+
+    pthread_mutex_lock(&hot->mu);
+    /* Asking for (budget - target) bytes of room leaves used <= target. */
+    if (target_bytes < hot->budget_bytes && hot->used_bytes > target_bytes)
+        (void)evict_until_fits(hot, hot->budget_bytes - target_bytes, true, &to_free);
+    pthread_mutex_unlock(&hot->mu);
+    free_chunks(to_free);
+}
+
+bool hot_take_dirty(struct kvt_hot *hot, struct kvt_chunk *chunk)
+{
+    pthread_mutex_lock(&hot->mu);
+    bool was = chunk->dirty;
+    chunk->dirty = false;
+    pthread_mutex_unlock(&hot->mu);
+    return was;
+}
+
+size_t hot_pin_dirty(struct kvt_hot *hot, struct kvt_chunk **out, size_t max)
+{
+    size_t n = 0;
+
+    pthread_mutex_lock(&hot->mu);
+    for (struct kvt_chunk *c = hot->lru_head; c && n < max; c = c->lru_next) {
+        if (!c->dirty)
+            continue;
+        chunk_pin(hot, c);
+        out[n++] = c;
+    }
+    pthread_mutex_unlock(&hot->mu);
+    return n;
 }
 
 void hot_set_evict_hook(struct kvt_hot *hot, hot_evict_fn fn, void *arg)

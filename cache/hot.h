@@ -15,6 +15,7 @@
 
 #include <pthread.h>
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
 #include "chunk.h"
@@ -39,7 +40,8 @@ struct kvt_chunk {
 
 /* Called with the chunk pinned and not yet unlinked, from the thread that
  * evicts, before an LRU chunk is dropped for space: the seam for demotion
- * to a colder tier. The hook must not call back into the hot tier.
+ * to a colder tier. It runs without the tier mutex; of the hot tier it may
+ * call only hot_take_dirty().
  * It runs without the tier mutex, so other threads carry on meanwhile; if one
  * of them looks the chunk up before the hook returns, the eviction of that
  * chunk is abandoned (a writer may have changed it after the hook's copy) and
@@ -49,7 +51,7 @@ typedef void (*hot_evict_fn)(void *arg, struct kvt_chunk *chunk);
 
 struct kvt_hot_stats {
     uint64_t budget_bytes, used_bytes;
-    uint64_t chunks;
+    uint64_t chunks;                 /* chunks a lookup can find */
     uint64_t evictions;              /* chunks dropped for space */
 };
 
@@ -58,17 +60,33 @@ struct kvt_hot_stats {
 int hot_create(uint64_t budget_bytes, struct kvt_hot **out);
 /* Free every chunk (pins are ignored: call only when no worker runs). */
 void hot_destroy(struct kvt_hot *hot);
-/* Change the budget; evicts at once to fit a smaller one. */
+/* Change the budget; evicts at once to fit a smaller one. If pinned chunks
+ * alone exceed it, every unpinned chunk goes and used_bytes stays above the
+ * budget until enough of them are put and evicted by later inserts. */
 void hot_set_budget(struct kvt_hot *hot, uint64_t budget_bytes);
 void hot_set_evict_hook(struct kvt_hot *hot, hot_evict_fn fn, void *arg);
+
+/* Evict least recently used unpinned chunks (through the hook) until
+ * used_bytes <= target_bytes or nothing more can go: the background
+ * demotion from the high to the low watermark. */
+void hot_evict_to(struct kvt_hot *hot, uint64_t target_bytes);
+/* Return whether the chunk was dirty and mark it clean, atomically. The
+ * evict hook may call this (it runs without the tier mutex). Call it with
+ * the chunk's lock held for reading, so no store slips between the test and
+ * the copy that makes it clean. */
+bool hot_take_dirty(struct kvt_hot *hot, struct kvt_chunk *chunk);
+/* Pin up to max dirty chunks into out[], most recently used first; the
+ * caller hot_put()s each. Returns how many. */
+size_t hot_pin_dirty(struct kvt_hot *hot, struct kvt_chunk **out, size_t max);
 
 /* Find and pin. Returns 0, or -ENOENT if absent. Marks it recently used. */
 int hot_get(struct kvt_hot *hot, const struct kvt_chunk_key *key,
             struct kvt_chunk **out);
 /* Find, or create with all tokens absent, and pin. Evicts least recently
  * used unpinned chunks to make room. Returns 0, -ENOSPC if the chunk cannot
- * fit even after evicting every unpinned chunk, -ENOMEM, or -EINVAL if an
- * existing chunk has a different shape. */
+ * fit even after evicting every unpinned chunk (nothing is evicted then),
+ * -ENOMEM, or -EINVAL if an existing chunk has a different shape or the
+ * shape is outside chunk.h's bounds (or its elem is unknown). */
 int hot_get_or_create(struct kvt_hot *hot, const struct kvt_chunk_key *key,
                       const struct kvt_chunk_shape *shape,
                       struct kvt_chunk **out);

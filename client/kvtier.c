@@ -19,7 +19,7 @@
 /* Staging for non-shared buffers is taken from the region per request; a
  * bound keeps one huge batch from pinning the whole region and keeps the
  * copies cache-friendly enough to overlap with the daemon's work. */
-#define STAGE_MAX_BYTES       (64u << 20)
+#define STAGE_MAX_BYTES       (8u << 20)
 
 struct kvt_client {
     char *socket_path;
@@ -32,6 +32,7 @@ struct kvt_client {
     struct kvt_attach_info info;
     void *msg;                       /* request buffer, grown on demand */
     size_t msg_cap;
+    size_t send_max;                 /* largest message the socket can send */
     char last_error[KVT_REASON_MAX];
 };
 
@@ -73,6 +74,15 @@ const char *kvt_strerror(int err)
 const char *kvt_last_error(const kvt_client *c)
 {
     return c ? c->last_error : "";
+}
+
+/* Refuse a call without asking the daemon; kvt_last_error() then gives our
+ * reason, as it gives the daemon's for its refusals (and never a stale one
+ * from an earlier call). */
+static int refuse(kvt_client *c, int rc, const char *why)
+{
+    snprintf(c->last_error, sizeof(c->last_error), "%s", why);
+    return rc;
 }
 
 uint32_t kvt_chunk_tokens(const kvt_client *c)
@@ -165,6 +175,15 @@ static int attach(kvt_client *c)
     c->fd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
     if (c->fd < 0)
         return -errno;
+    /* The kernel refuses (EMSGSIZE) a SEQPACKET message larger than the
+     * socket's send buffer less 32 bytes, and the default buffer (about
+     * 208 KiB) is smaller than a frame of max-spans spans. Ask for room for
+     * the largest frame and keep every request within what we got. */
+    int want = KVT_FRAME_MAX + 4096, got = 0;
+    socklen_t got_len = sizeof(got);
+    setsockopt(c->fd, SOL_SOCKET, SO_SNDBUF, &want, sizeof(want));
+    if (getsockopt(c->fd, SOL_SOCKET, SO_SNDBUF, &got, &got_len) == 0 && got > 4096)
+        c->send_max = (size_t)got - 64;
     if (connect(c->fd, (struct sockaddr *)&sa, sizeof(sa)) < 0) {
         rc = -errno;
         goto err;
@@ -342,13 +361,14 @@ struct target {
     uint32_t n_tokens;       /* tokens of the call (token addressing) */
 };
 
-static int target_named(const char *ctx, struct target *t)
+static int target_named(kvt_client *c, const char *ctx, struct target *t)
 {
+    c->last_error[0] = '\0';
     if (!ctx)
-        return -EINVAL;
+        return refuse(c, -EINVAL, "context name is NULL");
     size_t n = strnlen(ctx, KVT_CTX_MAX + 1);
     if (n < 1 || n > KVT_CTX_MAX)
-        return -EINVAL;
+        return refuse(c, -EINVAL, "context name must be 1..255 bytes");
     *t = (struct target){ .addr = KVT_ADDR_NAMED, .name = ctx,
                           .name_len = (uint32_t)n };
     return 0;
@@ -372,9 +392,13 @@ static struct kvt_wire_span *build_request(kvt_client *c, uint16_t op,
     r->n_keys = t->n_keys;
     r->n_tokens = t->n_tokens;
     uint8_t *p = (uint8_t *)(r + 1);
-    memcpy(p, t->name, t->name_len);
+    /* A named target has no keys and a token target no name (NULL): memcpy
+     * from NULL is undefined even for 0 bytes. */
+    if (t->name_len)
+        memcpy(p, t->name, t->name_len);
     p += (t->name_len + 7) & ~7u;
-    memcpy(p, t->keys, (size_t)t->n_keys * sizeof(*t->keys));
+    if (t->n_keys)
+        memcpy(p, t->keys, (size_t)t->n_keys * sizeof(*t->keys));
     return (struct kvt_wire_span *)(p + (size_t)t->n_keys * sizeof(*t->keys));
 }
 
@@ -392,20 +416,24 @@ static int simple_op(kvt_client *c, uint16_t op, const struct target *t,
     return rc;
 }
 
-static int check_spans(const kvt_client *c, const struct target *t,
+static int check_spans(kvt_client *c, const struct target *t,
                        const kvt_span *spans, size_t n_spans)
 {
     if (!spans || n_spans == 0)
-        return -EINVAL;
+        return refuse(c, -EINVAL, "no spans");
     for (size_t i = 0; i < n_spans; i++) {
         const kvt_span *s = &spans[i];
-        if (s->layer >= c->model.n_layers || s->n_tokens == 0 || !s->k || !s->v)
-            return -EINVAL;
+        if (s->layer >= c->model.n_layers)
+            return refuse(c, -EINVAL, "span layer out of range for this model");
+        if (s->n_tokens == 0)
+            return refuse(c, -EINVAL, "a span has zero tokens");
+        if (!s->k || !s->v)
+            return refuse(c, -EINVAL, "a span has a NULL k or v buffer");
         if ((uint64_t)s->token_start + s->n_tokens > UINT32_MAX)
-            return -EOVERFLOW;
+            return refuse(c, -EOVERFLOW, "span token range overflows");
         if (t->addr == KVT_ADDR_TOKENS &&
             (uint64_t)s->token_start + s->n_tokens > t->n_tokens)
-            return -EINVAL;
+            return refuse(c, -EINVAL, "span reaches past the tokens of the call");
     }
     return 0;
 }
@@ -432,9 +460,11 @@ static int spans_op(kvt_client *c, uint16_t op, const struct target *t,
         return rc;
 
     size_t frame_max = c->info.max_frame ? c->info.max_frame : KVT_FRAME_MAX;
+    if (c->send_max && frame_max > c->send_max)
+        frame_max = c->send_max;
     size_t fixed = proto_data_size(t->name_len, t->n_keys, 0);
     if (fixed == 0 || fixed + sizeof(struct kvt_wire_span) > frame_max)
-        return -E2BIG;
+        return refuse(c, -E2BIG, "too many tokens to leave room for a span in one request");
     size_t frame_room = frame_max - fixed;
     size_t max_batch = frame_room / sizeof(struct kvt_wire_span);
     if (c->info.max_spans && max_batch > c->info.max_spans)
@@ -488,7 +518,7 @@ static int spans_op(kvt_client *c, uint16_t op, const struct target *t,
             }
         }
         if (nb == 0) {
-            rc = -ENOMEM;       /* region too full to stage a single token */
+            rc = refuse(c, -ENOMEM, "shared memory region too full to stage one token");
             goto out;
         }
 
@@ -568,14 +598,14 @@ int kvt_fetch(kvt_client *c, const char *ctx, uint32_t layer,
 int kvt_store_batch(kvt_client *c, const char *ctx, const kvt_span *spans, size_t n_spans)
 {
     struct target t;
-    int rc = c ? target_named(ctx, &t) : -EINVAL;
+    int rc = c ? target_named(c, ctx, &t) : -EINVAL;
     return rc ? rc : spans_op(c, KVT_OP_STORE, &t, spans, n_spans);
 }
 
 int kvt_fetch_batch(kvt_client *c, const char *ctx, const kvt_span *spans, size_t n_spans)
 {
     struct target t;
-    int rc = c ? target_named(ctx, &t) : -EINVAL;
+    int rc = c ? target_named(c, ctx, &t) : -EINVAL;
     return rc ? rc : spans_op(c, KVT_OP_FETCH, &t, spans, n_spans);
 }
 
@@ -583,7 +613,7 @@ int kvt_length(kvt_client *c, const char *ctx, uint32_t *n_tokens)
 {
     struct target t;
     uint64_t v = 0;
-    int rc = c && n_tokens ? target_named(ctx, &t) : -EINVAL;
+    int rc = c && n_tokens ? target_named(c, ctx, &t) : -EINVAL;
     if (rc)
         return rc;
     rc = simple_op(c, KVT_OP_LENGTH, &t, &v);
@@ -595,7 +625,7 @@ int kvt_length(kvt_client *c, const char *ctx, uint32_t *n_tokens)
 int kvt_drop(kvt_client *c, const char *ctx)
 {
     struct target t;
-    int rc = c ? target_named(ctx, &t) : -EINVAL;
+    int rc = c ? target_named(c, ctx, &t) : -EINVAL;
     return rc ? rc : simple_op(c, KVT_OP_DROP, &t, NULL);
 }
 
@@ -613,8 +643,11 @@ int kvt_sync(kvt_client *c)
 static int token_target(kvt_client *c, const int32_t *tokens, uint32_t n_tokens,
                         struct target *t, struct kvt_wire_key **keys)
 {
-    if (!c || !tokens || n_tokens == 0)
+    if (!c)
         return -EINVAL;
+    c->last_error[0] = '\0';
+    if (!tokens || n_tokens == 0)
+        return refuse(c, -EINVAL, "no tokens");
     if (c->fd < 0) {
         int rc = attach(c);
         if (rc)
@@ -622,7 +655,7 @@ static int token_target(kvt_client *c, const int32_t *tokens, uint32_t n_tokens,
     }
     uint32_t n_keys = prefix_n_keys(n_tokens, c->info.chunk_tokens);
     if (proto_data_size(0, n_keys, 0) == 0)
-        return -E2BIG;
+        return refuse(c, -E2BIG, "too many tokens for one request");
     *keys = malloc((size_t)n_keys * sizeof(**keys));
     if (!*keys)
         return -ENOMEM;

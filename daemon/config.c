@@ -12,7 +12,7 @@
 #include "daemon/log.h"
 #include "proto/proto.h"
 
-enum key_type { K_PATH, K_SIZE, K_U32, K_QUANT, K_LEVEL, K_MODE, K_SHARE };
+enum key_type { K_PATH, K_SIZE, K_U32, K_QUANT, K_LEVEL, K_MODE, K_SHARE, K_COLDIO };
 
 struct key_def {
     const char *name;
@@ -38,6 +38,10 @@ static const struct key_def keys[] = {
     { "max-client-shm", K_SIZE,  OFF(max_client_shm), 1 << 20, UINT64_C(1) << 40 },
     { "socket-mode",    K_MODE,  OFF(socket_mode),    0, 0777 },
     { "share",          K_SHARE, 0,                   0, 0 },
+    { "hot-high-watermark", K_U32, OFF(hot_high_pct), 1, 100 },
+    { "hot-low-watermark",  K_U32, OFF(hot_low_pct),  1, 100 },
+    { "cold-region-bytes",  K_SIZE, OFF(cold_region_bytes), 1 << 20, 1u << 30 },
+    { "cold-io",        K_COLDIO, OFF(cold_pread),    0, 0 },
 };
 #define N_KEYS (sizeof(keys) / sizeof(keys[0]))
 
@@ -62,6 +66,8 @@ void config_defaults(struct kvt_config *cfg)
     cfg->max_frame = 1u << 20;
     cfg->max_client_shm = UINT64_C(1) << 30;
     cfg->socket_mode = 0666;
+    cfg->hot_high_pct = 90;
+    cfg->hot_low_pct = 80;
 }
 
 void config_dev_defaults(struct kvt_config *cfg)
@@ -71,6 +77,7 @@ void config_dev_defaults(struct kvt_config *cfg)
     set_path(cfg->admin_socket, "var/admin.sock");
     set_path(cfg->cold_path, "var/cold.kvt");
     cfg->hot_bytes = UINT64_C(1) << 30;
+    cfg->cold_bytes = UINT64_C(4) << 30;
 }
 
 int config_parse_size(const char *s, uint64_t *out)
@@ -202,6 +209,11 @@ int config_set(struct kvt_config *cfg, const char *key, const char *value,
         return 0;
     case K_SHARE:
         return set_share(cfg, value, err, len);
+    case K_COLDIO:
+        if (strcmp(value, "uring") && strcmp(value, "pread"))
+            return reason(err, len, -EINVAL, "%s: expected uring or pread", key);
+        *(uint32_t *)field = strcmp(value, "pread") == 0;
+        return 0;
     }
     return -EINVAL;
 }
@@ -223,6 +235,7 @@ int config_get(const struct kvt_config *cfg, const char *key, char *buf, size_t 
     case K_U32:   snprintf(buf, len, "%" PRIu32, *(const uint32_t *)field); break;
     case K_MODE:  snprintf(buf, len, "%04o", *(const uint32_t *)field); break;
     case K_QUANT: snprintf(buf, len, "%s", *(const uint32_t *)field ? "none" : "int8"); break;
+    case K_COLDIO: snprintf(buf, len, "%s", *(const uint32_t *)field ? "pread" : "uring"); break;
     case K_LEVEL: snprintf(buf, len, "%s", log_level_name((int)*(const uint32_t *)field)); break;
     case K_SHARE: {
         size_t at = 0;
@@ -300,6 +313,10 @@ int config_validate(const struct kvt_config *cfg, char *err, size_t len)
 {
     if (strcmp(cfg->socket, cfg->admin_socket) == 0)
         return reason(err, len, -EINVAL, "socket and admin-socket are the same path%s", "");
+    if (cfg->hot_low_pct > cfg->hot_high_pct)
+        return reason(err, len, -EINVAL, "hot-low-watermark is above hot-high-watermark%s", "");
+    if (cfg->cold_region_bytes & (cfg->cold_region_bytes - 1))
+        return reason(err, len, -EINVAL, "cold-region-bytes must be a power of two%s", "");
     if (cfg->max_frame < proto_data_size(KVT_CTX_NAME_MAX, 0, 1))
         return reason(err, len, -EINVAL, "max-frame is too small for one span%s", "");
     return 0;

@@ -25,6 +25,10 @@ struct kvt_config {
     uint32_t max_frame;         /* bytes per control message */
     uint64_t max_client_shm;    /* bytes of one client's region */
     uint32_t socket_mode;       /* file mode of the data socket */
+    uint32_t hot_high_pct;      /* demote above this % of hot-bytes ... */
+    uint32_t hot_low_pct;       /* ... down to this % */
+    uint32_t cold_region_bytes; /* cold file region size (0 = default) */
+    uint32_t cold_pread;        /* 1: pread/pwrite instead of io_uring */
     /* Sharing domains: share_uid[i] belongs to group share_group[i]. */
     uint32_t n_share;
     uid_t share_uid[CONFIG_SHARE_MAX];

@@ -115,6 +115,10 @@ int server_init(struct kvt_server *srv, const struct kvt_config *cfg,
     rc = hot_create(cfg->hot_bytes, &srv->dp.hot);
     if (rc)
         return rc;
+    srv->dp.tiers = &srv->tiers;
+    rc = tiers_open(&srv->tiers, srv->dp.hot, cfg);
+    if (rc)
+        return rc;
     rc = workers_start(cfg->workers, &srv->workers);
     if (rc) {
         log_err("cannot start %u workers: %s", cfg->workers, strerror(-rc));
@@ -178,6 +182,9 @@ static void reload(struct kvt_server *srv)
         srv->cfg.hot_bytes = cfg.hot_bytes;
         hot_set_budget(srv->dp.hot, cfg.hot_bytes);
     }
+    srv->cfg.hot_high_pct = cfg.hot_high_pct;
+    srv->cfg.hot_low_pct = cfg.hot_low_pct;
+    tiers_set_watermarks(&srv->tiers, cfg.hot_bytes, cfg.hot_high_pct, cfg.hot_low_pct);
     log_info("SIGHUP: reloaded %s (log-level %s, hot-bytes %llu)", srv->config_path,
              log_level_name((int)cfg.log_level), (unsigned long long)cfg.hot_bytes);
 }
@@ -229,6 +236,19 @@ stop:
     srv->listen_fd = -1;
     workers_stop(srv->workers);
     srv->workers = NULL;
+    /* The warm-restart promise: everything stored is on the cold tier,
+     * fsynced, before we exit. */
+    if (srv->tiers.cold) {
+        struct kvt_hot_stats hs;
+        hot_stats(srv->dp.hot, &hs);
+        log_info("writing the hot tier (%llu chunks) to the cold tier",
+                 (unsigned long long)hs.chunks);
+        int rc = tiers_flush(&srv->tiers);
+        if (rc) {
+            log_err("final flush failed: %s", strerror(-rc));
+            return rc;
+        }
+    }
     log_info("stopped after %lu requests", (unsigned long)atomic_load(&srv->requests));
     return 0;
 }
@@ -247,6 +267,7 @@ void server_fini(struct kvt_server *srv)
         close(srv->sig_fd);
     if (srv->epfd >= 0)
         close(srv->epfd);
+    tiers_close(&srv->tiers);
     if (srv->dp.hot)
         hot_destroy(srv->dp.hot);
     registry_fini(&srv->reg);

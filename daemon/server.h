@@ -8,6 +8,7 @@
 #include "daemon/config.h"
 #include "daemon/registry.h"
 #include "daemon/store.h"
+#include "daemon/tiers.h"
 #include "daemon/workers.h"
 
 struct kvt_session;
@@ -19,6 +20,7 @@ struct kvt_server {
     bool socket_owned;               /* we created the socket file: unlink it */
     struct kvt_registry reg;
     struct kvt_datapath dp;
+    struct kvt_tiers tiers;
     struct kvt_workers *workers;
     struct kvt_session *sessions;    /* doubly linked, loop thread only */
     unsigned n_sessions;

@@ -254,12 +254,26 @@ static int op_drop(struct kvt_session *s, uint64_t *value, const char **why)
     return 0;
 }
 
+static void sync_run(struct work_item *item)
+{
+    struct session_part *p = (struct session_part *)item;
+    int rc = tiers_flush(&p->s->srv->tiers);
+
+    finish(p->s, KVT_OP_SYNC, p->s->seq, rc, 0,
+           rc ? "writing the hot tier to the cold tier failed" : NULL);
+}
+
+/* A flush waits for the disk: a worker does it, the loop serves on. */
 static int op_sync(struct kvt_session *s, uint64_t *value, const char **why)
 {
-    (void)s;
     (void)value;
-    *why = "this daemon has no cold tier to sync to";
-    return -EOPNOTSUPP;
+    if (!s->srv->tiers.cold) {
+        *why = "this daemon has no cold tier (cold-bytes 0)";
+        return -EOPNOTSUPP;
+    }
+    s->parts[0] = (struct session_part){ .item.fn = sync_run, .s = s };
+    workers_submit(s->srv->workers, &s->parts[0].item);
+    return 1;
 }
 
 static const struct {

@@ -188,21 +188,38 @@ int dp_store(struct kvt_datapath *dp, const struct dp_request *rq,
     return 0;
 }
 
+/* Read one segment from its hot chunk: 0, or -ENOENT if the chunk or any
+ * of the segment's tokens is missing there. */
+static int fetch_hot(struct kvt_datapath *dp, const struct dp_request *rq,
+                     const struct dp_segment *g)
+{
+    struct kvt_chunk *c;
+    int rc = hot_get(dp->hot, &g->key, &c);
+
+    if (rc)
+        return rc;
+    pthread_rwlock_rdlock(&c->lock);
+    if (chunk_has_range(c, g->tok, g->n))
+        move_rows(dp, rq, c, g, false);
+    else
+        rc = -ENOENT;
+    pthread_rwlock_unlock(&c->lock);
+    hot_put(dp->hot, c);
+    return rc;
+}
+
 int dp_fetch(struct kvt_datapath *dp, const struct dp_request *rq,
              const struct dp_segment *segs, size_t n)
 {
+    const struct kvt_chunk_shape shape = shape_for(dp, rq);
+
     for (size_t i = 0; i < n; i++) {
-        struct kvt_chunk *c;
-        int rc = hot_get(dp->hot, &segs[i].key, &c);
-        if (rc)
-            return rc;
-        pthread_rwlock_rdlock(&c->lock);
-        if (chunk_has_range(c, segs[i].tok, segs[i].n))
-            move_rows(dp, rq, c, &segs[i], false);
-        else
-            rc = -ENOENT;
-        pthread_rwlock_unlock(&c->lock);
-        hot_put(dp->hot, c);
+        int rc = fetch_hot(dp, rq, &segs[i]);
+        /* A miss in RAM may be on SSD: promote and read again. The second
+         * read can still miss if eviction took the chunk in between, which
+         * only happens when the hot tier is smaller than one request. */
+        if (rc == -ENOENT && tiers_promote(dp->tiers, &segs[i].key, &shape) == 0)
+            rc = fetch_hot(dp, rq, &segs[i]);
         if (rc)
             return rc;
     }
@@ -216,11 +233,20 @@ static uint32_t leading_tokens(struct kvt_datapath *dp, const struct kvt_chunk_k
     uint32_t n;
 
     if (hot_get(dp->hot, key, &c))
-        return 0;
+        return tiers_cold_leading(dp->tiers, key);
     pthread_rwlock_rdlock(&c->lock);
     n = chunk_leading_tokens(c);
+    uint32_t tokens = c->shape.tokens;
     pthread_rwlock_unlock(&c->lock);
     hot_put(dp->hot, c);
+    /* A hot chunk may hold only tokens stored since its cold copy was
+     * demoted; the longer leading run of the two is a lower bound of the
+     * merged chunk's, exact in the append-only case. */
+    if (n < tokens) {
+        uint32_t cold = tiers_cold_leading(dp->tiers, key);
+        if (cold > n)
+            n = cold;
+    }
     return n;
 }
 
@@ -272,5 +298,6 @@ uint64_t dp_drop(struct kvt_datapath *dp, const struct dp_request *rq)
     uint64_t hi, lo;
 
     object_of(rq, 0, &hi, &lo);
+    tiers_drop_object(dp->tiers, rq->ns->id, hi, lo);
     return hot_drop_object(dp->hot, rq->ns->id, hi, lo);
 }

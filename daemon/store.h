@@ -8,11 +8,13 @@
 
 #include "cache/hot.h"
 #include "daemon/registry.h"
+#include "daemon/tiers.h"
 #include "proto/proto.h"
 #include "simd/simd.h"
 
 struct kvt_datapath {
     struct kvt_hot *hot;
+    struct kvt_tiers *tiers;   /* demotion/promotion; its cold may be NULL */
     const struct kvt_simd_ops *simd;
     bool lossless;             /* --quant none */
 };
@@ -49,7 +51,8 @@ int dp_plan(const struct dp_request *rq, size_t max_segments,
             struct dp_segment **segs, size_t *n_segs);
 
 /* Store or fetch segments [0, n). Fetch returns -ENOENT if any token is
- * absent. Store returns -ENOSPC if the hot tier cannot make room. */
+ * absent from both tiers; chunks found only on the cold tier are promoted.
+ * Store returns -ENOSPC if the hot tier cannot make room. */
 int dp_store(struct kvt_datapath *dp, const struct dp_request *rq,
              const struct dp_segment *segs, size_t n);
 int dp_fetch(struct kvt_datapath *dp, const struct dp_request *rq,

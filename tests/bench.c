@@ -19,7 +19,7 @@
 #define REPS 5
 
 static const char *build_dir = "build";
-static char sock_path[256], dir_path[128];
+static char sock_path[100], dir_path[64];
 static pid_t daemon_pid;
 static FILE *json;
 static int json_first = 1;

@@ -38,6 +38,36 @@ static int socket_accepts(const char *path)
     return ok;
 }
 
+/* Daemons still running when the test program exits (a failed assertion
+ * longjmps past daemon_stop) are killed, so no test leaves one behind. */
+#define MAX_LIVE 16
+static pid_t live[MAX_LIVE];
+static pid_t owner;
+
+static void kill_leftovers(void)
+{
+    if (getpid() != owner)
+        return;                 /* a forked child exiting: not ours to kill */
+    for (int i = 0; i < MAX_LIVE; i++)
+        if (live[i] > 0) {
+            kill(live[i], SIGKILL);
+            waitpid(live[i], NULL, 0);
+        }
+}
+
+static void track(pid_t pid, pid_t gone)
+{
+    if (!owner) {
+        owner = getpid();
+        atexit(kill_leftovers);
+    }
+    for (int i = 0; i < MAX_LIVE; i++)
+        if (live[i] == gone) {
+            live[i] = pid;
+            return;
+        }
+}
+
 static void spawn(struct test_daemon *d, va_list ap)
 {
     char bin[512];
@@ -65,11 +95,13 @@ static void spawn(struct test_daemon *d, va_list ap)
         execv(bin, (char *const *)argv);
         _exit(127);
     }
+    track(d->pid, 0);
     for (int i = 0; i < 500; i++) {         /* up to 5 s */
         if (socket_accepts(d->socket))
             return;
         int st;
         if (waitpid(d->pid, &st, WNOHANG) == d->pid) {
+            track(0, d->pid);
             d->pid = 0;
             fail_msg("kvtierd exited during start (status %d); log %s", st, d->log);
         }
@@ -111,6 +143,7 @@ void daemon_stop(struct test_daemon *d)
         return;
     kill(d->pid, SIGTERM);
     assert_int_equal(waitpid(d->pid, &st, 0), d->pid);
+    track(0, d->pid);
     d->pid = 0;
     if (!WIFEXITED(st) || WEXITSTATUS(st) != 0)
         fail_msg("kvtierd did not exit 0 on SIGTERM (status 0x%x); log %s", st, d->log);
@@ -122,6 +155,7 @@ void daemon_kill(struct test_daemon *d)
         return;
     kill(d->pid, SIGKILL);
     waitpid(d->pid, NULL, 0);
+    track(0, d->pid);
     d->pid = 0;
 }
 
@@ -162,6 +196,31 @@ int daemon_wait_fd_count(const struct test_daemon *d, int want)
         usleep(10000);
         n = daemon_fd_count(d);
     }
+    return n;
+}
+
+int daemon_idle_fd_count(const struct test_daemon *d)
+{
+    struct sockaddr_un sa = { .sun_family = AF_UNIX };
+    char reply[512];
+    size_t path_len = strlen(d->socket);
+    int n = -1, fd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
+
+    if (fd < 0 || path_len >= sizeof(sa.sun_path))
+        goto out;
+    memcpy(sa.sun_path, d->socket, path_len + 1);
+    if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0)
+        goto out;
+    /* A 4-byte packet is too short to be a request: the daemon answers it
+     * with an error and carries on. The second answer comes from a later
+     * turn of the loop than any hang-up pending before the first. */
+    for (int i = 0; i < 2; i++)
+        if (send(fd, "junk", 4, MSG_NOSIGNAL) != 4 || recv(fd, reply, sizeof(reply), 0) <= 0)
+            goto out;
+    n = daemon_fd_count(d) - 1;
+out:
+    if (fd >= 0)
+        close(fd);
     return n;
 }
 

@@ -43,6 +43,11 @@ uint64_t daemon_rss_bytes(const struct test_daemon *d);
  * a session when it hears the hang-up, a moment after the client closes.
  * Returns the last count seen. */
 int daemon_wait_fd_count(const struct test_daemon *d, int want);
+/* Open fds of the daemon with no client connected: measured over a fresh
+ * connection after two request/reply round trips, by which time the loop
+ * has seen the hang-up of every connection closed before the call (such as
+ * daemon_start's own probe). */
+int daemon_idle_fd_count(const struct test_daemon *d);
 /* Number of entries in /dev/shm whose name contains "kvtier". */
 int shm_kvtier_files(void);
 

@@ -11,9 +11,9 @@ run_one() {   # label, command...
     local out rc n_pass n_fail
     out=$("$@" 2>&1); rc=$?
     echo "$out"
-    n_pass=$(echo "$out" | sed -n 's/^\[  PASSED  \] \([0-9]*\) test.*/\1/p' | tail -1)
-    n_fail=$(echo "$out" | sed -n 's/^\[  FAILED  \] \([0-9]*\) test.*/\1/p' | tail -1)
-    n_pass=${n_pass:-0}; n_fail=${n_fail:-0}
+    # A program may run several cmocka groups: add up every group's summary.
+    n_pass=$(echo "$out" | sed -n 's/^\[  PASSED  \] \([0-9]*\) test.*/\1/p' | awk '{s+=$1} END {print s+0}')
+    n_fail=$(echo "$out" | sed -n 's/^\[  FAILED  \] \([0-9]*\) test.*/\1/p' | awk '{s+=$1} END {print s+0}')
     if [ "$rc" -ne 0 ] && [ "$n_fail" -eq 0 ]; then n_fail=1; fi   # crashed
     passed=$((passed + n_pass)); failed=$((failed + n_fail))
     [ "$n_fail" -ne 0 ] && failures+=("$label")

@@ -1,0 +1,247 @@
+/* tiers.c - demotes cold hot-chunks to SSD in the background, promotes on fetch. */
+#include "daemon/tiers.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "daemon/log.h"
+
+#define DEMOTER_PERIOD_NS (5 * 1000 * 1000)   /* watermark check interval */
+#define FLUSH_BATCH 1024
+
+static void cold_log(void *arg, int level, const char *msg)
+{
+    (void)arg;
+    log_msg(level, "cold tier: %s", msg);
+}
+
+/* Write a chunk's image to the cold tier if it changed since it was last
+ * written. The read lock keeps stores out between the dirty test and the
+ * copy, so a store after it marks the chunk dirty again. */
+static int write_back(struct kvt_tiers *t, struct kvt_chunk *c)
+{
+    int rc = 0;
+
+    pthread_rwlock_rdlock(&c->lock);
+    if (hot_take_dirty(t->hot, c)) {
+        struct kvt_chunk_image img = { .key = c->key, .shape = c->shape,
+                                       .present = c->present, .data = c->data };
+        rc = cold_put(t->cold, &img);
+        if (rc) {
+            atomic_fetch_add(&t->demote_errors, 1);
+        }
+    }
+    pthread_rwlock_unlock(&c->lock);
+    return rc;
+}
+
+/* The hot tier's evict hook: runs on the evicting thread, without the tier
+ * mutex. cold_put only copies into a write buffer, so this blocks on the
+ * disk only when every write buffer is in flight (back-pressure). */
+static void demote(void *arg, struct kvt_chunk *c)
+{
+    struct kvt_tiers *t = arg;
+
+    if (write_back(t, c) == 0)
+        atomic_fetch_add(&t->demotions, 1);
+}
+
+static void *demoter_main(void *arg)
+{
+    struct kvt_tiers *t = arg;
+    struct kvt_hot_stats st;
+
+    pthread_mutex_lock(&t->lock);
+    while (!t->stopping) {
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        ts.tv_nsec += DEMOTER_PERIOD_NS;
+        if (ts.tv_nsec >= 1000000000L) {
+            ts.tv_sec++;
+            ts.tv_nsec -= 1000000000L;
+        }
+        pthread_cond_timedwait(&t->wake, &t->lock, &ts);
+        if (t->stopping)
+            break;
+        pthread_mutex_unlock(&t->lock);
+        hot_stats(t->hot, &st);
+        if (st.used_bytes > t->high_bytes)
+            hot_evict_to(t->hot, t->low_bytes);
+        pthread_mutex_lock(&t->lock);
+    }
+    pthread_mutex_unlock(&t->lock);
+    return NULL;
+}
+
+void tiers_set_watermarks(struct kvt_tiers *t, uint64_t hot_bytes,
+                          uint32_t high_pct, uint32_t low_pct)
+{
+    t->high_bytes = hot_bytes / 100 * high_pct;
+    t->low_bytes = hot_bytes / 100 * (low_pct < high_pct ? low_pct : high_pct);
+}
+
+int tiers_open(struct kvt_tiers *t, struct kvt_hot *hot, const struct kvt_config *cfg)
+{
+    int rc;
+
+    memset(t, 0, sizeof(*t));
+    t->hot = hot;
+    pthread_mutex_init(&t->lock, NULL);
+    pthread_cond_init(&t->wake, NULL);
+    pthread_mutex_init(&t->flush_lock, NULL);
+    tiers_set_watermarks(t, cfg->hot_bytes, cfg->hot_high_pct, cfg->hot_low_pct);
+    if (cfg->cold_bytes == 0)
+        return 0;
+
+    struct kvt_cold_config cc = { .path = cfg->cold_path, .bytes = cfg->cold_bytes,
+                                  .region_bytes = cfg->cold_region_bytes,
+                                  .force_pread = cfg->cold_pread,
+                                  .log = cold_log, .log_arg = t };
+    rc = cold_open(&cc, &t->cold);
+    if (rc) {
+        log_err("cannot open the cold tier %s: %s", cfg->cold_path, strerror(-rc));
+        return rc;
+    }
+    struct kvt_cold_stats cs;
+    cold_stats(t->cold, &cs);
+    log_info("cold tier %s: %llu MiB, %llu records recovered, %s", cfg->cold_path,
+             (unsigned long long)(cs.capacity_bytes >> 20),
+             (unsigned long long)cs.records_recovered,
+             cs.uring ? "io_uring" : "pread/pwrite");
+    hot_set_evict_hook(hot, demote, t);
+    rc = -pthread_create(&t->demoter, NULL, demoter_main, t);
+    if (rc)
+        return rc;
+    t->demoter_running = true;
+    return 0;
+}
+
+void tiers_close(struct kvt_tiers *t)
+{
+    if (t->demoter_running) {
+        pthread_mutex_lock(&t->lock);
+        t->stopping = true;
+        pthread_cond_signal(&t->wake);
+        pthread_mutex_unlock(&t->lock);
+        pthread_join(t->demoter, NULL);
+        t->demoter_running = false;
+    }
+    if (t->cold) {
+        if (t->hot)
+            hot_set_evict_hook(t->hot, NULL, NULL);
+        cold_close(t->cold);
+        t->cold = NULL;
+    }
+}
+
+int tiers_flush(struct kvt_tiers *t)
+{
+    struct kvt_chunk **batch;
+    int rc = 0;
+    size_t n, written = 0;
+
+    if (!t->cold)
+        return -EOPNOTSUPP;
+    batch = malloc(FLUSH_BATCH * sizeof(*batch));
+    if (!batch)
+        return -ENOMEM;
+    pthread_mutex_lock(&t->flush_lock);
+    /* Each pass cleans what it pins, so the loop ends even while stores
+     * go on: a chunk made dirty again after its pass belongs to a later
+     * flush. The bound stops a writer from keeping us here forever. */
+    for (int pass = 0; pass < 1 << 20; pass++) {
+        n = hot_pin_dirty(t->hot, batch, FLUSH_BATCH);
+        if (n == 0)
+            break;
+        for (size_t i = 0; i < n; i++) {
+            int r = write_back(t, batch[i]);
+            if (r && !rc)
+                rc = r;
+            hot_put(t->hot, batch[i]);
+        }
+        written += n;
+        if (rc)
+            break;
+    }
+    if (!rc)
+        rc = cold_sync(t->cold);
+    pthread_mutex_unlock(&t->flush_lock);
+    free(batch);
+    log_debug("flush: %zu chunks written, %s", written, rc ? strerror(-rc) : "synced");
+    return rc ? -EIO : 0;
+}
+
+/* Copy token tok's K/V rows (and scales) between two blocks of one shape. */
+static void copy_token(const struct kvt_chunk_shape *s, void *dst, void *src, uint32_t tok)
+{
+    struct kvt_chunk_view d, v;
+    size_t row = chunk_row_bytes(s), srow = s->heads;
+
+    chunk_view(s, dst, &d);
+    chunk_view(s, src, &v);
+    if (d.k_scale) {
+        memcpy(d.k_scale + tok * srow, v.k_scale + tok * srow, srow * sizeof(float));
+        memcpy(d.v_scale + tok * srow, v.v_scale + tok * srow, srow * sizeof(float));
+    }
+    memcpy(d.k + tok * row, v.k + tok * row, row);
+    memcpy(d.v + tok * row, v.v + tok * row, row);
+}
+
+int tiers_promote(struct kvt_tiers *t, const struct kvt_chunk_key *key,
+                  const struct kvt_chunk_shape *shape)
+{
+    uint64_t present[KVT_CHUNK_MAX_TOKENS / 64];
+    struct kvt_chunk_shape got;
+    struct kvt_chunk *c;
+    size_t bytes = chunk_data_bytes(shape);
+    int rc;
+
+    if (!t->cold)
+        return -ENOENT;
+    void *data = malloc(bytes);
+    if (!data)
+        return -ENOMEM;
+    rc = cold_get(t->cold, key, &got, present, data, bytes);
+    if (rc == 0 && memcmp(&got, shape, sizeof(got)) != 0)
+        rc = -ENOENT;
+    if (rc) {
+        if (rc != -ENOENT)
+            log_debug("promotion miss: %s", strerror(-rc));
+        rc = -ENOENT;   /* corrupt or unreadable: a miss, never bad data */
+        goto out;
+    }
+    rc = hot_get_or_create(t->hot, key, shape, &c);
+    if (rc)
+        goto out;
+    pthread_rwlock_wrlock(&c->lock);
+    for (uint32_t tok = 0; tok < shape->tokens; tok++) {
+        bool cold_has = (present[tok / 64] >> (tok % 64)) & 1;
+        if (cold_has && !chunk_has(c, tok)) {
+            copy_token(shape, c->data, data, tok);
+            chunk_set(c, tok);
+        }
+    }
+    pthread_rwlock_unlock(&c->lock);
+    hot_put(t->hot, c);
+    atomic_fetch_add(&t->promotions, 1);
+out:
+    free(data);
+    return rc;
+}
+
+uint32_t tiers_cold_leading(struct kvt_tiers *t, const struct kvt_chunk_key *key)
+{
+    uint32_t lead = 0;
+
+    if (t->cold && cold_lookup(t->cold, key, &lead) != 0)
+        lead = 0;
+    return lead;
+}
+
+void tiers_drop_object(struct kvt_tiers *t, uint64_t ns_id, uint64_t hi, uint64_t lo)
+{
+    if (t->cold)
+        cold_drop_object(t->cold, ns_id, hi, lo);
+}

@@ -1,0 +1,52 @@
+/* tiers.h - joins the hot and cold tiers: demotion, promotion, flush. */
+#ifndef KVT_TIERS_H
+#define KVT_TIERS_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "cache/cold.h"
+#include "cache/hot.h"
+#include "daemon/config.h"
+
+struct kvt_tiers {
+    struct kvt_hot *hot;
+    struct kvt_cold *cold;            /* NULL: no cold tier (cold-bytes 0) */
+    uint64_t high_bytes, low_bytes;   /* demotion watermarks of hot-bytes */
+    pthread_t demoter;
+    bool demoter_running;
+    pthread_mutex_t lock;             /* guards stopping; wake's mutex */
+    pthread_cond_t wake;
+    bool stopping;
+    pthread_mutex_t flush_lock;       /* one flush at a time */
+    atomic_ulong demotions, promotions, demote_errors;
+};
+
+/* Open the cold tier (if cfg->cold_bytes), rebuilding its index from the
+ * file, install the demotion hook on hot and start the background demoter.
+ * Returns 0 or -errno (logged). */
+int tiers_open(struct kvt_tiers *t, struct kvt_hot *hot, const struct kvt_config *cfg);
+/* Stop the demoter and close the cold tier (buffered records are written,
+ * not fsynced: call tiers_flush first for that). t may be half-built. */
+void tiers_close(struct kvt_tiers *t);
+/* Set the watermarks from percentages of the hot budget. */
+void tiers_set_watermarks(struct kvt_tiers *t, uint64_t hot_bytes,
+                          uint32_t high_pct, uint32_t low_pct);
+
+/* Write every dirty hot chunk to the cold tier and fsync. Returns 0,
+ * -EOPNOTSUPP without a cold tier, or -EIO. */
+int tiers_flush(struct kvt_tiers *t);
+
+/* Bring the cold copy of key into the hot tier, merging it under tokens the
+ * hot chunk does not have (hot tokens are newer). Returns 0, or -ENOENT when
+ * there is no usable cold copy (absent, corrupt, other shape). */
+int tiers_promote(struct kvt_tiers *t, const struct kvt_chunk_key *key,
+                  const struct kvt_chunk_shape *shape);
+/* Leading tokens of key's cold copy without I/O (0 if none). */
+uint32_t tiers_cold_leading(struct kvt_tiers *t, const struct kvt_chunk_key *key);
+/* Drop an object from the cold tier too. */
+void tiers_drop_object(struct kvt_tiers *t, uint64_t ns_id, uint64_t hi, uint64_t lo);
+
+#endif
