@@ -71,7 +71,9 @@ int kvt_length(kvt_client *c, const char *ctx, uint32_t *n_tokens);
 /* Forget a context in every tier. Dropping an absent context is not an error. */
 int kvt_drop(kvt_client *c, const char *ctx);
 /* Return once everything this client stored before the call is on the cold
- * tier, fsynced. Until the cold tier exists this returns -EOPNOTSUPP. */
+ * tier, fsynced: it survives kill -9 of the daemon and a power loss. Errors:
+ * -EOPNOTSUPP when the daemon runs without a cold tier (cold-bytes 0), -EIO
+ * when the write failed. */
 int kvt_sync(kvt_client *c);
 
 /* ---- token-addressed prefixes ------------------------------------------ */

@@ -77,7 +77,7 @@ void config_dev_defaults(struct kvt_config *cfg)
     set_path(cfg->admin_socket, "var/admin.sock");
     set_path(cfg->cold_path, "var/cold.kvt");
     cfg->hot_bytes = UINT64_C(1) << 30;
-    cfg->cold_bytes = UINT64_C(4) << 30;
+    cfg->cold_bytes = UINT64_C(1) << 30;
 }
 
 int config_parse_size(const char *s, uint64_t *out)
