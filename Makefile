@@ -82,7 +82,7 @@ $(B)/tests/test_cold: $(B)/tests/test_cold.o $(addprefix $(B)/,cache/chunk.o cac
 $(B)/tests/test_proto: $(B)/tests/test_proto.o $(B)/proto/proto.o
 $(addprefix $(B)/tests/,$(INTEG_TESTS)): %: %.o $(B)/tests/helpers.o $(B)/libkvtier.a $(addprefix $(B)/,$(SIMD_OBJS))
 
-$(B)/tests/bench: $(B)/tests/bench.o $(B)/libkvtier.a
+$(B)/tests/bench: $(B)/tests/bench.o $(B)/libkvtier.a $(addprefix $(B)/,$(SIMD_OBJS))
 
 $(TEST_BINS) $(B)/tests/bench:
 	$(CC) $(ALL_CFLAGS) -o $@ $^ $(TEST_LIBS)

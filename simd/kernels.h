@@ -8,6 +8,11 @@
 
 #include "simd.h"
 
+/* Bit-identity also needs every product rounded on its own: the Makefile
+ * builds with -ffp-contract=off so no x * inv or q * scale becomes an FMA,
+ * and the FP environment is the default one (round to nearest even, no
+ * flush-to-zero), which the kernels assume and never change. */
+
 /* One per backend file. Only simd.c's table decides which exist on a build
  * and which the CPU may run; nothing else names an instruction set. */
 extern const struct kvt_simd_ops simd_scalar_ops;

@@ -14,7 +14,12 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <liburing.h>
+#include <lz4.h>
+#include <math.h>
+
 #include "client/kvtier.h"
+#include "simd/simd.h"
 
 #define REPS 5
 
@@ -51,12 +56,20 @@ static void die(const char *what, int rc)
     exit(1);
 }
 
+static void start_daemon_with(const char *hot, const char *cold_bytes, const char *cold_path);
 static void start_daemon(void)
 {
+    start_daemon_with("6G", "0", NULL);
+}
+
+static void start_daemon_with(const char *hot, const char *cold_bytes, const char *cold_path)
+{
     char bin[512], log[300];
-    snprintf(dir_path, sizeof(dir_path), "/var/tmp/kvtier-bench-XXXXXX");
-    if (!mkdtemp(dir_path))
-        die("mkdtemp", -errno);
+    if (!cold_path) {
+        snprintf(dir_path, sizeof(dir_path), "/var/tmp/kvtier-bench-XXXXXX");
+        if (!mkdtemp(dir_path))
+            die("mkdtemp", -errno);
+    }
     snprintf(sock_path, sizeof(sock_path), "%s/kvtier.sock", dir_path);
     snprintf(log, sizeof(log), "%s/kvtierd.log", dir_path);
     snprintf(bin, sizeof(bin), "%s/kvtierd", build_dir);
@@ -66,8 +79,11 @@ static void start_daemon(void)
     if (daemon_pid == 0) {
         int fd = open(log, O_WRONLY | O_CREAT | O_TRUNC, 0644);
         dup2(fd, 2);
+        char cold[200];
+        snprintf(cold, sizeof(cold), "%s/cold.kvt", dir_path);
         execl(bin, bin, "--socket", sock_path, "--admin-socket", admin,
-              "--hot-bytes", "6G", "--max-client-shm", "2G", "--log-level", "warning",
+              "--hot-bytes", hot, "--max-client-shm", "2G", "--log-level", "warning",
+              "--cold-bytes", cold_bytes, "--cold-path", cold_path ? cold_path : cold,
               (char *)NULL);
         _exit(127);
     }
@@ -84,11 +100,16 @@ static void start_daemon(void)
     die("kvtierd did not start", -ETIMEDOUT);
 }
 
+static void stop_daemon_keep_dir(void)
+{
+    kill(daemon_pid, SIGTERM);
+    waitpid(daemon_pid, NULL, 0);
+}
+
 static void stop_daemon(void)
 {
     char cmd[200];
-    kill(daemon_pid, SIGTERM);
-    waitpid(daemon_pid, NULL, 0);
+    stop_daemon_keep_dir();
     snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir_path);
     if (system(cmd) != 0)
         fprintf(stderr, "bench: cannot remove %s\n", dir_path);
@@ -404,6 +425,163 @@ static void bench_overhead(void)
     prefill_teardown(&p, 1);
 }
 
+/* ---- cold tier: disk reference, demotion, promotion, LZ4 on realistic KV ---- */
+
+#define RAW_FILE_BYTES (1ull << 30)
+#define RAW_REQ (1u << 20)
+#define RAW_QD 32
+
+/* Sequential O_DIRECT io_uring of RAW_FILE_BYTES in 1 MiB requests at QD32:
+ * the disk's limit on this file system. Returns GB/s. */
+static double raw_uring_gbs(const char *path, int do_write)
+{
+    struct io_uring ring;
+    void *buf;
+    int fd = open(path, O_RDWR | O_CREAT | O_DIRECT, 0600);
+    if (fd < 0 || posix_memalign(&buf, 4096, RAW_REQ) || io_uring_queue_init(RAW_QD, &ring, 0))
+        die("raw io setup", -errno);
+    memset(buf, 0x5a, RAW_REQ);
+    if (do_write && fallocate(fd, 0, 0, RAW_FILE_BYTES) < 0)
+        die("fallocate", -errno);
+    uint64_t off = 0, done = 0, n_req = RAW_FILE_BYTES / RAW_REQ;
+    unsigned inflight = 0;
+    double t0 = now_s();
+    while (done < n_req) {
+        while (inflight < RAW_QD && off < n_req) {
+            struct io_uring_sqe *sqe = io_uring_get_sqe(&ring);
+            if (do_write)
+                io_uring_prep_write(sqe, fd, buf, RAW_REQ, off * RAW_REQ);
+            else
+                io_uring_prep_read(sqe, fd, buf, RAW_REQ, off * RAW_REQ);
+            off++;
+            inflight++;
+        }
+        io_uring_submit(&ring);
+        struct io_uring_cqe *cqe;
+        if (io_uring_wait_cqe(&ring, &cqe) < 0 || cqe->res != (int)RAW_REQ)
+            die("raw io", cqe ? cqe->res : -EIO);
+        io_uring_cqe_seen(&ring, cqe);
+        inflight--;
+        done++;
+    }
+    if (do_write)
+        fdatasync(fd);
+    double t = now_s() - t0;
+    io_uring_queue_exit(&ring);
+    close(fd);
+    free(buf);
+    return (double)RAW_FILE_BYTES / t / 1e9;
+}
+
+static void drop_page_cache(void)
+{
+    int fd = open("/proc/sys/vm/drop_caches", O_WRONLY);
+    if (fd >= 0) {
+        if (write(fd, "3", 1) != 1) {}
+        close(fd);
+    }
+}
+
+static void bench_cold(void)
+{
+    char cold_path[200], raw_path[200];
+    const int n_ctx = 6;      /* 6 prefills: ~800 MiB of int8 chunks */
+    struct prefill p;
+
+    start_daemon_with("2G", "4G", NULL);
+    snprintf(cold_path, sizeof(cold_path), "%s/cold.kvt", dir_path);
+    snprintf(raw_path, sizeof(raw_path), "%s/raw.bin", dir_path);
+    double raw_w = raw_uring_gbs(raw_path, 1);
+    drop_page_cache();
+    double raw_r = raw_uring_gbs(raw_path, 0);
+    unlink(raw_path);
+
+    /* Demotion: a hot tier full of changed chunks written out by kvt_sync. */
+    prefill_setup(&p, 1, "cold-bench");
+    for (int i = 0; i < n_ctx; i++) {
+        char ctx[16];
+        snprintf(ctx, sizeof(ctx), "c%d", i);
+        int rc = kvt_store_batch(p.c, ctx, p.spans, L2_LAYERS);
+        if (rc)
+            die("store", rc);
+    }
+    /* int8 chunk bytes: K+V payload and one f32 scale per (token, head). */
+    double chunk_bytes = (double)n_ctx * L2_LAYERS * L2_TOKENS * L2_HEADS * (L2_DIM + 4) * 2;
+    double t0 = now_s();
+    int rc = kvt_sync(p.c);
+    double t_sync = now_s() - t0;
+    if (rc)
+        die("sync", rc);
+    prefill_teardown(&p, 1);
+
+    /* Promotion: a restarted daemon has everything on SSD only. */
+    stop_daemon_keep_dir();
+    drop_page_cache();
+    start_daemon_with("2G", "4G", cold_path);
+    prefill_setup(&p, 1, "cold-bench");
+    t0 = now_s();
+    for (int i = 0; i < n_ctx; i++) {
+        char ctx[16];
+        snprintf(ctx, sizeof(ctx), "c%d", i);
+        if ((rc = kvt_fetch_batch(p.c, ctx, p.spans, L2_LAYERS)))
+            die("fetch after restart", rc);
+    }
+    double t_fetch = now_s() - t0;
+    prefill_teardown(&p, 1);
+    stop_daemon();
+
+    double dem = chunk_bytes / t_sync / 1e9, pro = chunk_bytes / t_fetch / 1e9;
+    printf("%-44s %8.2f GB/s\n", "disk: O_DIRECT io_uring write 1MiB QD32", raw_w);
+    printf("%-44s %8.2f GB/s\n", "disk: O_DIRECT io_uring read 1MiB QD32", raw_r);
+    printf("%-44s %8.2f GB/s  %5.2fx disk write (target 0.8)\n",
+           "cold demotion (kvt_sync of a full hot tier)", dem, dem / raw_w);
+    printf("%-44s %8.2f GB/s  %5.2fx disk read (target 0.8)\n",
+           "cold promotion (fetch after restart)", pro, pro / raw_r);
+    json_num("disk_write_gbs", raw_w);
+    json_num("disk_read_gbs", raw_r);
+    json_num("cold_demotion_gbs", dem);
+    json_num("cold_demotion_ratio", dem / raw_w);
+    json_num("cold_promotion_gbs", pro);
+    json_num("cold_promotion_ratio", pro / raw_r);
+}
+
+/* LZ4 on the int8 payload of KV-like data: Gaussian values with a few large
+ * outlier channels, quantized per (token, head) as the hot tier does. */
+static void bench_lz4(void)
+{
+    const size_t tokens = 256, heads = 8, dim = 128, n = tokens * heads * dim;
+    float *x = malloc(n * sizeof(float)), *scales = malloc(tokens * heads * sizeof(float));
+    int8_t *q = malloc(n);
+    char *out = malloc((size_t)LZ4_compressBound((int)n));
+    unsigned seed = 12345;
+    for (size_t i = 0; i < n; i++) {
+        double u1, u2;
+        seed = seed * 1103515245u + 12345u; u1 = ((seed >> 8) + 1.0) / 16777217.0;
+        seed = seed * 1103515245u + 12345u; u2 = ((seed >> 8) + 1.0) / 16777217.0;
+        double g = sqrt(-2 * log(u1)) * cos(2 * M_PI * u2);
+        size_t ch = i % dim;
+        x[i] = (float)(ch == 7 || ch == 71 || ch == 100 ? g * 20 + 8 : g);
+    }
+    simd_best()->quantize(q, scales, x, KVT_ELEM_F32, tokens * heads, dim);
+    int csize = 0;
+    double t[REPS];
+    for (int r = 0; r < REPS; r++) {
+        double t0 = now_s();
+        for (int k = 0; k < 20; k++)
+            csize = LZ4_compress_default((const char *)q, out, (int)n, LZ4_compressBound((int)n));
+        t[r] = (now_s() - t0) / 20;
+    }
+    double ratio = (double)n / csize, speed = (double)n / median(t, REPS) / 1e9;
+    printf("%-44s %8.3f ratio  %6.2f GB/s compress (reported, not targeted)\n",
+           "LZ4 on int8 KV (Gaussian + outlier channels)", ratio, speed);
+    json_num("lz4_ratio_int8_kv", ratio);
+    json_num("lz4_compress_gbs", speed);
+    free(x);
+    free(scales);
+    free(q);
+    free(out);
+}
+
 int main(int argc, char **argv)
 {
     char json_path[300];
@@ -438,9 +616,11 @@ int main(int argc, char **argv)
     json_num("clients2_store_gbs", two);
     json_num("clients_scaling", two / one);
 
+    stop_daemon();
+    bench_lz4();
+    bench_cold();
     fprintf(json, "\n}\n");
     fclose(json);
-    stop_daemon();
     printf("wrote %s\n", json_path);
     return 0;
 }
