@@ -212,18 +212,41 @@ int dp_fetch(struct kvt_datapath *dp, const struct dp_request *rq,
              const struct dp_segment *segs, size_t n)
 {
     const struct kvt_chunk_shape shape = shape_for(dp, rq);
+    const struct kvt_chunk_key **missed = NULL;
+    size_t *missed_at = NULL, n_missed = 0;
+    int rc = 0;
 
     for (size_t i = 0; i < n; i++) {
-        int rc = fetch_hot(dp, rq, &segs[i]);
-        /* A miss in RAM may be on SSD: promote and read again. The second
-         * read can still miss if eviction took the chunk in between, which
-         * only happens when the hot tier is smaller than one request. */
-        if (rc == -ENOENT && tiers_promote(dp->tiers, &segs[i].key, &shape) == 0)
-            rc = fetch_hot(dp, rq, &segs[i]);
-        if (rc)
-            return rc;
+        rc = fetch_hot(dp, rq, &segs[i]);
+        if (rc == -ENOENT && dp->tiers->cold) {
+            /* Maybe on SSD: collect, and promote all misses at once so the
+             * disk gets many reads in flight instead of one at a time. */
+            if (!missed) {
+                missed = malloc(n * sizeof(*missed));
+                missed_at = malloc(n * sizeof(*missed_at));
+                if (!missed || !missed_at) {
+                    rc = -ENOMEM;
+                    goto out;
+                }
+            }
+            missed[n_missed] = &segs[i].key;
+            missed_at[n_missed++] = i;
+            rc = 0;
+        } else if (rc) {
+            goto out;
+        }
     }
-    return 0;
+    if (n_missed) {
+        tiers_promote_many(dp->tiers, missed, n_missed, &shape);
+        /* A chunk still missing was absent or corrupt on SSD too, or evicted
+         * again in between (a hot tier smaller than one request). */
+        for (size_t i = 0; i < n_missed && !rc; i++)
+            rc = fetch_hot(dp, rq, &segs[missed_at[i]]);
+    }
+out:
+    free(missed);
+    free(missed_at);
+    return rc;
 }
 
 /* Tokens present from token 0 of chunk key without a gap, or 0 if absent. */

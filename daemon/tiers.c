@@ -10,6 +10,9 @@
 
 #define DEMOTER_PERIOD_NS (5 * 1000 * 1000)   /* watermark check interval */
 #define FLUSH_BATCH 1024
+/* Reader threads for promotion: enough reads in flight to keep an SSD
+ * busy (the disk's own limit is measured at queue depth 32 in make bench). */
+#define PROMOTE_THREADS 16
 
 static void cold_log(void *arg, int level, const char *msg)
 {
@@ -111,6 +114,9 @@ int tiers_open(struct kvt_tiers *t, struct kvt_hot *hot, const struct kvt_config
              (unsigned long long)cs.records_recovered,
              cs.uring ? "io_uring" : "pread/pwrite");
     hot_set_evict_hook(hot, demote, t);
+    rc = workers_start(PROMOTE_THREADS, &t->readers);
+    if (rc)
+        return rc;
     rc = -pthread_create(&t->demoter, NULL, demoter_main, t);
     if (rc)
         return rc;
@@ -128,6 +134,8 @@ void tiers_close(struct kvt_tiers *t)
         pthread_join(t->demoter, NULL);
         t->demoter_running = false;
     }
+    workers_stop(t->readers);
+    t->readers = NULL;
     if (t->cold) {
         if (t->hot)
             hot_set_evict_hook(t->hot, NULL, NULL);
@@ -229,6 +237,62 @@ int tiers_promote(struct kvt_tiers *t, const struct kvt_chunk_key *key,
 out:
     free(data);
     return rc;
+}
+
+struct promote_batch {
+    pthread_mutex_t mu;
+    pthread_cond_t done;
+    size_t left;
+};
+
+struct promote_job {
+    struct work_item item;            /* first: the pool hands us this */
+    struct kvt_tiers *t;
+    const struct kvt_chunk_key *key;
+    const struct kvt_chunk_shape *shape;
+    struct promote_batch *batch;
+};
+
+static void promote_run(struct work_item *item)
+{
+    struct promote_job *j = (struct promote_job *)item;
+
+    (void)tiers_promote(j->t, j->key, j->shape);
+    pthread_mutex_lock(&j->batch->mu);
+    if (--j->batch->left == 0)
+        pthread_cond_signal(&j->batch->done);
+    pthread_mutex_unlock(&j->batch->mu);
+}
+
+void tiers_promote_many(struct kvt_tiers *t, const struct kvt_chunk_key *const *keys,
+                        size_t n, const struct kvt_chunk_shape *shape)
+{
+    struct promote_batch batch = { .left = n };
+    struct promote_job *jobs;
+
+    if (!t->cold || n == 0)
+        return;
+    jobs = calloc(n, sizeof(*jobs));
+    if (!jobs || n == 1) {            /* one read, or no memory: inline */
+        for (size_t i = 0; i < n; i++)
+            (void)tiers_promote(t, keys[i], shape);
+        free(jobs);
+        return;
+    }
+    pthread_mutex_init(&batch.mu, NULL);
+    pthread_cond_init(&batch.done, NULL);
+    for (size_t i = 0; i < n; i++) {
+        jobs[i] = (struct promote_job){ .item.fn = promote_run, .t = t, .key = keys[i],
+                                        .shape = shape, .batch = &batch };
+        workers_submit(t->readers, &jobs[i].item);
+    }
+    pthread_mutex_lock(&batch.mu);
+    while (batch.left)
+        pthread_cond_wait(&batch.done, &batch.mu);
+    pthread_mutex_unlock(&batch.mu);
+    pthread_mutex_destroy(&batch.mu);
+    pthread_cond_destroy(&batch.done);
+    free(jobs);
 }
 
 uint32_t tiers_cold_leading(struct kvt_tiers *t, const struct kvt_chunk_key *key)

@@ -10,6 +10,7 @@
 #include "cache/cold.h"
 #include "cache/hot.h"
 #include "daemon/config.h"
+#include "daemon/workers.h"
 
 struct kvt_tiers {
     struct kvt_hot *hot;
@@ -21,6 +22,7 @@ struct kvt_tiers {
     pthread_cond_t wake;
     bool stopping;
     pthread_mutex_t flush_lock;       /* one flush at a time */
+    struct kvt_workers *readers;      /* promotion reads in parallel */
     atomic_ulong demotions, promotions, demote_errors;
 };
 
@@ -44,6 +46,11 @@ int tiers_flush(struct kvt_tiers *t);
  * there is no usable cold copy (absent, corrupt, other shape). */
 int tiers_promote(struct kvt_tiers *t, const struct kvt_chunk_key *key,
                   const struct kvt_chunk_shape *shape);
+/* Promote n chunks of one shape at once, on the reader threads, so the disk
+ * sees many reads in flight. Chunks without a usable cold copy are skipped;
+ * callers read the hot tier afterwards and treat what is missing as absent. */
+void tiers_promote_many(struct kvt_tiers *t, const struct kvt_chunk_key *const *keys,
+                        size_t n, const struct kvt_chunk_shape *shape);
 /* Leading tokens of key's cold copy without I/O (0 if none). */
 uint32_t tiers_cold_leading(struct kvt_tiers *t, const struct kvt_chunk_key *key);
 /* Drop an object from the cold tier too. */

@@ -84,6 +84,7 @@ static void start_daemon_with(const char *hot, const char *cold_bytes, const cha
         execl(bin, bin, "--socket", sock_path, "--admin-socket", admin,
               "--hot-bytes", hot, "--max-client-shm", "2G", "--log-level", "warning",
               "--cold-bytes", cold_bytes, "--cold-path", cold_path ? cold_path : cold,
+              "--workers", getenv("KVTIER_BENCH_WORKERS") ? getenv("KVTIER_BENCH_WORKERS") : "2",
               (char *)NULL);
         _exit(127);
     }
@@ -517,7 +518,7 @@ static void bench_cold(void)
     /* Promotion: a restarted daemon has everything on SSD only. */
     stop_daemon_keep_dir();
     drop_page_cache();
-    start_daemon_with("2G", "4G", cold_path);
+    start_daemon_with("2G", "4G", cold_path);  /* same file: warm restart */
     prefill_setup(&p, 1, "cold-bench");
     t0 = now_s();
     for (int i = 0; i < n_ctx; i++) {
