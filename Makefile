@@ -32,18 +32,20 @@ endif
 SIMD_OBJS   := simd/simd.o simd/scalar.o simd/sse2.o simd/avx2.o
 CACHE_OBJS  := cache/chunk.o cache/hot.o cache/cold.o cache/cold_io.o
 PROTO_OBJS  := proto/proto.o
-DAEMON_OBJS := daemon/config.o daemon/log.o daemon/registry.o daemon/store.o \
-	daemon/tiers.o daemon/workers.o daemon/session.o daemon/server.o
+DAEMON_OBJS := daemon/config.o daemon/log.o daemon/registry.o daemon/store.o daemon/admin.o \
+	daemon/tiers.o daemon/workers.o daemon/session.o daemon/server.o \
+	daemon/notify.o
 CLIENT_OBJS := client/kvtier.o client/region.o client/prefix.o
 
 LIB_OBJS    := $(addprefix $(B)/,$(CLIENT_OBJS) $(PROTO_OBJS))
 CORE_OBJS   := $(addprefix $(B)/,$(SIMD_OBJS) $(CACHE_OBJS) $(PROTO_OBJS) $(DAEMON_OBJS))
 
-PROGS := $(B)/kvtierd $(B)/libkvtier.so $(B)/libkvtier.a
+PROGS := $(B)/kvtierd $(B)/kvtierctl $(B)/libkvtier.so $(B)/libkvtier.a
 
 UNIT_TESTS := test_simd test_hot test_cold test_proto
 INTEG_TESTS := test_store_fetch test_prefix_sharing test_absent_and_length \
-	test_bad_input test_hot_budget test_isolation test_restart test_make_run test_cold_tier
+	test_bad_input test_hot_budget test_isolation test_restart test_make_run test_cold_tier \
+	test_systemd_notify test_socket_activation test_install test_admin
 TEST_BINS := $(addprefix $(B)/tests/,$(UNIT_TESTS) $(INTEG_TESTS))
 
 .PHONY: all deps run test test-build test-asan test-aarch64 bench install clean
@@ -114,11 +116,21 @@ bench: all $(B)/tests/bench
 	$(B)/tests/bench $(B)
 
 # ---- install ---------------------------------------------------------------
+SBINDIR     ?= $(PREFIX)/sbin
+UNITDIR     ?= $(PREFIX)/lib/systemd/system
+SYSUSERSDIR ?= $(PREFIX)/lib/sysusers.d
+TMPFILESDIR ?= $(PREFIX)/lib/tmpfiles.d
+MANDIR      ?= $(PREFIX)/share/man
+SYSCONFDIR  ?= /etc
+UNITS       := systemd/kvtierd.service systemd/kvtierd.socket systemd/kvtierd-admin.socket
+MAN_PAGES   := $(wildcard docs/man/*.1 docs/man/*.3 docs/man/*.8)
+
 install: all
-	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/sbin $(DESTDIR)$(LIBDIR) \
+	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(SBINDIR) $(DESTDIR)$(LIBDIR) \
 		$(DESTDIR)$(PREFIX)/include $(DESTDIR)$(LIBDIR)/pkgconfig
-	install -m 0755 $(B)/kvtierd $(DESTDIR)$(PREFIX)/sbin/kvtierd
-	install -m 0755 $(B)/kvtierctl $(DESTDIR)$(PREFIX)/bin/kvtierctl
+	install -m 0755 $(B)/kvtierd $(DESTDIR)$(SBINDIR)/kvtierd
+	if [ -x $(B)/kvtierctl ]; then \
+		install -m 0755 $(B)/kvtierctl $(DESTDIR)$(PREFIX)/bin/kvtierctl; fi
 	install -m 0755 $(B)/libkvtier.so $(DESTDIR)$(LIBDIR)/libkvtier.so.$(VERSION)
 	ln -sf libkvtier.so.$(VERSION) $(DESTDIR)$(LIBDIR)/libkvtier.so.0
 	ln -sf libkvtier.so.0 $(DESTDIR)$(LIBDIR)/libkvtier.so
@@ -126,6 +138,19 @@ install: all
 	install -m 0644 client/kvtier.h $(DESTDIR)$(PREFIX)/include/kvtier.h
 	sed -e 's|@PREFIX@|$(PREFIX)|; s|@LIBDIR@|$(LIBDIR)|; s|@VERSION@|$(VERSION)|' \
 		client/kvtier.pc.in > $(DESTDIR)$(LIBDIR)/pkgconfig/kvtier.pc
+	install -d $(DESTDIR)$(UNITDIR) $(DESTDIR)$(SYSUSERSDIR) $(DESTDIR)$(TMPFILESDIR) \
+		$(DESTDIR)$(SYSCONFDIR)/kvtier
+	for u in $(UNITS); do \
+		sed -e 's|@SBINDIR@|$(SBINDIR)|g' $$u > $(DESTDIR)$(UNITDIR)/$${u##*/} && \
+		chmod 0644 $(DESTDIR)$(UNITDIR)/$${u##*/} || exit 1; done
+	install -m 0644 systemd/kvtier.sysusers $(DESTDIR)$(SYSUSERSDIR)/kvtier.conf
+	install -m 0644 systemd/kvtier.tmpfiles $(DESTDIR)$(TMPFILESDIR)/kvtier.conf
+	# The example config never overwrites an operator's edited one.
+	[ -e $(DESTDIR)$(SYSCONFDIR)/kvtier/kvtierd.conf ] || \
+		install -m 0644 systemd/kvtierd.conf $(DESTDIR)$(SYSCONFDIR)/kvtier/kvtierd.conf
+	for m in $(MAN_PAGES); do \
+		d=$(DESTDIR)$(MANDIR)/man$${m##*.}; \
+		install -d $$d && install -m 0644 $$m $$d/ || exit 1; done
 
 clean:
 	rm -rf build build-asan

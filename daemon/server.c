@@ -13,11 +13,13 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include "daemon/admin.h"
 #include "daemon/log.h"
 #include "daemon/session.h"
 
 /* epoll tags for the two non-session fds; sessions tag themselves. */
 static const enum ev_kind tag_listen = EV_LISTEN, tag_signal = EV_SIGNAL;
+static const enum ev_kind tag_timer = EV_TIMER;
 
 static int make_parent_dir(const char *path)
 {
@@ -59,6 +61,14 @@ static int listen_on(struct kvt_server *srv)
         return -ENAMETOOLONG;
     }
     memcpy(sa.sun_path, path, strlen(path) + 1);
+    /* Socket activation: systemd created, bound and owns the socket file
+     * (ListenSequentialPacket=); use it as is and never unlink it. */
+    srv->listen_fd = notify_listen_fd(path, SOCK_SEQPACKET);
+    if (srv->listen_fd >= 0) {
+        srv->socket_owned = false;
+        log_info("using the socket-activated %s", path);
+        return 0;
+    }
     rc = make_parent_dir(path);
     if (rc) {
         log_err("cannot create the directory of %s: %s", path, strerror(-rc));
@@ -93,6 +103,8 @@ int server_init(struct kvt_server *srv, const struct kvt_config *cfg,
 
     memset(srv, 0, sizeof(*srv));
     srv->epfd = srv->listen_fd = srv->sig_fd = -1;
+    srv->admin_fd = -1;
+    srv->notify.timer_fd = -1;
     srv->cfg = *cfg;
     srv->config_path = config_path;
 
@@ -138,6 +150,16 @@ int server_init(struct kvt_server *srv, const struct kvt_config *cfg,
         return -errno;
     ev.data.ptr = (void *)&tag_signal;
     if (epoll_ctl(srv->epfd, EPOLL_CTL_ADD, srv->sig_fd, &ev) < 0)
+        return -errno;
+    rc = admin_listen(srv);
+    if (rc)
+        return rc;
+    rc = notify_init(&srv->notify);
+    if (rc)
+        return rc;
+    ev.data.ptr = (void *)&tag_timer;
+    if (srv->notify.timer_fd >= 0 &&
+        epoll_ctl(srv->epfd, EPOLL_CTL_ADD, srv->notify.timer_fd, &ev) < 0)
         return -errno;
     log_info("kvtierd %s serving %s: hot tier %llu MiB, %s, chunk %u tokens, %u workers, kernels %s",
              KVT_VERSION, cfg->socket, (unsigned long long)(cfg->hot_bytes >> 20),
@@ -206,10 +228,28 @@ static bool handle_signals(struct kvt_server *srv)
     return stop;
 }
 
+/* The STATUS= line systemctl status shows: live figures, refreshed by the
+ * timer every NOTIFY_STATUS_USEC. */
+static void format_status(struct kvt_server *srv, char *buf, size_t len)
+{
+    struct kvt_hot_stats hs;
+
+    hot_stats(srv->dp.hot, &hs);
+    snprintf(buf, len, "%u clients, hot %llu/%llu MiB, %lu requests served",
+             srv->n_sessions, (unsigned long long)(hs.used_bytes >> 20),
+             (unsigned long long)(hs.budget_bytes >> 20),
+             (unsigned long)atomic_load(&srv->requests));
+}
+
 int server_run(struct kvt_server *srv)
 {
     struct epoll_event evs[64];
+    char status[256];
 
+    /* server_init has bound and listened on the sockets: from here a
+     * client's connect succeeds, so systemd may start what depends on us. */
+    format_status(srv, status, sizeof(status));
+    notify_ready(&srv->notify, status);
     for (;;) {
         int n = epoll_wait(srv->epfd, evs, 64, -1);
         if (n < 0) {
@@ -226,9 +266,18 @@ int server_run(struct kvt_server *srv)
                 goto stop;
             else if (kind == EV_SESSION)
                 session_readable(evs[i].data.ptr);
+            else if (kind == EV_ADMIN_LISTEN)
+                admin_accept(srv);
+            else if (kind == EV_ADMIN)
+                admin_readable(evs[i].data.ptr);
+            else if (kind == EV_TIMER && notify_tick(&srv->notify)) {
+                format_status(srv, status, sizeof(status));
+                notify_status(&srv->notify, status);
+            }
         }
     }
 stop:
+    notify_stopping(&srv->notify, "stopping: finishing requests, writing the hot tier to the cold tier");
     /* Stop accepting first, then let every queued request finish, so each
      * client in the middle of a call gets its answer. */
     epoll_ctl(srv->epfd, EPOLL_CTL_DEL, srv->listen_fd, NULL);
@@ -259,12 +308,14 @@ void server_fini(struct kvt_server *srv)
     srv->workers = NULL;
     while (srv->sessions)
         session_close(srv->sessions);
+    admin_close(srv);
     if (srv->listen_fd >= 0)
         close(srv->listen_fd);
     if (srv->socket_owned)
         unlink(srv->cfg.socket);
     if (srv->sig_fd >= 0)
         close(srv->sig_fd);
+    notify_fini(&srv->notify);
     if (srv->epfd >= 0)
         close(srv->epfd);
     tiers_close(&srv->tiers);

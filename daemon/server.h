@@ -6,12 +6,14 @@
 #include <stdbool.h>
 
 #include "daemon/config.h"
+#include "daemon/notify.h"
 #include "daemon/registry.h"
 #include "daemon/store.h"
 #include "daemon/tiers.h"
 #include "daemon/workers.h"
 
 struct kvt_session;
+struct kvt_admin_conn;
 
 struct kvt_server {
     struct kvt_config cfg;
@@ -25,6 +27,14 @@ struct kvt_server {
     struct kvt_session *sessions;    /* doubly linked, loop thread only */
     unsigned n_sessions;
     atomic_ulong requests;           /* served, for logs */
+    struct kvt_notify notify;        /* systemd: READY, STATUS, WATCHDOG */
+    /* Data traffic by op, counted when a request succeeds (admin stats). */
+    atomic_ulong stores, fetches;
+    atomic_ulong bytes_in, bytes_out;   /* client K+V bytes stored / fetched */
+    /* Admin socket (daemon/admin.c), loop thread only. */
+    int admin_fd;
+    bool admin_owned;                /* we created the admin socket file */
+    struct kvt_admin_conn *admin_conns;
 };
 
 /* Set up everything and bind the sockets. Returns 0 or -errno (logged). */
@@ -37,6 +47,7 @@ int server_run(struct kvt_server *srv);
 void server_fini(struct kvt_server *srv);
 
 /* Event-loop tags: epoll data.ptr points at one of these first members. */
-enum ev_kind { EV_LISTEN = 1, EV_SIGNAL, EV_SESSION };
+enum ev_kind { EV_LISTEN = 1, EV_SIGNAL, EV_SESSION, EV_ADMIN_LISTEN, EV_ADMIN,
+              EV_TIMER };
 
 #endif

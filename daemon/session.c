@@ -52,12 +52,33 @@ static void send_reply(struct kvt_session *s, uint16_t op, uint32_t seq, int sta
         log_debug("client pid %d: reply not sent: %s", (int)s->cred.pid, strerror(errno));
 }
 
+/* Admin stats: a successful store or fetch counts its K+V bytes in the
+ * client's dtype. Only then has s->view been parsed and validated. */
+static void count_traffic(struct kvt_session *s, uint16_t op)
+{
+    struct kvt_server *srv = s->srv;
+    uint64_t tokens = 0;
+
+    for (uint32_t i = 0; i < s->view.req->n_spans; i++)
+        tokens += s->view.spans[i].n_tokens;
+    uint64_t bytes = tokens * dp_row_bytes(s->ns, s->elem) * 2;
+    if (op == KVT_OP_STORE) {
+        atomic_fetch_add(&srv->stores, 1);
+        atomic_fetch_add(&srv->bytes_in, bytes);
+    } else {
+        atomic_fetch_add(&srv->fetches, 1);
+        atomic_fetch_add(&srv->bytes_out, bytes);
+    }
+}
+
 static void finish(struct kvt_session *s, uint16_t op, uint32_t seq, int status,
                    uint64_t value, const char *why)
 {
     if (status && status != -ENOENT)
         log_debug("client pid %d uid %u: op %u failed: %s (%s)", (int)s->cred.pid,
                   (unsigned)s->cred.uid, op, strerror(-status), why ? why : "");
+    if (status == 0 && (op == KVT_OP_STORE || op == KVT_OP_FETCH))
+        count_traffic(s, op);
     send_reply(s, op, seq, status, value, NULL, why);
     atomic_fetch_add(&s->srv->requests, 1);
     rearm(s);

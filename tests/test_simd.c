@@ -14,7 +14,9 @@
  *  - the quantize contract on the reference: scale == amax / 127, q in
  *    [-127, 127], non-finite inputs give q == 0 and y == +0, and
  *    |dequant(quant(x)) - x| <= amax/254 (+ f32 error terms) + the rounding
- *    of the dtype, which is well inside the amax/127 promised;
+ *    of the dtype, which is well inside the amax/127 promised (except that
+ *    for f32 amax within ~2^-24 of FLT_MAX, 127 * scale rounds to Inf: a
+ *    limit of the formula in simd.h, tolerated and noted where checked);
  *  - the reference conversions: f16 -> f32 -> f16 is exact for all 65536
  *    patterns (NaN stays NaN, made quiet, payload kept), f32 -> f16 and
  *    f32 -> bf16 round half to even (checked against an independent double

@@ -1,0 +1,419 @@
+/* kvtierctl.c - the operator's command line: one admin-socket request, its
+ * reply printed for people (aligned "key value" lines), as raw JSON (--json)
+ * or, for `metrics`, in the Prometheus text exposition format.
+ *
+ * Exit codes: 0 ok, 1 the daemon replied ok:false, 2 usage, 3 cannot reach
+ * the daemon.
+ */
+#include <cjson/cJSON.h>
+#include <errno.h>
+#include <math.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#define DEFAULT_ADMIN_SOCKET "/run/kvtier/admin.sock"
+#define REPLY_MAX (64u << 20)   /* a sane bound on one reply line */
+
+enum { EXIT_OK = 0, EXIT_DAEMON = 1, EXIT_USAGE = 2, EXIT_CONNECT = 3 };
+
+static void usage(FILE *f)
+{
+    fprintf(f,
+        "Usage: kvtierctl [--socket ADMIN_PATH] [--json] COMMAND [ARGS]\n"
+        "  stats                       tier sizes, hit/miss, traffic\n"
+        "  metrics                     the same in Prometheus text format\n"
+        "  namespaces | clients\n"
+        "  evict --context NAME [--namespace NS] | --namespace NS | --tier hot|cold|all\n"
+        "  flush                       hot tier to cold tier, fsynced; returns when done\n"
+        "  config get [KEY] | config set KEY VALUE\n"
+        "  health                      exit 0 when the daemon is serving\n"
+        "The admin socket is $KVTIER_ADMIN_SOCKET, else " DEFAULT_ADMIN_SOCKET ".\n");
+}
+
+/* ---- requests ------------------------------------------------------------------ */
+
+/* Build the request for argv (the command and its arguments). Returns NULL
+ * after printing a usage error. */
+static cJSON *build_request(int argc, char **argv, const char **cmd_out)
+{
+    const char *cmd = argv[0];
+    cJSON *req = cJSON_CreateObject();
+
+    *cmd_out = cmd;
+    if (!strcmp(cmd, "stats") || !strcmp(cmd, "metrics") || !strcmp(cmd, "namespaces") ||
+        !strcmp(cmd, "clients") || !strcmp(cmd, "flush") || !strcmp(cmd, "health")) {
+        if (argc != 1)
+            goto bad;
+        cJSON_AddStringToObject(req, "cmd", strcmp(cmd, "metrics") ? cmd : "stats");
+        return req;
+    }
+    if (!strcmp(cmd, "evict")) {
+        cJSON_AddStringToObject(req, "cmd", "evict");
+        for (int i = 1; i < argc; i += 2) {
+            const char *opt = argv[i];
+            if (i + 1 >= argc)
+                goto bad;
+            if (!strcmp(opt, "--context"))
+                cJSON_AddStringToObject(req, "context", argv[i + 1]);
+            else if (!strcmp(opt, "--namespace"))
+                cJSON_AddStringToObject(req, "namespace", argv[i + 1]);
+            else if (!strcmp(opt, "--tier"))
+                cJSON_AddStringToObject(req, "tier", argv[i + 1]);
+            else
+                goto bad;
+        }
+        bool ctx = cJSON_HasObjectItem(req, "context"), ns = cJSON_HasObjectItem(req, "namespace"),
+             tier = cJSON_HasObjectItem(req, "tier");
+        if ((tier && (ctx || ns)) || (!tier && !ctx && !ns))
+            goto bad;
+        return req;
+    }
+    if (!strcmp(cmd, "config") && argc >= 2) {
+        cJSON_AddStringToObject(req, "cmd", "config");
+        if (!strcmp(argv[1], "get") && argc <= 3) {
+            cJSON_AddStringToObject(req, "op", "get");
+            if (argc == 3)
+                cJSON_AddStringToObject(req, "key", argv[2]);
+            return req;
+        }
+        if (!strcmp(argv[1], "set") && argc == 4) {
+            cJSON_AddStringToObject(req, "op", "set");
+            cJSON_AddStringToObject(req, "key", argv[2]);
+            cJSON_AddStringToObject(req, "value", argv[3]);
+            return req;
+        }
+    }
+bad:
+    fprintf(stderr, "kvtierctl: bad arguments for '%s'\n", cmd);
+    usage(stderr);
+    cJSON_Delete(req);
+    return NULL;
+}
+
+/* ---- transport ------------------------------------------------------------------ */
+
+static int connect_admin(const char *path)
+{
+    struct sockaddr_un sa = { .sun_family = AF_UNIX };
+
+    if (strlen(path) >= sizeof(sa.sun_path))
+        return -ENAMETOOLONG;
+    memcpy(sa.sun_path, path, strlen(path) + 1);
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        return -errno;
+    if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0) {
+        int rc = -errno;
+        close(fd);
+        return rc;
+    }
+    return fd;
+}
+
+static int send_line(int fd, const char *text)
+{
+    size_t len = strlen(text);
+    for (size_t at = 0; at < len;) {
+        ssize_t n = send(fd, text + at, len - at, MSG_NOSIGNAL);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0)
+            return -errno;
+        at += (size_t)n;
+    }
+    return send(fd, "\n", 1, MSG_NOSIGNAL) == 1 ? 0 : -errno;
+}
+
+/* Read one reply line into a malloc'ed string (without its '\n'). */
+static int read_line(int fd, char **out)
+{
+    size_t cap = 4096, len = 0;
+    char *buf = malloc(cap);
+
+    while (buf) {
+        if (len + 1 == cap) {
+            char *bigger = cap < REPLY_MAX ? realloc(buf, cap * 2) : NULL;
+            if (!bigger)
+                break;
+            buf = bigger;
+            cap *= 2;
+        }
+        ssize_t n = recv(fd, buf + len, cap - len - 1, 0);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0)
+            break;
+        char *nl = memchr(buf + len, '\n', (size_t)n);
+        len += (size_t)n;
+        if (nl) {
+            *nl = '\0';
+            *out = buf;
+            return 0;
+        }
+    }
+    free(buf);
+    return -ECONNRESET;
+}
+
+/* ---- human output ------------------------------------------------------------------ */
+
+static void format_value(const cJSON *v, char *buf, size_t len)
+{
+    if (cJSON_IsNumber(v)) {
+        double d = v->valuedouble;
+        if (d == floor(d) && fabs(d) < 9007199254740992.0)
+            snprintf(buf, len, "%.0f", d);
+        else
+            snprintf(buf, len, "%.3f", d);
+    } else if (cJSON_IsString(v)) {
+        snprintf(buf, len, "%s", v->valuestring);
+    } else if (cJSON_IsBool(v)) {
+        snprintf(buf, len, "%s", cJSON_IsTrue(v) ? "true" : "false");
+    } else if (cJSON_IsNull(v)) {
+        snprintf(buf, len, "-");
+    } else {
+        char *s = cJSON_PrintUnformatted(v);
+        snprintf(buf, len, "%s", s ? s : "?");
+        cJSON_free(s);
+    }
+}
+
+/* Width of the longest dotted key under obj, for alignment. */
+static size_t key_width(const cJSON *obj, size_t prefix)
+{
+    size_t w = 0;
+    for (const cJSON *it = obj->child; it; it = it->next) {
+        size_t k = prefix + strlen(it->string);
+        if (cJSON_IsObject(it))
+            k = key_width(it, k + 1);
+        if (k > w)
+            w = k;
+    }
+    return w;
+}
+
+/* Scalars as "key value" lines, nested objects with dotted keys. */
+static void print_flat(const cJSON *obj, const char *prefix, int width)
+{
+    char key[256], val[1024];
+
+    for (const cJSON *it = obj->child; it; it = it->next) {
+        if (!*prefix && !strcmp(it->string, "ok"))
+            continue;
+        snprintf(key, sizeof(key), "%s%s%s", prefix, *prefix ? "." : "", it->string);
+        if (cJSON_IsObject(it)) {
+            print_flat(it, key, width);
+        } else if (!cJSON_IsArray(it)) {
+            format_value(it, val, sizeof(val));
+            printf("%-*s %s\n", width, key, val);
+        }
+    }
+}
+
+/* An array of objects as a table with a header row, columns aligned. */
+static void print_table(const cJSON *rows)
+{
+    const cJSON *first = rows->child;
+    char val[1024];
+    int width[32] = { 0 }, ncol = 0;
+
+    if (!first) {
+        printf("(none)\n");
+        return;
+    }
+    for (const cJSON *c = first->child; c && ncol < 32; c = c->next, ncol++)
+        width[ncol] = (int)strlen(c->string);
+    for (const cJSON *r = rows->child; r; r = r->next) {
+        int i = 0;
+        for (const cJSON *c = r->child; c && i < ncol; c = c->next, i++) {
+            format_value(c, val, sizeof(val));
+            if ((int)strlen(val) > width[i])
+                width[i] = (int)strlen(val);
+        }
+    }
+    int i = 0;
+    for (const cJSON *c = first->child; c && i < ncol; c = c->next, i++)
+        printf("%-*s%s", width[i], c->string, i + 1 < ncol ? "  " : "\n");
+    for (const cJSON *r = rows->child; r; r = r->next) {
+        i = 0;
+        for (const cJSON *c = r->child; c && i < ncol; c = c->next, i++) {
+            format_value(c, val, sizeof(val));
+            printf("%-*s%s", width[i], val, i + 1 < ncol ? "  " : "\n");
+        }
+    }
+}
+
+static void print_human(const char *cmd, const cJSON *reply)
+{
+    const cJSON *config = cJSON_GetObjectItemCaseSensitive(reply, "config");
+    const cJSON *key = cJSON_GetObjectItemCaseSensitive(reply, "key");
+    const cJSON *value = cJSON_GetObjectItemCaseSensitive(reply, "value");
+
+    if (!strcmp(cmd, "config") && cJSON_IsObject(config)) {
+        print_flat(config, "", (int)key_width(config, 0));
+        return;
+    }
+    if (!strcmp(cmd, "config") && cJSON_IsString(key) && cJSON_IsString(value)) {
+        printf("%s %s\n", key->valuestring, value->valuestring);
+        return;
+    }
+    if (!strcmp(cmd, "flush")) {
+        printf("flushed\n");
+        return;
+    }
+    print_flat(reply, "", (int)key_width(reply, 0));
+    for (const cJSON *it = reply->child; it; it = it->next)
+        if (cJSON_IsArray(it))
+            print_table(it);
+}
+
+/* ---- Prometheus ---------------------------------------------------------------------- */
+
+struct metric {
+    const char *section;     /* NULL: top level of the stats reply */
+    const char *field;
+    const char *name;        /* after the kvtier_ prefix */
+    const char *type;
+    const char *help;
+};
+
+static const struct metric metrics[] = {
+    { "hot", "budget_bytes", "hot_budget_bytes", "gauge", "Byte budget of the RAM tier." },
+    { "hot", "used_bytes", "hot_used_bytes", "gauge", "Bytes held by the RAM tier." },
+    { "hot", "chunks", "hot_chunks", "gauge", "Chunks in the RAM tier." },
+    { "hot", "evictions", "hot_evictions_total", "counter", "Chunks dropped from the RAM tier for space." },
+    { "cold", "capacity_bytes", "cold_capacity_bytes", "gauge", "Size of the cold tier file." },
+    { "cold", "used_bytes", "cold_used_bytes", "gauge", "Live record bytes on the cold tier." },
+    { "cold", "records", "cold_records", "gauge", "Live records on the cold tier." },
+    { "cold", "puts", "cold_puts_total", "counter", "Records written to the cold tier." },
+    { "cold", "gets", "cold_gets_total", "counter", "Record reads from the cold tier." },
+    { "cold", "hits", "cold_hits_total", "counter", "Cold tier lookups that found a record." },
+    { "cold", "misses", "cold_misses_total", "counter", "Cold tier lookups that found nothing." },
+    { "cold", "bytes_written", "cold_written_bytes_total", "counter", "File bytes written, after compression." },
+    { "cold", "bytes_read", "cold_read_bytes_total", "counter", "File bytes read." },
+    { "cold", "raw_bytes_in", "cold_raw_bytes_total", "counter", "Payload bytes before compression." },
+    { "cold", "compression_ratio", "cold_compression_ratio", "gauge", "Raw bytes in per file byte written." },
+    { "cold", "checksum_failures", "cold_checksum_failures_total", "counter", "Records that failed their checksum." },
+    { "cold", "io_errors", "cold_io_errors_total", "counter", "Cold tier I/O errors." },
+    { "cold", "regions_reclaimed", "cold_regions_reclaimed_total", "counter", "Cold file regions reclaimed." },
+    { "cold", "uring", "cold_uring", "gauge", "1 when the cold tier uses io_uring." },
+    { "tiers", "demotions", "demotions_total", "counter", "Chunks written from the RAM tier to the cold tier." },
+    { "tiers", "promotions", "promotions_total", "counter", "Chunks read back from the cold tier." },
+    { NULL, "clients", "clients", "gauge", "Connected data clients." },
+    { NULL, "requests", "requests_total", "counter", "Data requests served." },
+    { NULL, "stores", "stores_total", "counter", "Successful store requests." },
+    { NULL, "fetches", "fetches_total", "counter", "Successful fetch requests." },
+    { NULL, "bytes_in", "stored_bytes_total", "counter", "K/V bytes received from clients." },
+    { NULL, "bytes_out", "fetched_bytes_total", "counter", "K/V bytes sent to clients." },
+};
+
+static void print_metrics(const cJSON *reply)
+{
+    char val[64];
+
+    for (size_t i = 0; i < sizeof(metrics) / sizeof(metrics[0]); i++) {
+        const struct metric *m = &metrics[i];
+        const cJSON *obj = m->section ? cJSON_GetObjectItemCaseSensitive(reply, m->section) : reply;
+        const cJSON *v = cJSON_GetObjectItemCaseSensitive(obj, m->field);
+        if (!v)
+            continue;      /* no cold tier: its metrics are absent */
+        if (cJSON_IsBool(v))
+            snprintf(val, sizeof(val), "%d", cJSON_IsTrue(v) ? 1 : 0);
+        else
+            format_value(v, val, sizeof(val));
+        printf("# HELP kvtier_%s %s\n# TYPE kvtier_%s %s\nkvtier_%s %s\n",
+               m->name, m->help, m->name, m->type, m->name, val);
+    }
+    printf("# HELP kvtier_cold_enabled 1 when the daemon has a cold tier.\n"
+           "# TYPE kvtier_cold_enabled gauge\nkvtier_cold_enabled %d\n",
+           cJSON_IsObject(cJSON_GetObjectItemCaseSensitive(reply, "cold")));
+}
+
+/* ---- main ------------------------------------------------------------------------------ */
+
+int main(int argc, char **argv)
+{
+    const char *path = getenv("KVTIER_ADMIN_SOCKET");
+    const char *cmd;
+    bool json = false;
+    char *line = NULL, *text = NULL;
+    cJSON *req = NULL, *reply = NULL;
+    int i, fd = -1, rc = EXIT_OK;
+
+    if (!path || !*path)
+        path = DEFAULT_ADMIN_SOCKET;
+    for (i = 1; i < argc && argv[i][0] == '-'; i++) {
+        if (!strcmp(argv[i], "--json")) {
+            json = true;
+        } else if (!strcmp(argv[i], "--socket") && i + 1 < argc) {
+            path = argv[++i];
+        } else if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
+            usage(stdout);
+            return EXIT_OK;
+        } else {
+            fprintf(stderr, "kvtierctl: unknown option '%s'\n", argv[i]);
+            usage(stderr);
+            return EXIT_USAGE;
+        }
+    }
+    if (i == argc) {
+        usage(stderr);
+        return EXIT_USAGE;
+    }
+    req = build_request(argc - i, argv + i, &cmd);
+    if (!req)
+        return EXIT_USAGE;
+
+    fd = connect_admin(path);
+    if (fd < 0) {
+        fprintf(stderr, "kvtierctl: cannot connect to %s: %s\n", path, strerror(-fd));
+        rc = EXIT_CONNECT;
+        goto out;
+    }
+    if (!strcmp(cmd, "flush") && isatty(STDERR_FILENO))
+        fprintf(stderr, "flushing...\n");
+    text = cJSON_PrintUnformatted(req);
+    /* A refused peer is answered at accept, perhaps before our request
+     * goes out (the send then fails): the reply is read whatever happened. */
+    if (text)
+        send_line(fd, text);
+    if (!text || read_line(fd, &line)) {
+        fprintf(stderr, "kvtierctl: %s: the daemon closed the connection without a reply\n", path);
+        rc = EXIT_CONNECT;
+        goto out;
+    }
+    reply = cJSON_Parse(line);
+    if (!cJSON_IsObject(reply)) {
+        fprintf(stderr, "kvtierctl: the daemon's reply is not JSON: %.200s\n", line);
+        rc = EXIT_DAEMON;
+        goto out;
+    }
+    if (!cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(reply, "ok"))) {
+        const cJSON *err = cJSON_GetObjectItemCaseSensitive(reply, "error");
+        if (json)
+            printf("%s\n", line);
+        fprintf(stderr, "kvtierctl: %s\n",
+                cJSON_IsString(err) ? err->valuestring : "the daemon refused the request");
+        rc = EXIT_DAEMON;
+        goto out;
+    }
+    if (json)
+        printf("%s\n", line);
+    else if (!strcmp(cmd, "metrics"))
+        print_metrics(reply);
+    else
+        print_human(cmd, reply);
+out:
+    cJSON_Delete(reply);
+    cJSON_Delete(req);
+    cJSON_free(text);
+    free(line);
+    if (fd >= 0)
+        close(fd);
+    return rc;
+}

@@ -1,0 +1,687 @@
+/* admin.c - the admin socket: one JSON request per line, one JSON reply per
+ * line, answered on the loop thread from one table of commands.
+ *
+ * Every command is cheap except "flush", which waits for the disk on the
+ * loop thread (data clients wait meanwhile); operators run it rarely, and a
+ * worker hand-off can come later. Replies are sent with a blocking send
+ * bounded by SEND_TIMEOUT_S, so an admin client that stops reading cannot
+ * hold the loop for longer than that.
+ */
+#include "daemon/admin.h"
+
+#include <cjson/cJSON.h>
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/time.h>
+#include <sys/un.h>
+#include <unistd.h>
+#include <xxhash.h>
+
+#include "daemon/log.h"
+#include "daemon/session.h"
+
+#define SEND_TIMEOUT_S 2
+
+struct kvt_admin_conn {
+    enum ev_kind kind;               /* EV_ADMIN, first for epoll tagging */
+    struct kvt_server *srv;
+    int fd;
+    size_t len;                      /* bytes of an unfinished line in buf */
+    char buf[ADMIN_LINE_MAX + 2];    /* the line, its '\n', then a NUL */
+    struct kvt_admin_conn *prev, *next;
+};
+
+static const enum ev_kind tag_admin_listen = EV_ADMIN_LISTEN;
+
+/* ---- commands --------------------------------------------------------------- */
+
+/* A handler fills reply (which already holds "ok": true) and returns 0, or
+ * returns -errno with a human sentence in err; the dispatcher then sends
+ * {"ok": false, "error": err} instead. */
+typedef int (*admin_fn)(struct kvt_server *srv, const cJSON *req, cJSON *reply,
+                        char *err, size_t errlen);
+
+/* Counters go out as JSON numbers: exact up to 2^53, far beyond any byte
+ * count a daemon reaches. 64-bit ids go out as hex strings instead. */
+static void add_u64(cJSON *obj, const char *name, uint64_t v)
+{
+    cJSON_AddNumberToObject(obj, name, (double)v);
+}
+
+static void add_id(cJSON *obj, const char *name, uint64_t id)
+{
+    char buf[24];
+    snprintf(buf, sizeof(buf), "0x%016" PRIx64, id);
+    cJSON_AddStringToObject(obj, name, buf);
+}
+
+static int cmd_stats(struct kvt_server *srv, const cJSON *req, cJSON *reply,
+                     char *err, size_t errlen)
+{
+    struct kvt_hot_stats hs;
+    cJSON *hot = cJSON_AddObjectToObject(reply, "hot");
+
+    (void)req, (void)err, (void)errlen;
+    hot_stats(srv->dp.hot, &hs);
+    add_u64(hot, "budget_bytes", hs.budget_bytes);
+    add_u64(hot, "used_bytes", hs.used_bytes);
+    add_u64(hot, "chunks", hs.chunks);
+    add_u64(hot, "evictions", hs.evictions);
+
+    if (srv->tiers.cold) {
+        struct kvt_cold_stats cs;
+        cJSON *cold = cJSON_AddObjectToObject(reply, "cold");
+        cold_stats(srv->tiers.cold, &cs);
+        add_u64(cold, "capacity_bytes", cs.capacity_bytes);
+        add_u64(cold, "used_bytes", cs.used_bytes);
+        add_u64(cold, "records", cs.records);
+        add_u64(cold, "puts", cs.puts);
+        add_u64(cold, "gets", cs.gets);
+        add_u64(cold, "hits", cs.hits);
+        add_u64(cold, "misses", cs.misses);
+        add_u64(cold, "bytes_written", cs.bytes_written);
+        add_u64(cold, "bytes_read", cs.bytes_read);
+        add_u64(cold, "raw_bytes_in", cs.raw_bytes_in);
+        cJSON_AddNumberToObject(cold, "compression_ratio",
+                                cs.bytes_written ? (double)cs.raw_bytes_in /
+                                                   (double)cs.bytes_written : 0.0);
+        add_u64(cold, "checksum_failures", cs.checksum_failures);
+        add_u64(cold, "io_errors", cs.io_errors);
+        add_u64(cold, "regions_reclaimed", cs.regions_reclaimed);
+        cJSON_AddBoolToObject(cold, "uring", cs.uring);
+    } else {
+        cJSON_AddNullToObject(reply, "cold");
+    }
+
+    cJSON *tiers = cJSON_AddObjectToObject(reply, "tiers");
+    add_u64(tiers, "demotions", atomic_load(&srv->tiers.demotions));
+    add_u64(tiers, "promotions", atomic_load(&srv->tiers.promotions));
+    add_u64(reply, "clients", srv->n_sessions);
+    add_u64(reply, "requests", atomic_load(&srv->requests));
+    add_u64(reply, "stores", atomic_load(&srv->stores));
+    add_u64(reply, "fetches", atomic_load(&srv->fetches));
+    add_u64(reply, "bytes_in", atomic_load(&srv->bytes_in));
+    add_u64(reply, "bytes_out", atomic_load(&srv->bytes_out));
+    return 0;
+}
+
+static int cmd_namespaces(struct kvt_server *srv, const cJSON *req, cJSON *reply,
+                          char *err, size_t errlen)
+{
+    cJSON *list = cJSON_AddArrayToObject(reply, "namespaces");
+
+    (void)req, (void)err, (void)errlen;
+    pthread_mutex_lock(&srv->reg.lock);
+    for (uint32_t i = 0; i < srv->reg.n_ns; i++) {
+        const struct kvt_ns *ns = srv->reg.ns[i];
+        cJSON *o = cJSON_CreateObject();
+        add_id(o, "id", ns->id);
+        cJSON_AddStringToObject(o, "name", ns->name);
+        add_u64(o, "domain", ns->domain);
+        add_u64(o, "layers", ns->layers);
+        add_u64(o, "kv_heads", ns->heads);
+        add_u64(o, "head_dim", ns->dim);
+        add_u64(o, "chunk_tokens", ns->chunk_tokens);
+        add_u64(o, "clients", ns->clients);
+        cJSON_AddItemToArray(list, o);
+    }
+    pthread_mutex_unlock(&srv->reg.lock);
+    return 0;
+}
+
+static int cmd_clients(struct kvt_server *srv, const cJSON *req, cJSON *reply,
+                       char *err, size_t errlen)
+{
+    cJSON *list = cJSON_AddArrayToObject(reply, "clients");
+
+    (void)req, (void)err, (void)errlen;
+    for (const struct kvt_session *s = srv->sessions; s; s = s->next) {
+        cJSON *o = cJSON_CreateObject();
+        add_u64(o, "pid", (uint64_t)s->cred.pid);
+        add_u64(o, "uid", s->cred.uid);
+        add_u64(o, "domain", s->domain);
+        if (s->ns) {
+            cJSON_AddStringToObject(o, "namespace", s->ns->name);
+            add_id(o, "namespace_id", s->ns->id);
+        } else {
+            cJSON_AddNullToObject(o, "namespace");
+        }
+        cJSON_AddItemToArray(list, o);
+    }
+    return 0;
+}
+
+/* A namespace id as "123" or "0x7b" (JSON numbers lose bits above 2^53,
+ * so ids travel as strings; a small number is accepted too). */
+static int parse_ns_id(const cJSON *item, uint64_t *id)
+{
+    if (cJSON_IsNumber(item) && item->valuedouble >= 1 && item->valuedouble < 9007199254740992.0) {
+        *id = (uint64_t)item->valuedouble;
+        return 0;
+    }
+    if (!cJSON_IsString(item) || !*item->valuestring)
+        return -EINVAL;
+    char *end;
+    errno = 0;
+    unsigned long long v = strtoull(item->valuestring, &end, 0);
+    if (*end || errno || v == 0 || item->valuestring[0] == '-')
+        return -EINVAL;
+    *id = v;
+    return 0;
+}
+
+static int evict_tier(struct kvt_server *srv, const char *tier, uint64_t *hot,
+                      uint64_t *cold, char *err, size_t errlen)
+{
+    bool want_hot = !strcmp(tier, "hot") || !strcmp(tier, "all");
+    bool want_cold = !strcmp(tier, "cold") || !strcmp(tier, "all");
+
+    if (!want_hot && !want_cold) {
+        snprintf(err, errlen, "tier must be hot, cold or all, not '%s'", tier);
+        return -EINVAL;
+    }
+    if (!strcmp(tier, "cold") && !srv->tiers.cold) {
+        snprintf(err, errlen, "this daemon has no cold tier (cold-bytes 0)");
+        return -EOPNOTSUPP;
+    }
+    if (want_hot)
+        *hot = hot_drop_namespace(srv->dp.hot, 0);
+    if (want_cold && srv->tiers.cold)
+        *cold = cold_drop_namespace(srv->tiers.cold, 0);
+    return 0;
+}
+
+/* A named context's object id is the one daemon/store.c derives. Without a
+ * namespace, the context goes from every namespace the daemon knows. */
+static void evict_context(struct kvt_server *srv, const char *name, const uint64_t *ns_id,
+                          uint64_t *hot, uint64_t *cold)
+{
+    XXH128_hash_t h = XXH3_128bits(name, strlen(name));
+    uint64_t ids[REGISTRY_NS_MAX];
+    uint32_t n = 0;
+
+    if (ns_id) {
+        ids[n++] = *ns_id;
+    } else {
+        pthread_mutex_lock(&srv->reg.lock);
+        for (; n < srv->reg.n_ns; n++)
+            ids[n] = srv->reg.ns[n]->id;
+        pthread_mutex_unlock(&srv->reg.lock);
+    }
+    for (uint32_t i = 0; i < n; i++) {
+        *hot += hot_drop_object(srv->dp.hot, ids[i], h.high64, h.low64);
+        if (srv->tiers.cold)
+            *cold += cold_drop_object(srv->tiers.cold, ids[i], h.high64, h.low64);
+    }
+}
+
+static int cmd_evict(struct kvt_server *srv, const cJSON *req, cJSON *reply,
+                     char *err, size_t errlen)
+{
+    const cJSON *tier = cJSON_GetObjectItemCaseSensitive(req, "tier");
+    const cJSON *ctx = cJSON_GetObjectItemCaseSensitive(req, "context");
+    const cJSON *ns = cJSON_GetObjectItemCaseSensitive(req, "namespace");
+    uint64_t hot = 0, cold = 0, ns_id = 0;
+    int rc;
+
+    if (ns && parse_ns_id(ns, &ns_id)) {
+        snprintf(err, errlen, "namespace must be an id like \"0x1f\" or \"31\"");
+        return -EINVAL;
+    }
+    if (cJSON_IsString(tier) && !ctx && !ns) {
+        rc = evict_tier(srv, tier->valuestring, &hot, &cold, err, errlen);
+        if (rc)
+            return rc;
+    } else if (cJSON_IsString(ctx) && !tier) {
+        size_t len = strlen(ctx->valuestring);
+        if (len == 0 || len > KVT_CTX_NAME_MAX) {
+            snprintf(err, errlen, "context names are 1 to %d bytes", KVT_CTX_NAME_MAX);
+            return -EINVAL;
+        }
+        evict_context(srv, ctx->valuestring, ns ? &ns_id : NULL, &hot, &cold);
+    } else if (ns && !ctx && !tier) {
+        hot = hot_drop_namespace(srv->dp.hot, ns_id);
+        if (srv->tiers.cold)
+            cold = cold_drop_namespace(srv->tiers.cold, ns_id);
+    } else {
+        snprintf(err, errlen, "evict takes {\"tier\": T}, {\"namespace\": ID} "
+                 "or {\"context\": NAME[, \"namespace\": ID]}");
+        return -EINVAL;
+    }
+    add_u64(reply, "hot_chunks", hot);
+    add_u64(reply, "cold_records", cold);
+    return 0;
+}
+
+static int cmd_flush(struct kvt_server *srv, const cJSON *req, cJSON *reply,
+                     char *err, size_t errlen)
+{
+    (void)req, (void)reply;
+    if (!srv->tiers.cold) {
+        snprintf(err, errlen, "this daemon has no cold tier (cold-bytes 0)");
+        return -EOPNOTSUPP;
+    }
+    int rc = tiers_flush(&srv->tiers);
+    if (rc)
+        snprintf(err, errlen, "writing the hot tier to the cold tier failed: %s",
+                 strerror(-rc));
+    return rc;
+}
+
+/* Keys that can change while running; SIGHUP applies the same set. */
+static const char *const live_keys[] = {
+    "log-level", "hot-bytes", "hot-high-watermark", "hot-low-watermark",
+};
+
+static bool is_live(const char *key)
+{
+    for (size_t i = 0; i < sizeof(live_keys) / sizeof(live_keys[0]); i++)
+        if (!strcmp(live_keys[i], key))
+            return true;
+    return false;
+}
+
+static int config_set_live(struct kvt_server *srv, const char *key, const cJSON *value,
+                           char *err, size_t errlen)
+{
+    struct kvt_config cfg = srv->cfg;
+    char text[64];
+    int rc;
+
+    if (cJSON_IsNumber(value))
+        snprintf(text, sizeof(text), "%.0f", value->valuedouble);
+    else if (cJSON_IsString(value))
+        snprintf(text, sizeof(text), "%s", value->valuestring);
+    else {
+        snprintf(err, errlen, "config set needs a \"value\" (string or number)");
+        return -EINVAL;
+    }
+    rc = config_set(&cfg, key, text, err, errlen);
+    if (rc)
+        return rc;
+    if (!is_live(key)) {
+        snprintf(err, errlen, "%s cannot change while running", key);
+        return -EPERM;
+    }
+    rc = config_validate(&cfg, err, errlen);
+    if (rc)
+        return rc;
+    log_set_level((int)cfg.log_level);
+    if (cfg.hot_bytes != srv->cfg.hot_bytes)
+        hot_set_budget(srv->dp.hot, cfg.hot_bytes);
+    tiers_set_watermarks(&srv->tiers, cfg.hot_bytes, cfg.hot_high_pct, cfg.hot_low_pct);
+    srv->cfg = cfg;
+    log_info("admin: config set %s = %s", key, text);
+    return 0;
+}
+
+static int cmd_config(struct kvt_server *srv, const cJSON *req, cJSON *reply,
+                      char *err, size_t errlen)
+{
+    const cJSON *op = cJSON_GetObjectItemCaseSensitive(req, "op");
+    const cJSON *key = cJSON_GetObjectItemCaseSensitive(req, "key");
+    char value[1024];
+    int rc;
+
+    if (!cJSON_IsString(op) || (strcmp(op->valuestring, "get") && strcmp(op->valuestring, "set"))) {
+        snprintf(err, errlen, "config needs \"op\": \"get\" or \"set\"");
+        return -EINVAL;
+    }
+    if (key && !cJSON_IsString(key)) {
+        snprintf(err, errlen, "config \"key\" must be a string");
+        return -EINVAL;
+    }
+    if (!strcmp(op->valuestring, "get") && !key) {
+        cJSON *all = cJSON_AddObjectToObject(reply, "config");
+        for (size_t i = 0; config_key_name(i); i++) {
+            config_get(&srv->cfg, config_key_name(i), value, sizeof(value));
+            cJSON_AddStringToObject(all, config_key_name(i), value);
+        }
+        return 0;
+    }
+    if (!key) {
+        snprintf(err, errlen, "config set needs a \"key\"");
+        return -EINVAL;
+    }
+    if (config_get(&srv->cfg, key->valuestring, value, sizeof(value))) {
+        snprintf(err, errlen, "unknown config key '%.200s'", key->valuestring);
+        return -ENOENT;
+    }
+    if (!strcmp(op->valuestring, "set")) {
+        rc = config_set_live(srv, key->valuestring,
+                             cJSON_GetObjectItemCaseSensitive(req, "value"), err, errlen);
+        if (rc)
+            return rc;
+        config_get(&srv->cfg, key->valuestring, value, sizeof(value));
+    }
+    cJSON_AddStringToObject(reply, "key", key->valuestring);
+    cJSON_AddStringToObject(reply, "value", value);
+    return 0;
+}
+
+static int cmd_health(struct kvt_server *srv, const cJSON *req, cJSON *reply,
+                      char *err, size_t errlen)
+{
+    (void)srv, (void)req, (void)err, (void)errlen;
+    cJSON_AddBoolToObject(reply, "serving", true);
+    return 0;
+}
+
+static const struct {
+    const char *name;
+    admin_fn fn;
+} commands[] = {
+    { "stats",      cmd_stats },
+    { "namespaces", cmd_namespaces },
+    { "clients",    cmd_clients },
+    { "evict",      cmd_evict },
+    { "flush",      cmd_flush },
+    { "config",     cmd_config },
+    { "health",     cmd_health },
+};
+
+/* ---- framing ------------------------------------------------------------------ */
+
+/* Send all of buf; returns 0 or -errno. */
+static int send_all(int fd, const char *buf, size_t len)
+{
+    while (len) {
+        ssize_t n = send(fd, buf, len, MSG_NOSIGNAL);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0)
+            return n < 0 ? -errno : -EPIPE;
+        buf += n;
+        len -= (size_t)n;
+    }
+    return 0;
+}
+
+static int send_reply(int fd, cJSON *reply)
+{
+    char *text = cJSON_PrintUnformatted(reply);
+    int rc;
+
+    if (!text)
+        return -ENOMEM;
+    size_t len = strlen(text);
+    rc = send_all(fd, text, len);
+    if (rc == 0)
+        rc = send_all(fd, "\n", 1);
+    cJSON_free(text);
+    return rc;
+}
+
+static int send_error(int fd, const char *why)
+{
+    cJSON *reply = cJSON_CreateObject();
+    if (!reply)
+        return -ENOMEM;
+    cJSON_AddBoolToObject(reply, "ok", false);
+    cJSON_AddStringToObject(reply, "error", why);
+    int rc = send_reply(fd, reply);
+    cJSON_Delete(reply);
+    return rc;
+}
+
+/* Parse, dispatch and answer one request line. Returns 0, or -errno when
+ * the reply could not be sent (the connection is then closed). */
+static int handle_line(struct kvt_admin_conn *c, const char *line, size_t len)
+{
+    char err[512] = "";
+    cJSON *req = cJSON_ParseWithLength(line, len);
+    const cJSON *cmd = cJSON_GetObjectItemCaseSensitive(req, "cmd");
+    cJSON *reply = NULL;
+    int rc = -EINVAL;
+
+    if (!cJSON_IsObject(req)) {
+        snprintf(err, sizeof(err), "the request is not a JSON object");
+        goto out;
+    }
+    if (!cJSON_IsString(cmd)) {
+        snprintf(err, sizeof(err), "the request has no \"cmd\" string");
+        goto out;
+    }
+    snprintf(err, sizeof(err), "unknown command '%.100s'", cmd->valuestring);
+    for (size_t i = 0; i < sizeof(commands) / sizeof(commands[0]); i++) {
+        if (strcmp(commands[i].name, cmd->valuestring))
+            continue;
+        err[0] = '\0';
+        reply = cJSON_CreateObject();
+        if (!reply) {
+            rc = -ENOMEM;
+            snprintf(err, sizeof(err), "out of memory");
+            goto out;
+        }
+        cJSON_AddBoolToObject(reply, "ok", true);
+        rc = commands[i].fn(c->srv, req, reply, err, sizeof(err));
+        break;
+    }
+out:
+    if (rc == 0) {
+        rc = send_reply(c->fd, reply);
+    } else {
+        log_debug("admin: %.*s: %s", (int)(len < 200 ? len : 200), line, err);
+        rc = send_error(c->fd, err[0] ? err : strerror(-rc));
+    }
+    cJSON_Delete(reply);
+    cJSON_Delete(req);
+    return rc;
+}
+
+/* ---- connections ----------------------------------------------------------------- */
+
+static void conn_close(struct kvt_admin_conn *c)
+{
+    struct kvt_server *srv = c->srv;
+
+    epoll_ctl(srv->epfd, EPOLL_CTL_DEL, c->fd, NULL);
+    close(c->fd);
+    if (c->prev)
+        c->prev->next = c->next;
+    else
+        srv->admin_conns = c->next;
+    if (c->next)
+        c->next->prev = c->prev;
+    free(c);
+}
+
+/* One read per readiness (level-triggered: the loop comes back if more is
+ * waiting), then every complete line in the buffer is answered in order. */
+void admin_readable(struct kvt_admin_conn *c)
+{
+    size_t room = ADMIN_LINE_MAX + 1 - c->len;
+    ssize_t n = recv(c->fd, c->buf + c->len, room, MSG_DONTWAIT);
+
+    if (n < 0 && (errno == EAGAIN || errno == EINTR))
+        return;
+    if (n <= 0) {
+        conn_close(c);
+        return;
+    }
+    c->len += (size_t)n;
+    size_t start = 0;
+    for (char *nl; (nl = memchr(c->buf + start, '\n', c->len - start));) {
+        size_t line_len = (size_t)(nl - (c->buf + start));
+        *nl = '\0';
+        if (line_len && handle_line(c, c->buf + start, line_len)) {
+            conn_close(c);
+            return;
+        }
+        start += line_len + 1;
+    }
+    memmove(c->buf, c->buf + start, c->len - start);
+    c->len -= start;
+    if (c->len > ADMIN_LINE_MAX) {
+        send_error(c->fd, "request line longer than 64 KiB; closing the connection");
+        conn_close(c);
+    }
+}
+
+/* Only the daemon's own uid and root may administer it: the socket's mode
+ * says so too, but a socket passed in by systemd or a chmod'ed path must
+ * not widen that. */
+static bool peer_allowed(int fd, struct ucred *cred)
+{
+    socklen_t len = sizeof(*cred);
+
+    if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, cred, &len) < 0)
+        return false;
+    return cred->uid == 0 || cred->uid == geteuid();
+}
+
+void admin_accept(struct kvt_server *srv)
+{
+    struct timeval tv = { .tv_sec = SEND_TIMEOUT_S };
+    struct ucred cred = { 0 };
+
+    for (;;) {
+        int fd = accept4(srv->admin_fd, NULL, NULL, SOCK_CLOEXEC);
+        if (fd < 0) {
+            if (errno != EAGAIN && errno != EINTR && errno != ECONNABORTED)
+                log_warn("admin accept: %s", strerror(errno));
+            return;
+        }
+        setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
+        if (!peer_allowed(fd, &cred)) {
+            log_warn("admin: refusing pid %d uid %u (only uid %u and root)",
+                     (int)cred.pid, (unsigned)cred.uid, (unsigned)geteuid());
+            send_error(fd, "permission denied: only the daemon's user and root "
+                           "may use the admin socket");
+            close(fd);
+            continue;
+        }
+        struct kvt_admin_conn *c = malloc(sizeof(*c));
+        if (!c) {
+            close(fd);
+            continue;
+        }
+        *c = (struct kvt_admin_conn){ .kind = EV_ADMIN, .srv = srv, .fd = fd };
+        struct epoll_event ev = { .events = EPOLLIN, .data.ptr = c };
+        if (epoll_ctl(srv->epfd, EPOLL_CTL_ADD, fd, &ev) < 0) {
+            log_warn("admin: epoll_ctl: %s", strerror(errno));
+            close(fd);
+            free(c);
+            continue;
+        }
+        c->next = srv->admin_conns;
+        if (c->next)
+            c->next->prev = c;
+        srv->admin_conns = c;
+    }
+}
+
+/* ---- the listening socket ---------------------------------------------------------- */
+
+static int make_parent_dir(const char *path)
+{
+    char dir[CONFIG_PATH_MAX];
+    snprintf(dir, sizeof(dir), "%s", path);
+    char *slash = strrchr(dir, '/');
+    if (!slash || slash == dir)
+        return 0;
+    *slash = '\0';
+    if (mkdir(dir, 0755) < 0 && errno != EEXIST)
+        return -errno;
+    return 0;
+}
+
+/* As for the data socket: a file nobody answers on is a leftover. */
+static int clear_stale_socket(const struct sockaddr_un *sa)
+{
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        return -errno;
+    int alive = connect(fd, (const struct sockaddr *)sa, sizeof(*sa)) == 0;
+    close(fd);
+    if (alive)
+        return -EADDRINUSE;
+    if (unlink(sa->sun_path) < 0 && errno != ENOENT)
+        return -errno;
+    return 0;
+}
+
+static int bind_admin(struct kvt_server *srv)
+{
+    struct sockaddr_un sa = { .sun_family = AF_UNIX };
+    const char *path = srv->cfg.admin_socket;
+    int rc;
+
+    if (strlen(path) >= sizeof(sa.sun_path)) {
+        log_err("admin socket path %s is longer than %zu bytes", path, sizeof(sa.sun_path) - 1);
+        return -ENAMETOOLONG;
+    }
+    memcpy(sa.sun_path, path, strlen(path) + 1);
+    rc = make_parent_dir(path);
+    if (rc) {
+        log_err("cannot create the directory of %s: %s", path, strerror(-rc));
+        return rc;
+    }
+    rc = clear_stale_socket(&sa);
+    if (rc) {
+        log_err("admin socket %s: %s", path,
+                rc == -EADDRINUSE ? "another kvtierd is serving it" : strerror(-rc));
+        return rc;
+    }
+    srv->admin_fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+    if (srv->admin_fd < 0)
+        goto err_errno;
+    /* Linux creates the socket file with the socket inode's mode (less the
+     * umask): set it first, so the file is never open to others, not even
+     * between bind and chmod. */
+    if (fchmod(srv->admin_fd, 0600) < 0 ||
+        bind(srv->admin_fd, (struct sockaddr *)&sa, sizeof(sa)) < 0)
+        goto err_errno;
+    srv->admin_owned = true;
+    if (chmod(path, 0600) < 0 || listen(srv->admin_fd, 16) < 0)
+        goto err_errno;
+    return 0;
+err_errno:
+    rc = -errno;
+    log_err("cannot listen on %s: %s", path, strerror(-rc));
+    return rc;
+}
+
+int admin_listen(struct kvt_server *srv)
+{
+    int rc;
+
+    /* Socket activation (ListenStream=): systemd owns the file. */
+    srv->admin_fd = notify_listen_fd(srv->cfg.admin_socket, SOCK_STREAM);
+    if (srv->admin_fd >= 0) {
+        log_info("using the socket-activated %s", srv->cfg.admin_socket);
+    } else {
+        rc = bind_admin(srv);
+        if (rc)
+            return rc;
+    }
+    struct epoll_event ev = { .events = EPOLLIN, .data.ptr = (void *)&tag_admin_listen };
+    if (epoll_ctl(srv->epfd, EPOLL_CTL_ADD, srv->admin_fd, &ev) < 0) {
+        rc = -errno;
+        log_err("admin socket: epoll_ctl: %s", strerror(-rc));
+        return rc;
+    }
+    return 0;
+}
+
+void admin_close(struct kvt_server *srv)
+{
+    while (srv->admin_conns)
+        conn_close(srv->admin_conns);
+    if (srv->admin_fd >= 0) {
+        if (srv->epfd >= 0)
+            epoll_ctl(srv->epfd, EPOLL_CTL_DEL, srv->admin_fd, NULL);
+        close(srv->admin_fd);
+        srv->admin_fd = -1;
+    }
+    if (srv->admin_owned) {
+        unlink(srv->cfg.admin_socket);
+        srv->admin_owned = false;
+    }
+}

@@ -1,0 +1,22 @@
+/* admin.h - the admin socket: newline-delimited JSON commands for operators. */
+#ifndef KVT_ADMIN_H
+#define KVT_ADMIN_H
+
+#include "daemon/server.h"
+
+/* Longest request line; a longer one gets an error reply and the connection
+ * is closed (there is no way to find the start of the next request). */
+#define ADMIN_LINE_MAX (64u << 10)
+
+/* Create (or adopt, when systemd passed it by socket activation) the
+ * admin socket at srv->cfg.admin_socket, mode 0600, and register it with
+ * srv->epfd. Returns 0 or -errno (logged). */
+int admin_listen(struct kvt_server *srv);
+/* Loop callbacks: the listening socket / a connection is readable. */
+void admin_accept(struct kvt_server *srv);
+void admin_readable(struct kvt_admin_conn *conn);
+/* Close every admin connection and the listening socket (unlinks the file
+ * if we created it). srv may be half-built. */
+void admin_close(struct kvt_server *srv);
+
+#endif
