@@ -24,6 +24,7 @@
 #include <xxhash.h>
 
 #include "daemon/log.h"
+#include "daemon/sockpath.h"
 #include "daemon/session.h"
 
 #define SEND_TIMEOUT_S 2
@@ -579,34 +580,6 @@ void admin_accept(struct kvt_server *srv)
 
 /* ---- the listening socket ---------------------------------------------------------- */
 
-static int make_parent_dir(const char *path)
-{
-    char dir[CONFIG_PATH_MAX];
-    snprintf(dir, sizeof(dir), "%s", path);
-    char *slash = strrchr(dir, '/');
-    if (!slash || slash == dir)
-        return 0;
-    *slash = '\0';
-    if (mkdir(dir, 0755) < 0 && errno != EEXIST)
-        return -errno;
-    return 0;
-}
-
-/* As for the data socket: a file nobody answers on is a leftover. */
-static int clear_stale_socket(const struct sockaddr_un *sa)
-{
-    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    if (fd < 0)
-        return -errno;
-    int alive = connect(fd, (const struct sockaddr *)sa, sizeof(*sa)) == 0;
-    close(fd);
-    if (alive)
-        return -EADDRINUSE;
-    if (unlink(sa->sun_path) < 0 && errno != ENOENT)
-        return -errno;
-    return 0;
-}
-
 static int bind_admin(struct kvt_server *srv)
 {
     struct sockaddr_un sa = { .sun_family = AF_UNIX };
@@ -618,12 +591,12 @@ static int bind_admin(struct kvt_server *srv)
         return -ENAMETOOLONG;
     }
     memcpy(sa.sun_path, path, strlen(path) + 1);
-    rc = make_parent_dir(path);
+    rc = sockpath_make_parent_dir(path);
     if (rc) {
         log_err("cannot create the directory of %s: %s", path, strerror(-rc));
         return rc;
     }
-    rc = clear_stale_socket(&sa);
+    rc = sockpath_clear_stale(&sa, SOCK_STREAM);
     if (rc) {
         log_err("admin socket %s: %s", path,
                 rc == -EADDRINUSE ? "another kvtierd is serving it" : strerror(-rc));

@@ -15,40 +15,12 @@
 
 #include "daemon/admin.h"
 #include "daemon/log.h"
+#include "daemon/sockpath.h"
 #include "daemon/session.h"
 
 /* epoll tags for the two non-session fds; sessions tag themselves. */
 static const enum ev_kind tag_listen = EV_LISTEN, tag_signal = EV_SIGNAL;
 static const enum ev_kind tag_timer = EV_TIMER;
-
-static int make_parent_dir(const char *path)
-{
-    char dir[CONFIG_PATH_MAX];
-    snprintf(dir, sizeof(dir), "%s", path);
-    char *slash = strrchr(dir, '/');
-    if (!slash || slash == dir)
-        return 0;
-    *slash = '\0';
-    if (mkdir(dir, 0755) < 0 && errno != EEXIST)
-        return -errno;
-    return 0;
-}
-
-/* A socket file left by a daemon that died is removed; one that answers
- * belongs to a running daemon, and starting a second one is an error. */
-static int clear_stale_socket(const struct sockaddr_un *sa)
-{
-    int fd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
-    if (fd < 0)
-        return -errno;
-    int alive = connect(fd, (const struct sockaddr *)sa, sizeof(*sa)) == 0;
-    close(fd);
-    if (alive)
-        return -EADDRINUSE;
-    if (unlink(sa->sun_path) < 0 && errno != ENOENT)
-        return -errno;
-    return 0;
-}
 
 static int listen_on(struct kvt_server *srv)
 {
@@ -69,12 +41,12 @@ static int listen_on(struct kvt_server *srv)
         log_info("using the socket-activated %s", path);
         return 0;
     }
-    rc = make_parent_dir(path);
+    rc = sockpath_make_parent_dir(path);
     if (rc) {
         log_err("cannot create the directory of %s: %s", path, strerror(-rc));
         return rc;
     }
-    rc = clear_stale_socket(&sa);
+    rc = sockpath_clear_stale(&sa, SOCK_SEQPACKET);
     if (rc) {
         log_err("socket %s: %s", path,
                 rc == -EADDRINUSE ? "another kvtierd is serving it" : strerror(-rc));
