@@ -471,6 +471,10 @@ static int spans_op(kvt_client *c, uint16_t op, const struct target *t,
         max_batch = c->info.max_spans;
     if (max_batch == 0)
         return -E2BIG;
+    /* A batch holds at most one piece per span: a span is split only when
+     * the staging room runs out, and that ends the batch. */
+    if (max_batch > n_spans)
+        max_batch = n_spans;
     pieces = calloc(max_batch, sizeof(*pieces));
     if (!pieces)
         return -ENOMEM;
