@@ -177,6 +177,19 @@ static int parse_ns_id(const cJSON *item, uint64_t *id)
     return 0;
 }
 
+/* The namespaces the daemon knows, into ns[REGISTRY_NS_MAX]; returns how
+ * many. They live until the registry does, so the pointers stay valid. */
+static uint32_t all_namespaces(struct kvt_server *srv, struct kvt_ns **ns)
+{
+    uint32_t n;
+
+    pthread_mutex_lock(&srv->reg.lock);
+    for (n = 0; n < srv->reg.n_ns; n++)
+        ns[n] = srv->reg.ns[n];
+    pthread_mutex_unlock(&srv->reg.lock);
+    return n;
+}
+
 static int evict_tier(struct kvt_server *srv, const char *tier, uint64_t *hot,
                       uint64_t *cold, char *err, size_t errlen)
 {
@@ -195,6 +208,13 @@ static int evict_tier(struct kvt_server *srv, const char *tier, uint64_t *hot,
         *hot = hot_drop_namespace(srv->dp.hot, 0);
     if (want_cold && srv->tiers.cold)
         *cold = cold_drop_namespace(srv->tiers.cold, 0);
+    /* Every context is gone once no tier is left holding it. */
+    if (want_hot && (want_cold || !srv->tiers.cold)) {
+        struct kvt_ns *ns[REGISTRY_NS_MAX];
+        uint32_t n = all_namespaces(srv, ns);
+        for (uint32_t i = 0; i < n; i++)
+            registry_names_clear(ns[i]);
+    }
     return 0;
 }
 
@@ -219,6 +239,9 @@ static void evict_context(struct kvt_server *srv, const char *name, const uint64
         *hot += hot_drop_object(srv->dp.hot, ids[i], h.high64, h.low64);
         if (srv->tiers.cold)
             *cold += cold_drop_object(srv->tiers.cold, ids[i], h.high64, h.low64);
+        struct kvt_ns *known = registry_find(&srv->reg, ids[i]);
+        if (known)
+            registry_name_remove(known, h.high64, h.low64);
     }
 }
 
@@ -250,6 +273,9 @@ static int cmd_evict(struct kvt_server *srv, const cJSON *req, cJSON *reply,
         hot = hot_drop_namespace(srv->dp.hot, ns_id);
         if (srv->tiers.cold)
             cold = cold_drop_namespace(srv->tiers.cold, ns_id);
+        struct kvt_ns *known = registry_find(&srv->reg, ns_id);
+        if (known)
+            registry_names_clear(known);
     } else {
         snprintf(err, errlen, "evict takes {\"tier\": T}, {\"namespace\": ID} "
                  "or {\"context\": NAME[, \"namespace\": ID]}");
@@ -257,6 +283,74 @@ static int cmd_evict(struct kvt_server *srv, const cJSON *req, cJSON *reply,
     }
     add_u64(reply, "hot_chunks", hot);
     add_u64(reply, "cold_records", cold);
+    return 0;
+}
+
+static int by_name(const void *a, const void *b)
+{
+    return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+/* One namespace's contexts, sorted by name, appended to list. Lengths are
+ * computed from the tiers after the names are copied, so a store running
+ * meanwhile on a worker never waits for this walk. */
+static int list_contexts(struct kvt_server *srv, struct kvt_ns *ns, cJSON *list,
+                         uint64_t *untracked)
+{
+    char **names;
+    uint32_t n;
+    int rc = registry_names_copy(ns, &names, &n);
+
+    if (rc)
+        return rc;
+    qsort(names, n, sizeof(*names), by_name);
+    for (uint32_t i = 0; i < n; i++) {
+        cJSON *o = cJSON_CreateObject();
+        cJSON_AddStringToObject(o, "name", names[i]);
+        add_id(o, "namespace", ns->id);
+        add_u64(o, "tokens", dp_context_length(&srv->dp, ns, names[i], strlen(names[i])));
+        cJSON_AddItemToArray(list, o);
+        free(names[i]);
+    }
+    free(names);
+    pthread_mutex_lock(&ns->names_lock);
+    *untracked += ns->names_overflow;
+    pthread_mutex_unlock(&ns->names_lock);
+    return 0;
+}
+
+static int cmd_contexts(struct kvt_server *srv, const cJSON *req, cJSON *reply,
+                        char *err, size_t errlen)
+{
+    const cJSON *ns_item = cJSON_GetObjectItemCaseSensitive(req, "namespace");
+    struct kvt_ns *ns[REGISTRY_NS_MAX];
+    uint64_t ns_id, untracked = 0;
+    uint32_t n;
+
+    if (ns_item) {
+        if (parse_ns_id(ns_item, &ns_id)) {
+            snprintf(err, errlen, "namespace must be an id like \"0x1f\" or \"31\"");
+            return -EINVAL;
+        }
+        ns[0] = registry_find(&srv->reg, ns_id);
+        if (!ns[0]) {
+            snprintf(err, errlen, "no namespace 0x%016" PRIx64 " since the daemon started",
+                     ns_id);
+            return -ENOENT;
+        }
+        n = 1;
+    } else {
+        n = all_namespaces(srv, ns);
+    }
+    cJSON *list = cJSON_AddArrayToObject(reply, "contexts");
+    for (uint32_t i = 0; i < n; i++) {
+        int rc = list_contexts(srv, ns[i], list, &untracked);
+        if (rc) {
+            snprintf(err, errlen, "out of memory");
+            return rc;
+        }
+    }
+    add_u64(reply, "untracked", untracked);
     return 0;
 }
 
@@ -380,6 +474,7 @@ static const struct {
 } commands[] = {
     { "stats",      cmd_stats },
     { "namespaces", cmd_namespaces },
+    { "contexts",   cmd_contexts },
     { "clients",    cmd_clients },
     { "evict",      cmd_evict },
     { "flush",      cmd_flush },
@@ -580,60 +675,17 @@ void admin_accept(struct kvt_server *srv)
 
 /* ---- the listening socket ---------------------------------------------------------- */
 
-static int bind_admin(struct kvt_server *srv)
-{
-    struct sockaddr_un sa = { .sun_family = AF_UNIX };
-    const char *path = srv->cfg.admin_socket;
-    int rc;
-
-    if (strlen(path) >= sizeof(sa.sun_path)) {
-        log_err("admin socket path %s is longer than %zu bytes", path, sizeof(sa.sun_path) - 1);
-        return -ENAMETOOLONG;
-    }
-    memcpy(sa.sun_path, path, strlen(path) + 1);
-    rc = sockpath_make_parent_dir(path);
-    if (rc) {
-        log_err("cannot create the directory of %s: %s", path, strerror(-rc));
-        return rc;
-    }
-    rc = sockpath_clear_stale(&sa, SOCK_STREAM);
-    if (rc) {
-        log_err("admin socket %s: %s", path,
-                rc == -EADDRINUSE ? "another kvtierd is serving it" : strerror(-rc));
-        return rc;
-    }
-    srv->admin_fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
-    if (srv->admin_fd < 0)
-        goto err_errno;
-    /* Linux creates the socket file with the socket inode's mode (less the
-     * umask): set it first, so the file is never open to others, not even
-     * between bind and chmod. */
-    if (fchmod(srv->admin_fd, 0600) < 0 ||
-        bind(srv->admin_fd, (struct sockaddr *)&sa, sizeof(sa)) < 0)
-        goto err_errno;
-    srv->admin_owned = true;
-    if (chmod(path, 0600) < 0 || listen(srv->admin_fd, 16) < 0)
-        goto err_errno;
-    return 0;
-err_errno:
-    rc = -errno;
-    log_err("cannot listen on %s: %s", path, strerror(-rc));
-    return rc;
-}
-
 int admin_listen(struct kvt_server *srv)
 {
     int rc;
 
-    /* Socket activation (ListenStream=): systemd owns the file. */
-    srv->admin_fd = notify_listen_fd(srv->cfg.admin_socket, SOCK_STREAM);
-    if (srv->admin_fd >= 0) {
-        log_info("using the socket-activated %s", srv->cfg.admin_socket);
-    } else {
-        rc = bind_admin(srv);
-        if (rc)
-            return rc;
-    }
+    /* 0600: the admin socket is for the service owner (and root) only;
+     * SO_PEERCRED is checked at accept as well. */
+    rc = sockpath_listen("admin socket", srv->cfg.admin_socket, SOCK_STREAM, 0600, 16,
+                         &srv->admin_owned);
+    if (rc < 0)
+        return rc;
+    srv->admin_fd = rc;
     struct epoll_event ev = { .events = EPOLLIN, .data.ptr = (void *)&tag_admin_listen };
     if (epoll_ctl(srv->epfd, EPOLL_CTL_ADD, srv->admin_fd, &ev) < 0) {
         rc = -errno;

@@ -24,47 +24,12 @@ static const enum ev_kind tag_timer = EV_TIMER;
 
 static int listen_on(struct kvt_server *srv)
 {
-    struct sockaddr_un sa = { .sun_family = AF_UNIX };
-    const char *path = srv->cfg.socket;
-    int rc;
-
-    if (strlen(path) >= sizeof(sa.sun_path)) {
-        log_err("socket path %s is longer than %zu bytes", path, sizeof(sa.sun_path) - 1);
-        return -ENAMETOOLONG;
-    }
-    memcpy(sa.sun_path, path, strlen(path) + 1);
-    /* Socket activation: systemd created, bound and owns the socket file
-     * (ListenSequentialPacket=); use it as is and never unlink it. */
-    srv->listen_fd = notify_listen_fd(path, SOCK_SEQPACKET);
-    if (srv->listen_fd >= 0) {
-        srv->socket_owned = false;
-        log_info("using the socket-activated %s", path);
-        return 0;
-    }
-    rc = sockpath_make_parent_dir(path);
-    if (rc) {
-        log_err("cannot create the directory of %s: %s", path, strerror(-rc));
-        return rc;
-    }
-    rc = sockpath_clear_stale(&sa, SOCK_SEQPACKET);
-    if (rc) {
-        log_err("socket %s: %s", path,
-                rc == -EADDRINUSE ? "another kvtierd is serving it" : strerror(-rc));
-        return rc;
-    }
-    srv->listen_fd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
-    if (srv->listen_fd < 0)
-        goto err_errno;
-    if (bind(srv->listen_fd, (struct sockaddr *)&sa, sizeof(sa)) < 0)
-        goto err_errno;
-    srv->socket_owned = true;
-    if (chmod(path, srv->cfg.socket_mode) < 0 || listen(srv->listen_fd, 128) < 0)
-        goto err_errno;
+    int fd = sockpath_listen("socket", srv->cfg.socket, SOCK_SEQPACKET,
+                             (mode_t)srv->cfg.socket_mode, 128, &srv->socket_owned);
+    if (fd < 0)
+        return fd;
+    srv->listen_fd = fd;
     return 0;
-err_errno:
-    rc = -errno;
-    log_err("cannot listen on %s: %s", path, strerror(-rc));
-    return rc;
 }
 
 int server_init(struct kvt_server *srv, const struct kvt_config *cfg,
