@@ -58,6 +58,7 @@
 #include "cold.h"
 #include "cold_format.h"
 #include "cold_io.h"
+#include "domain_bytes.h"
 
 #define MIB (1024u * 1024u)
 #define DEFAULT_REGION_BYTES (64u * MIB)
@@ -85,6 +86,9 @@ struct cold_entry {
     struct cold_entry *reg_prev, *reg_next;   /* the region's live records */
 };
 
+/* A region's live records, newest first: records are indexed in log order
+ * (cold_put appends and indexes under one lock; recovery replays in log
+ * order), so the list's tail is the region's oldest record. */
 struct cold_region {
     uint64_t seq;                      /* of its current use; 0 = never used */
     struct cold_entry *entries;
@@ -122,6 +126,9 @@ struct kvt_cold {
     struct cold_entry **buckets;       /* the index: chained hash on the key */
     uint64_t n_buckets, n_entries;
     struct cold_region *regions;
+    uint32_t *region_order;            /* scratch for quota drops, n_regions */
+    uint64_t domain_quota_bytes;       /* 0 = none */
+    struct kvt_domain_bytes domain_used;   /* live record bytes per domain */
 
     int64_t cur_region;                /* -1: none since open */
     uint32_t next_region;
@@ -257,17 +264,20 @@ static void index_remove(struct kvt_cold *c, struct cold_entry *e)
         e->reg_next->reg_prev = e->reg_prev;
     c->n_entries--;
     c->st.used_bytes -= e->rec_bytes;
+    domain_bytes_sub(&c->domain_used, e->key.domain, e->rec_bytes);
     free(e);
 }
 
 /* Insert e (owned by the index from now on), replacing an older record of
- * its key; an existing newer one wins and e is freed. */
+ * its key; an existing newer one wins and e is freed. Without memory to
+ * count its domain, e is freed too: the record is a miss, like a dropped
+ * one. */
 static void index_put(struct kvt_cold *c, struct cold_entry *e)
 {
     struct cold_entry **p = index_slot(c, &e->key);
     struct cold_region *r = &c->regions[e->region];
 
-    if (*p && (*p)->seq > e->seq) {
+    if ((*p && (*p)->seq > e->seq) || domain_bytes_reserve(&c->domain_used, e->key.domain) < 0) {
         free(e);
         return;
     }
@@ -285,6 +295,7 @@ static void index_put(struct kvt_cold *c, struct cold_entry *e)
     r->entries = e;
     c->n_entries++;
     c->st.used_bytes += e->rec_bytes;
+    domain_bytes_add(&c->domain_used, e->key.domain, e->rec_bytes);
 }
 
 static bool tomb_matches(uint8_t kind, const struct kvt_chunk_key *t,
@@ -323,6 +334,55 @@ static void index_drop_range(struct kvt_cold *c, uint32_t r, uint64_t start, uin
         next = e->reg_next;
         if (e->off < end && e->off + e->rec_bytes > start)
             index_remove(c, e);
+    }
+}
+
+static int region_seq_cmp(const void *a, const void *b, void *arg)
+{
+    const struct cold_region *regions = arg;
+    uint64_t x = regions[*(const uint32_t *)a].seq, y = regions[*(const uint32_t *)b].seq;
+
+    return x < y ? -1 : x > y;
+}
+
+/* Make room for a record of need bytes of key's domain under the domain
+ * quota: drop the domain's oldest records (by record seq) from the index,
+ * never another domain's, and never key's own record (the new one replaces
+ * it, so its bytes are not counted). Regions in seq order hold records in
+ * seq order, and each region's list ends with its oldest, so one walk
+ * visits the domain's records oldest first. The records stay on disk
+ * until their region is reclaimed: no tombstone is logged, so after a
+ * restart they are found again and the quota is enforced on the domain's
+ * next put. Called with lock held. */
+static void quota_drop_locked(struct kvt_cold *c, const struct kvt_chunk_key *key,
+                              uint64_t need)
+{
+    struct cold_entry *same = *index_slot(c, key);
+    uint64_t quota = c->domain_quota_bytes;
+    uint64_t used = domain_bytes_get(&c->domain_used, key->domain);
+    uint32_t n = 0;
+
+    if (same)
+        used -= same->rec_bytes;
+    if (!quota || used + need <= quota)
+        return;
+    for (uint32_t r = 0; r < c->n_regions; r++)
+        if (c->regions[r].seq && c->regions[r].entries)
+            c->region_order[n++] = r;
+    qsort_r(c->region_order, n, sizeof(*c->region_order), region_seq_cmp, c->regions);
+    for (uint32_t i = 0; i < n && used + need > quota; i++) {
+        struct cold_entry *e = c->regions[c->region_order[i]].entries, *prev;
+
+        while (e && e->reg_next)
+            e = e->reg_next;
+        for (; e && used + need > quota; e = prev) {
+            prev = e->reg_prev;
+            if (e->key.domain != key->domain || e == same)
+                continue;
+            used -= e->rec_bytes;
+            index_remove(c, e);
+            c->st.quota_drops++;
+        }
     }
 }
 
@@ -590,6 +650,7 @@ int cold_put(struct kvt_cold *c, const struct kvt_chunk_image *img)
     pthread_mutex_lock(&c->lock);
     c->st.puts++;
     c->st.raw_bytes_in += bitmap + raw;
+    quota_drop_locked(c, &img->key, REC_HDR + bitmap + stored);
     rc = append_locked(c, rec, REC_HDR + bitmap, data, stored, e);
     if (rc == 0) {
         index_put(c, e);
@@ -845,6 +906,23 @@ int cold_lookup(struct kvt_cold *c, const struct kvt_chunk_key *key,
         *leading_tokens_out = e->leading_tokens;
     pthread_mutex_unlock(&c->lock);
     return e ? 0 : -ENOENT;
+}
+
+void cold_set_domain_quota(struct kvt_cold *c, uint64_t bytes)
+{
+    pthread_mutex_lock(&c->lock);
+    c->domain_quota_bytes = bytes;
+    pthread_mutex_unlock(&c->lock);
+}
+
+uint64_t cold_domain_used(struct kvt_cold *c, uint32_t domain)
+{
+    uint64_t used;
+
+    pthread_mutex_lock(&c->lock);
+    used = domain_bytes_get(&c->domain_used, domain);
+    pthread_mutex_unlock(&c->lock);
+    return used;
 }
 
 void cold_stats(struct kvt_cold *c, struct kvt_cold_stats *out)
@@ -1330,6 +1408,8 @@ static void cold_free(struct kvt_cold *c)
     free(c->fifo);
     free(c->buckets);
     free(c->regions);
+    free(c->region_order);
+    domain_bytes_free(&c->domain_used);
     if (c->hash)
         XXH3_freeState(c->hash);
     if (c->fd >= 0)
@@ -1370,10 +1450,11 @@ int cold_open(const struct kvt_cold_config *cfg, struct kvt_cold **out)
     c->n_buckets = 1024;
     c->buckets = calloc(c->n_buckets, sizeof(*c->buckets));
     c->regions = calloc(c->n_regions, sizeof(*c->regions));
+    c->region_order = calloc(c->n_regions, sizeof(*c->region_order));
     c->wbufs = calloc(c->n_wbufs, sizeof(*c->wbufs));
     c->fifo = calloc(c->n_wbufs, sizeof(*c->fifo));
     c->hash = XXH3_createState();
-    if (!c->path || !c->buckets || !c->regions || !c->wbufs || !c->fifo || !c->hash) {
+    if (!c->path || !c->buckets || !c->regions || !c->region_order || !c->wbufs || !c->fifo || !c->hash) {
         rc = -ENOMEM;
         goto err;
     }

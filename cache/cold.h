@@ -52,6 +52,7 @@ struct kvt_cold_stats {
     uint64_t regions_reclaimed, records_recovered;
     uint64_t records_torn;     /* bad records (torn or corrupt) found at open
                                 * (also in checksum_failures) */
+    uint64_t quota_drops;      /* records dropped for a domain's quota */
     bool uring;                            /* false when using pread/pwrite */
 };
 
@@ -65,7 +66,16 @@ int cold_open(const struct kvt_cold_config *cfg, struct kvt_cold **out);
  * No other call on cold may run concurrently or afterwards. */
 void cold_close(struct kvt_cold *cold);
 
-/* Append a record for img (replacing any older record of the same key). The
+/* Set the live record bytes each sharing domain (key.domain) may hold in
+ * the index; 0 = no quota. Applies from the next cold_put. */
+void cold_set_domain_quota(struct kvt_cold *cold, uint64_t bytes);
+/* Live record bytes of domain now. */
+uint64_t cold_domain_used(struct kvt_cold *cold, uint32_t domain);
+
+/* Append a record for img (replacing any older record of the same key). If
+ * the key's domain would go over the domain quota, that domain's oldest
+ * records leave the index first (they become misses; other domains' records
+ * are never dropped for it), counted in quota_drops. The
  * data is compressed into the current write buffer, so this returns before
  * the disk write; it blocks only when every write buffer is in flight.
  * Returns 0, -EINVAL for NULL pointers or a shape out of chunk.h's bounds,

@@ -6,6 +6,7 @@
 
 #include <xxhash.h>
 
+#include "domain_bytes.h"
 #include "hot.h"
 
 #define HOT_INITIAL_BUCKETS 64
@@ -23,7 +24,11 @@
  *   evictable_bytes = charged_bytes of linked chunks with no pins;
  *   hook_bytes      = charged_bytes of chunks whose evict hook is running.
  * So used_bytes - evictable_bytes - hook_bytes is what no eviction can free
- * right now, which tells -ENOSPC apart before anything is evicted in vain. */
+ * right now, which tells -ENOSPC apart before anything is evicted in vain.
+ *   domain_used     = used_bytes split by the key's sharing domain (every
+ *                     change of used_bytes for a chunk changes its domain's
+ *                     count too); a domain's slot is reserved before its
+ *                     first charge, so updates never allocate. */
 struct kvt_hot {
     pthread_mutex_t mu;
     pthread_cond_t hook_done;          /* broadcast when an evict hook returns */
@@ -31,7 +36,9 @@ struct kvt_hot {
     size_t n_buckets;                  /* power of two */
     uint64_t n_chunks;                 /* linked chunks */
     uint64_t budget_bytes, used_bytes, evictable_bytes, hook_bytes;
-    uint64_t evictions;
+    uint64_t evictions, quota_evictions;
+    uint64_t domain_quota_bytes;       /* 0 = none */
+    struct kvt_domain_bytes domain_used;
     struct kvt_chunk *lru_head, *lru_tail;   /* head = most recently used */
     /* Unlinked chunks that are still pinned, chained through lru_prev/next
      * (free once unlinked), so hot_destroy can find them. */
@@ -239,6 +246,19 @@ static void orphan_remove(struct kvt_hot *hot, struct kvt_chunk *c)
     c->lru_prev = c->lru_next = NULL;
 }
 
+/* Charges go through these two so used_bytes and domain_used agree. */
+static void charge(struct kvt_hot *hot, uint32_t domain, uint64_t bytes)
+{
+    hot->used_bytes += bytes;
+    domain_bytes_add(&hot->domain_used, domain, bytes);
+}
+
+static void uncharge(struct kvt_hot *hot, uint32_t domain, uint64_t bytes)
+{
+    hot->used_bytes -= bytes;
+    domain_bytes_sub(&hot->domain_used, domain, bytes);
+}
+
 /* Every change of linked or pins goes through these four, which keep
  * evictable_bytes and used_bytes true to their definitions above. */
 static void chunk_link(struct kvt_hot *hot, struct kvt_chunk *c)
@@ -270,7 +290,7 @@ static void chunk_unlink(struct kvt_hot *hot, struct kvt_chunk *c,
         return;
     }
     hot->evictable_bytes -= c->charged_bytes;
-    hot->used_bytes -= c->charged_bytes;
+    uncharge(hot, c->key.domain, c->charged_bytes);
     c->hash_next = *to_free;
     *to_free = c;
 }
@@ -292,7 +312,7 @@ static void chunk_unpin(struct kvt_hot *hot, struct kvt_chunk *c,
         return;
     }
     orphan_remove(hot, c);
-    hot->used_bytes -= c->charged_bytes;
+    uncharge(hot, c->key.domain, c->charged_bytes);
     c->hash_next = *to_free;
     *to_free = c;
 }
@@ -307,15 +327,53 @@ static void chunk_touch(struct kvt_hot *hot, struct kvt_chunk *c)
     c->touched = true;
 }
 
-static struct kvt_chunk *lru_victim(struct kvt_hot *hot)
+/* The least recently used unpinned chunk, of any domain (any_domain) or
+ * only of `domain`. */
+static struct kvt_chunk *lru_victim(struct kvt_hot *hot, bool any_domain, uint32_t domain)
 {
     struct kvt_chunk *c = hot->lru_tail;
 
     /* A chunk whose hook runs is pinned by its evictor, so it is skipped
      * too and never handed to two hooks at once. */
-    while (c && c->pins)
+    while (c && (c->pins || (!any_domain && c->key.domain != domain)))
         c = c->lru_prev;
     return c;
+}
+
+/* Evict v (linked, unpinned) through the evict hook. Called and returns
+ * with mu held, but drops it around the hook. Returns whether v went. */
+static bool evict_victim(struct kvt_hot *hot, struct kvt_chunk *v,
+                         struct kvt_chunk **to_free)
+{
+    hot_evict_fn fn = hot->evict_fn;
+    void *arg = hot->evict_arg;
+    bool evict;
+
+    if (!fn) {
+        chunk_unlink(hot, v, to_free);
+        hot->evictions++;
+        return true;
+    }
+    /* The hook may write to the SSD: run it without the mutex, holding
+     * a pin so the chunk cannot be freed under it. */
+    chunk_pin(hot, v);
+    v->touched = false;
+    hot->hook_bytes += v->charged_bytes;
+    pthread_mutex_unlock(&hot->mu);
+    fn(arg, v);
+    pthread_mutex_lock(&hot->mu);
+    hot->hook_bytes -= v->charged_bytes;
+    /* A lookup during the hook may have written tokens the hook did not
+     * see; dropping the chunk would lose an acknowledged store, so it
+     * stays. A drop during the hook already unlinked it. */
+    evict = v->linked && !v->touched;
+    chunk_unpin(hot, v, to_free);
+    if (evict) {
+        chunk_unlink(hot, v, to_free);
+        hot->evictions++;
+    }
+    pthread_cond_broadcast(&hot->hook_done);
+    return evict;
 }
 
 /* Evict least recently used unpinned chunks until used + need fits the
@@ -329,14 +387,11 @@ static int evict_until_fits(struct kvt_hot *hot, uint64_t need, bool best_effort
 {
     while (hot->used_bytes + need > hot->budget_bytes) {
         struct kvt_chunk *v;
-        hot_evict_fn fn = hot->evict_fn;
-        void *arg = hot->evict_arg;
-        bool evict;
 
         if (!best_effort && hot->used_bytes + need >
             hot->budget_bytes + hot->evictable_bytes + hot->hook_bytes)
             return -ENOSPC;
-        v = lru_victim(hot);
+        v = lru_victim(hot, true, 0);
         if (!v) {
             /* Only chunks in other threads' hooks can still make room. Those
              * hooks never call back into the tier, so this wait ends. */
@@ -345,30 +400,41 @@ static int evict_until_fits(struct kvt_hot *hot, uint64_t need, bool best_effort
             pthread_cond_wait(&hot->hook_done, &hot->mu);
             continue;
         }
-        if (!fn) {
-            chunk_unlink(hot, v, to_free);
-            hot->evictions++;
+        (void)evict_victim(hot, v, to_free);
+    }
+    return 0;
+}
+
+static bool quota_fits(const struct kvt_hot *hot, uint32_t domain, uint64_t need)
+{
+    return !hot->domain_quota_bytes ||
+           domain_bytes_get(&hot->domain_used, domain) + need <= hot->domain_quota_bytes;
+}
+
+/* Evict domain's own least recently used unpinned chunks until need more
+ * bytes fit its quota; other domains' chunks are never touched. Same
+ * locking as evict_until_fits. Returns 0, or -EDQUOT when the domain's
+ * pinned chunks (and those in evict hooks) alone leave no room. Unlike
+ * evict_until_fits it does not tell that apart beforehand, so chunks may
+ * be evicted in vain before -EDQUOT: a domain at its quota with everything
+ * pinned is a client holding more than it may, not the common case. */
+static int evict_domain_until_fits(struct kvt_hot *hot, uint32_t domain, uint64_t need,
+                                   struct kvt_chunk **to_free)
+{
+    if (hot->domain_quota_bytes && need > hot->domain_quota_bytes)
+        return -EDQUOT;
+    while (!quota_fits(hot, domain, need)) {
+        struct kvt_chunk *v = lru_victim(hot, false, domain);
+
+        if (!v) {
+            /* Hooks running may be evicting this domain's chunks. */
+            if (!hot->hook_bytes)
+                return -EDQUOT;
+            pthread_cond_wait(&hot->hook_done, &hot->mu);
             continue;
         }
-        /* The hook may write to the SSD: run it without the mutex, holding
-         * a pin so the chunk cannot be freed under it. */
-        chunk_pin(hot, v);
-        v->touched = false;
-        hot->hook_bytes += v->charged_bytes;
-        pthread_mutex_unlock(&hot->mu);
-        fn(arg, v);
-        pthread_mutex_lock(&hot->mu);
-        hot->hook_bytes -= v->charged_bytes;
-        /* A lookup during the hook may have written tokens the hook did not
-         * see; dropping the chunk would lose an acknowledged store, so it
-         * stays. A drop during the hook already unlinked it. */
-        evict = v->linked && !v->touched;
-        chunk_unpin(hot, v, to_free);
-        if (evict) {
-            chunk_unlink(hot, v, to_free);
-            hot->evictions++;
-        }
-        pthread_cond_broadcast(&hot->hook_done);
+        if (evict_victim(hot, v, to_free))
+            hot->quota_evictions++;
     }
     return 0;
 }
@@ -420,6 +486,7 @@ void hot_destroy(struct kvt_hot *hot)
     }
     pthread_cond_destroy(&hot->hook_done);
     pthread_mutex_destroy(&hot->mu);
+    domain_bytes_free(&hot->domain_used);
     free(hot->buckets);
     free(hot);
 }
@@ -474,6 +541,23 @@ size_t hot_pin_dirty(struct kvt_hot *hot, struct kvt_chunk **out, size_t max)
     return n;
 }
 
+void hot_set_domain_quota(struct kvt_hot *hot, uint64_t bytes)
+{
+    pthread_mutex_lock(&hot->mu);
+    hot->domain_quota_bytes = bytes;
+    pthread_mutex_unlock(&hot->mu);
+}
+
+uint64_t hot_domain_used(struct kvt_hot *hot, uint32_t domain)
+{
+    uint64_t used;
+
+    pthread_mutex_lock(&hot->mu);
+    used = domain_bytes_get(&hot->domain_used, domain);
+    pthread_mutex_unlock(&hot->mu);
+    return used;
+}
+
 void hot_set_evict_hook(struct kvt_hot *hot, hot_evict_fn fn, void *arg)
 {
     pthread_mutex_lock(&hot->mu);
@@ -515,7 +599,17 @@ int hot_get_or_create(struct kvt_hot *hot, const struct kvt_chunk_key *key,
     c = index_find(hot, key);
     if (c)
         goto found;
-    rc = evict_until_fits(hot, need, false, &to_free);
+    rc = domain_bytes_reserve(&hot->domain_used, key->domain);
+    if (rc < 0)
+        goto out;
+    /* The domain's quota first (its own chunks only), then the global
+     * budget; both drop the mutex around hooks, so repeat until both hold
+     * at once. */
+    do {
+        rc = evict_domain_until_fits(hot, key->domain, need, &to_free);
+        if (rc == 0)
+            rc = evict_until_fits(hot, need, false, &to_free);
+    } while (rc == 0 && !quota_fits(hot, key->domain, need));
     if (rc < 0) {
         /* The mutex was dropped around hooks: someone may have created it. */
         c = index_find(hot, key);
@@ -526,20 +620,20 @@ int hot_get_or_create(struct kvt_hot *hot, const struct kvt_chunk_key *key,
     /* Reserve the bytes so no other thread spends them, then allocate
      * without the mutex: mmap must not stall every worker. The victims are
      * freed first, so RSS does not overshoot the budget. */
-    hot->used_bytes += need;
+    charge(hot, key->domain, need);
     pthread_mutex_unlock(&hot->mu);
     free_chunks(to_free);
     to_free = NULL;
     rc = chunk_alloc(key, shape, need, &fresh);
     pthread_mutex_lock(&hot->mu);
     if (rc < 0) {
-        hot->used_bytes -= need;
+        uncharge(hot, key->domain, need);
         goto out;
     }
     c = index_find(hot, key);
     if (c) {
         /* Another thread created it meanwhile: use theirs, free ours. */
-        hot->used_bytes -= need;
+        uncharge(hot, key->domain, need);
         goto found;
     }
     c = fresh;
@@ -642,6 +736,8 @@ void hot_stats(struct kvt_hot *hot, struct kvt_hot_stats *out)
     out->used_bytes = hot->used_bytes;
     out->chunks = hot->n_chunks;
     out->evictions = hot->evictions;
+    out->quota_evictions = hot->quota_evictions;
+    out->domain_quota_bytes = hot->domain_quota_bytes;
     pthread_mutex_unlock(&hot->mu);
 }
 

@@ -9,6 +9,10 @@
  * chunk is never freed: eviction and drops unlink it from the index at once
  * (so new lookups miss) and free it when the last pin goes. Its bytes stay
  * charged to the budget until then, so the budget is never exceeded.
+ *
+ * Quotas: every chunk's bytes are also charged to the sharing domain in its
+ * key. With a domain quota set, a domain at its quota makes room by evicting
+ * its own least recently used chunks; it never pushes out another domain's.
  */
 #ifndef KVT_HOT_H
 #define KVT_HOT_H
@@ -53,6 +57,8 @@ struct kvt_hot_stats {
     uint64_t budget_bytes, used_bytes;
     uint64_t chunks;                 /* chunks a lookup can find */
     uint64_t evictions;              /* chunks dropped for space */
+    uint64_t quota_evictions;        /* of which for a domain's quota */
+    uint64_t domain_quota_bytes;     /* 0 = no quota */
 };
 
 /* Create a tier that never holds more than budget_bytes (data, bitmap and
@@ -65,6 +71,13 @@ void hot_destroy(struct kvt_hot *hot);
  * budget until enough of them are put and evicted by later inserts. */
 void hot_set_budget(struct kvt_hot *hot, uint64_t budget_bytes);
 void hot_set_evict_hook(struct kvt_hot *hot, hot_evict_fn fn, void *arg);
+/* Set the bytes each sharing domain may hold (0 = no quota). It applies to
+ * later creations: a domain already above a lowered quota is brought under
+ * it by its next hot_get_or_create, nothing is evicted here. */
+void hot_set_domain_quota(struct kvt_hot *hot, uint64_t bytes);
+/* Bytes charged to domain now (chunks, pinned orphans, allocations in
+ * progress), as used_bytes counts them. */
+uint64_t hot_domain_used(struct kvt_hot *hot, uint32_t domain);
 
 /* Evict least recently used unpinned chunks (through the hook) until
  * used_bytes <= target_bytes or nothing more can go: the background
@@ -82,8 +95,12 @@ size_t hot_pin_dirty(struct kvt_hot *hot, struct kvt_chunk **out, size_t max);
 /* Find and pin. Returns 0, or -ENOENT if absent. Marks it recently used. */
 int hot_get(struct kvt_hot *hot, const struct kvt_chunk_key *key,
             struct kvt_chunk **out);
-/* Find, or create with all tokens absent, and pin. Evicts least recently
- * used unpinned chunks to make room. Returns 0, -ENOSPC if the chunk cannot
+/* Find, or create with all tokens absent, and pin. If the key's domain
+ * would go over the domain quota, first evicts that domain's least recently
+ * used unpinned chunks; then evicts least recently used unpinned chunks of
+ * any domain to fit the budget. Returns 0, -EDQUOT if the chunk cannot fit
+ * the domain's quota even after evicting every unpinned chunk of the domain
+ * (some may have been evicted then), -ENOSPC if the chunk cannot
  * fit even after evicting every unpinned chunk (nothing is evicted then),
  * -ENOMEM, or -EINVAL if an existing chunk has a different shape or the
  * shape is outside chunk.h's bounds (or its elem is unknown). */

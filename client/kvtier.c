@@ -55,6 +55,7 @@ const char *kvt_strerror(int err)
     case -EOVERFLOW:    return "Token range or buffer size overflows";
     case -EFAULT:       return "Buffer outside the shared memory region";
     case -ENOSPC:       return "The cache is full and nothing can be evicted";
+    case -EDQUOT:       return "Quota of this sharing domain exceeded";
     case -ENOMEM:       return "Out of memory (or shared memory region too small)";
     case -EOPNOTSUPP:   return "Operation not supported by this daemon";
     case -EACCES:       return "Permission denied";

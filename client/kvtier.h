@@ -95,8 +95,10 @@ void  kvt_free(kvt_client *c, void *p);
 
 /* ---- additions to the contract ------------------------------------------ */
 
-/* The daemon's reason for the last error on this handle (e.g. "layer 40 out
- * of range 0..31"), or "" if none. Valid until the next call on the handle. */
+/* The reason for the last error on this handle: the daemon's (e.g. "layer 40
+ * out of range 0..31"), or the library's own when it refused the call before
+ * sending it; "" if the last call succeeded or none was given. Valid until
+ * the next call on the handle. */
 const char *kvt_last_error(const kvt_client *c);
 
 /* Tokens per chunk the daemon uses for this handle's namespace. */

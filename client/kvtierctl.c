@@ -28,6 +28,7 @@ static void usage(FILE *f)
         "  stats                       tier sizes, hit/miss, traffic\n"
         "  metrics                     the same in Prometheus text format\n"
         "  namespaces | clients\n"
+        "  contexts [NS]               named contexts stored since the daemon started\n"
         "  evict --context NAME [--namespace NS] | --namespace NS | --tier hot|cold|all\n"
         "  flush                       hot tier to cold tier, fsynced; returns when done\n"
         "  config get [KEY] | config set KEY VALUE\n"
@@ -50,6 +51,14 @@ static cJSON *build_request(int argc, char **argv, const char **cmd_out)
         if (argc != 1)
             goto bad;
         cJSON_AddStringToObject(req, "cmd", strcmp(cmd, "metrics") ? cmd : "stats");
+        return req;
+    }
+    if (!strcmp(cmd, "contexts")) {
+        if (argc > 2)
+            goto bad;
+        cJSON_AddStringToObject(req, "cmd", "contexts");
+        if (argc == 2)
+            cJSON_AddStringToObject(req, "namespace", argv[1]);
         return req;
     }
     if (!strcmp(cmd, "evict")) {
@@ -238,12 +247,13 @@ static void print_table(const cJSON *rows)
     }
     int i = 0;
     for (const cJSON *c = first->child; c && i < ncol; c = c->next, i++)
-        printf("%-*s%s", width[i], c->string, i + 1 < ncol ? "  " : "\n");
+        printf("%-*s%s", i + 1 < ncol ? width[i] : 0, c->string, i + 1 < ncol ? "  " : "\n");
     for (const cJSON *r = rows->child; r; r = r->next) {
         i = 0;
         for (const cJSON *c = r->child; c && i < ncol; c = c->next, i++) {
             format_value(c, val, sizeof(val));
-            printf("%-*s%s", width[i], val, i + 1 < ncol ? "  " : "\n");
+            /* The last column unpadded: no trailing blanks. */
+            printf("%-*s%s", i + 1 < ncol ? width[i] : 0, val, i + 1 < ncol ? "  " : "\n");
         }
     }
 }
@@ -264,6 +274,16 @@ static void print_human(const char *cmd, const cJSON *reply)
     }
     if (!strcmp(cmd, "flush")) {
         printf("flushed\n");
+        return;
+    }
+    if (!strcmp(cmd, "contexts")) {
+        const cJSON *list = cJSON_GetObjectItemCaseSensitive(reply, "contexts");
+        const cJSON *untracked = cJSON_GetObjectItemCaseSensitive(reply, "untracked");
+        if (cJSON_IsArray(list))
+            print_table(list);
+        if (cJSON_IsNumber(untracked) && untracked->valuedouble > 0)
+            printf("(%.0f stores named a context past the per-namespace limit of "
+                   "names; those names are not listed)\n", untracked->valuedouble);
         return;
     }
     print_flat(reply, "", (int)key_width(reply, 0));

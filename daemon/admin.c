@@ -3,7 +3,9 @@
  *
  * Every command is cheap except "flush", which waits for the disk on the
  * loop thread (data clients wait meanwhile); operators run it rarely, and a
- * worker hand-off can come later. Replies are sent with a blocking send
+ * worker hand-off can come later. "contexts" looks up every listed
+ * context's chunks, so its cost grows with the names known (at most
+ * REGISTRY_NAMES_MAX per namespace). Replies are sent with a blocking send
  * bounded by SEND_TIMEOUT_S, so an admin client that stops reading cannot
  * hold the loop for longer than that.
  */
@@ -303,7 +305,8 @@ static int list_contexts(struct kvt_server *srv, struct kvt_ns *ns, cJSON *list,
 
     if (rc)
         return rc;
-    qsort(names, n, sizeof(*names), by_name);
+    if (n > 1)                 /* names is NULL when n is 0 */
+        qsort(names, n, sizeof(*names), by_name);
     for (uint32_t i = 0; i < n; i++) {
         cJSON *o = cJSON_CreateObject();
         cJSON_AddStringToObject(o, "name", names[i]);
@@ -372,6 +375,7 @@ static int cmd_flush(struct kvt_server *srv, const cJSON *req, cJSON *reply,
 /* Keys that can change while running; SIGHUP applies the same set. */
 static const char *const live_keys[] = {
     "log-level", "hot-bytes", "hot-high-watermark", "hot-low-watermark",
+    "hot-quota", "cold-quota",
 };
 
 static bool is_live(const char *key)
@@ -411,6 +415,7 @@ static int config_set_live(struct kvt_server *srv, const char *key, const cJSON 
     if (cfg.hot_bytes != srv->cfg.hot_bytes)
         hot_set_budget(srv->dp.hot, cfg.hot_bytes);
     tiers_set_watermarks(&srv->tiers, cfg.hot_bytes, cfg.hot_high_pct, cfg.hot_low_pct);
+    tiers_set_quotas(&srv->tiers, cfg.hot_quota, cfg.cold_quota);
     srv->cfg = cfg;
     log_info("admin: config set %s = %s", key, text);
     return 0;

@@ -42,6 +42,8 @@ static const struct key_def keys[] = {
     { "hot-low-watermark",  K_U32, OFF(hot_low_pct),  1, 100 },
     { "cold-region-bytes",  K_SIZE, OFF(cold_region_bytes), 1 << 20, 1u << 30 },
     { "cold-io",        K_COLDIO, OFF(cold_pread),    0, 0 },
+    { "hot-quota",      K_SIZE,  OFF(hot_quota),      0, UINT64_C(1) << 44 },
+    { "cold-quota",     K_SIZE,  OFF(cold_quota),     0, UINT64_C(1) << 50 },
 };
 #define N_KEYS (sizeof(keys) / sizeof(keys[0]))
 

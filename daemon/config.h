@@ -16,6 +16,8 @@ struct kvt_config {
     char cold_path[CONFIG_PATH_MAX];
     uint64_t hot_bytes;
     uint64_t cold_bytes;
+    uint64_t hot_quota;         /* bytes per sharing domain, 0 = none */
+    uint64_t cold_quota;        /* bytes per sharing domain, 0 = none */
     uint32_t chunk_tokens;      /* default for clients that pass 0 */
     uint32_t quant_none;        /* 1: lossless storage */
     uint32_t workers;

@@ -14,8 +14,12 @@ int registry_init(struct kvt_registry *reg)
 
 void registry_fini(struct kvt_registry *reg)
 {
-    for (uint32_t i = 0; i < reg->n_ns; i++)
+    for (uint32_t i = 0; i < reg->n_ns; i++) {
+        registry_names_clear(reg->ns[i]);
+        free(reg->ns[i]->names);
+        pthread_mutex_destroy(&reg->ns[i]->names_lock);
         free(reg->ns[i]);
+    }
     reg->n_ns = 0;
     pthread_mutex_destroy(&reg->lock);
 }
@@ -60,6 +64,11 @@ int registry_attach(struct kvt_registry *reg, uint32_t domain, const char *name,
         rc = -ENOMEM;
         goto out;
     }
+    rc = -pthread_mutex_init(&ns->names_lock, NULL);
+    if (rc) {
+        free(ns);
+        goto out;
+    }
     ns->domain = domain;
     strncpy(ns->name, name, sizeof(ns->name) - 1);
     ns->layers = layers;
@@ -84,4 +93,154 @@ void registry_detach(struct kvt_registry *reg, struct kvt_ns *ns)
     if (ns->clients)
         ns->clients--;
     pthread_mutex_unlock(&reg->lock);
+}
+
+struct kvt_ns *registry_find(struct kvt_registry *reg, uint64_t id)
+{
+    struct kvt_ns *found = NULL;
+
+    pthread_mutex_lock(&reg->lock);
+    for (uint32_t i = 0; i < reg->n_ns && !found; i++)
+        if (reg->ns[i]->id == id)
+            found = reg->ns[i];
+    pthread_mutex_unlock(&reg->lock);
+    return found;
+}
+
+/* ---- context names ------------------------------------------------------------ */
+
+/* The ids are hashes already: their low bits pick the bucket. */
+static struct kvt_ctx_name **name_slot(struct kvt_ns *ns, uint64_t hi, uint64_t lo)
+{
+    struct kvt_ctx_name **at = &ns->names[lo & (ns->names_buckets - 1)];
+
+    while (*at && ((*at)->hi != hi || (*at)->lo != lo))
+        at = &(*at)->next;
+    return at;
+}
+
+/* Double the buckets so chains stay about one long; called with the lock
+ * held. On -ENOMEM the old table stays and still works, only slower. */
+static int names_grow(struct kvt_ns *ns)
+{
+    uint32_t buckets = ns->names_buckets ? ns->names_buckets * 2 : 64;
+    struct kvt_ctx_name **table = calloc(buckets, sizeof(*table));
+
+    if (!table)
+        return -ENOMEM;
+    for (uint32_t i = 0; i < ns->names_buckets; i++) {
+        for (struct kvt_ctx_name *e = ns->names[i], *next; e; e = next) {
+            next = e->next;
+            e->next = table[e->lo & (buckets - 1)];
+            table[e->lo & (buckets - 1)] = e;
+        }
+    }
+    free(ns->names);
+    ns->names = table;
+    ns->names_buckets = buckets;
+    return 0;
+}
+
+int registry_name_add(struct kvt_ns *ns, const char *name, size_t len,
+                      uint64_t hi, uint64_t lo)
+{
+    int rc = 0;
+
+    pthread_mutex_lock(&ns->names_lock);
+    if (ns->n_names >= ns->names_buckets) {
+        rc = names_grow(ns);
+        if (rc && !ns->names_buckets)
+            goto out;
+        rc = 0;
+    }
+    struct kvt_ctx_name **at = name_slot(ns, hi, lo);
+    if (*at)
+        goto out;
+    if (ns->n_names >= REGISTRY_NAMES_MAX) {
+        ns->names_overflow++;
+        rc = -ENOSPC;
+        goto out;
+    }
+    struct kvt_ctx_name *e = malloc(sizeof(*e) + len + 1);
+    if (!e) {
+        rc = -ENOMEM;
+        goto out;
+    }
+    e->next = NULL;
+    e->hi = hi;
+    e->lo = lo;
+    memcpy(e->name, name, len);
+    e->name[len] = '\0';
+    *at = e;
+    ns->n_names++;
+out:
+    pthread_mutex_unlock(&ns->names_lock);
+    return rc;
+}
+
+void registry_name_remove(struct kvt_ns *ns, uint64_t hi, uint64_t lo)
+{
+    pthread_mutex_lock(&ns->names_lock);
+    if (ns->names_buckets) {
+        struct kvt_ctx_name **at = name_slot(ns, hi, lo);
+        struct kvt_ctx_name *e = *at;
+        if (e) {
+            *at = e->next;
+            free(e);
+            ns->n_names--;
+        }
+    }
+    pthread_mutex_unlock(&ns->names_lock);
+}
+
+void registry_names_clear(struct kvt_ns *ns)
+{
+    pthread_mutex_lock(&ns->names_lock);
+    for (uint32_t i = 0; i < ns->names_buckets; i++) {
+        for (struct kvt_ctx_name *e = ns->names[i], *next; e; e = next) {
+            next = e->next;
+            free(e);
+        }
+        ns->names[i] = NULL;
+    }
+    ns->n_names = 0;
+    pthread_mutex_unlock(&ns->names_lock);
+}
+
+int registry_names_copy(struct kvt_ns *ns, char ***names, uint32_t *n)
+{
+    char **out = NULL;
+    uint32_t at = 0;
+    int rc = 0;
+
+    pthread_mutex_lock(&ns->names_lock);
+    if (ns->n_names) {
+        out = calloc(ns->n_names, sizeof(*out));
+        if (!out) {
+            rc = -ENOMEM;
+            goto out;
+        }
+    }
+    for (uint32_t i = 0; i < ns->names_buckets; i++) {
+        for (struct kvt_ctx_name *e = ns->names[i]; e; e = e->next) {
+            out[at] = strdup(e->name);
+            if (!out[at]) {
+                rc = -ENOMEM;
+                goto out;
+            }
+            at++;
+        }
+    }
+out:
+    pthread_mutex_unlock(&ns->names_lock);
+    if (rc) {
+        for (uint32_t i = 0; i < at; i++)
+            free(out[i]);
+        free(out);
+        out = NULL;
+        at = 0;
+    }
+    *names = out;
+    *n = at;
+    return rc;
 }

@@ -8,12 +8,31 @@
 
 #include "daemon/config.h"
 
+/* A context name stored in a namespace since the daemon started, keyed by
+ * the object id daemon/store.c derives from it (XXH3_128 of the name). */
+struct kvt_ctx_name {
+    struct kvt_ctx_name *next;   /* bucket chain */
+    uint64_t hi, lo;
+    char name[];                 /* NUL-terminated, 1..KVT_CTX_NAME_MAX bytes */
+};
+
+/* Names kept per namespace: the bound keeps a client that invents names
+ * from growing the daemon without limit (each costs ~300 bytes). */
+#define REGISTRY_NAMES_MAX 65536u
+
 struct kvt_ns {
     uint64_t id;               /* never 0; part of every chunk key */
     uint32_t domain;
     char name[128];
     uint32_t layers, heads, dim, chunk_tokens;
     uint32_t clients;          /* sessions attached now */
+    /* Context names, for the admin `contexts` command. Stores run on
+     * worker threads, so the set has its own lock (not reg->lock: a store
+     * must not wait for an admin command walking every namespace). */
+    pthread_mutex_t names_lock;
+    struct kvt_ctx_name **names;   /* names_buckets chains, a power of 2 */
+    uint32_t names_buckets, n_names;
+    uint64_t names_overflow;       /* adds refused at REGISTRY_NAMES_MAX */
 };
 
 #define REGISTRY_NS_MAX 1024
@@ -40,5 +59,23 @@ int registry_attach(struct kvt_registry *reg, uint32_t domain, const char *name,
                     uint32_t layers, uint32_t heads, uint32_t dim,
                     uint32_t chunk_tokens, struct kvt_ns **out);
 void registry_detach(struct kvt_registry *reg, struct kvt_ns *ns);
+
+/* The namespace with this id, or NULL. Namespaces live until registry_fini,
+ * so the pointer stays valid. */
+struct kvt_ns *registry_find(struct kvt_registry *reg, uint64_t id);
+
+/* Remember a context name (len bytes, not NUL-terminated) under its object
+ * id; a name already known costs one lookup. Returns 0, -ENOSPC when the
+ * namespace holds REGISTRY_NAMES_MAX names (counted in names_overflow),
+ * -ENOMEM. Thread-safe. */
+int registry_name_add(struct kvt_ns *ns, const char *name, size_t len,
+                      uint64_t hi, uint64_t lo);
+/* Forget one name (no-op if unknown), or every name of the namespace. */
+void registry_name_remove(struct kvt_ns *ns, uint64_t hi, uint64_t lo);
+void registry_names_clear(struct kvt_ns *ns);
+/* A copy of the namespace's names: *names is a malloc'ed array of *n
+ * malloc'ed strings; the caller frees each and the array (NULL when *n is
+ * 0). Returns 0 or -ENOMEM. */
+int registry_names_copy(struct kvt_ns *ns, char ***names, uint32_t *n);
 
 #endif

@@ -144,8 +144,13 @@ static void reload(struct kvt_server *srv)
     srv->cfg.hot_high_pct = cfg.hot_high_pct;
     srv->cfg.hot_low_pct = cfg.hot_low_pct;
     tiers_set_watermarks(&srv->tiers, cfg.hot_bytes, cfg.hot_high_pct, cfg.hot_low_pct);
-    log_info("SIGHUP: reloaded %s (log-level %s, hot-bytes %llu)", srv->config_path,
-             log_level_name((int)cfg.log_level), (unsigned long long)cfg.hot_bytes);
+    srv->cfg.hot_quota = cfg.hot_quota;
+    srv->cfg.cold_quota = cfg.cold_quota;
+    tiers_set_quotas(&srv->tiers, cfg.hot_quota, cfg.cold_quota);
+    log_info("SIGHUP: reloaded %s (log-level %s, hot-bytes %llu, hot-quota %llu, cold-quota %llu)",
+             srv->config_path, log_level_name((int)cfg.log_level),
+             (unsigned long long)cfg.hot_bytes, (unsigned long long)cfg.hot_quota,
+             (unsigned long long)cfg.cold_quota);
 }
 
 /* Returns true when the loop should stop. */

@@ -71,6 +71,23 @@ static void count_traffic(struct kvt_session *s, uint16_t op)
     }
 }
 
+/* Admin `contexts`: a successful named store makes its name known. A full
+ * name set is counted in the namespace, not an error for the client. */
+static void remember_name(struct kvt_session *s)
+{
+    uint64_t hi, lo;
+
+    /* A name with a NUL inside (possible on the wire, not through the C
+     * API) could not be listed as the string it hashes from. */
+    if (memchr(s->view.name, '\0', s->view.req->name_len))
+        return;
+    dp_named_object(&s->rq, &hi, &lo);
+    int rc = registry_name_add(s->ns, s->view.name, s->view.req->name_len, hi, lo);
+    if (rc == -ENOMEM)
+        log_debug("client pid %d: context name not recorded: out of memory",
+                  (int)s->cred.pid);
+}
+
 static void finish(struct kvt_session *s, uint16_t op, uint32_t seq, int status,
                    uint64_t value, const char *why)
 {
@@ -79,6 +96,8 @@ static void finish(struct kvt_session *s, uint16_t op, uint32_t seq, int status,
                   (unsigned)s->cred.uid, op, strerror(-status), why ? why : "");
     if (status == 0 && (op == KVT_OP_STORE || op == KVT_OP_FETCH))
         count_traffic(s, op);
+    if (status == 0 && op == KVT_OP_STORE && s->view.req->addr == KVT_ADDR_NAMED)
+        remember_name(s);
     send_reply(s, op, seq, status, value, NULL, why);
     atomic_fetch_add(&s->srv->requests, 1);
     rearm(s);
@@ -173,6 +192,17 @@ out:
 
 /* ---- data requests ------------------------------------------------------------- */
 
+/* The reason sent with a failed store or fetch (NULL: none to add). */
+static const char *data_reason(int rc)
+{
+    switch (rc) {
+    case -ENOENT: return "some requested tokens are not cached";
+    case -ENOSPC: return "hot tier full of pinned chunks";
+    case -EDQUOT: return "hot-quota of this sharing domain reached and its own chunks are pinned";
+    }
+    return NULL;
+}
+
 static void part_run(struct work_item *item)
 {
     struct session_part *p = (struct session_part *)item;
@@ -191,9 +221,7 @@ static void part_run(struct work_item *item)
         int status = atomic_load(&s->status);
         free(s->segs);
         s->segs = NULL;
-        finish(s, s->op, s->seq, status, 0,
-               status == -ENOENT ? "some requested tokens are not cached" :
-               status == -ENOSPC ? "hot tier full of pinned chunks" : NULL);
+        finish(s, s->op, s->seq, status, 0, data_reason(status));
     }
 }
 
@@ -217,10 +245,7 @@ static int spans_request(struct kvt_session *s, const char **why)
                                    : dp_fetch(dp, &s->rq, s->segs, n_segs);
         free(s->segs);
         s->segs = NULL;
-        if (rc == -ENOENT)
-            *why = "some requested tokens are not cached";
-        else if (rc == -ENOSPC)
-            *why = "hot tier full of pinned chunks";
+        *why = data_reason(rc);
         return rc;
     }
 
@@ -270,8 +295,14 @@ static int op_match(struct kvt_session *s, uint64_t *value, const char **why)
 
 static int op_drop(struct kvt_session *s, uint64_t *value, const char **why)
 {
+    uint64_t hi, lo;
+
     (void)why;
     *value = dp_drop(&s->srv->dp, &s->rq);
+    if (s->view.req->addr == KVT_ADDR_NAMED) {
+        dp_named_object(&s->rq, &hi, &lo);
+        registry_name_remove(s->ns, hi, lo);
+    }
     return 0;
 }
 

@@ -296,6 +296,21 @@ uint32_t dp_length(struct kvt_datapath *dp, const struct dp_request *rq)
     return (uint32_t)shortest;
 }
 
+uint32_t dp_context_length(struct kvt_datapath *dp, const struct kvt_ns *ns,
+                           const char *name, size_t len)
+{
+    struct kvt_data_req req = { .addr = KVT_ADDR_NAMED, .name_len = (uint32_t)len };
+    struct kvt_data_view view = { .req = &req, .name = name };
+    struct dp_request rq = { .ns = ns, .view = &view };
+
+    return dp_length(dp, &rq);
+}
+
+void dp_named_object(const struct dp_request *rq, uint64_t *hi, uint64_t *lo)
+{
+    object_of(rq, 0, hi, lo);
+}
+
 uint32_t dp_match(struct kvt_datapath *dp, const struct dp_request *rq)
 {
     const struct kvt_ns *ns = rq->ns;

@@ -62,6 +62,12 @@ int dp_fetch(struct kvt_datapath *dp, const struct dp_request *rq,
 uint32_t dp_length(struct kvt_datapath *dp, const struct dp_request *rq);
 /* Tokens of a token call whose chunks are present in every layer. */
 uint32_t dp_match(struct kvt_datapath *dp, const struct dp_request *rq);
+/* Leading tokens present in every layer of the context `name` (len bytes)
+ * of ns: dp_length for a request the daemon makes up itself (admin). */
+uint32_t dp_context_length(struct kvt_datapath *dp, const struct kvt_ns *ns,
+                           const char *name, size_t len);
+/* The object id of a named request's context: XXH3_128 of its name. */
+void dp_named_object(const struct dp_request *rq, uint64_t *hi, uint64_t *lo);
 /* Drop a named context; returns chunks dropped. */
 uint64_t dp_drop(struct kvt_datapath *dp, const struct dp_request *rq);
 

@@ -85,6 +85,13 @@ void tiers_set_watermarks(struct kvt_tiers *t, uint64_t hot_bytes,
     t->low_bytes = hot_bytes / 100 * (low_pct < high_pct ? low_pct : high_pct);
 }
 
+void tiers_set_quotas(struct kvt_tiers *t, uint64_t hot_quota, uint64_t cold_quota)
+{
+    hot_set_domain_quota(t->hot, hot_quota);
+    if (t->cold)
+        cold_set_domain_quota(t->cold, cold_quota);
+}
+
 int tiers_open(struct kvt_tiers *t, struct kvt_hot *hot, const struct kvt_config *cfg)
 {
     int rc;
@@ -95,6 +102,7 @@ int tiers_open(struct kvt_tiers *t, struct kvt_hot *hot, const struct kvt_config
     pthread_cond_init(&t->wake, NULL);
     pthread_mutex_init(&t->flush_lock, NULL);
     tiers_set_watermarks(t, cfg->hot_bytes, cfg->hot_high_pct, cfg->hot_low_pct);
+    hot_set_domain_quota(hot, cfg->hot_quota);
     if (cfg->cold_bytes == 0)
         return 0;
 
@@ -113,6 +121,7 @@ int tiers_open(struct kvt_tiers *t, struct kvt_hot *hot, const struct kvt_config
              (unsigned long long)(cs.capacity_bytes >> 20),
              (unsigned long long)cs.records_recovered,
              cs.uring ? "io_uring" : "pread/pwrite");
+    cold_set_domain_quota(t->cold, cfg->cold_quota);
     hot_set_evict_hook(hot, demote, t);
     rc = workers_start(PROMOTE_THREADS, &t->readers);
     if (rc)

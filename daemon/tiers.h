@@ -37,6 +37,10 @@ void tiers_close(struct kvt_tiers *t);
 void tiers_set_watermarks(struct kvt_tiers *t, uint64_t hot_bytes,
                           uint32_t high_pct, uint32_t low_pct);
 
+/* Set the per-sharing-domain quotas of both tiers (0 = none); the cold one
+ * is kept for when there is no cold tier. */
+void tiers_set_quotas(struct kvt_tiers *t, uint64_t hot_quota, uint64_t cold_quota);
+
 /* Write every dirty hot chunk to the cold tier and fsync. Returns 0,
  * -EOPNOTSUPP without a cold tier, or -EIO. */
 int tiers_flush(struct kvt_tiers *t);

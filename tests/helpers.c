@@ -369,3 +369,70 @@ int test_in_child(int (*fn)(void *arg), void *arg)
         return -1;
     return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
 }
+
+static int admin_connect(const char *path)
+{
+    struct sockaddr_un sa = { .sun_family = AF_UNIX };
+    int fd;
+
+    if (strlen(path) >= sizeof(sa.sun_path))
+        return -ENAMETOOLONG;
+    memcpy(sa.sun_path, path, strlen(path) + 1);
+    fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        return -errno;
+    if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0) {
+        int rc = -errno;
+        close(fd);
+        return rc;
+    }
+    return fd;
+}
+
+int admin_request(const struct test_daemon *d, const char *request,
+                  char *reply, size_t len)
+{
+    size_t req_len = strlen(request), at = 0;
+    int fd = -ECONNREFUSED, rc = 0;
+
+    /* daemon_start returns once the data socket accepts; the admin socket
+     * comes up a moment later in the same start-up. */
+    for (int i = 0; i < 500 && fd < 0; i++) {
+        fd = admin_connect(d->admin_socket);
+        if (fd < 0)
+            usleep(10000);
+    }
+    if (fd < 0)
+        return fd;
+    for (size_t sent = 0; sent <= req_len;) {
+        /* The request, then its newline as the last byte. */
+        const char *p = sent < req_len ? request + sent : "\n";
+        size_t n = sent < req_len ? req_len - sent : 1;
+        ssize_t w = send(fd, p, n, MSG_NOSIGNAL);
+        if (w <= 0) {
+            rc = w < 0 ? -errno : -EPIPE;
+            goto out;
+        }
+        sent += (size_t)w;
+    }
+    for (;;) {
+        char ch;
+        ssize_t n = recv(fd, &ch, 1, 0);
+        if (n <= 0) {
+            rc = n < 0 ? -errno : -ECONNRESET;
+            goto out;
+        }
+        if (ch == '\n')
+            break;
+        if (at + 1 >= len) {
+            rc = -EMSGSIZE;
+            goto out;
+        }
+        reply[at++] = ch;
+    }
+out:
+    if (len)
+        reply[at < len ? at : len - 1] = '\0';
+    close(fd);
+    return rc;
+}

@@ -86,6 +86,13 @@ size_t test_check(const void *buf, kvt_dtype dt, uint64_t seed, uint32_t layer,
 float test_to_f32(const void *buf, kvt_dtype dt, size_t i);
 void test_from_f32(void *buf, kvt_dtype dt, size_t i, float v);
 
+/* Send one JSON request line to the daemon's admin socket on a fresh
+ * connection (waiting up to 5 s for the socket to accept) and read one reply
+ * line into reply (len bytes, NUL-terminated, newline removed). Returns 0,
+ * or -errno (-EMSGSIZE if the reply does not fit). */
+int admin_request(const struct test_daemon *d, const char *request,
+                  char *reply, size_t len);
+
 /* Run fn(arg) in a child process; returns its exit status (0 = success). */
 int test_in_child(int (*fn)(void *arg), void *arg);
 

@@ -3,8 +3,10 @@
  * hot tier leaves synced data fetchable from the cold tier, flush fills the
  * cold tier, config set changes the hot budget (and refuses keys that cannot
  * change live), bad requests get ok:false while the daemon keeps serving,
- * other uids are refused, and kvtierctl prints stats, JSON and Prometheus
- * metrics with the documented exit codes. */
+ * other uids are refused, kvtierctl prints stats, JSON and Prometheus
+ * metrics with the documented exit codes, and `contexts` lists the named
+ * contexts stored (with their length in tokens) until they are dropped or
+ * evicted. */
 #include "tests/helpers.h"
 
 #include <cjson/cJSON.h>
@@ -473,6 +475,112 @@ static void kvtierctl_prints_and_exits_as_documented(void **state)
     stop_all();
 }
 
+/* `contexts` reply (for namespace ns_id, or every namespace if NULL): its
+ * array, checked to hold exactly the names given, in order, each TOKENS
+ * long and in namespace want_ns. Frees the reply. */
+static void expect_contexts(const char *ns_id, const char *want_ns, const char *const *names,
+                            int n)
+{
+    char req[256];
+    if (ns_id)
+        snprintf(req, sizeof(req), "{\"cmd\":\"contexts\",\"namespace\":\"%s\"}", ns_id);
+    else
+        snprintf(req, sizeof(req), "{\"cmd\":\"contexts\"}");
+    cJSON *r = admin(req);
+    assert_true(reply_ok(r));
+    const cJSON *list = cJSON_GetObjectItemCaseSensitive(r, "contexts");
+    assert_true(cJSON_IsArray(list));
+    assert_int_equal(cJSON_GetArraySize(list), n);
+    for (int i = 0; i < n; i++) {
+        const cJSON *e = cJSON_GetArrayItem(list, i);
+        assert_string_equal(cJSON_GetObjectItemCaseSensitive(e, "name")->valuestring, names[i]);
+        assert_string_equal(cJSON_GetObjectItemCaseSensitive(e, "namespace")->valuestring, want_ns);
+        assert_int_equal((int)cJSON_GetObjectItemCaseSensitive(e, "tokens")->valuedouble, TOKENS);
+    }
+    assert_int_equal((int)cJSON_GetObjectItemCaseSensitive(r, "untracked")->valuedouble, 0);
+    cJSON_Delete(r);
+}
+
+static void contexts_lists_names_until_dropped_or_evicted(void **state)
+{
+    (void)state;
+    static char out[1 << 16];
+    char ns_id[64], args[128];
+    const char *both[] = { "alpha", "beta" }, *beta[] = { "beta" };
+
+    daemon_start(&d, NULL);
+    wait_admin();
+    kvt_client *c = client();
+    expect_contexts(NULL, "", NULL, 0);
+    store_ctx(c, "beta");
+    store_ctx(c, "alpha");
+    store_ctx(c, "alpha");                         /* a known name stays one entry */
+
+    cJSON *r = admin("{\"cmd\":\"namespaces\"}");
+    const cJSON *ns = cJSON_GetArrayItem(cJSON_GetObjectItemCaseSensitive(r, "namespaces"), 0);
+    assert_non_null(ns);
+    snprintf(ns_id, sizeof(ns_id), "%s", cJSON_GetObjectItemCaseSensitive(ns, "id")->valuestring);
+    cJSON_Delete(r);
+
+    expect_contexts(NULL, ns_id, both, 2);
+    expect_contexts(ns_id, ns_id, both, 2);
+    r = admin("{\"cmd\":\"contexts\",\"namespace\":\"0x1234\"}");
+    assert_error_reply(r);                        /* no such namespace */
+    cJSON_Delete(r);
+
+    CHECK_OK(kvt_drop(c, "alpha"));
+    expect_contexts(NULL, ns_id, beta, 1);
+
+    /* kvtierctl: a table, raw JSON, a namespace filter, exit 1 when refused. */
+    assert_int_equal(ctl(out, sizeof(out), d.admin_socket, "contexts"), 0);
+    assert_non_null(strstr(out, "name"));
+    assert_non_null(strstr(out, "tokens"));
+    snprintf(args, sizeof(args), "beta  %s  64\n", ns_id);
+    assert_non_null(strstr(out, args));
+    assert_int_equal(ctl(out, sizeof(out), d.admin_socket, "--json contexts"), 0);
+    r = cJSON_Parse(out);
+    assert_true(reply_ok(r));
+    assert_int_equal(cJSON_GetArraySize(cJSON_GetObjectItemCaseSensitive(r, "contexts")), 1);
+    cJSON_Delete(r);
+    snprintf(args, sizeof(args), "contexts %s", ns_id);
+    assert_int_equal(ctl(out, sizeof(out), d.admin_socket, args), 0);
+    assert_non_null(strstr(out, "beta"));
+    assert_int_equal(ctl(out, sizeof(out), d.admin_socket, "contexts 0x1234"), 1);
+    assert_int_equal(ctl(out, sizeof(out), d.admin_socket, "contexts a b"), 2);
+
+    expect_ok("{\"cmd\":\"evict\",\"context\":\"beta\"}");
+    expect_contexts(NULL, ns_id, NULL, 0);
+    assert_int_equal(ctl(out, sizeof(out), d.admin_socket, "contexts"), 0);
+    assert_string_equal(out, "(none)\n");
+
+    /* Evicting the namespace, or every tier, forgets its names too. */
+    store_ctx(c, "gamma");
+    snprintf(args, sizeof(args), "{\"cmd\":\"evict\",\"namespace\":\"%s\"}", ns_id);
+    expect_ok(args);
+    expect_contexts(NULL, ns_id, NULL, 0);
+    store_ctx(c, "delta");
+    expect_ok("{\"cmd\":\"evict\",\"tier\":\"all\"}");
+    expect_contexts(NULL, ns_id, NULL, 0);
+
+    /* A store large enough to be split across worker threads records its
+     * name too (from the last worker to finish). */
+    const uint32_t big = 2048;
+    void *k = calloc(big, row_bytes()), *v = calloc(big, row_bytes());
+    for (uint32_t l = 0; l < LAYERS; l++)
+        CHECK_OK(kvt_store(c, "big", l, 0, big, k, v));
+    free(k);
+    free(v);
+    r = admin("{\"cmd\":\"contexts\"}");
+    const cJSON *e = cJSON_GetArrayItem(cJSON_GetObjectItemCaseSensitive(r, "contexts"), 0);
+    assert_non_null(e);
+    assert_string_equal(cJSON_GetObjectItemCaseSensitive(e, "name")->valuestring, "big");
+    assert_int_equal((int)cJSON_GetObjectItemCaseSensitive(e, "tokens")->valuedouble, (int)big);
+    cJSON_Delete(r);
+
+    kvt_disconnect(c);
+    stop_all();
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -483,6 +591,7 @@ int main(void)
         cmocka_unit_test(bad_requests_get_errors_and_daemon_serves_on),
         cmocka_unit_test(other_uids_are_refused),
         cmocka_unit_test(kvtierctl_prints_and_exits_as_documented),
+        cmocka_unit_test(contexts_lists_names_until_dropped_or_evicted),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

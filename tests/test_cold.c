@@ -10,6 +10,9 @@
  *   - a file far smaller than the data reclaims its oldest regions and keeps
  *     serving the newest records exactly, without errors;
  *   - drop_object / drop_namespace survive reopening;
+ *   - a domain quota drops only the over-quota domain's oldest records (by
+ *     record seq, across regions), counted in quota_drops; re-putting a key
+ *     does not count its old record; quota 0 lifts the limit;
  *   - compressible data is stored smaller, random data raw (<= raw + header);
  *   - a bad or mismatched file header is -EINVAL and the file is unchanged;
  *   - failing writes (RLIMIT_FSIZE makes them fail with EFBIG or come up
@@ -607,6 +610,71 @@ static void test_drops_survive_reopen(void **state)
     chunk_free(&a_later);
 }
 
+static struct kvt_chunk_key domain_key_of(uint32_t domain, uint64_t obj)
+{
+    struct kvt_chunk_key k = key_of(4, obj, 0, 0);
+
+    k.domain = domain;
+    return k;
+}
+
+static void test_domain_quota_drops_oldest(void **state)
+{
+    enum { A_N = 4, B_N = 12 };
+    struct env *env = *state;
+    struct kvt_chunk_shape shape = shape_of_bytes(200000);   /* ~5 per 1 MiB region */
+    struct tchunk a[A_N], b[B_N];
+    struct kvt_cold *c = open_cold(env, COLD_BLOCK + 16 * MIB, MIB);
+    struct kvt_cold_stats st;
+    uint64_t rec;
+
+    for (uint64_t i = 0; i < A_N; i++)
+        chunk_make(&a[i], domain_key_of(10, 100 + i), shape, 100 + i, 1, RANDOM);
+    for (uint64_t i = 0; i < B_N; i++)
+        chunk_make(&b[i], domain_key_of(20, 200 + i), shape, 200 + i, 1, RANDOM);
+    assert_int_equal(cold_put(c, &b[0].img), 0);
+    rec = cold_domain_used(c, 20);            /* random data: every record this size */
+    assert_true(rec > chunk_data_bytes(&shape));
+    cold_set_domain_quota(c, 4 * rec + rec / 2);
+    /* Domain 10's records sit between domain 20's in the same regions. */
+    for (uint64_t i = 1; i < B_N; i++) {
+        if (i % 3 == 1)
+            assert_int_equal(cold_put(c, &a[i / 3].img), 0);
+        assert_int_equal(cold_put(c, &b[i].img), 0);
+        assert_true(cold_domain_used(c, 20) <= 4 * rec + rec / 2);
+    }
+    assert_int_equal(cold_domain_used(c, 20), 4 * rec);
+    assert_int_equal(cold_domain_used(c, 10), A_N * rec);
+    for (int i = 0; i < A_N; i++)
+        assert_int_equal(get_matches(c, &a[i]), 0);
+    for (int i = 0; i < B_N; i++)
+        assert_int_equal(get_matches(c, &b[i]), i < B_N - 4 ? -ENOENT : 0);
+    cold_stats(c, &st);
+    assert_int_equal(st.quota_drops, B_N - 4);
+    assert_int_equal(st.regions_reclaimed, 0);
+    assert_int_equal(st.records, A_N + 4);
+
+    /* A newer record of a key the domain holds replaces it: no drop. */
+    chunk_fill(&b[B_N - 4], 200 + B_N - 4, 2, RANDOM);
+    assert_int_equal(cold_put(c, &b[B_N - 4].img), 0);
+    cold_stats(c, &st);
+    assert_int_equal(st.quota_drops, B_N - 4);
+    for (int i = B_N - 4; i < B_N; i++)
+        assert_int_equal(get_matches(c, &b[i]), 0);
+
+    /* Quota 0: no limit. */
+    cold_set_domain_quota(c, 0);
+    assert_int_equal(cold_put(c, &b[0].img), 0);
+    assert_int_equal(get_matches(c, &b[0]), 0);
+    assert_int_equal(cold_domain_used(c, 20), 5 * rec);
+    assert_no_errors(c);
+    cold_close(c);
+    for (int i = 0; i < A_N; i++)
+        chunk_free(&a[i]);
+    for (int i = 0; i < B_N; i++)
+        chunk_free(&b[i]);
+}
+
 static void test_compression(void **state)
 {
     struct env *env = *state;
@@ -921,6 +989,7 @@ int main(void)
         BOTH(test_torn_tail_skipped),
         BOTH(test_small_file_reclaims_oldest),
         BOTH(test_drops_survive_reopen),
+        BOTH(test_domain_quota_drops_oldest),
         BOTH(test_compression),
         BOTH(test_bad_header_refused),
         BOTH(test_disk_errors_become_misses),

@@ -19,6 +19,11 @@
  *    without the tier mutex: the lookup would deadlock otherwise);
  *  - -ENOSPC when everything is pinned or the chunk is larger than the
  *    budget, and then nothing is evicted in vain;
+ *  - domain quotas: a domain at its quota evicts its own least recently
+ *    used chunks (through the hook) and never another domain's, per-domain
+ *    usage follows creations and evictions, a chunk bigger than the quota
+ *    and a domain whose chunks are all pinned get -EDQUOT, and quota 0
+ *    lifts the limit;
  *  - hot_set_budget shrinking evicts at once (all unpinned chunks if pinned
  *    ones exceed the new budget);
  *  - hot_drop_object drops exactly one object across layers and chunk
@@ -508,6 +513,124 @@ static void test_enospc_all_pinned(void **state)
     for (int i = 0; i < 3; i++)
         hot_put(hot, pins[i]);
     assert_true(used_bytes(hot) <= 4 * charge);
+    hot_destroy(hot);
+}
+
+/* ---- domain quotas ---------------------------------------------------------- */
+
+static struct kvt_chunk_key domain_key(uint32_t domain, uint64_t obj)
+{
+    struct kvt_chunk_key k = make_key(3, obj, obj, 0, 0);
+
+    k.domain = domain;
+    return k;
+}
+
+static void test_domain_quota_evicts_own(void **state)
+{
+    uint64_t charge = charge_of(&small_shape);
+    struct hook_log log = { 0 };
+    struct kvt_hot *hot;
+    struct kvt_hot_stats st;
+
+    (void)state;
+    /* Room for 16 chunks in all; each domain may hold 4. */
+    assert_int_equal(hot_create(16 * charge, &hot), 0);
+    hot_set_evict_hook(hot, record_hook, &log);
+    hot_set_domain_quota(hot, 4 * charge);
+    /* Domain 7 holds 3 chunks, under its quota. */
+    for (uint64_t i = 0; i < 3; i++) {
+        struct kvt_chunk_key k = domain_key(7, 100 + i);
+        touch_new(hot, &k, &small_shape);
+    }
+    /* Domain 8 writes 10: past 4 it recycles its own, oldest first. */
+    for (uint64_t i = 0; i < 10; i++) {
+        struct kvt_chunk_key k = domain_key(8, 200 + i);
+        touch_new(hot, &k, &small_shape);
+        assert_true(hot_domain_used(hot, 8) <= 4 * charge);
+    }
+    assert_int_equal(hot_domain_used(hot, 7), 3 * charge);
+    assert_int_equal(hot_domain_used(hot, 8), 4 * charge);
+    assert_int_equal(hot_domain_used(hot, 9), 0);
+    for (uint64_t i = 0; i < 3; i++) {
+        struct kvt_chunk_key k = domain_key(7, 100 + i);
+        assert_true(is_present(hot, &k));
+    }
+    for (uint64_t i = 0; i < 10; i++) {
+        struct kvt_chunk_key k = domain_key(8, 200 + i);
+        assert_true(is_present(hot, &k) == (i >= 6));
+    }
+    /* Every eviction went through the hook, and only domain 8's, in LRU order. */
+    assert_int_equal(log.bad, 0);
+    assert_int_equal(log.n, 6);
+    for (int i = 0; i < log.n; i++) {
+        struct kvt_chunk_key want = domain_key(8, 200 + (uint64_t)i);
+        assert_key_equal(&log.keys[i], &want);
+    }
+    hot_stats(hot, &st);
+    assert_int_equal(st.evictions, 6);
+    assert_int_equal(st.quota_evictions, 6);
+    assert_int_equal(st.domain_quota_bytes, 4 * charge);
+    assert_int_equal(st.used_bytes, 7 * charge);
+
+    /* Recently used chunks of the domain stay: touch 206, then create one
+     * more; 207 (now the domain's oldest) goes, not 206. */
+    struct kvt_chunk_key k206 = domain_key(8, 206), k207 = domain_key(8, 207),
+                         k210 = domain_key(8, 210);
+    assert_true(is_present(hot, &k206));
+    touch_new(hot, &k210, &small_shape);
+    assert_true(is_present(hot, &k206));
+    assert_false(is_present(hot, &k207));
+
+    /* Quota 0: no limit, domain 8 may grow to the budget's room. */
+    hot_set_domain_quota(hot, 0);
+    for (uint64_t i = 0; i < 6; i++) {
+        struct kvt_chunk_key k = domain_key(8, 300 + i);
+        touch_new(hot, &k, &small_shape);
+    }
+    assert_int_equal(hot_domain_used(hot, 8), 10 * charge);
+    assert_int_equal(hot_domain_used(hot, 7), 3 * charge);
+    hot_destroy(hot);
+}
+
+static void test_domain_quota_edquot(void **state)
+{
+    uint64_t charge = charge_of(&small_shape);
+    struct kvt_chunk *pins[2], *c;
+    struct kvt_chunk_key k_other = domain_key(5, 50), k_next = domain_key(6, 62);
+    struct kvt_hot *hot;
+    struct kvt_hot_stats st;
+
+    (void)state;
+    assert_int_equal(hot_create(16 * charge, &hot), 0);
+    hot_set_domain_quota(hot, 2 * charge);
+    touch_new(hot, &k_other, &small_shape);        /* unpinned, other domain */
+    for (uint64_t i = 0; i < 2; i++) {
+        struct kvt_chunk_key k = domain_key(6, 60 + i);
+        assert_int_equal(hot_get_or_create(hot, &k, &small_shape, &pins[i]), 0);
+    }
+    /* Domain 6's chunks are all pinned: no room of its own to make, and the
+     * other domain's unpinned chunk is not taken instead. */
+    assert_int_equal(hot_get_or_create(hot, &k_next, &small_shape, &c), -EDQUOT);
+    assert_true(is_present(hot, &k_other));
+    /* Bigger than the quota itself: refused whatever is pinned. */
+    const struct kvt_chunk_shape big = { 4096, 2, 8, KVT_CHUNK_INT8 };
+    assert_true(charge_of(&big) > 2 * charge);
+    struct kvt_chunk_key k_big = domain_key(5, 51);
+    assert_int_equal(hot_get_or_create(hot, &k_big, &big, &c), -EDQUOT);
+    hot_stats(hot, &st);
+    assert_int_equal(st.evictions, 0);
+    assert_int_equal(hot_domain_used(hot, 6), 2 * charge);
+
+    /* One put makes room: the put chunk is evicted for the new one. */
+    hot_put(hot, pins[0]);
+    assert_int_equal(hot_get_or_create(hot, &k_next, &small_shape, &c), 0);
+    hot_put(hot, c);
+    hot_put(hot, pins[1]);
+    assert_int_equal(hot_domain_used(hot, 6), 2 * charge);
+    assert_true(is_present(hot, &k_other));
+    hot_stats(hot, &st);
+    assert_int_equal(st.quota_evictions, 1);
     hot_destroy(hot);
 }
 
@@ -1003,6 +1126,8 @@ int main(void)
         cmocka_unit_test(test_pinned_survives),
         cmocka_unit_test(test_lookup_during_hook_keeps_chunk),
         cmocka_unit_test(test_enospc_all_pinned),
+        cmocka_unit_test(test_domain_quota_evicts_own),
+        cmocka_unit_test(test_domain_quota_edquot),
         cmocka_unit_test(test_set_budget_shrinks),
         cmocka_unit_test(test_drop_object),
         cmocka_unit_test(test_drop_namespace),

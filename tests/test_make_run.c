@@ -1,7 +1,7 @@
 /* test_make_run.c - proves that `make run` works in a build tree without
  * root: `kvtierd --dev` started in a fresh directory (as make run does,
  * after `mkdir -p var`) serves a client on ./var/kvtier.sock with its
- * embedded config, and on SIGTERM exits 0 and removes the socket file. */
+ * embedded config, and on SIGTERM exits 0 and removes its socket files. */
 #include "tests/helpers.h"
 
 #include <errno.h>
@@ -53,6 +53,7 @@ static void start_dev_daemon(void)
     snprintf(var, sizeof(var), "%s/var", d.dir);
     assert_int_equal(mkdir(var, 0755), 0);
     snprintf(d.socket, sizeof(d.socket), "%s/var/kvtier.sock", d.dir);
+    snprintf(d.admin_socket, sizeof(d.admin_socket), "%s/var/admin.sock", d.dir);
     snprintf(d.log, sizeof(d.log), "%s/kvtierd.log", d.dir);
 
     d.pid = fork();
@@ -105,6 +106,8 @@ static void dev_daemon_serves_and_stops_cleanly(void **state)
 
     daemon_stop(&d);                                  /* SIGTERM; asserts exit 0 */
     assert_int_equal(access(d.socket, F_OK), -1);
+    assert_int_equal(errno, ENOENT);
+    assert_int_equal(access(d.admin_socket, F_OK), -1);
     assert_int_equal(errno, ENOENT);
 }
 

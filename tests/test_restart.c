@@ -4,7 +4,7 @@
  * daemon held only in RAM, and then stores and fetches correctly (its
  * kvt_alloc buffers included); while no daemon runs, calls fail with a
  * connection error instead of hanging. And that SIGTERM is a clean stop:
- * kvtierd exits 0 with a client connected, removes its socket file and
+ * kvtierd exits 0 with a client connected, removes its socket files and
  * leaves nothing in /dev/shm, and the handle carries on with the next one. */
 #include "tests/helpers.h"
 
@@ -111,6 +111,7 @@ static void sigterm_is_a_clean_stop(void **state)
     daemon_stop(&d);                                  /* asserts exit status 0 */
     assert_int_equal(access(d.socket, F_OK), -1);
     assert_int_equal(errno, ENOENT);
+    assert_int_equal(access(d.admin_socket, F_OK), -1);
     assert_int_equal(shm_kvtier_files(), 0);
     expect_no_daemon(c);
 
