@@ -307,6 +307,8 @@ static const struct metric metrics[] = {
     { "hot", "used_bytes", "hot_used_bytes", "gauge", "Bytes held by the RAM tier." },
     { "hot", "chunks", "hot_chunks", "gauge", "Chunks in the RAM tier." },
     { "hot", "evictions", "hot_evictions_total", "counter", "Chunks dropped from the RAM tier for space." },
+    { "hot", "hits", "hot_hits_total", "counter", "Fetched chunk segments found in RAM." },
+    { "hot", "misses", "hot_misses_total", "counter", "Fetched chunk segments not in RAM (promoted or absent)." },
     { "cold", "capacity_bytes", "cold_capacity_bytes", "gauge", "Size of the cold tier file." },
     { "cold", "used_bytes", "cold_used_bytes", "gauge", "Live record bytes on the cold tier." },
     { "cold", "records", "cold_records", "gauge", "Live records on the cold tier." },
@@ -348,6 +350,20 @@ static void print_metrics(const cJSON *reply)
             format_value(v, val, sizeof(val));
         printf("# HELP kvtier_%s %s\n# TYPE kvtier_%s %s\nkvtier_%s %s\n",
                m->name, m->help, m->name, m->type, m->name, val);
+    }
+    const cJSON *lat = cJSON_GetObjectItemCaseSensitive(reply, "latency_us");
+    printf("# HELP kvtier_request_latency_us Store/fetch latency percentiles (log2 bucket upper bounds).\n"
+           "# TYPE kvtier_request_latency_us gauge\n");
+    for (const char *const *op = (const char *const[]){ "store", "fetch", NULL }; *op; op++) {
+        const cJSON *h = cJSON_GetObjectItemCaseSensitive(lat, *op);
+        static const char *const field[] = { "p50", "p99", "p999" };
+        static const char *const quantile[] = { "0.5", "0.99", "0.999" };
+        for (size_t q = 0; q < 3; q++) {
+            const cJSON *v = cJSON_GetObjectItemCaseSensitive(h, field[q]);
+            if (cJSON_IsNumber(v))
+                printf("kvtier_request_latency_us{op=\"%s\",quantile=\"%s\"} %.0f\n",
+                       *op, quantile[q], v->valuedouble);
+        }
     }
     printf("# HELP kvtier_cold_enabled 1 when the daemon has a cold tier.\n"
            "# TYPE kvtier_cold_enabled gauge\nkvtier_cold_enabled %d\n",

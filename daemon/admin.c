@@ -76,6 +76,8 @@ static int cmd_stats(struct kvt_server *srv, const cJSON *req, cJSON *reply,
     add_u64(hot, "used_bytes", hs.used_bytes);
     add_u64(hot, "chunks", hs.chunks);
     add_u64(hot, "evictions", hs.evictions);
+    add_u64(hot, "hits", atomic_load(&srv->dp.hot_hits));
+    add_u64(hot, "misses", atomic_load(&srv->dp.hot_misses));
 
     if (srv->tiers.cold) {
         struct kvt_cold_stats cs;
@@ -111,6 +113,20 @@ static int cmd_stats(struct kvt_server *srv, const cJSON *req, cJSON *reply,
     add_u64(reply, "fetches", atomic_load(&srv->fetches));
     add_u64(reply, "bytes_in", atomic_load(&srv->bytes_in));
     add_u64(reply, "bytes_out", atomic_load(&srv->bytes_out));
+
+    /* Percentiles are bucket upper bounds: exact to a factor of two. */
+    cJSON *lat = cJSON_AddObjectToObject(reply, "latency_us");
+    const struct { const char *name; const struct kvt_latency *l; } hist[] = {
+        { "store", &srv->store_latency }, { "fetch", &srv->fetch_latency },
+    };
+    for (size_t i = 0; i < 2; i++) {
+        uint64_t n;
+        cJSON *h = cJSON_AddObjectToObject(lat, hist[i].name);
+        add_u64(h, "p50", latency_percentile_us(hist[i].l, 50, &n));
+        add_u64(h, "p99", latency_percentile_us(hist[i].l, 99, &n));
+        add_u64(h, "p999", latency_percentile_us(hist[i].l, 99.9, &n));
+        add_u64(h, "count", n);
+    }
     return 0;
 }
 

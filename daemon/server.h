@@ -6,6 +6,7 @@
 #include <stdbool.h>
 
 #include "daemon/config.h"
+#include "daemon/latency.h"
 #include "daemon/notify.h"
 #include "daemon/registry.h"
 #include "daemon/store.h"
@@ -26,7 +27,8 @@ struct kvt_server {
     struct kvt_workers *workers;
     struct kvt_session *sessions;    /* doubly linked, loop thread only */
     unsigned n_sessions;
-    atomic_ulong requests;           /* served, for logs */
+    atomic_ulong requests;
+    struct kvt_latency store_latency, fetch_latency;   /* receipt to reply */           /* served, for logs */
     struct kvt_notify notify;        /* systemd: READY, STATUS, WATCHDOG */
     /* Data traffic by op, counted when a request succeeds (admin stats). */
     atomic_ulong stores, fetches;

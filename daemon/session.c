@@ -94,8 +94,11 @@ static void finish(struct kvt_session *s, uint16_t op, uint32_t seq, int status,
     if (status && status != -ENOENT)
         log_debug("client pid %d uid %u: op %u failed: %s (%s)", (int)s->cred.pid,
                   (unsigned)s->cred.uid, op, strerror(-status), why ? why : "");
-    if (status == 0 && (op == KVT_OP_STORE || op == KVT_OP_FETCH))
+    if (status == 0 && (op == KVT_OP_STORE || op == KVT_OP_FETCH)) {
         count_traffic(s, op);
+        latency_record(op == KVT_OP_STORE ? &s->srv->store_latency : &s->srv->fetch_latency,
+                       latency_now_ns() - s->received_ns);
+    }
     if (status == 0 && op == KVT_OP_STORE && s->view.req->addr == KVT_ADDR_NAMED)
         remember_name(s);
     send_reply(s, op, seq, status, value, NULL, why);
@@ -410,6 +413,8 @@ void session_readable(struct kvt_session *s)
     const char *why = NULL;
     int fd = -1;
     ssize_t n = receive(s, &fd);
+
+    s->received_ns = latency_now_ns();
 
     if (n == -EAGAIN) {
         rearm(s);

@@ -32,6 +32,7 @@ struct kvt_session {
     /* The request handed to workers (one at a time per session). */
     uint16_t op;
     uint32_t seq;
+    uint64_t received_ns;            /* when the request arrived */
     struct kvt_data_view view;
     struct dp_request rq;
     struct dp_segment *segs;

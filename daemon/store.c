@@ -218,6 +218,8 @@ int dp_fetch(struct kvt_datapath *dp, const struct dp_request *rq,
 
     for (size_t i = 0; i < n; i++) {
         rc = fetch_hot(dp, rq, &segs[i]);
+        atomic_fetch_add_explicit(rc == 0 ? &dp->hot_hits : &dp->hot_misses, 1,
+                                  memory_order_relaxed);
         if (rc == -ENOENT && dp->tiers->cold) {
             /* Maybe on SSD: collect, and promote all misses at once so the
              * disk gets many reads in flight instead of one at a time. */

@@ -2,6 +2,7 @@
 #ifndef KVT_STORE_H
 #define KVT_STORE_H
 
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -17,6 +18,8 @@ struct kvt_datapath {
     struct kvt_tiers *tiers;   /* demotion/promotion; its cold may be NULL */
     const struct kvt_simd_ops *simd;
     bool lossless;             /* --quant none */
+    atomic_ulong hot_hits;     /* fetched segments found in RAM */
+    atomic_ulong hot_misses;   /* ... not found there (promoted or absent) */
 };
 
 /* One piece of work: tokens [tok, tok + n) of one chunk, with the offsets of

@@ -273,6 +273,23 @@ static void evict_hot_tier_keeps_synced_data(void **state)
     assert_true(stat_of("tiers", "promotions") > 0);
     assert_true(stat_of(NULL, "fetches") >= LAYERS);
     assert_true(stat_of(NULL, "bytes_in") == (double)LAYERS * TOKENS * row_bytes() * 2);
+    /* The promoted fetch missed RAM; a second fetch hits it. */
+    assert_true(stat_of("hot", "misses") > 0);
+    double hits = stat_of("hot", "hits");
+    CHECK_OK(fetch_ctx(c, "synced"));
+    assert_true(stat_of("hot", "hits") > hits);
+    /* Latency percentiles cover every successful store and fetch. */
+    cJSON *r = admin("{\"cmd\":\"stats\"}");
+    const cJSON *lat = cJSON_GetObjectItemCaseSensitive(r, "latency_us");
+    for (const char *const *op = (const char *const[]){ "store", "fetch", NULL }; *op; op++) {
+        const cJSON *h = cJSON_GetObjectItemCaseSensitive(lat, *op);
+        double count = cJSON_GetObjectItemCaseSensitive(h, "count")->valuedouble;
+        double p50 = cJSON_GetObjectItemCaseSensitive(h, "p50")->valuedouble;
+        double p99 = cJSON_GetObjectItemCaseSensitive(h, "p99")->valuedouble;
+        assert_true(count >= LAYERS);
+        assert_true(p50 >= 1 && p99 >= p50);
+    }
+    cJSON_Delete(r);
 
     /* Evicting every tier loses it for good. */
     expect_ok("{\"cmd\":\"evict\",\"tier\":\"all\"}");
@@ -457,6 +474,7 @@ static void kvtierctl_prints_and_exits_as_documented(void **state)
 
     assert_int_equal(ctl(out, sizeof(out), d.admin_socket, "metrics"), 0);
     assert_non_null(strstr(out, "# TYPE kvtier_hot_used_bytes gauge\nkvtier_hot_used_bytes "));
+    assert_non_null(strstr(out, "kvtier_request_latency_us{op=\"store\",quantile=\"0.99\"} "));
     assert_non_null(strstr(out, "# TYPE kvtier_stores_total counter\nkvtier_stores_total 2\n"));
 
     assert_int_equal(ctl(out, sizeof(out), d.admin_socket, "flush"), 0);
