@@ -8,6 +8,7 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/un.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "client/prefix.h"
@@ -16,6 +17,8 @@
 
 #define DEFAULT_SOCKET        "/run/kvtier/kvtier.sock"
 #define DEFAULT_REGION_BYTES  (256u << 20)
+#define DEFAULT_SPIN_US       50      /* see receive_reply */
+#define MAX_SPIN_US           10000
 /* Staging for non-shared buffers is taken from the region per request; a
  * bound keeps one huge batch from pinning the whole region and keeps the
  * copies cache-friendly enough to overlap with the daemon's work. */
@@ -34,6 +37,7 @@ struct kvt_client {
     size_t msg_cap;
     size_t send_max;                 /* largest message the socket can send */
     char last_error[KVT_REASON_MAX];
+    uint64_t spin_ns;                /* poll this long for a reply, then sleep */
 };
 
 static size_t dtype_bytes(kvt_dtype t)
@@ -127,6 +131,35 @@ static int send_with_fd(int sock, const void *buf, size_t len, int fd)
     return (size_t)n == len ? 0 : -EMSGSIZE;
 }
 
+static uint64_t now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+/* Receive the reply. A small call is answered in ~20 us, less than it
+ * takes to put this thread to sleep and wake it again on a busy or virtual
+ * machine, so the reply is polled for spin_ns first (the caller is blocked
+ * in the call either way) and only then waited for. */
+static ssize_t receive_reply(kvt_client *c, struct kvt_reply *rep)
+{
+    uint64_t deadline = c->spin_ns ? now_ns() + c->spin_ns : 0;
+    int flags = MSG_TRUNC | (deadline ? MSG_DONTWAIT : 0);
+
+    for (;;) {
+        ssize_t n = recv(c->fd, rep, sizeof(*rep), flags);
+        if (n >= 0)
+            return n;
+        if (errno == EAGAIN && (flags & MSG_DONTWAIT)) {
+            if (now_ns() >= deadline)
+                flags &= ~MSG_DONTWAIT;
+        } else if (errno != EINTR) {
+            return -errno;
+        }
+    }
+}
+
 /* Send one request and wait for its reply. Connection loss is returned as
  * such so the caller can reconnect; everything else is the daemon's answer. */
 static int transact(kvt_client *c, void *msg, size_t len, int pass_fd,
@@ -139,12 +172,9 @@ static int transact(kvt_client *c, void *msg, size_t len, int pass_fd,
     rc = send_with_fd(c->fd, msg, len, pass_fd);
     if (rc)
         return rc;
-    ssize_t n;
-    do
-        n = recv(c->fd, rep, sizeof(*rep), MSG_TRUNC);
-    while (n < 0 && errno == EINTR);
+    ssize_t n = receive_reply(c, rep);
     if (n < 0)
-        return -errno;
+        return (int)n;
     if (n == 0)
         return -ECONNRESET;
     if ((size_t)n != sizeof(*rep) || rep->hdr.magic != KVT_PROTO_MAGIC ||
@@ -252,6 +282,19 @@ static int check_model(const kvt_model *m)
     return 0;
 }
 
+static uint64_t spin_ns_wanted(void)
+{
+    const char *s = getenv("KVTIER_SPIN_US");
+    char *end;
+
+    if (!s || !*s)
+        return DEFAULT_SPIN_US * 1000;
+    unsigned long v = strtoul(s, &end, 10);
+    if (*end || v > MAX_SPIN_US)
+        return DEFAULT_SPIN_US * 1000;
+    return (uint64_t)v * 1000;
+}
+
 static size_t region_bytes_wanted(void)
 {
     const char *s = getenv("KVTIER_SHM_BYTES");
@@ -292,6 +335,7 @@ int kvt_connect(const char *socket_path, const kvt_model *model, kvt_client **ou
         return -ENOMEM;
     c->fd = -1;
     c->region.fd = -1;
+    c->spin_ns = spin_ns_wanted();
     c->socket_path = strdup(socket_path);
     if (!c->socket_path) {
         rc = -ENOMEM;

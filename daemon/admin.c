@@ -390,7 +390,7 @@ static int cmd_flush(struct kvt_server *srv, const cJSON *req, cJSON *reply,
 
 /* Keys that can change while running; SIGHUP applies the same set. */
 static const char *const live_keys[] = {
-    "log-level", "hot-bytes", "hot-high-watermark", "hot-low-watermark",
+    "log-level", "poll-us", "hot-bytes", "hot-high-watermark", "hot-low-watermark",
     "hot-quota", "cold-quota",
 };
 
@@ -427,12 +427,7 @@ static int config_set_live(struct kvt_server *srv, const char *key, const cJSON 
     rc = config_validate(&cfg, err, errlen);
     if (rc)
         return rc;
-    log_set_level((int)cfg.log_level);
-    if (cfg.hot_bytes != srv->cfg.hot_bytes)
-        hot_set_budget(srv->dp.hot, cfg.hot_bytes);
-    tiers_set_watermarks(&srv->tiers, cfg.hot_bytes, cfg.hot_high_pct, cfg.hot_low_pct);
-    tiers_set_quotas(&srv->tiers, cfg.hot_quota, cfg.cold_quota);
-    srv->cfg = cfg;
+    server_apply_live(srv, &cfg);
     log_info("admin: config set %s = %s", key, text);
     return 0;
 }

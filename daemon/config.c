@@ -31,6 +31,7 @@ static const struct key_def keys[] = {
     { "chunk-tokens",   K_U32,   OFF(chunk_tokens),   1, 4096 },
     { "quant",          K_QUANT, OFF(quant_none),     0, 0 },
     { "workers",        K_U32,   OFF(workers),        1, 256 },
+    { "poll-us",        K_U32,   OFF(poll_us),        0, 1000 },
     { "log-level",      K_LEVEL, OFF(log_level),      0, 0 },
     { "max-clients",    K_U32,   OFF(max_clients),    1, 65536 },
     { "max-spans",      K_U32,   OFF(max_spans),      1, KVT_SPANS_MAX },
@@ -62,6 +63,7 @@ void config_defaults(struct kvt_config *cfg)
     cfg->cold_bytes = 0;
     cfg->chunk_tokens = 256;
     cfg->workers = 2;
+    cfg->poll_us = 50;
     cfg->log_level = LOG_INFO;
     cfg->max_clients = 256;
     cfg->max_spans = 8192;

@@ -21,6 +21,7 @@ struct kvt_config {
     uint32_t chunk_tokens;      /* default for clients that pass 0 */
     uint32_t quant_none;        /* 1: lossless storage */
     uint32_t workers;
+    uint32_t poll_us;           /* loop polls this long after an event */
     uint32_t log_level;         /* syslog priority */
     uint32_t max_clients;
     uint32_t max_spans;         /* per request */

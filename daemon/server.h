@@ -45,6 +45,9 @@ int server_init(struct kvt_server *srv, const struct kvt_config *cfg,
 /* Serve until SIGTERM/SIGINT; then stop accepting, finish in-flight
  * requests, close every session. Returns 0 on a clean stop. */
 int server_run(struct kvt_server *srv);
+/* Apply the keys of cfg that can change while running (log-level, poll-us,
+ * hot-bytes, watermarks, quotas): SIGHUP and admin "config set" both do. */
+void server_apply_live(struct kvt_server *srv, const struct kvt_config *cfg);
 /* Release everything; unlinks the socket file. srv may be half-built. */
 void server_fini(struct kvt_server *srv);
 

@@ -105,6 +105,7 @@ static void stop_daemon_keep_dir(void)
 {
     kill(daemon_pid, SIGTERM);
     waitpid(daemon_pid, NULL, 0);
+    daemon_pid = 0;
 }
 
 static void stop_daemon(void)
@@ -200,6 +201,26 @@ static void prefill_teardown(struct prefill *p, int shared)
     kvt_disconnect(p->c);
 }
 
+/* Median seconds of REPS stores of the whole prefill, each into a context
+ * that does not exist yet (dropped after it is timed): a real prefill
+ * creates its chunks, which prefill_time's overwrites do not. */
+static double prefill_new_time(struct prefill *p)
+{
+    double t[REPS];
+    for (int r = 0; r < REPS; r++) {
+        char ctx[32];
+        snprintf(ctx, sizeof(ctx), "new-%d", r);
+        double t0 = now_s();
+        int rc = kvt_store_batch(p->c, ctx, p->spans, L2_LAYERS);
+        t[r] = now_s() - t0;
+        if (rc)
+            die("store_batch", rc);
+        if ((rc = kvt_drop(p->c, ctx)))
+            die("drop", rc);
+    }
+    return median(t, REPS);
+}
+
 /* Median seconds of REPS store (or fetch) batches of the whole prefill. */
 static double prefill_time(struct prefill *p, int fetch, const char *ctx)
 {
@@ -229,6 +250,11 @@ static void bench_prefill(double ref)
         row(name, gs, ref, L2_TOKENS / ts);
         snprintf(name, sizeof(name), "shape2 fetch 2048x32 f16 (%s)", path);
         row(name, gf, ref, L2_TOKENS / tf);
+        double tn = prefill_new_time(&p), gn = (double)p.bytes / tn / 1e9;
+        snprintf(name, sizeof(name), "shape2 store, new context (%s)", path);
+        row(name, gn, ref, L2_TOKENS / tn);
+        snprintf(key, sizeof(key), "shape2_store_new_%s_gbs", shared ? "zerocopy" : "copy");
+        json_num(key, gn);
         snprintf(key, sizeof(key), "shape2_store_%s_gbs", shared ? "zerocopy" : "copy");
         json_num(key, gs);
         snprintf(key, sizeof(key), "shape2_store_%s_ratio", shared ? "zerocopy" : "copy");
@@ -243,45 +269,70 @@ static void bench_prefill(double ref)
 
 /* ---- 1 vs 2 client processes ----------------------------------------------------------- */
 
+/* Aggregate GB/s of n_clients processes storing their prefill REPS times
+ * each. The processes set up first (allocating and filling 256 MiB takes
+ * longer than storing it), then start together when the go pipe closes;
+ * the aggregate is all bytes over the wall time from the first start to the
+ * last finish, so runs that do not overlap cannot inflate it. */
 static double concurrent_store_gbs(int n_clients)
 {
-    int fds[2][2];
+    struct { double t0, t1, bytes; } res[2];
+    int ready[2][2], go[2];
     pid_t pids[2];
-    double total = 0;
 
+    if (pipe(go) < 0)
+        die("pipe", -errno);
     for (int i = 0; i < n_clients; i++) {
-        if (pipe(fds[i]) < 0)
+        if (pipe(ready[i]) < 0)
             die("pipe", -errno);
         pids[i] = fork();
         if (pids[i] == 0) {
             struct prefill p;
-            char model[32], ctx[32];
+            char model[32], ctx[32], byte;
             snprintf(model, sizeof(model), "scale-%d", i);
             snprintf(ctx, sizeof(ctx), "c%d", i);
+            close(go[1]);
             prefill_setup(&p, 1, model);
-            double t = prefill_time(&p, 0, ctx);
-            double gbs = (double)p.bytes / t / 1e9;
-            if (write(fds[i][1], &gbs, sizeof(gbs)) != sizeof(gbs))
+            res[i].bytes = 0;
+            if (write(ready[i][1], &res[i], sizeof(res[i])) != sizeof(res[i]) ||
+                read(go[0], &byte, 1) != 0)
+                _exit(1);
+            res[i].t0 = now_s();
+            for (int r = 0; r < REPS; r++) {
+                int rc = kvt_store_batch(p.c, ctx, p.spans, L2_LAYERS);
+                if (rc)
+                    die("store_batch", rc);
+            }
+            res[i].t1 = now_s();
+            res[i].bytes = (double)p.bytes * REPS;
+            if (write(ready[i][1], &res[i], sizeof(res[i])) != sizeof(res[i]))
                 _exit(1);
             prefill_teardown(&p, 1);
             _exit(0);
         }
-        close(fds[i][1]);
+        close(ready[i][1]);
     }
-    for (int i = 0; i < n_clients; i++) {
-        double gbs = 0;
-        if (read(fds[i][0], &gbs, sizeof(gbs)) != sizeof(gbs))
+    close(go[0]);
+    for (int i = 0; i < n_clients; i++)
+        if (read(ready[i][0], &res[i], sizeof(res[i])) != sizeof(res[i]))
             die("client process failed", -EIO);
-        close(fds[i][0]);
+    close(go[1]);                  /* every client starts now */
+    double first = 1e300, last = 0, bytes = 0;
+    for (int i = 0; i < n_clients; i++) {
+        if (read(ready[i][0], &res[i], sizeof(res[i])) != sizeof(res[i]))
+            die("client process failed", -EIO);
+        close(ready[i][0]);
         waitpid(pids[i], NULL, 0);
-        total += gbs;
+        first = res[i].t0 < first ? res[i].t0 : first;
+        last = res[i].t1 > last ? res[i].t1 : last;
+        bytes += res[i].bytes;
     }
-    return total;
+    return bytes / (last - first) / 1e9;
 }
 
 /* ---- shape 1: 1 layer, 8x128 f32, 32 tokens per call -------------------------------- */
 
-static void bench_small_calls(void)
+static void bench_small_calls(int shared)
 {
     kvt_model m = { "storebatch-1layer", 1, 8, 128, KVT_F32, 0 };
     kvt_client *c;
@@ -291,7 +342,10 @@ static void bench_small_calls(void)
     int rc = kvt_connect(sock_path, &m, &c);
     if (rc)
         die("connect", rc);
-    float *k = malloc(bytes), *v = malloc(bytes);
+    float *k = shared ? kvt_alloc(c, bytes) : malloc(bytes);
+    float *v = shared ? kvt_alloc(c, bytes) : malloc(bytes);
+    if (!k || !v)
+        die("shape1 buffers", -ENOMEM);
     for (size_t i = 0; i < bytes / 4; i++)
         k[i] = v[i] = (float)((int)(i % 251) - 125) / 50.0f;
     for (int r = 0; r < REPS; r++) {
@@ -308,14 +362,24 @@ static void bench_small_calls(void)
     }
     double st = per_call * (double)calls / median(ts, REPS);
     double ft = per_call * (double)calls / median(tf, REPS);
+    const char *path = shared ? "zero-copy" : "copy";
+    char name[64], key[64];
+    snprintf(name, sizeof(name), "shape1 store 32 tok x 8x128 f32 (%s)", path);
     printf("%-44s %8.2f GB/s  %12.0f tokens/s  (target 1,000,000)\n",
-           "shape1 store 32 tok x 8x128 f32 (copy)", st * (double)bytes / per_call / 1e9, st);
-    printf("%-44s %8.2f GB/s  %12.0f tokens/s\n",
-           "shape1 fetch 32 tok x 8x128 f32 (copy)", ft * (double)bytes / per_call / 1e9, ft);
-    json_num("shape1_store_tokens_per_s", st);
-    json_num("shape1_fetch_tokens_per_s", ft);
-    free(k);
-    free(v);
+           name, st * (double)bytes / per_call / 1e9, st);
+    snprintf(name, sizeof(name), "shape1 fetch 32 tok x 8x128 f32 (%s)", path);
+    printf("%-44s %8.2f GB/s  %12.0f tokens/s\n", name, ft * (double)bytes / per_call / 1e9, ft);
+    snprintf(key, sizeof(key), "shape1_store_%s_tokens_per_s", shared ? "zerocopy" : "copy");
+    json_num(key, st);
+    snprintf(key, sizeof(key), "shape1_fetch_%s_tokens_per_s", shared ? "zerocopy" : "copy");
+    json_num(key, ft);
+    if (shared) {
+        kvt_free(c, k);
+        kvt_free(c, v);
+    } else {
+        free(k);
+        free(v);
+    }
     kvt_disconnect(c);
 }
 
@@ -604,9 +668,19 @@ int main(int argc, char **argv)
     printf("%-44s %8.2f GB/s\n", "memcpy (1 thread)", ref);
     json_num("memcpy_gbs", ref);
 
+    /* KVTIER_BENCH_CALLS=1: only the small-call shapes (1 and 3), for
+     * quick iterations on latency. */
+    if (getenv("KVTIER_BENCH_CALLS")) {
+        bench_small_calls(1);
+        bench_small_calls(0);
+        bench_decode(1);
+        bench_decode(0);
+        goto out;
+    }
     bench_overhead();
     bench_prefill(ref);
-    bench_small_calls();
+    bench_small_calls(1);
+    bench_small_calls(0);
     bench_decode(1);
     bench_decode(0);
     double one = concurrent_store_gbs(1), two = concurrent_store_gbs(2);
@@ -620,6 +694,9 @@ int main(int argc, char **argv)
     stop_daemon();
     bench_lz4();
     bench_cold();
+out:
+    if (daemon_pid)
+        stop_daemon();
     fprintf(json, "\n}\n");
     fclose(json);
     printf("wrote %s\n", json_path);

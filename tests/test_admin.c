@@ -344,6 +344,14 @@ static void config_set_changes_live_keys_only(void **state)
     r = admin("{\"cmd\":\"config\",\"op\":\"set\",\"key\":\"hot-low-watermark\",\"value\":\"95\"}");
     assert_error_reply(r);                        /* above the high watermark */
     cJSON_Delete(r);
+    /* poll-us is live; out of range is refused and changes nothing. */
+    expect_ok("{\"cmd\":\"config\",\"op\":\"set\",\"key\":\"poll-us\",\"value\":0}");
+    r = admin("{\"cmd\":\"config\",\"op\":\"set\",\"key\":\"poll-us\",\"value\":5000}");
+    assert_error_reply(r);
+    cJSON_Delete(r);
+    r = admin("{\"cmd\":\"config\",\"op\":\"get\",\"key\":\"poll-us\"}");
+    assert_string_equal(cJSON_GetObjectItemCaseSensitive(r, "value")->valuestring, "0");
+    cJSON_Delete(r);
     r = admin("{\"cmd\":\"config\",\"op\":\"get\",\"key\":\"no-such-key\"}");
     assert_error_reply(r);
     cJSON_Delete(r);
