@@ -32,7 +32,7 @@ endif
 SIMD_OBJS   := simd/simd.o simd/scalar.o simd/sse2.o simd/avx2.o
 CACHE_OBJS  := cache/chunk.o cache/hot.o cache/cold.o cache/cold_io.o cache/domain_bytes.o
 PROTO_OBJS  := proto/proto.o
-DAEMON_OBJS := daemon/config.o daemon/log.o daemon/registry.o daemon/store.o daemon/admin.o \
+DAEMON_OBJS := daemon/config.o daemon/log.o daemon/registry.o daemon/store.o daemon/admin.o daemon/job.o \
 	daemon/sockpath.o daemon/latency.o daemon/tiers.o daemon/workers.o daemon/session.o daemon/server.o \
 	daemon/notify.o
 CLIENT_OBJS := client/kvtier.o client/region.o client/prefix.o

@@ -541,6 +541,17 @@ size_t hot_pin_dirty(struct kvt_hot *hot, struct kvt_chunk **out, size_t max)
     return n;
 }
 
+uint64_t hot_count_dirty(struct kvt_hot *hot)
+{
+    uint64_t n = 0;
+
+    pthread_mutex_lock(&hot->mu);
+    for (struct kvt_chunk *c = hot->lru_head; c; c = c->lru_next)
+        n += c->dirty;
+    pthread_mutex_unlock(&hot->mu);
+    return n;
+}
+
 void hot_set_domain_quota(struct kvt_hot *hot, uint64_t bytes)
 {
     pthread_mutex_lock(&hot->mu);
@@ -683,7 +694,8 @@ void hot_mark_clean(struct kvt_hot *hot, struct kvt_chunk *chunk)
  * context-delete operations, so a walk of the LRU list is good enough. */
 static uint64_t drop_matching(struct kvt_hot *hot, const struct kvt_chunk_key *want,
                               bool (*match)(const struct kvt_chunk_key *,
-                                            const struct kvt_chunk_key *))
+                                            const struct kvt_chunk_key *),
+                              hot_progress_fn progress, void *arg)
 {
     struct kvt_chunk *c, *next, *to_free = NULL;
     uint64_t dropped = 0;
@@ -697,7 +709,17 @@ static uint64_t drop_matching(struct kvt_hot *hot, const struct kvt_chunk_key *w
         }
     }
     pthread_mutex_unlock(&hot->mu);
-    free_chunks(to_free);
+    if (progress)
+        progress(arg, 0, dropped);
+    for (uint64_t freed = 0; to_free; freed++) {
+        next = to_free->hash_next;
+        chunk_free(to_free);
+        to_free = next;
+        if (progress && (freed + 1) % 256 == 0)
+            progress(arg, freed + 1, dropped);
+    }
+    if (progress)
+        progress(arg, dropped, dropped);
     return dropped;
 }
 
@@ -717,14 +739,15 @@ uint64_t hot_drop_object(struct kvt_hot *hot, uint64_t ns_id,
 {
     struct kvt_chunk_key want = { .ns_id = ns_id, .obj_hi = obj_hi, .obj_lo = obj_lo };
 
-    return drop_matching(hot, &want, same_object);
+    return drop_matching(hot, &want, same_object, NULL, NULL);
 }
 
-uint64_t hot_drop_namespace(struct kvt_hot *hot, uint64_t ns_id)
+uint64_t hot_drop_namespace(struct kvt_hot *hot, uint64_t ns_id,
+                            hot_progress_fn progress, void *arg)
 {
     struct kvt_chunk_key want = { .ns_id = ns_id };
 
-    return drop_matching(hot, &want, same_namespace);
+    return drop_matching(hot, &want, same_namespace, progress, arg);
 }
 
 /* chunks counts the chunks a lookup can find; used_bytes also counts

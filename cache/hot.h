@@ -91,6 +91,8 @@ bool hot_take_dirty(struct kvt_hot *hot, struct kvt_chunk *chunk);
 /* Pin up to max dirty chunks into out[], most recently used first; the
  * caller hot_put()s each. Returns how many. */
 size_t hot_pin_dirty(struct kvt_hot *hot, struct kvt_chunk **out, size_t max);
+/* Number of dirty chunks (a walk of every chunk: for progress reports). */
+uint64_t hot_count_dirty(struct kvt_hot *hot);
 
 /* Find and pin. Returns 0, or -ENOENT if absent. Marks it recently used. */
 int hot_get(struct kvt_hot *hot, const struct kvt_chunk_key *key,
@@ -121,9 +123,14 @@ void hot_mark_clean(struct kvt_hot *hot, struct kvt_chunk *chunk);
  * chunk index). Returns how many were dropped. */
 uint64_t hot_drop_object(struct kvt_hot *hot, uint64_t ns_id,
                          uint64_t obj_hi, uint64_t obj_lo);
+/* Told how many of the total chunks a long drop has freed so far. */
+typedef void (*hot_progress_fn)(void *arg, uint64_t done, uint64_t total);
 /* Drop every chunk of a namespace (ns_id != 0) or of every namespace
- * (ns_id == 0). Returns how many were dropped. */
-uint64_t hot_drop_namespace(struct kvt_hot *hot, uint64_t ns_id);
+ * (ns_id == 0). Unlinking is quick; freeing gigabytes takes a while (the
+ * kernel unmaps every page), so progress (may be NULL) hears of it every
+ * 256 chunks. Returns how many were dropped. */
+uint64_t hot_drop_namespace(struct kvt_hot *hot, uint64_t ns_id,
+                            hot_progress_fn progress, void *arg);
 
 void hot_stats(struct kvt_hot *hot, struct kvt_hot_stats *out);
 

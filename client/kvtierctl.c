@@ -138,35 +138,62 @@ static int send_line(int fd, const char *text)
     return send(fd, "\n", 1, MSG_NOSIGNAL) == 1 ? 0 : -errno;
 }
 
-/* Read one reply line into a malloc'ed string (without its '\n'). */
-static int read_line(int fd, char **out)
-{
-    size_t cap = 4096, len = 0;
-    char *buf = malloc(cap);
+/* Lines from the daemon. A flush with progress sends several lines in a
+ * row, so what one recv returns past a newline is kept for the next. */
+struct line_reader {
+    int fd;
+    char *buf;
+    size_t len, cap, next;           /* next: start of what follows a line */
+};
 
-    while (buf) {
-        if (len + 1 == cap) {
-            char *bigger = cap < REPLY_MAX ? realloc(buf, cap * 2) : NULL;
-            if (!bigger)
-                break;
-            buf = bigger;
-            cap *= 2;
+/* The next line, NUL-terminated, into *out (valid until the next call).
+ * Returns 0, or -ECONNRESET when the daemon closed the connection first. */
+static int read_line(struct line_reader *r, char **out)
+{
+    if (r->next) {                   /* drop the line returned last time */
+        memmove(r->buf, r->buf + r->next, r->len - r->next);
+        r->len -= r->next;
+        r->next = 0;
+    }
+    for (size_t scanned = 0;;) {
+        char *nl = r->len > scanned ? memchr(r->buf + scanned, '\n', r->len - scanned) : NULL;
+        if (nl) {
+            *nl = '\0';
+            r->next = (size_t)(nl - r->buf) + 1;
+            *out = r->buf;
+            return 0;
         }
-        ssize_t n = recv(fd, buf + len, cap - len - 1, 0);
+        scanned = r->len;
+        if (r->len + 1 >= r->cap) {
+            size_t cap = r->cap ? r->cap * 2 : 4096;
+            char *bigger = cap <= REPLY_MAX ? realloc(r->buf, cap) : NULL;
+            if (!bigger)
+                return -ECONNRESET;
+            r->buf = bigger;
+            r->cap = cap;
+        }
+        ssize_t n = recv(r->fd, r->buf + r->len, r->cap - r->len - 1, 0);
         if (n < 0 && errno == EINTR)
             continue;
         if (n <= 0)
-            break;
-        char *nl = memchr(buf + len, '\n', (size_t)n);
-        len += (size_t)n;
-        if (nl) {
-            *nl = '\0';
-            *out = buf;
-            return 0;
-        }
+            return -ECONNRESET;
+        r->len += (size_t)n;
     }
-    free(buf);
-    return -ECONNRESET;
+}
+
+/* A long command's progress line, redrawn in place on the terminal. */
+static void show_progress(const cJSON *progress)
+{
+    const cJSON *what = cJSON_GetObjectItemCaseSensitive(progress, "command");
+    const cJSON *d = cJSON_GetObjectItemCaseSensitive(progress, "done");
+    const cJSON *t = cJSON_GetObjectItemCaseSensitive(progress, "total");
+    double done = cJSON_IsNumber(d) ? d->valuedouble : 0;
+    double total = cJSON_IsNumber(t) ? t->valuedouble : 0;
+    bool flush = cJSON_IsString(what) && !strcmp(what->valuestring, "flush");
+
+    fprintf(stderr, "\r%s: %.0f of %.0f chunks %s (%3.0f%%)", flush ? "flushing" : "evicting",
+            done, total, flush ? "written" : "freed", total > 0 ? 100.0 * done / total : 100.0);
+    fflush(stderr);
 }
 
 /* ---- human output ------------------------------------------------------------------ */
@@ -273,7 +300,9 @@ static void print_human(const char *cmd, const cJSON *reply)
         return;
     }
     if (!strcmp(cmd, "flush")) {
-        printf("flushed\n");
+        const cJSON *n = cJSON_GetObjectItemCaseSensitive(reply, "chunks_written");
+        printf("flushed: %.0f chunks written, cold file synced\n",
+               cJSON_IsNumber(n) ? n->valuedouble : 0);
         return;
     }
     if (!strcmp(cmd, "contexts")) {
@@ -378,6 +407,8 @@ int main(int argc, char **argv)
     const char *cmd;
     bool json = false;
     char *line = NULL, *text = NULL;
+    struct line_reader reader = { .fd = -1 };
+    bool progress = false;
     cJSON *req = NULL, *reply = NULL;
     int i, fd = -1, rc = EXIT_OK;
 
@@ -411,19 +442,36 @@ int main(int argc, char **argv)
         rc = EXIT_CONNECT;
         goto out;
     }
-    if (!strcmp(cmd, "flush") && isatty(STDERR_FILENO))
-        fprintf(stderr, "flushing...\n");
+    /* Progress is for a person watching; scripts get the reply alone. */
+    if ((!strcmp(cmd, "flush") || !strcmp(cmd, "evict")) && isatty(STDERR_FILENO)) {
+        progress = true;
+        cJSON_AddBoolToObject(req, "progress", true);
+    }
     text = cJSON_PrintUnformatted(req);
+    reader.fd = fd;
     /* A refused peer is answered at accept, perhaps before our request
      * goes out (the send then fails): the reply is read whatever happened. */
     if (text)
         send_line(fd, text);
-    if (!text || read_line(fd, &line)) {
-        fprintf(stderr, "kvtierctl: %s: the daemon closed the connection without a reply\n", path);
-        rc = EXIT_CONNECT;
-        goto out;
+    for (;;) {
+        if (!text || read_line(&reader, &line)) {
+            if (progress)
+                fputc('\n', stderr);
+            fprintf(stderr, "kvtierctl: %s: the daemon closed the connection without a reply\n",
+                    path);
+            rc = EXIT_CONNECT;
+            goto out;
+        }
+        reply = cJSON_Parse(line);
+        const cJSON *p = cJSON_GetObjectItemCaseSensitive(reply, "progress");
+        if (!cJSON_IsObject(p) || cJSON_HasObjectItem(reply, "ok"))
+            break;
+        if (progress)
+            show_progress(p);
+        cJSON_Delete(reply);
     }
-    reply = cJSON_Parse(line);
+    if (progress)
+        fputc('\n', stderr);
     if (!cJSON_IsObject(reply)) {
         fprintf(stderr, "kvtierctl: the daemon's reply is not JSON: %.200s\n", line);
         rc = EXIT_DAEMON;
@@ -448,7 +496,7 @@ out:
     cJSON_Delete(reply);
     cJSON_Delete(req);
     cJSON_free(text);
-    free(line);
+    free(reader.buf);
     if (fd >= 0)
         close(fd);
     return rc;

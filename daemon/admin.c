@@ -1,9 +1,10 @@
 /* admin.c - the admin socket: one JSON request per line, one JSON reply per
  * line, answered on the loop thread from one table of commands.
  *
- * Every command is cheap except "flush", which waits for the disk on the
- * loop thread (data clients wait meanwhile); operators run it rarely, and a
- * worker hand-off can come later. "contexts" looks up every listed
+ * Every command is cheap except "flush", which waits for the disk: it runs
+ * on a thread of its own and its reply is deferred, so the loop serves
+ * clients meanwhile. "evict" of a namespace is an index walk plus one
+ * tombstone record, milliseconds even for a large one. "contexts" looks up every listed
  * context's chunks, so its cost grows with the names known (at most
  * REGISTRY_NAMES_MAX per namespace). Replies are sent with a blocking send
  * bounded by SEND_TIMEOUT_S, so an admin client that stops reading cannot
@@ -25,6 +26,7 @@
 #include <unistd.h>
 #include <xxhash.h>
 
+#include "daemon/job.h"
 #include "daemon/log.h"
 #include "daemon/sockpath.h"
 #include "daemon/session.h"
@@ -35,6 +37,9 @@ struct kvt_admin_conn {
     enum ev_kind kind;               /* EV_ADMIN, first for epoll tagging */
     struct kvt_server *srv;
     int fd;
+    bool waiting;                    /* a deferred reply is pending */
+    bool progress;                   /* it wants progress lines meanwhile */
+    bool progress_sent;              /* at least one went out */
     size_t len;                      /* bytes of an unfinished line in buf */
     char buf[ADMIN_LINE_MAX + 2];    /* the line, its '\n', then a NUL */
     struct kvt_admin_conn *prev, *next;
@@ -47,8 +52,12 @@ static const enum ev_kind tag_admin_listen = EV_ADMIN_LISTEN;
 /* A handler fills reply (which already holds "ok": true) and returns 0, or
  * returns -errno with a human sentence in err; the dispatcher then sends
  * {"ok": false, "error": err} instead. */
-typedef int (*admin_fn)(struct kvt_server *srv, const cJSON *req, cJSON *reply,
+typedef int (*admin_fn)(struct kvt_admin_conn *c, const cJSON *req, cJSON *reply,
                         char *err, size_t errlen);
+
+/* A handler returns this instead of 0 when the reply is sent later (flush):
+ * the connection reads no further request until then. */
+#define ADMIN_DEFERRED 1
 
 /* Counters go out as JSON numbers: exact up to 2^53, far beyond any byte
  * count a daemon reaches. 64-bit ids go out as hex strings instead. */
@@ -64,9 +73,10 @@ static void add_id(cJSON *obj, const char *name, uint64_t id)
     cJSON_AddStringToObject(obj, name, buf);
 }
 
-static int cmd_stats(struct kvt_server *srv, const cJSON *req, cJSON *reply,
+static int cmd_stats(struct kvt_admin_conn *conn, const cJSON *req, cJSON *reply,
                      char *err, size_t errlen)
 {
+    struct kvt_server *srv = conn->srv;
     struct kvt_hot_stats hs;
     cJSON *hot = cJSON_AddObjectToObject(reply, "hot");
 
@@ -130,9 +140,10 @@ static int cmd_stats(struct kvt_server *srv, const cJSON *req, cJSON *reply,
     return 0;
 }
 
-static int cmd_namespaces(struct kvt_server *srv, const cJSON *req, cJSON *reply,
+static int cmd_namespaces(struct kvt_admin_conn *conn, const cJSON *req, cJSON *reply,
                           char *err, size_t errlen)
 {
+    struct kvt_server *srv = conn->srv;
     cJSON *list = cJSON_AddArrayToObject(reply, "namespaces");
 
     (void)req, (void)err, (void)errlen;
@@ -154,9 +165,10 @@ static int cmd_namespaces(struct kvt_server *srv, const cJSON *req, cJSON *reply
     return 0;
 }
 
-static int cmd_clients(struct kvt_server *srv, const cJSON *req, cJSON *reply,
+static int cmd_clients(struct kvt_admin_conn *conn, const cJSON *req, cJSON *reply,
                        char *err, size_t errlen)
 {
+    struct kvt_server *srv = conn->srv;
     cJSON *list = cJSON_AddArrayToObject(reply, "clients");
 
     (void)req, (void)err, (void)errlen;
@@ -208,11 +220,81 @@ static uint32_t all_namespaces(struct kvt_server *srv, struct kvt_ns **ns)
     return n;
 }
 
-static int evict_tier(struct kvt_server *srv, const char *tier, uint64_t *hot,
-                      uint64_t *cold, char *err, size_t errlen)
+/* ---- long commands: flush, evict of a namespace or tier ------------------ */
+
+/* What a long command does on its job thread, and what it found. */
+struct kvt_admin_work {
+    struct kvt_server *srv;
+    const char *what;                /* "flush" or "evict": logs, progress */
+    uint64_t ns_id;                  /* evict: 0 = every namespace */
+    bool hot, cold;                  /* evict: the tiers to empty */
+    uint64_t hot_chunks, cold_records;
+};
+
+static const enum ev_kind tag_job = EV_JOB;
+
+static int run_flush(struct kvt_job *j, void *arg)
 {
+    struct kvt_admin_work *w = arg;
+    return tiers_flush(&w->srv->tiers, job_progress_cb, j);
+}
+
+static int run_evict(struct kvt_job *j, void *arg)
+{
+    struct kvt_admin_work *w = arg;
+
+    if (w->hot)
+        w->hot_chunks = hot_drop_namespace(w->srv->dp.hot, w->ns_id, job_progress_cb, j);
+    if (w->cold && w->srv->tiers.cold)
+        w->cold_records = cold_drop_namespace(w->srv->tiers.cold, w->ns_id);
+    return 0;
+}
+
+/* Start a long command on a job thread (daemon/job.c) so the loop serves
+ * clients meanwhile; conn gets its reply when it ends (admin_job_event),
+ * and with "progress": true a {"progress": ...} line before that, at the
+ * start and about every 200 ms. One runs at a time. Takes w. */
+static int start_job(struct kvt_admin_conn *conn, const cJSON *req, job_fn fn,
+                     struct kvt_admin_work *w, char *err, size_t errlen)
+{
+    struct kvt_server *srv = conn->srv;
+    const cJSON *progress = cJSON_GetObjectItemCaseSensitive(req, "progress");
+    int rc;
+
+    if (progress && !cJSON_IsBool(progress)) {
+        snprintf(err, errlen, "\"progress\" must be true or false");
+        rc = -EINVAL;
+        goto err;
+    }
+    if (srv->job) {
+        snprintf(err, errlen, "a %s is already running; try again when it ends",
+                 srv->job_work->what);
+        rc = -EBUSY;
+        goto err;
+    }
+    rc = job_start(fn, w, srv->epfd, (void *)&tag_job, &srv->job);
+    if (rc) {
+        snprintf(err, errlen, "cannot start the %s: %s", w->what, strerror(-rc));
+        goto err;
+    }
+    srv->job_work = w;
+    srv->job_conn = conn;
+    conn->progress = cJSON_IsTrue(progress);
+    conn->progress_sent = false;
+    log_info("admin: %s started", w->what);
+    return ADMIN_DEFERRED;
+err:
+    free(w);
+    return rc;
+}
+
+static int evict_tier(struct kvt_admin_conn *conn, const cJSON *req, const char *tier,
+                      char *err, size_t errlen)
+{
+    struct kvt_server *srv = conn->srv;
     bool want_hot = !strcmp(tier, "hot") || !strcmp(tier, "all");
     bool want_cold = !strcmp(tier, "cold") || !strcmp(tier, "all");
+    struct kvt_admin_work *w;
 
     if (!want_hot && !want_cold) {
         snprintf(err, errlen, "tier must be hot, cold or all, not '%s'", tier);
@@ -222,18 +304,37 @@ static int evict_tier(struct kvt_server *srv, const char *tier, uint64_t *hot,
         snprintf(err, errlen, "this daemon has no cold tier (cold-bytes 0)");
         return -EOPNOTSUPP;
     }
-    if (want_hot)
-        *hot = hot_drop_namespace(srv->dp.hot, 0);
-    if (want_cold && srv->tiers.cold)
-        *cold = cold_drop_namespace(srv->tiers.cold, 0);
+    w = calloc(1, sizeof(*w));
+    if (!w)
+        return -ENOMEM;
+    *w = (struct kvt_admin_work){ .srv = srv, .what = "evict", .hot = want_hot,
+                                  .cold = want_cold };
+    int rc = start_job(conn, req, run_evict, w, err, errlen);
     /* Every context is gone once no tier is left holding it. */
-    if (want_hot && (want_cold || !srv->tiers.cold)) {
+    if (rc == ADMIN_DEFERRED && want_hot && (want_cold || !srv->tiers.cold)) {
         struct kvt_ns *ns[REGISTRY_NS_MAX];
         uint32_t n = all_namespaces(srv, ns);
         for (uint32_t i = 0; i < n; i++)
             registry_names_clear(ns[i]);
     }
-    return 0;
+    return rc;
+}
+
+static int evict_namespace(struct kvt_admin_conn *conn, const cJSON *req, uint64_t ns_id,
+                           char *err, size_t errlen)
+{
+    struct kvt_server *srv = conn->srv;
+    struct kvt_admin_work *w = calloc(1, sizeof(*w));
+
+    if (!w)
+        return -ENOMEM;
+    *w = (struct kvt_admin_work){ .srv = srv, .what = "evict", .ns_id = ns_id, .hot = true,
+                                  .cold = true };
+    int rc = start_job(conn, req, run_evict, w, err, errlen);
+    struct kvt_ns *known = registry_find(&srv->reg, ns_id);
+    if (rc == ADMIN_DEFERRED && known)
+        registry_names_clear(known);
+    return rc;
 }
 
 /* A named context's object id is the one daemon/store.c derives. Without a
@@ -263,23 +364,21 @@ static void evict_context(struct kvt_server *srv, const char *name, const uint64
     }
 }
 
-static int cmd_evict(struct kvt_server *srv, const cJSON *req, cJSON *reply,
+static int cmd_evict(struct kvt_admin_conn *conn, const cJSON *req, cJSON *reply,
                      char *err, size_t errlen)
 {
+    struct kvt_server *srv = conn->srv;
     const cJSON *tier = cJSON_GetObjectItemCaseSensitive(req, "tier");
     const cJSON *ctx = cJSON_GetObjectItemCaseSensitive(req, "context");
     const cJSON *ns = cJSON_GetObjectItemCaseSensitive(req, "namespace");
     uint64_t hot = 0, cold = 0, ns_id = 0;
-    int rc;
 
     if (ns && parse_ns_id(ns, &ns_id)) {
         snprintf(err, errlen, "namespace must be an id like \"0x1f\" or \"31\"");
         return -EINVAL;
     }
     if (cJSON_IsString(tier) && !ctx && !ns) {
-        rc = evict_tier(srv, tier->valuestring, &hot, &cold, err, errlen);
-        if (rc)
-            return rc;
+        return evict_tier(conn, req, tier->valuestring, err, errlen);
     } else if (cJSON_IsString(ctx) && !tier) {
         size_t len = strlen(ctx->valuestring);
         if (len == 0 || len > KVT_CTX_NAME_MAX) {
@@ -288,12 +387,7 @@ static int cmd_evict(struct kvt_server *srv, const cJSON *req, cJSON *reply,
         }
         evict_context(srv, ctx->valuestring, ns ? &ns_id : NULL, &hot, &cold);
     } else if (ns && !ctx && !tier) {
-        hot = hot_drop_namespace(srv->dp.hot, ns_id);
-        if (srv->tiers.cold)
-            cold = cold_drop_namespace(srv->tiers.cold, ns_id);
-        struct kvt_ns *known = registry_find(&srv->reg, ns_id);
-        if (known)
-            registry_names_clear(known);
+        return evict_namespace(conn, req, ns_id, err, errlen);
     } else {
         snprintf(err, errlen, "evict takes {\"tier\": T}, {\"namespace\": ID} "
                  "or {\"context\": NAME[, \"namespace\": ID]}");
@@ -338,9 +432,10 @@ static int list_contexts(struct kvt_server *srv, struct kvt_ns *ns, cJSON *list,
     return 0;
 }
 
-static int cmd_contexts(struct kvt_server *srv, const cJSON *req, cJSON *reply,
+static int cmd_contexts(struct kvt_admin_conn *conn, const cJSON *req, cJSON *reply,
                         char *err, size_t errlen)
 {
+    struct kvt_server *srv = conn->srv;
     const cJSON *ns_item = cJSON_GetObjectItemCaseSensitive(req, "namespace");
     struct kvt_ns *ns[REGISTRY_NS_MAX];
     uint64_t ns_id, untracked = 0;
@@ -373,19 +468,21 @@ static int cmd_contexts(struct kvt_server *srv, const cJSON *req, cJSON *reply,
     return 0;
 }
 
-static int cmd_flush(struct kvt_server *srv, const cJSON *req, cJSON *reply,
+static int cmd_flush(struct kvt_admin_conn *conn, const cJSON *req, cJSON *reply,
                      char *err, size_t errlen)
 {
-    (void)req, (void)reply;
-    if (!srv->tiers.cold) {
+    struct kvt_admin_work *w;
+
+    (void)reply;
+    if (!conn->srv->tiers.cold) {
         snprintf(err, errlen, "this daemon has no cold tier (cold-bytes 0)");
         return -EOPNOTSUPP;
     }
-    int rc = tiers_flush(&srv->tiers);
-    if (rc)
-        snprintf(err, errlen, "writing the hot tier to the cold tier failed: %s",
-                 strerror(-rc));
-    return rc;
+    w = calloc(1, sizeof(*w));
+    if (!w)
+        return -ENOMEM;
+    *w = (struct kvt_admin_work){ .srv = conn->srv, .what = "flush" };
+    return start_job(conn, req, run_flush, w, err, errlen);
 }
 
 /* Keys that can change while running; SIGHUP applies the same set. */
@@ -432,9 +529,10 @@ static int config_set_live(struct kvt_server *srv, const char *key, const cJSON 
     return 0;
 }
 
-static int cmd_config(struct kvt_server *srv, const cJSON *req, cJSON *reply,
+static int cmd_config(struct kvt_admin_conn *conn, const cJSON *req, cJSON *reply,
                       char *err, size_t errlen)
 {
+    struct kvt_server *srv = conn->srv;
     const cJSON *op = cJSON_GetObjectItemCaseSensitive(req, "op");
     const cJSON *key = cJSON_GetObjectItemCaseSensitive(req, "key");
     char value[1024];
@@ -476,9 +574,10 @@ static int cmd_config(struct kvt_server *srv, const cJSON *req, cJSON *reply,
     return 0;
 }
 
-static int cmd_health(struct kvt_server *srv, const cJSON *req, cJSON *reply,
+static int cmd_health(struct kvt_admin_conn *conn, const cJSON *req, cJSON *reply,
                       char *err, size_t errlen)
 {
+    struct kvt_server *srv = conn->srv;
     (void)srv, (void)req, (void)err, (void)errlen;
     cJSON_AddBoolToObject(reply, "serving", true);
     return 0;
@@ -572,11 +671,18 @@ static int handle_line(struct kvt_admin_conn *c, const char *line, size_t len)
             goto out;
         }
         cJSON_AddBoolToObject(reply, "ok", true);
-        rc = commands[i].fn(c->srv, req, reply, err, sizeof(err));
+        rc = commands[i].fn(c, req, reply, err, sizeof(err));
         break;
     }
 out:
-    if (rc == 0) {
+    if (rc == ADMIN_DEFERRED) {
+        /* Read nothing more until the reply went out; EPOLLHUP still
+         * arrives, so a client that goes away is noticed. */
+        struct epoll_event ev = { .events = 0, .data.ptr = c };
+        epoll_ctl(c->srv->epfd, EPOLL_CTL_MOD, c->fd, &ev);
+        c->waiting = true;
+        rc = 0;
+    } else if (rc == 0) {
         rc = send_reply(c->fd, reply);
     } else {
         log_debug("admin: %.*s: %s", (int)(len < 200 ? len : 200), line, err);
@@ -593,6 +699,8 @@ static void conn_close(struct kvt_admin_conn *c)
 {
     struct kvt_server *srv = c->srv;
 
+    if (srv->job_conn == c)
+        srv->job_conn = NULL;       /* the job goes on; its reply is dropped */
     epoll_ctl(srv->epfd, EPOLL_CTL_DEL, c->fd, NULL);
     close(c->fd);
     if (c->prev)
@@ -604,27 +712,18 @@ static void conn_close(struct kvt_admin_conn *c)
     free(c);
 }
 
-/* One read per readiness (level-triggered: the loop comes back if more is
- * waiting), then every complete line in the buffer is answered in order. */
-void admin_readable(struct kvt_admin_conn *c)
+/* Answer every complete line in the buffer, in order, until one is
+ * deferred. Returns false when the connection was closed. */
+static bool answer_lines(struct kvt_admin_conn *c)
 {
-    size_t room = ADMIN_LINE_MAX + 1 - c->len;
-    ssize_t n = recv(c->fd, c->buf + c->len, room, MSG_DONTWAIT);
-
-    if (n < 0 && (errno == EAGAIN || errno == EINTR))
-        return;
-    if (n <= 0) {
-        conn_close(c);
-        return;
-    }
-    c->len += (size_t)n;
     size_t start = 0;
-    for (char *nl; (nl = memchr(c->buf + start, '\n', c->len - start));) {
+
+    for (char *nl; !c->waiting && (nl = memchr(c->buf + start, '\n', c->len - start));) {
         size_t line_len = (size_t)(nl - (c->buf + start));
         *nl = '\0';
         if (line_len && handle_line(c, c->buf + start, line_len)) {
             conn_close(c);
-            return;
+            return false;
         }
         start += line_len + 1;
     }
@@ -633,7 +732,107 @@ void admin_readable(struct kvt_admin_conn *c)
     if (c->len > ADMIN_LINE_MAX) {
         send_error(c->fd, "request line longer than 64 KiB; closing the connection");
         conn_close(c);
+        return false;
     }
+    return true;
+}
+
+/* One read per readiness (level-triggered: the loop comes back if more is
+ * waiting), then every complete line in the buffer is answered in order.
+ * A connection waiting for a deferred reply listens for nothing, so being
+ * called means it hung up. */
+void admin_readable(struct kvt_admin_conn *c)
+{
+    size_t room = ADMIN_LINE_MAX + 1 - c->len;
+    ssize_t n;
+
+    if (c->waiting) {
+        conn_close(c);
+        return;
+    }
+    n = recv(c->fd, c->buf + c->len, room, MSG_DONTWAIT);
+    if (n < 0 && (errno == EAGAIN || errno == EINTR))
+        return;
+    if (n <= 0) {
+        conn_close(c);
+        return;
+    }
+    c->len += (size_t)n;
+    answer_lines(c);
+}
+
+static void send_progress(struct kvt_admin_conn *c, const char *what, uint64_t done,
+                          uint64_t total)
+{
+    cJSON *line = cJSON_CreateObject();
+    cJSON *p = cJSON_AddObjectToObject(line, "progress");
+
+    cJSON_AddStringToObject(p, "command", what);
+    add_u64(p, "done", done);
+    add_u64(p, "total", total > done ? total : done);
+    cJSON_AddStringToObject(p, "unit", "chunks");
+    if (send_reply(c->fd, line))
+        conn_close(c);
+    cJSON_Delete(line);
+}
+
+static int send_job_reply(struct kvt_admin_conn *c, const struct kvt_admin_work *w,
+                          uint64_t done, int rc)
+{
+    if (rc) {
+        char err[160];
+        if (!strcmp(w->what, "flush"))
+            snprintf(err, sizeof(err), "writing the hot tier to the cold tier failed: %s",
+                     strerror(-rc));
+        else
+            snprintf(err, sizeof(err), "%s failed: %s", w->what, strerror(-rc));
+        return send_error(c->fd, err);
+    }
+    cJSON *reply = cJSON_CreateObject();
+    cJSON_AddBoolToObject(reply, "ok", true);
+    if (!strcmp(w->what, "flush")) {
+        add_u64(reply, "chunks_written", done);
+    } else {
+        add_u64(reply, "hot_chunks", w->hot_chunks);
+        add_u64(reply, "cold_records", w->cold_records);
+    }
+    rc = send_reply(c->fd, reply);
+    cJSON_Delete(reply);
+    return rc;
+}
+
+void admin_job_event(struct kvt_server *srv)
+{
+    struct kvt_admin_conn *c = srv->job_conn;
+    struct kvt_admin_work *w = srv->job_work;
+    uint64_t done, total;
+    int rc;
+
+    bool ended = job_poll(srv->job, &done, &total, &rc);
+    /* Every job that was asked for progress sends at least one line, even
+     * one that ended before the loop looked. */
+    if (c && c->progress && (!ended || !c->progress_sent)) {
+        c->progress_sent = true;
+        send_progress(c, w->what, done, total);
+        c = srv->job_conn;          /* NULL if sending failed and closed it */
+    }
+    if (!ended)
+        return;
+    job_free(srv->job);
+    srv->job = NULL;
+    srv->job_work = NULL;
+    srv->job_conn = NULL;
+    log_info("admin: %s ended: %llu chunks, %s", w->what, (unsigned long long)done,
+             rc ? strerror(-rc) : "done");
+    if (c) {                        /* else its client went away */
+        c->waiting = false;
+        struct epoll_event ev = { .events = EPOLLIN, .data.ptr = c };
+        if (send_job_reply(c, w, done, rc) || epoll_ctl(srv->epfd, EPOLL_CTL_MOD, c->fd, &ev) < 0)
+            conn_close(c);
+        else
+            answer_lines(c);        /* lines that came while it waited */
+    }
+    free(w);
 }
 
 /* Only the daemon's own uid and root may administer it: the socket's mode
@@ -715,6 +914,10 @@ void admin_close(struct kvt_server *srv)
 {
     while (srv->admin_conns)
         conn_close(srv->admin_conns);
+    job_free(srv->job);             /* waits for a job still running */
+    srv->job = NULL;
+    free(srv->job_work);
+    srv->job_work = NULL;
     if (srv->admin_fd >= 0) {
         if (srv->epfd >= 0)
             epoll_ctl(srv->epfd, EPOLL_CTL_DEL, srv->admin_fd, NULL);

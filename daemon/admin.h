@@ -15,6 +15,8 @@ int admin_listen(struct kvt_server *srv);
 /* Loop callbacks: the listening socket / a connection is readable. */
 void admin_accept(struct kvt_server *srv);
 void admin_readable(struct kvt_admin_conn *conn);
+/* Loop callback: the running long command reported progress or its end. */
+void admin_job_event(struct kvt_server *srv);
 /* Close every admin connection and the listening socket (unlinks the file
  * if we created it). srv may be half-built. */
 void admin_close(struct kvt_server *srv);

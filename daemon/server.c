@@ -239,6 +239,8 @@ int server_run(struct kvt_server *srv)
                 admin_accept(srv);
             else if (kind == EV_ADMIN)
                 admin_readable(evs[i].data.ptr);
+            else if (kind == EV_JOB)
+                admin_job_event(srv);
             else if (kind == EV_TIMER && notify_tick(&srv->notify)) {
                 format_status(srv, status, sizeof(status));
                 notify_status(&srv->notify, status);
@@ -261,7 +263,7 @@ stop:
         hot_stats(srv->dp.hot, &hs);
         log_info("writing the hot tier (%llu chunks) to the cold tier",
                  (unsigned long long)hs.chunks);
-        int rc = tiers_flush(&srv->tiers);
+        int rc = tiers_flush(&srv->tiers, NULL, NULL);
         if (rc) {
             log_err("final flush failed: %s", strerror(-rc));
             return rc;

@@ -15,6 +15,8 @@
 
 struct kvt_session;
 struct kvt_admin_conn;
+struct kvt_job;
+struct kvt_admin_work;
 
 struct kvt_server {
     struct kvt_config cfg;
@@ -27,8 +29,8 @@ struct kvt_server {
     struct kvt_workers *workers;
     struct kvt_session *sessions;    /* doubly linked, loop thread only */
     unsigned n_sessions;
-    atomic_ulong requests;
-    struct kvt_latency store_latency, fetch_latency;   /* receipt to reply */           /* served, for logs */
+    atomic_ulong requests;           /* served, for logs */
+    struct kvt_latency store_latency, fetch_latency;   /* receipt to reply */
     struct kvt_notify notify;        /* systemd: READY, STATUS, WATCHDOG */
     /* Data traffic by op, counted when a request succeeds (admin stats). */
     atomic_ulong stores, fetches;
@@ -37,6 +39,9 @@ struct kvt_server {
     int admin_fd;
     bool admin_owned;                /* we created the admin socket file */
     struct kvt_admin_conn *admin_conns;
+    struct kvt_job *job;             /* the long admin command running, or NULL */
+    struct kvt_admin_work *job_work; /* what it does */
+    struct kvt_admin_conn *job_conn; /* waits for its reply; NULL if gone */
 };
 
 /* Set up everything and bind the sockets. Returns 0 or -errno (logged). */
@@ -53,6 +58,6 @@ void server_fini(struct kvt_server *srv);
 
 /* Event-loop tags: epoll data.ptr points at one of these first members. */
 enum ev_kind { EV_LISTEN = 1, EV_SIGNAL, EV_SESSION, EV_ADMIN_LISTEN, EV_ADMIN,
-              EV_TIMER };
+              EV_TIMER, EV_JOB };
 
 #endif

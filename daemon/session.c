@@ -312,7 +312,7 @@ static int op_drop(struct kvt_session *s, uint64_t *value, const char **why)
 static void sync_run(struct work_item *item)
 {
     struct session_part *p = (struct session_part *)item;
-    int rc = tiers_flush(&p->s->srv->tiers);
+    int rc = tiers_flush(&p->s->srv->tiers, NULL, NULL);
 
     finish(p->s, KVT_OP_SYNC, p->s->seq, rc, 0,
            rc ? "writing the hot tier to the cold tier failed" : NULL);

@@ -153,11 +153,11 @@ void tiers_close(struct kvt_tiers *t)
     }
 }
 
-int tiers_flush(struct kvt_tiers *t)
+int tiers_flush(struct kvt_tiers *t, tiers_progress_fn progress, void *arg)
 {
     struct kvt_chunk **batch;
     int rc = 0;
-    size_t n, written = 0;
+    size_t n, written = 0, total;
 
     if (!t->cold)
         return -EOPNOTSUPP;
@@ -165,6 +165,9 @@ int tiers_flush(struct kvt_tiers *t)
     if (!batch)
         return -ENOMEM;
     pthread_mutex_lock(&t->flush_lock);
+    total = hot_count_dirty(t->hot);
+    if (progress)
+        progress(arg, 0, total);
     /* Each pass cleans what it pins, so the loop ends even while stores
      * go on: a chunk made dirty again after its pass belongs to a later
      * flush. The bound stops a writer from keeping us here forever. */
@@ -179,6 +182,8 @@ int tiers_flush(struct kvt_tiers *t)
             hot_put(t->hot, batch[i]);
         }
         written += n;
+        if (progress)
+            progress(arg, written, total);
         if (rc)
             break;
     }

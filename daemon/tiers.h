@@ -41,9 +41,15 @@ void tiers_set_watermarks(struct kvt_tiers *t, uint64_t hot_bytes,
  * is kept for when there is no cold tier. */
 void tiers_set_quotas(struct kvt_tiers *t, uint64_t hot_quota, uint64_t cold_quota);
 
-/* Write every dirty hot chunk to the cold tier and fsync. Returns 0,
- * -EOPNOTSUPP without a cold tier, or -EIO. */
-int tiers_flush(struct kvt_tiers *t);
+/* Called by tiers_flush after each batch with the chunks written so far and
+ * the dirty chunks found at the start (written can pass total while stores
+ * go on). Runs on the flushing thread. */
+typedef void (*tiers_progress_fn)(void *arg, uint64_t written, uint64_t total);
+
+/* Write every dirty hot chunk to the cold tier and fsync; progress (may be
+ * NULL) is told how far it got. One flush runs at a time; a second waits.
+ * Returns 0, -EOPNOTSUPP without a cold tier, or -EIO. */
+int tiers_flush(struct kvt_tiers *t, tiers_progress_fn progress, void *arg);
 
 /* Bring the cold copy of key into the hot tier, merging it under tokens the
  * hot chunk does not have (hot tokens are newer). Returns 0, or -ENOENT when

@@ -242,11 +242,38 @@ static void evict_context_makes_fetch_miss(void **state)
     assert_string_equal(cJSON_GetObjectItemCaseSensitive(ns, "name")->valuestring, "admin-test");
     assert_int_equal((int)cJSON_GetObjectItemCaseSensitive(ns, "clients")->valuedouble, 1);
     char req[256];
+    char ns_id[32];
+    snprintf(ns_id, sizeof(ns_id), "%s", cJSON_GetObjectItemCaseSensitive(ns, "id")->valuestring);
     snprintf(req, sizeof(req), "{\"cmd\":\"evict\",\"context\":\"b\",\"namespace\":\"%s\"}",
-             cJSON_GetObjectItemCaseSensitive(ns, "id")->valuestring);
+             ns_id);
     cJSON_Delete(r);
     expect_ok(req);
     CHECK_RC(fetch_ctx(c, "b"), -ENOENT);
+
+    /* A whole namespace, with progress: the first line counts the chunks
+     * to free, the reply how many went. */
+    store_ctx(c, "c");
+    store_ctx(c, "d");
+    const double chunks = 2.0 * LAYERS * (TOKENS / CHUNK);
+    snprintf(req, sizeof(req), "{\"cmd\":\"evict\",\"namespace\":\"%s\",\"progress\":true}",
+             ns_id);
+    int fd = admin_connect(d.admin_socket);
+    assert_true(fd >= 0);
+    r = admin_on(fd, req);
+    const cJSON *p = cJSON_GetObjectItemCaseSensitive(r, "progress");
+    assert_string_equal(cJSON_GetObjectItemCaseSensitive(p, "command")->valuestring, "evict");
+    assert_true(cJSON_GetObjectItemCaseSensitive(p, "total")->valuedouble == chunks);
+    while (!cJSON_HasObjectItem(r, "ok")) {
+        cJSON_Delete(r);
+        r = read_reply(fd);
+        assert_non_null(r);
+    }
+    assert_true(reply_ok(r));
+    assert_true(cJSON_GetObjectItemCaseSensitive(r, "hot_chunks")->valuedouble == chunks);
+    cJSON_Delete(r);
+    close(fd);
+    CHECK_RC(fetch_ctx(c, "c"), -ENOENT);
+    CHECK_RC(fetch_ctx(c, "d"), -ENOENT);
 
     /* clients lists this process. */
     r = admin("{\"cmd\":\"clients\"}");
@@ -304,16 +331,53 @@ static void flush_fills_the_cold_tier(void **state)
     start_with_cold();
     kvt_client *c = client();
     store_ctx(c, "flushed");
-    expect_ok("{\"cmd\":\"flush\"}");
-    assert_true(stat_of("cold", "records") > 0);
+
+    /* With progress: a progress line counting every dirty chunk comes
+     * first, the reply last; a request pipelined behind the flush on the
+     * same connection is answered after it, in order. */
+    const double dirty = (double)LAYERS * (TOKENS / CHUNK);
+    int fd = admin_connect(d.admin_socket);
+    assert_true(fd >= 0);
+    const char *two = "{\"cmd\":\"flush\",\"progress\":true}\n{\"cmd\":\"health\"}\n";
+    assert_int_equal(send_all(fd, two, strlen(two)), 0);
+    cJSON *line = read_reply(fd);
+    const cJSON *p = cJSON_GetObjectItemCaseSensitive(line, "progress");
+    assert_true(cJSON_IsObject(p));
+    assert_false(cJSON_HasObjectItem(line, "ok"));
+    assert_string_equal(cJSON_GetObjectItemCaseSensitive(p, "command")->valuestring, "flush");
+    assert_true(cJSON_GetObjectItemCaseSensitive(p, "total")->valuedouble == dirty);
+    while (!cJSON_HasObjectItem(line, "ok")) {    /* more progress, then the reply */
+        cJSON_Delete(line);
+        line = read_reply(fd);
+        assert_non_null(line);
+    }
+    assert_true(reply_ok(line));
+    assert_true(cJSON_GetObjectItemCaseSensitive(line, "chunks_written")->valuedouble == dirty);
+    cJSON_Delete(line);
+    line = read_reply(fd);
+    assert_true(reply_ok(line));
+    assert_true(cJSON_HasObjectItem(line, "serving"));
+    cJSON_Delete(line);
+    close(fd);
+    assert_true(stat_of("cold", "records") >= dirty);
     assert_true(stat_of("cold", "bytes_written") > 0);
+
+    /* Nothing dirty: the flush still syncs and says so; a bad "progress"
+     * is refused. */
+    cJSON *r = admin("{\"cmd\":\"flush\"}");
+    assert_true(reply_ok(r));
+    assert_true(cJSON_GetObjectItemCaseSensitive(r, "chunks_written")->valuedouble == 0);
+    cJSON_Delete(r);
+    r = admin("{\"cmd\":\"flush\",\"progress\":\"yes\"}");
+    assert_error_reply(r);
+    cJSON_Delete(r);
     kvt_disconnect(c);
     stop_all();
 
     /* Without a cold tier: an error, and "cold": null in stats. */
     daemon_start(&d, NULL);
     wait_admin();
-    cJSON *r = admin("{\"cmd\":\"flush\"}");
+    r = admin("{\"cmd\":\"flush\"}");
     assert_error_reply(r);
     cJSON_Delete(r);
     r = admin("{\"cmd\":\"stats\"}");
@@ -485,7 +549,25 @@ static void kvtierctl_prints_and_exits_as_documented(void **state)
     assert_non_null(strstr(out, "kvtier_request_latency_us{op=\"store\",quantile=\"0.99\"} "));
     assert_non_null(strstr(out, "# TYPE kvtier_stores_total counter\nkvtier_stores_total 2\n"));
 
-    assert_int_equal(ctl(out, sizeof(out), d.admin_socket, "flush"), 0);
+    /* Piped, flush prints its result and nothing else (no progress); on a
+     * terminal (script(1) gives it one) it draws progress on stderr. */
+    char cmd[512];
+    snprintf(cmd, sizeof(cmd), "%s/kvtierctl --socket '%s' flush 2>&1", test_build_dir(),
+             d.admin_socket);
+    FILE *pipe = popen(cmd, "r");
+    size_t n = fread(out, 1, sizeof(out) - 1, pipe);
+    out[n] = '\0';
+    assert_int_equal(pclose(pipe), 0);
+    assert_string_equal(out, "flushed: 8 chunks written, cold file synced\n");
+    store_ctx(c, "ctl");                          /* dirty again */
+    snprintf(cmd, sizeof(cmd), "script -qec \"%s/kvtierctl --socket '%s' flush\" /dev/null",
+             test_build_dir(), d.admin_socket);
+    pipe = popen(cmd, "r");
+    n = fread(out, 1, sizeof(out) - 1, pipe);
+    out[n] = '\0';
+    assert_int_equal(pclose(pipe), 0);
+    assert_non_null(strstr(out, "\rflushing: 0 of 8 chunks written"));
+    assert_non_null(strstr(out, "flushed: 8 chunks written"));
     assert_int_equal(ctl(out, sizeof(out), d.admin_socket, "evict --context ctl"), 0);
     CHECK_RC(fetch_ctx(c, "ctl"), -ENOENT);
     assert_int_equal(ctl(out, sizeof(out), d.admin_socket, "config set hot-bytes 32M"), 0);

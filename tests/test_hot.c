@@ -724,6 +724,26 @@ static void test_drop_object(void **state)
     hot_destroy(hot);
 }
 
+/* Progress of a drop: every report, to check they start at 0 of total,
+ * never go back, and end at total of total. */
+struct drop_reports {
+    uint64_t n, first_done, last_done, total;
+    bool backwards;
+};
+
+static void record_progress(void *arg, uint64_t done, uint64_t total)
+{
+    struct drop_reports *r = arg;
+
+    if (r->n == 0)
+        r->first_done = done;
+    else if (done < r->last_done || total != r->total)
+        r->backwards = true;
+    r->last_done = done;
+    r->total = total;
+    r->n++;
+}
+
 static void test_drop_namespace(void **state)
 {
     struct kvt_hot *hot;
@@ -737,9 +757,9 @@ static void test_drop_namespace(void **state)
 
             touch_new(hot, &k, &small_shape);
         }
-    assert_int_equal(hot_drop_namespace(hot, 2), 10);
-    assert_int_equal(hot_drop_namespace(hot, 2), 0);
-    assert_int_equal(hot_drop_namespace(hot, 9), 0);
+    assert_int_equal(hot_drop_namespace(hot, 2, NULL, NULL), 10);
+    assert_int_equal(hot_drop_namespace(hot, 2, NULL, NULL), 0);
+    assert_int_equal(hot_drop_namespace(hot, 9, NULL, NULL), 0);
     {
         struct kvt_chunk_key k1 = make_key(1, 0, 0, 0, 0), k3 = make_key(3, 0, 0, 0, 0);
         struct kvt_chunk_key k2 = make_key(2, 0, 0, 0, 0);
@@ -750,7 +770,13 @@ static void test_drop_namespace(void **state)
     }
     hot_stats(hot, &st);
     assert_int_equal(st.chunks, 20);
-    assert_int_equal(hot_drop_namespace(hot, 0), 20);
+    struct drop_reports rep = { 0 };
+    assert_int_equal(hot_drop_namespace(hot, 0, record_progress, &rep), 20);
+    assert_true(rep.n >= 2);
+    assert_int_equal(rep.first_done, 0);
+    assert_int_equal(rep.last_done, 20);
+    assert_int_equal(rep.total, 20);
+    assert_false(rep.backwards);
     hot_stats(hot, &st);
     assert_int_equal(st.chunks, 0);
     assert_int_equal(st.used_bytes, 0);
@@ -1041,7 +1067,7 @@ static void *stress_run(void *arg)
         } else if (op < 89) {
             hot_drop_object(hot, k.ns_id, k.obj_hi, k.obj_lo);
         } else if (op < 90) {
-            hot_drop_namespace(hot, (r >> 40) % 3);
+            hot_drop_namespace(hot, (r >> 40) % 3, NULL, NULL);
         } else if (n_held > 0) {
             hot_put(hot, held[--n_held]);
         }
@@ -1108,7 +1134,7 @@ static void test_threads_stress(void **state)
     assert_int_equal(hs.chunks, linked);
     assert_int_equal(hs.used_bytes, linked_bytes);
     assert_true(hs.used_bytes <= st.budget);
-    assert_int_equal(hot_drop_namespace(st.hot, 0), linked);
+    assert_int_equal(hot_drop_namespace(st.hot, 0, NULL, NULL), linked);
     hot_stats(st.hot, &hs);
     assert_int_equal(hs.used_bytes, 0);
     assert_int_equal(hs.chunks, 0);
