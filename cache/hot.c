@@ -6,25 +6,27 @@
 
 #include <xxhash.h>
 
+#include "blocks.h"
 #include "domain_bytes.h"
 #include "hot.h"
 
 #define HOT_INITIAL_BUCKETS 64
-#define HOT_DATA_ALIGN 64
-/* Data blocks at least this big get a mapping of their own so that freeing
- * one always hands its pages back to the OS: glibc's malloc raises its mmap
- * threshold after freeing big blocks and would then keep later ones in the
- * heap. Fresh mappings also cost no RSS until tokens are written. */
-#define HOT_MMAP_MIN_BYTES (128 * 1024)
+/* Freed data blocks are pooled for reuse (cache/blocks.c) up to this share
+ * of the budget, at most HOT_POOL_MAX_BYTES: enough for what a demotion
+ * batch frees and for a prefill that was just dropped. */
+#define HOT_POOL_SHARE 16
+#define HOT_POOL_MAX_BYTES (UINT64_C(1) << 30)
 
 /* Accounting, all guarded by mu:
  *   used_bytes      = charged_bytes of every allocated chunk (linked, or
  *                     unlinked but still pinned) + bytes reserved by
- *                     hot_get_or_create while it allocates without the lock;
+ *                     hot_get_or_create while it allocates without the lock
+ *                     + pool.pooled_bytes (free blocks are memory too);
  *   evictable_bytes = charged_bytes of linked chunks with no pins;
  *   hook_bytes      = charged_bytes of chunks whose evict hook is running.
- * So used_bytes - evictable_bytes - hook_bytes is what no eviction can free
- * right now, which tells -ENOSPC apart before anything is evicted in vain.
+ * So used_bytes - evictable_bytes - hook_bytes - pooled_bytes is what no
+ * eviction can free right now, which tells -ENOSPC apart before anything is
+ * evicted in vain.
  *   domain_used     = used_bytes split by the key's sharing domain (every
  *                     change of used_bytes for a chunk changes its domain's
  *                     count too); a domain's slot is reserved before its
@@ -36,6 +38,8 @@ struct kvt_hot {
     size_t n_buckets;                  /* power of two */
     uint64_t n_chunks;                 /* linked chunks */
     uint64_t budget_bytes, used_bytes, evictable_bytes, hook_bytes;
+    struct kvt_block_pool pool;        /* free data blocks */
+    uint64_t pool_cap_bytes;
     uint64_t evictions, quota_evictions;
     uint64_t domain_quota_bytes;       /* 0 = none */
     struct kvt_domain_bytes domain_used;
@@ -67,40 +71,19 @@ static bool shape_ok(const struct kvt_chunk_shape *s)
            chunk_row_bytes(s) != 0;          /* 0 for an unknown elem */
 }
 
-static void *data_alloc(size_t bytes)
+static uint64_t pool_cap(uint64_t budget_bytes)
 {
-    void *p;
-
-    if (bytes >= HOT_MMAP_MIN_BYTES) {
-        /* MAP_POPULATE faults the block in once, at creation: a decode step
-         * writes one token per chunk, and taking a page fault every few
-         * tokens put 1 ms spikes into its p99 (make bench, shape 3). The
-         * pages are charged to the budget in full anyway. */
-        p = mmap(NULL, bytes, PROT_READ | PROT_WRITE,
-                 MAP_PRIVATE | MAP_ANONYMOUS | MAP_POPULATE, -1, 0);
-        return p == MAP_FAILED ? NULL : p;   /* page-aligned, so 64-aligned */
-    }
-    /* C11 wants the size to be a multiple of the alignment. */
-    return aligned_alloc(HOT_DATA_ALIGN,
-                         (bytes + HOT_DATA_ALIGN - 1) & ~(size_t)(HOT_DATA_ALIGN - 1));
+    uint64_t cap = budget_bytes / HOT_POOL_SHARE;
+    return cap < HOT_POOL_MAX_BYTES ? cap : HOT_POOL_MAX_BYTES;
 }
 
-static void data_free(void *p, size_t bytes)
-{
-    if (!p)
-        return;
-    if (bytes >= HOT_MMAP_MIN_BYTES)
-        munmap(p, bytes);
-    else
-        free(p);
-}
-
-/* A new chunk with every token absent. The data block is left as it comes:
- * the presence bitmap says what is valid, and touching gigabytes to zero
- * them would cost time and RSS for nothing. */
+/* A new chunk with every token absent, on block (taken from the pool) or on
+ * a new one when block is NULL; block is the chunk's or released either
+ * way. The data is left as it comes: the presence bitmap says what is
+ * valid, and zeroing gigabytes would cost time for nothing. */
 static int chunk_alloc(const struct kvt_chunk_key *key,
                        const struct kvt_chunk_shape *shape, uint64_t charged,
-                       struct kvt_chunk **out)
+                       void *block, struct kvt_chunk **out)
 {
     size_t data_bytes = chunk_data_bytes(shape);
     struct kvt_chunk *c;
@@ -112,7 +95,8 @@ static int chunk_alloc(const struct kvt_chunk_key *key,
     if (!c)
         goto err;
     c->present = (uint64_t *)(c + 1);
-    c->data = data_alloc(data_bytes);
+    c->data = block ? block : block_new(data_bytes);
+    block = NULL;
     if (!c->data)
         goto err;
     rc = -pthread_rwlock_init(&c->lock, NULL);
@@ -124,8 +108,9 @@ static int chunk_alloc(const struct kvt_chunk_key *key,
     *out = c;
     return 0;
 err:
+    block_release(block, data_bytes);
     if (c)
-        data_free(c->data, data_bytes);
+        block_release(c->data, data_bytes);
     free(c);
     return rc;
 }
@@ -133,20 +118,53 @@ err:
 static void chunk_free(struct kvt_chunk *c)
 {
     pthread_rwlock_destroy(&c->lock);
-    data_free(c->data, chunk_data_bytes(&c->shape));
+    block_release(c->data, chunk_data_bytes(&c->shape));
     free(c);
+}
+
+/* Move c's data block into the pool if the pool has room under its cap and
+ * the budget; the pool's bytes count in used_bytes. */
+static void pool_keep(struct kvt_hot *hot, struct kvt_chunk *c)
+{
+    size_t bytes = chunk_data_bytes(&c->shape);
+
+    if (!c->data || !block_poolable(bytes))    /* NULL: handed over already */
+        return;
+    pthread_mutex_lock(&hot->mu);
+    if (hot->pool.pooled_bytes + bytes <= hot->pool_cap_bytes &&
+        hot->used_bytes + bytes <= hot->budget_bytes &&
+        pool_add(&hot->pool, c->data, bytes)) {
+        hot->used_bytes += bytes;
+        c->data = NULL;
+    }
+    pthread_mutex_unlock(&hot->mu);
 }
 
 /* Chunks to free are collected under the mutex, chained through hash_next
  * (unused once unlinked), and freed after it is released: munmap and the
- * TLB shootdown it implies should not stall every other worker. */
-static void free_chunks(struct kvt_chunk *list)
+ * TLB shootdown it implies should not stall every other worker. Their
+ * blocks go to the pool while it has room. */
+static void free_chunks(struct kvt_hot *hot, struct kvt_chunk *list)
 {
     while (list) {
         struct kvt_chunk *next = list->hash_next;
 
+        pool_keep(hot, list);
         chunk_free(list);
         list = next;
+    }
+}
+
+/* Give pooled blocks back to the OS until at most keep_bytes stay; mu held.
+ * Only when the budget shrinks or chunks of another size need the room,
+ * so the munmap under the mutex is rare. */
+static void pool_trim(struct kvt_hot *hot, uint64_t keep_bytes)
+{
+    while (hot->pool.pooled_bytes > keep_bytes) {
+        size_t bytes;
+        void *p = pool_take_any(&hot->pool, &bytes);
+        hot->used_bytes -= bytes;
+        block_release(p, bytes);
     }
 }
 
@@ -388,9 +406,15 @@ static int evict_until_fits(struct kvt_hot *hot, uint64_t need, bool best_effort
     while (hot->used_bytes + need > hot->budget_bytes) {
         struct kvt_chunk *v;
 
-        if (!best_effort && hot->used_bytes + need >
-            hot->budget_bytes + hot->evictable_bytes + hot->hook_bytes)
+        if (!best_effort && hot->used_bytes + need > hot->budget_bytes +
+            hot->evictable_bytes + hot->hook_bytes + hot->pool.pooled_bytes)
             return -ENOSPC;
+        if (hot->pool.pooled_bytes) {
+            /* Free blocks go before anyone's data. */
+            uint64_t over = hot->used_bytes + need - hot->budget_bytes;
+            pool_trim(hot, hot->pool.pooled_bytes > over ? hot->pool.pooled_bytes - over : 0);
+            continue;
+        }
         v = lru_victim(hot, true, 0);
         if (!v) {
             /* Only chunks in other threads' hooks can still make room. Those
@@ -459,6 +483,7 @@ int hot_create(uint64_t budget_bytes, struct kvt_hot **out)
     if (rc < 0)
         goto err_mutex;
     hot->budget_bytes = budget_bytes;
+    hot->pool_cap_bytes = pool_cap(budget_bytes);
     *out = hot;
     return 0;
 err_mutex:
@@ -484,6 +509,7 @@ void hot_destroy(struct kvt_hot *hot)
         next = c->lru_next;
         chunk_free(c);
     }
+    pool_trim(hot, 0);
     pthread_cond_destroy(&hot->hook_done);
     pthread_mutex_destroy(&hot->mu);
     domain_bytes_free(&hot->domain_used);
@@ -497,12 +523,14 @@ void hot_set_budget(struct kvt_hot *hot, uint64_t budget_bytes)
 
     pthread_mutex_lock(&hot->mu);
     hot->budget_bytes = budget_bytes;
+    hot->pool_cap_bytes = pool_cap(budget_bytes);
+    pool_trim(hot, hot->pool_cap_bytes);
     /* -ENOSPC here means pinned chunks hold more than the new budget: every
      * unpinned one is gone, the pinned ones stay charged (used_bytes >
      * budget_bytes) until put, and nothing new fits until enough are. */
     (void)evict_until_fits(hot, 0, true, &to_free);
     pthread_mutex_unlock(&hot->mu);
-    free_chunks(to_free);
+    free_chunks(hot, to_free);
 }
 
 void hot_evict_to(struct kvt_hot *hot, uint64_t target_bytes)
@@ -510,11 +538,21 @@ void hot_evict_to(struct kvt_hot *hot, uint64_t target_bytes)
     struct kvt_chunk *to_free = NULL;
 
     pthread_mutex_lock(&hot->mu);
-    /* Asking for (budget - target) bytes of room leaves used <= target. */
-    if (target_bytes < hot->budget_bytes && hot->used_bytes > target_bytes)
-        (void)evict_until_fits(hot, hot->budget_bytes - target_bytes, true, &to_free);
+    /* Demotion makes room for data: target counts chunks, not the pool, and
+     * the pool is left alone (it is what the next stores reuse). While the
+     * chunks are above target, evict the least recently used. */
+    while (hot->used_bytes - hot->pool.pooled_bytes > target_bytes) {
+        struct kvt_chunk *v = lru_victim(hot, true, 0);
+        if (!v) {
+            if (!hot->hook_bytes)
+                break;               /* the rest is pinned */
+            pthread_cond_wait(&hot->hook_done, &hot->mu);
+            continue;
+        }
+        (void)evict_victim(hot, v, &to_free);
+    }
     pthread_mutex_unlock(&hot->mu);
-    free_chunks(to_free);
+    free_chunks(hot, to_free);
 }
 
 bool hot_take_dirty(struct kvt_hot *hot, struct kvt_chunk *chunk)
@@ -599,6 +637,8 @@ int hot_get_or_create(struct kvt_hot *hot, const struct kvt_chunk_key *key,
                       struct kvt_chunk **out)
 {
     struct kvt_chunk *c, *fresh = NULL, *to_free = NULL;
+    size_t data_bytes = chunk_data_bytes(shape);
+    void *block = NULL;
     uint64_t need;
     int rc;
 
@@ -613,6 +653,11 @@ int hot_get_or_create(struct kvt_hot *hot, const struct kvt_chunk_key *key,
     rc = domain_bytes_reserve(&hot->domain_used, key->domain);
     if (rc < 0)
         goto out;
+    /* A pooled block of this size becomes the chunk's: its bytes move from
+     * the pool to the chunk's charge below. */
+    block = pool_take(&hot->pool, data_bytes);
+    if (block)
+        hot->used_bytes -= data_bytes;
     /* The domain's quota first (its own chunks only), then the global
      * budget; both drop the mutex around hooks, so repeat until both hold
      * at once. */
@@ -628,14 +673,32 @@ int hot_get_or_create(struct kvt_hot *hot, const struct kvt_chunk_key *key,
             goto found;
         goto out;
     }
+    /* At the budget, the chunks evicted for this one free as many bytes as
+     * it needs, usually in a block of its size: hand that over directly. */
+    for (struct kvt_chunk *v = to_free; v && !block && block_poolable(data_bytes); v = v->hash_next) {
+        if (chunk_data_bytes(&v->shape) == data_bytes) {
+            block = v->data;
+            v->data = NULL;
+            hot->pool.reused++;
+        }
+    }
     /* Reserve the bytes so no other thread spends them, then allocate
      * without the mutex: mmap must not stall every worker. The victims are
      * freed first, so RSS does not overshoot the budget. */
     charge(hot, key->domain, need);
     pthread_mutex_unlock(&hot->mu);
-    free_chunks(to_free);
+    free_chunks(hot, to_free);
     to_free = NULL;
-    rc = chunk_alloc(key, shape, need, &fresh);
+    if (!block && block_poolable(data_bytes)) {
+        /* The victims just freed are likely of this size. */
+        pthread_mutex_lock(&hot->mu);
+        block = pool_take(&hot->pool, data_bytes);
+        if (block)
+            hot->used_bytes -= data_bytes;
+        pthread_mutex_unlock(&hot->mu);
+    }
+    rc = chunk_alloc(key, shape, need, block, &fresh);
+    block = NULL;
     pthread_mutex_lock(&hot->mu);
     if (rc < 0) {
         uncharge(hot, key->domain, need);
@@ -660,9 +723,12 @@ found:
     rc = 0;
 out:
     pthread_mutex_unlock(&hot->mu);
-    free_chunks(to_free);
-    if (fresh)
-        chunk_free(fresh);
+    if (fresh) {
+        fresh->hash_next = to_free;  /* unused: it was never linked */
+        to_free = fresh;
+    }
+    free_chunks(hot, to_free);
+    block_release(block, data_bytes);
     return rc;
 }
 
@@ -673,7 +739,7 @@ void hot_put(struct kvt_hot *hot, struct kvt_chunk *chunk)
     pthread_mutex_lock(&hot->mu);
     chunk_unpin(hot, chunk, &to_free);
     pthread_mutex_unlock(&hot->mu);
-    free_chunks(to_free);
+    free_chunks(hot, to_free);
 }
 
 void hot_mark_dirty(struct kvt_hot *hot, struct kvt_chunk *chunk)
@@ -713,6 +779,7 @@ static uint64_t drop_matching(struct kvt_hot *hot, const struct kvt_chunk_key *w
         progress(arg, 0, dropped);
     for (uint64_t freed = 0; to_free; freed++) {
         next = to_free->hash_next;
+        pool_keep(hot, to_free);
         chunk_free(to_free);
         to_free = next;
         if (progress && (freed + 1) % 256 == 0)
@@ -756,7 +823,9 @@ void hot_stats(struct kvt_hot *hot, struct kvt_hot_stats *out)
 {
     pthread_mutex_lock(&hot->mu);
     out->budget_bytes = hot->budget_bytes;
-    out->used_bytes = hot->used_bytes;
+    out->used_bytes = hot->used_bytes - hot->pool.pooled_bytes;
+    out->pooled_bytes = hot->pool.pooled_bytes;
+    out->block_reuses = hot->pool.reused;
     out->chunks = hot->n_chunks;
     out->evictions = hot->evictions;
     out->quota_evictions = hot->quota_evictions;

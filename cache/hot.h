@@ -54,15 +54,20 @@ struct kvt_chunk {
 typedef void (*hot_evict_fn)(void *arg, struct kvt_chunk *chunk);
 
 struct kvt_hot_stats {
-    uint64_t budget_bytes, used_bytes;
+    uint64_t budget_bytes;
+    uint64_t used_bytes;             /* by chunks */
+    uint64_t pooled_bytes;           /* free blocks kept for reuse (also in the budget) */
+    uint64_t block_reuses;           /* new chunks that got a freed block */
     uint64_t chunks;                 /* chunks a lookup can find */
     uint64_t evictions;              /* chunks dropped for space */
     uint64_t quota_evictions;        /* of which for a domain's quota */
     uint64_t domain_quota_bytes;     /* 0 = no quota */
 };
 
-/* Create a tier that never holds more than budget_bytes (data, bitmap and
- * per-chunk metadata all count). Returns 0 or -ENOMEM. */
+/* Create a tier that never holds more than budget_bytes (data, bitmap,
+ * per-chunk metadata and the pool of free data blocks kept for reuse, up
+ * to 1/16 of the budget, all count; the pool gives way first when chunks
+ * need the room). Returns 0 or -ENOMEM. */
 int hot_create(uint64_t budget_bytes, struct kvt_hot **out);
 /* Free every chunk (pins are ignored: call only when no worker runs). */
 void hot_destroy(struct kvt_hot *hot);
@@ -79,9 +84,10 @@ void hot_set_domain_quota(struct kvt_hot *hot, uint64_t bytes);
  * progress), as used_bytes counts them. */
 uint64_t hot_domain_used(struct kvt_hot *hot, uint32_t domain);
 
-/* Evict least recently used unpinned chunks (through the hook) until
- * used_bytes <= target_bytes or nothing more can go: the background
- * demotion from the high to the low watermark. */
+/* Evict least recently used unpinned chunks (through the hook) until the
+ * chunks' bytes (stats used_bytes, the pool not counted) are at most
+ * target_bytes or nothing more can go: the background demotion from the
+ * high to the low watermark. Their blocks are pooled for the next stores. */
 void hot_evict_to(struct kvt_hot *hot, uint64_t target_bytes);
 /* Return whether the chunk was dirty and mark it clean, atomically. The
  * evict hook may call this (it runs without the tier mutex). Call it with

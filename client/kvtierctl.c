@@ -334,6 +334,8 @@ struct metric {
 static const struct metric metrics[] = {
     { "hot", "budget_bytes", "hot_budget_bytes", "gauge", "Byte budget of the RAM tier." },
     { "hot", "used_bytes", "hot_used_bytes", "gauge", "Bytes held by the RAM tier." },
+    { "hot", "pooled_bytes", "hot_pooled_bytes", "gauge", "Free data blocks kept for reuse (within the budget)." },
+    { "hot", "block_reuses", "hot_block_reuses_total", "counter", "New chunks that reused a freed block." },
     { "hot", "chunks", "hot_chunks", "gauge", "Chunks in the RAM tier." },
     { "hot", "evictions", "hot_evictions_total", "counter", "Chunks dropped from the RAM tier for space." },
     { "hot", "hits", "hot_hits_total", "counter", "Fetched chunk segments found in RAM." },

@@ -84,6 +84,8 @@ static int cmd_stats(struct kvt_admin_conn *conn, const cJSON *req, cJSON *reply
     hot_stats(srv->dp.hot, &hs);
     add_u64(hot, "budget_bytes", hs.budget_bytes);
     add_u64(hot, "used_bytes", hs.used_bytes);
+    add_u64(hot, "pooled_bytes", hs.pooled_bytes);
+    add_u64(hot, "block_reuses", hs.block_reuses);
     add_u64(hot, "chunks", hs.chunks);
     add_u64(hot, "evictions", hs.evictions);
     add_u64(hot, "hits", atomic_load(&srv->dp.hot_hits));

@@ -566,7 +566,10 @@ static void kvtierctl_prints_and_exits_as_documented(void **state)
     n = fread(out, 1, sizeof(out) - 1, pipe);
     out[n] = '\0';
     assert_int_equal(pclose(pipe), 0);
-    assert_non_null(strstr(out, "\rflushing: 0 of 8 chunks written"));
+    /* "0 of 8" or "8 of 8": a flush this small may end before the loop
+     * first looks at it. */
+    assert_non_null(strstr(out, "\rflushing: "));
+    assert_non_null(strstr(out, " of 8 chunks written"));
     assert_non_null(strstr(out, "flushed: 8 chunks written"));
     assert_int_equal(ctl(out, sizeof(out), d.admin_socket, "evict --context ctl"), 0);
     CHECK_RC(fetch_ctx(c, "ctl"), -ENOENT);

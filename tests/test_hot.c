@@ -28,6 +28,11 @@
  *    ones exceed the new budget);
  *  - hot_drop_object drops exactly one object across layers and chunk
  *    indexes; hot_drop_namespace one namespace, or all with 0;
+ *  - freed data blocks are pooled (at most 1/16 of the budget) and reused
+ *    by new chunks of their size, which still start with no token present;
+ *    chunks plus pool never exceed the budget, the pool gives way first
+ *    when chunks need the room or the budget shrinks, and demotion's
+ *    hot_evict_to counts chunks only;
  *  - chunk_has_range / chunk_leading_tokens at tokens = 1, 63, 64, 65, 4096
  *    on edge cases and against a bit-by-bit reference on random bitmaps;
  *  - 4 threads doing a fixed number of random get_or_create / get / put /
@@ -783,6 +788,82 @@ static void test_drop_namespace(void **state)
     hot_destroy(hot);
 }
 
+/* ---- block pool ---------------------------------------------------------------- */
+
+/* A Llama-sized chunk: its 512 KiB block is mmapped, so it can be pooled. */
+static const struct kvt_chunk_shape big_shape = { 256, 8, 128, KVT_CHUNK_INT8 };
+
+static void assert_within_budget(struct kvt_hot *hot)
+{
+    struct kvt_hot_stats st;
+
+    hot_stats(hot, &st);
+    assert_true(st.used_bytes + st.pooled_bytes <= st.budget_bytes);
+    assert_true(st.pooled_bytes <= st.budget_bytes / 16);
+}
+
+static void test_block_pool(void **state)
+{
+    const size_t block = chunk_data_bytes(&big_shape);
+    struct kvt_hot *hot;
+    struct kvt_hot_stats st;
+    struct kvt_chunk *c;
+
+    (void)state;
+    assert_int_equal(hot_create(64u << 20, &hot), 0);
+    for (uint32_t i = 0; i < 20; i++) {
+        struct kvt_chunk_key k = make_key(1, 1, 1, 0, i);
+        assert_int_equal(hot_get_or_create(hot, &k, &big_shape, &c), 0);
+        memset(c->data, 0x5a, block);
+        chunk_set(c, 0);
+        hot_put(hot, c);
+        assert_within_budget(hot);
+    }
+    hot_stats(hot, &st);
+    assert_int_equal(st.pooled_bytes, 0);
+    assert_int_equal(st.block_reuses, 0);
+
+    /* Dropped: as many blocks as fit 1/16 of the budget are kept. */
+    assert_int_equal(hot_drop_namespace(hot, 1, NULL, NULL), 20);
+    hot_stats(hot, &st);
+    assert_int_equal(st.used_bytes, 0);
+    assert_int_equal(st.pooled_bytes, ((64u << 20) / 16) / block * block);
+    uint64_t pooled = st.pooled_bytes;
+
+    /* Reused, and a reused block's chunk has no token present. */
+    for (uint32_t i = 0; i < 3; i++) {
+        struct kvt_chunk_key k = make_key(2, 2, 2, 0, i);
+        assert_int_equal(hot_get_or_create(hot, &k, &big_shape, &c), 0);
+        assert_false(chunk_has(c, 0));
+        assert_int_equal(chunk_leading_tokens(c), 0);
+        hot_put(hot, c);
+    }
+    hot_stats(hot, &st);
+    assert_int_equal(st.block_reuses, 3);
+    assert_int_equal(st.pooled_bytes, pooled - 3 * block);
+
+    /* Chunks filling the budget push the pool out before any chunk. */
+    for (uint32_t i = 0; i < 200; i++) {
+        struct kvt_chunk_key k = make_key(3, 3, 3, 0, i);
+        touch_new(hot, &k, &big_shape);
+        assert_within_budget(hot);
+    }
+    hot_stats(hot, &st);
+    assert_int_equal(st.pooled_bytes, 0);
+
+    /* Demotion to a target counts chunks; what it frees is pooled. */
+    hot_evict_to(hot, st.used_bytes / 2);
+    hot_stats(hot, &st);
+    assert_true(st.used_bytes <= (64u << 20) / 2);
+    assert_true(st.pooled_bytes > 0);
+    assert_within_budget(hot);
+
+    /* A smaller budget shrinks the pool with it. */
+    hot_set_budget(hot, 16u << 20);
+    assert_within_budget(hot);
+    hot_destroy(hot);
+}
+
 /* ---- presence bitmap --------------------------------------------------------- */
 
 static uint64_t rng_next(uint64_t *s)   /* splitmix64 */
@@ -1157,6 +1238,7 @@ int main(void)
         cmocka_unit_test(test_set_budget_shrinks),
         cmocka_unit_test(test_drop_object),
         cmocka_unit_test(test_drop_namespace),
+        cmocka_unit_test(test_block_pool),
         cmocka_unit_test(test_bitmap),
         cmocka_unit_test(test_threads_stress),
     };
