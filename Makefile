@@ -30,9 +30,9 @@ endif
 
 # ---- object lists ----------------------------------------------------------
 SIMD_OBJS   := simd/simd.o simd/scalar.o simd/sse2.o simd/avx2.o
-CACHE_OBJS  := cache/chunk.o cache/blocks.o cache/hot.o cache/cold.o cache/cold_io.o cache/domain_bytes.o
+CACHE_OBJS  := cache/chunk.o cache/blocks.o cache/hot.o cache/cold.o cache/cold_index.o cache/cold_open.o cache/cold_io.o cache/domain_bytes.o
 PROTO_OBJS  := proto/proto.o
-DAEMON_OBJS := daemon/config.o daemon/log.o daemon/registry.o daemon/store.o daemon/admin.o daemon/job.o \
+DAEMON_OBJS := daemon/config.o daemon/log.o daemon/registry.o daemon/store.o daemon/admin.o daemon/admin_cmd.o daemon/job.o \
 	daemon/sockpath.o daemon/latency.o daemon/tiers.o daemon/workers.o daemon/session.o daemon/server.o \
 	daemon/notify.o
 CLIENT_OBJS := client/kvtier.o client/region.o client/prefix.o
@@ -80,7 +80,7 @@ TEST_LIBS = $(LDLIBS_ALL) $(shell pkg-config --libs cmocka 2>/dev/null)
 
 $(B)/tests/test_simd: $(B)/tests/test_simd.o $(addprefix $(B)/,$(SIMD_OBJS))
 $(B)/tests/test_hot: $(B)/tests/test_hot.o $(addprefix $(B)/,cache/chunk.o cache/blocks.o cache/hot.o cache/domain_bytes.o)
-$(B)/tests/test_cold: $(B)/tests/test_cold.o $(addprefix $(B)/,cache/chunk.o cache/cold.o cache/cold_io.o \
+$(B)/tests/test_cold: $(B)/tests/test_cold.o $(addprefix $(B)/,cache/chunk.o cache/cold.o cache/cold_index.o cache/cold_open.o cache/cold_io.o \
 	cache/domain_bytes.o)
 $(B)/tests/test_proto: $(B)/tests/test_proto.o $(B)/proto/proto.o
 $(addprefix $(B)/tests/,$(INTEG_TESTS)): %: %.o $(B)/tests/helpers.o $(B)/libkvtier.a $(addprefix $(B)/,$(SIMD_OBJS))

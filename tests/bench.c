@@ -671,13 +671,19 @@ int main(int argc, char **argv)
     printf("%-44s %8.2f GB/s\n", "memcpy (1 thread)", ref);
     json_num("memcpy_gbs", ref);
 
-    /* KVTIER_BENCH_CALLS=1: only the small-call shapes (1 and 3), for
-     * quick iterations on latency. */
-    if (getenv("KVTIER_BENCH_CALLS")) {
+    /* KVTIER_BENCH_ONLY=calls (shapes 1 and 3) or cold (the cold tier):
+     * one part alone, for quick iterations. */
+    const char *only = getenv("KVTIER_BENCH_ONLY");
+    if (only && !strcmp(only, "calls")) {
         bench_small_calls(1);
         bench_small_calls(0);
         bench_decode(1);
         bench_decode(0);
+        goto out;
+    }
+    if (only && !strcmp(only, "cold")) {
+        stop_daemon();
+        bench_cold();
         goto out;
     }
     bench_overhead();

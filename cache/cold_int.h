@@ -1,0 +1,139 @@
+/* cold_int.h - the cold tier's insides, shared by cold.c (writing,
+ * reading, the index) and cold_open.c (the file, recovery, open and close).
+ * Nothing outside cache/cold*.c includes it. */
+#ifndef KVT_COLD_INT_H
+#define KVT_COLD_INT_H
+
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <xxhash.h>
+
+#include "cold.h"
+#include "cold_format.h"
+#include "cold_io.h"
+#include "domain_bytes.h"
+
+#define MIB (1024u * 1024u)
+#define DEFAULT_REGION_BYTES (64u * MIB)
+/* Recovery holds one whole region in memory while it scans it. */
+#define MAX_REGION_BYTES (1024u * MIB)
+#define DEFAULT_WBUFS 8u
+#define MAX_WBUFS 64u
+#define DEFAULT_WBUF_BYTES MIB
+#define MIN_WBUF_BYTES (64u * 1024)
+#define SCAN_STEP (4u * MIB)           /* recovery reads a region this much at a time */
+#define MAX_HEADS 1024u
+#define MAX_DIM 1024u
+#define REC_HDR ((uint32_t)sizeof(struct cold_record_header))
+#define GET_ATTEMPTS 3                 /* a get retries when its record moved */
+
+struct cold_entry {
+    struct kvt_chunk_key key;
+    uint64_t off;                      /* file offset of the record header */
+    uint64_t seq;
+    uint32_t rec_bytes;                /* header + bitmap + stored data */
+    uint32_t raw_len;
+    uint32_t leading_tokens;
+    uint32_t region;
+    struct cold_entry *hash_next;
+    struct cold_entry *reg_prev, *reg_next;   /* the region's live records */
+};
+
+/* A region's live records, newest first: records are indexed in log order
+ * (cold_put appends and indexes under one lock; recovery replays in log
+ * order), so the list's tail is the region's oldest record. */
+struct cold_region {
+    uint64_t seq;                      /* of its current use; 0 = never used */
+    struct cold_entry *entries;
+};
+
+enum wbuf_state { WB_FREE, WB_FILLING, WB_INFLIGHT, WB_DONE };
+
+struct cold_wbuf {
+    struct cold_io_req req;            /* first: wbuf_done casts back */
+    struct kvt_cold *cold;
+    uint8_t *mem;                      /* wbuf_bytes, block-aligned for O_DIRECT */
+    uint64_t file_off;                 /* where mem[0] goes; block-aligned */
+    uint32_t fill, cap, len;           /* bytes used, may use, submitted */
+    uint32_t region;
+    int res;                           /* completion: bytes written or -errno */
+    enum wbuf_state state;
+};
+
+struct kvt_cold {
+    struct kvt_cold_config cfg;
+    char *path;
+    int fd;
+    bool direct;                       /* fd has O_DIRECT */
+    struct cold_io *io;
+    uint8_t uuid[16];
+    uint64_t seed;                     /* checksum seed, from the file header */
+    uint32_t region_bytes, n_regions, max_record;
+    uint64_t file_bytes;
+    bool locks_ready;
+
+    pthread_mutex_t put_lock;
+    pthread_mutex_t lock;
+    pthread_cond_t wb_cond;            /* a buffer retired */
+
+    struct cold_entry **buckets;       /* the index: chained hash on the key */
+    uint64_t n_buckets, n_entries;
+    struct cold_region *regions;
+    uint32_t *region_order;            /* scratch for quota drops, n_regions */
+    uint64_t domain_quota_bytes;       /* 0 = none */
+    struct kvt_domain_bytes domain_used;   /* live record bytes per domain */
+
+    int64_t cur_region;                /* -1: none since open */
+    uint32_t next_region;
+    uint64_t append_off, region_end;
+    uint64_t next_region_seq, next_record_seq;
+
+    struct cold_wbuf *wbufs;
+    uint32_t n_wbufs, wbuf_bytes, n_free;
+    struct cold_wbuf *cur;             /* the filling buffer, or NULL */
+    struct cold_wbuf **fifo;           /* submitted, not retired, in order */
+    uint32_t fifo_head, fifo_len;
+    bool unsubmitted;                  /* writes queued but not submitted */
+    XXH3_state_t *hash;                /* appenders' checksum state */
+    uint64_t write_failures;
+    int sync_err;                      /* first write error since the last sync */
+    bool err_burst;                    /* an error was logged, no success since */
+
+    struct kvt_cold_stats st;
+};
+
+static inline uint64_t round_up(uint64_t v, uint64_t a) { return (v + a - 1) / a * a; }
+static inline uint64_t min_u64(uint64_t a, uint64_t b) { return a < b ? a : b; }
+
+/* cold_index.c; all with lock held. */
+struct cold_entry **cold_index_slot(struct kvt_cold *c, const struct kvt_chunk_key *key);
+void cold_index_put(struct kvt_cold *c, struct cold_entry *e);
+void cold_index_remove(struct kvt_cold *c, struct cold_entry *e);
+/* Drop entries older than seq that a tombstone of kind for t covers. */
+uint64_t cold_index_drop_matching(struct kvt_cold *c, uint8_t kind,
+                                  const struct kvt_chunk_key *t, uint64_t seq);
+/* Drop region r's records overlapping [start, end) (all: 0, ~0). */
+void cold_index_drop_range(struct kvt_cold *c, uint32_t r, uint64_t start, uint64_t end);
+/* Drop key's domain's oldest records until need more bytes fit its quota. */
+void cold_quota_drop_locked(struct kvt_cold *c, const struct kvt_chunk_key *key,
+                            uint64_t need);
+
+/* cold.c */
+void cold_log(struct kvt_cold *c, int level, const char *fmt, ...);
+/* Log the first error of a burst only (lock held). */
+void cold_log_burst(struct kvt_cold *c, int level, const char *fmt, ...);
+void cold_io_error_locked(struct kvt_cold *c, int err, const char *what);
+bool cold_shape_valid(const struct kvt_chunk_shape *s);
+/* Tokens present from token 0 without a gap; bitmap may be unaligned. */
+uint32_t cold_leading_tokens(const void *bitmap, uint32_t tokens);
+/* A record header's total bytes if it is sane and fits room, else -EBADMSG. */
+int64_t cold_record_check(const struct cold_record_header *h, uint64_t room);
+bool cold_record_sum_ok(const struct kvt_cold *c, uint8_t *rec, uint32_t n);
+uint64_t cold_region_base(const struct kvt_cold *c, uint32_t r);
+/* Submit the partial write buffer and wait until every write retired. */
+void cold_drain_locked(struct kvt_cold *c);
+/* The backend's completion callback of a write buffer. */
+void cold_wbuf_done(struct cold_io_req *req, int res);
+
+#endif

@@ -1,0 +1,597 @@
+/* admin_cmd.c - the admin commands: one handler each, one table keyed by
+ * name. Long ones (flush, evict of a namespace or tier) start a job and
+ * defer their reply (see admin.c for the framing).
+ *
+ * "contexts" looks up every listed context's chunks, so its cost grows with
+ * the names known (at most REGISTRY_NAMES_MAX per namespace). */
+#include "daemon/admin_cmd.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <xxhash.h>
+
+#include "daemon/job.h"
+#include "daemon/log.h"
+#include "daemon/session.h"
+
+
+/* A handler fills reply (which already holds "ok": true) and returns 0, or
+ * returns -errno with a human sentence in err; the dispatcher then sends
+ * {"ok": false, "error": err} instead. */
+typedef int (*admin_fn)(struct kvt_admin_conn *c, const cJSON *req, cJSON *reply,
+                        char *err, size_t errlen);
+
+
+
+/* Counters go out as JSON numbers: exact up to 2^53, far beyond any byte
+ * count a daemon reaches. 64-bit ids go out as hex strings instead. */
+static void add_u64(cJSON *obj, const char *name, uint64_t v)
+{
+    cJSON_AddNumberToObject(obj, name, (double)v);
+}
+
+static void add_id(cJSON *obj, const char *name, uint64_t id)
+{
+    char buf[24];
+    snprintf(buf, sizeof(buf), "0x%016" PRIx64, id);
+    cJSON_AddStringToObject(obj, name, buf);
+}
+
+static int cmd_stats(struct kvt_admin_conn *conn, const cJSON *req, cJSON *reply,
+                     char *err, size_t errlen)
+{
+    struct kvt_server *srv = conn->srv;
+    struct kvt_hot_stats hs;
+    cJSON *hot = cJSON_AddObjectToObject(reply, "hot");
+
+    (void)req, (void)err, (void)errlen;
+    hot_stats(srv->dp.hot, &hs);
+    add_u64(hot, "budget_bytes", hs.budget_bytes);
+    add_u64(hot, "used_bytes", hs.used_bytes);
+    add_u64(hot, "pooled_bytes", hs.pooled_bytes);
+    add_u64(hot, "block_reuses", hs.block_reuses);
+    add_u64(hot, "chunks", hs.chunks);
+    add_u64(hot, "evictions", hs.evictions);
+    add_u64(hot, "hits", atomic_load(&srv->dp.hot_hits));
+    add_u64(hot, "misses", atomic_load(&srv->dp.hot_misses));
+
+    if (srv->tiers.cold) {
+        struct kvt_cold_stats cs;
+        cJSON *cold = cJSON_AddObjectToObject(reply, "cold");
+        cold_stats(srv->tiers.cold, &cs);
+        add_u64(cold, "capacity_bytes", cs.capacity_bytes);
+        add_u64(cold, "used_bytes", cs.used_bytes);
+        add_u64(cold, "records", cs.records);
+        add_u64(cold, "puts", cs.puts);
+        add_u64(cold, "gets", cs.gets);
+        add_u64(cold, "hits", cs.hits);
+        add_u64(cold, "misses", cs.misses);
+        add_u64(cold, "bytes_written", cs.bytes_written);
+        add_u64(cold, "bytes_read", cs.bytes_read);
+        add_u64(cold, "raw_bytes_in", cs.raw_bytes_in);
+        cJSON_AddNumberToObject(cold, "compression_ratio",
+                                cs.bytes_written ? (double)cs.raw_bytes_in /
+                                                   (double)cs.bytes_written : 0.0);
+        add_u64(cold, "checksum_failures", cs.checksum_failures);
+        add_u64(cold, "io_errors", cs.io_errors);
+        add_u64(cold, "regions_reclaimed", cs.regions_reclaimed);
+        cJSON_AddBoolToObject(cold, "uring", cs.uring);
+    } else {
+        cJSON_AddNullToObject(reply, "cold");
+    }
+
+    cJSON *tiers = cJSON_AddObjectToObject(reply, "tiers");
+    add_u64(tiers, "demotions", atomic_load(&srv->tiers.demotions));
+    add_u64(tiers, "promotions", atomic_load(&srv->tiers.promotions));
+    add_u64(reply, "clients", srv->n_sessions);
+    add_u64(reply, "requests", atomic_load(&srv->requests));
+    add_u64(reply, "stores", atomic_load(&srv->stores));
+    add_u64(reply, "fetches", atomic_load(&srv->fetches));
+    add_u64(reply, "bytes_in", atomic_load(&srv->bytes_in));
+    add_u64(reply, "bytes_out", atomic_load(&srv->bytes_out));
+
+    /* Percentiles are bucket upper bounds: exact to a factor of two. */
+    cJSON *lat = cJSON_AddObjectToObject(reply, "latency_us");
+    const struct { const char *name; const struct kvt_latency *l; } hist[] = {
+        { "store", &srv->store_latency }, { "fetch", &srv->fetch_latency },
+    };
+    for (size_t i = 0; i < 2; i++) {
+        uint64_t n;
+        cJSON *h = cJSON_AddObjectToObject(lat, hist[i].name);
+        add_u64(h, "p50", latency_percentile_us(hist[i].l, 50, &n));
+        add_u64(h, "p99", latency_percentile_us(hist[i].l, 99, &n));
+        add_u64(h, "p999", latency_percentile_us(hist[i].l, 99.9, &n));
+        add_u64(h, "count", n);
+    }
+    return 0;
+}
+
+static int cmd_namespaces(struct kvt_admin_conn *conn, const cJSON *req, cJSON *reply,
+                          char *err, size_t errlen)
+{
+    struct kvt_server *srv = conn->srv;
+    cJSON *list = cJSON_AddArrayToObject(reply, "namespaces");
+
+    (void)req, (void)err, (void)errlen;
+    pthread_mutex_lock(&srv->reg.lock);
+    for (uint32_t i = 0; i < srv->reg.n_ns; i++) {
+        const struct kvt_ns *ns = srv->reg.ns[i];
+        cJSON *o = cJSON_CreateObject();
+        add_id(o, "id", ns->id);
+        cJSON_AddStringToObject(o, "name", ns->name);
+        add_u64(o, "domain", ns->domain);
+        add_u64(o, "layers", ns->layers);
+        add_u64(o, "kv_heads", ns->heads);
+        add_u64(o, "head_dim", ns->dim);
+        add_u64(o, "chunk_tokens", ns->chunk_tokens);
+        add_u64(o, "clients", ns->clients);
+        cJSON_AddItemToArray(list, o);
+    }
+    pthread_mutex_unlock(&srv->reg.lock);
+    return 0;
+}
+
+static int cmd_clients(struct kvt_admin_conn *conn, const cJSON *req, cJSON *reply,
+                       char *err, size_t errlen)
+{
+    struct kvt_server *srv = conn->srv;
+    cJSON *list = cJSON_AddArrayToObject(reply, "clients");
+
+    (void)req, (void)err, (void)errlen;
+    for (const struct kvt_session *s = srv->sessions; s; s = s->next) {
+        cJSON *o = cJSON_CreateObject();
+        add_u64(o, "pid", (uint64_t)s->cred.pid);
+        add_u64(o, "uid", s->cred.uid);
+        add_u64(o, "domain", s->domain);
+        if (s->ns) {
+            cJSON_AddStringToObject(o, "namespace", s->ns->name);
+            add_id(o, "namespace_id", s->ns->id);
+        } else {
+            cJSON_AddNullToObject(o, "namespace");
+        }
+        cJSON_AddItemToArray(list, o);
+    }
+    return 0;
+}
+
+/* A namespace id as "123" or "0x7b" (JSON numbers lose bits above 2^53,
+ * so ids travel as strings; a small number is accepted too). */
+static int parse_ns_id(const cJSON *item, uint64_t *id)
+{
+    if (cJSON_IsNumber(item) && item->valuedouble >= 1 && item->valuedouble < 9007199254740992.0) {
+        *id = (uint64_t)item->valuedouble;
+        return 0;
+    }
+    if (!cJSON_IsString(item) || !*item->valuestring)
+        return -EINVAL;
+    char *end;
+    errno = 0;
+    unsigned long long v = strtoull(item->valuestring, &end, 0);
+    if (*end || errno || v == 0 || item->valuestring[0] == '-')
+        return -EINVAL;
+    *id = v;
+    return 0;
+}
+
+/* The namespaces the daemon knows, into ns[REGISTRY_NS_MAX]; returns how
+ * many. They live until the registry does, so the pointers stay valid. */
+static uint32_t all_namespaces(struct kvt_server *srv, struct kvt_ns **ns)
+{
+    uint32_t n;
+
+    pthread_mutex_lock(&srv->reg.lock);
+    for (n = 0; n < srv->reg.n_ns; n++)
+        ns[n] = srv->reg.ns[n];
+    pthread_mutex_unlock(&srv->reg.lock);
+    return n;
+}
+
+/* ---- long commands: flush, evict of a namespace or tier ------------------ */
+
+/* What a long command does on its job thread, and what it found. */
+struct kvt_admin_work {
+    struct kvt_server *srv;
+    const char *what;                /* "flush" or "evict": logs, progress */
+    uint64_t ns_id;                  /* evict: 0 = every namespace */
+    bool hot, cold;                  /* evict: the tiers to empty */
+    uint64_t hot_chunks, cold_records;
+};
+
+static const enum ev_kind tag_job = EV_JOB;
+
+static int run_flush(struct kvt_job *j, void *arg)
+{
+    struct kvt_admin_work *w = arg;
+    return tiers_flush(&w->srv->tiers, job_progress_cb, j);
+}
+
+static int run_evict(struct kvt_job *j, void *arg)
+{
+    struct kvt_admin_work *w = arg;
+
+    if (w->hot)
+        w->hot_chunks = hot_drop_namespace(w->srv->dp.hot, w->ns_id, job_progress_cb, j);
+    if (w->cold && w->srv->tiers.cold)
+        w->cold_records = cold_drop_namespace(w->srv->tiers.cold, w->ns_id);
+    return 0;
+}
+
+/* Start a long command on a job thread (daemon/job.c) so the loop serves
+ * clients meanwhile; conn gets its reply when it ends (admin_job_event),
+ * and with "progress": true a {"progress": ...} line before that, at the
+ * start and about every 200 ms. One runs at a time. Takes w. */
+static int start_job(struct kvt_admin_conn *conn, const cJSON *req, job_fn fn,
+                     struct kvt_admin_work *w, char *err, size_t errlen)
+{
+    struct kvt_server *srv = conn->srv;
+    const cJSON *progress = cJSON_GetObjectItemCaseSensitive(req, "progress");
+    int rc;
+
+    if (progress && !cJSON_IsBool(progress)) {
+        snprintf(err, errlen, "\"progress\" must be true or false");
+        rc = -EINVAL;
+        goto err;
+    }
+    if (srv->job) {
+        snprintf(err, errlen, "a %s is already running; try again when it ends",
+                 srv->job_work->what);
+        rc = -EBUSY;
+        goto err;
+    }
+    rc = job_start(fn, w, srv->epfd, (void *)&tag_job, &srv->job);
+    if (rc) {
+        snprintf(err, errlen, "cannot start the %s: %s", w->what, strerror(-rc));
+        goto err;
+    }
+    srv->job_work = w;
+    srv->job_conn = conn;
+    conn->progress = cJSON_IsTrue(progress);
+    conn->progress_sent = false;
+    log_info("admin: %s started", w->what);
+    return ADMIN_DEFERRED;
+err:
+    free(w);
+    return rc;
+}
+
+static int evict_tier(struct kvt_admin_conn *conn, const cJSON *req, const char *tier,
+                      char *err, size_t errlen)
+{
+    struct kvt_server *srv = conn->srv;
+    bool want_hot = !strcmp(tier, "hot") || !strcmp(tier, "all");
+    bool want_cold = !strcmp(tier, "cold") || !strcmp(tier, "all");
+    struct kvt_admin_work *w;
+
+    if (!want_hot && !want_cold) {
+        snprintf(err, errlen, "tier must be hot, cold or all, not '%s'", tier);
+        return -EINVAL;
+    }
+    if (!strcmp(tier, "cold") && !srv->tiers.cold) {
+        snprintf(err, errlen, "this daemon has no cold tier (cold-bytes 0)");
+        return -EOPNOTSUPP;
+    }
+    w = calloc(1, sizeof(*w));
+    if (!w)
+        return -ENOMEM;
+    *w = (struct kvt_admin_work){ .srv = srv, .what = "evict", .hot = want_hot,
+                                  .cold = want_cold };
+    int rc = start_job(conn, req, run_evict, w, err, errlen);
+    /* Every context is gone once no tier is left holding it. */
+    if (rc == ADMIN_DEFERRED && want_hot && (want_cold || !srv->tiers.cold)) {
+        struct kvt_ns *ns[REGISTRY_NS_MAX];
+        uint32_t n = all_namespaces(srv, ns);
+        for (uint32_t i = 0; i < n; i++)
+            registry_names_clear(ns[i]);
+    }
+    return rc;
+}
+
+static int evict_namespace(struct kvt_admin_conn *conn, const cJSON *req, uint64_t ns_id,
+                           char *err, size_t errlen)
+{
+    struct kvt_server *srv = conn->srv;
+    struct kvt_admin_work *w = calloc(1, sizeof(*w));
+
+    if (!w)
+        return -ENOMEM;
+    *w = (struct kvt_admin_work){ .srv = srv, .what = "evict", .ns_id = ns_id, .hot = true,
+                                  .cold = true };
+    int rc = start_job(conn, req, run_evict, w, err, errlen);
+    struct kvt_ns *known = registry_find(&srv->reg, ns_id);
+    if (rc == ADMIN_DEFERRED && known)
+        registry_names_clear(known);
+    return rc;
+}
+
+/* A named context's object id is the one daemon/store.c derives. Without a
+ * namespace, the context goes from every namespace the daemon knows. */
+static void evict_context(struct kvt_server *srv, const char *name, const uint64_t *ns_id,
+                          uint64_t *hot, uint64_t *cold)
+{
+    XXH128_hash_t h = XXH3_128bits(name, strlen(name));
+    uint64_t ids[REGISTRY_NS_MAX];
+    uint32_t n = 0;
+
+    if (ns_id) {
+        ids[n++] = *ns_id;
+    } else {
+        pthread_mutex_lock(&srv->reg.lock);
+        for (; n < srv->reg.n_ns; n++)
+            ids[n] = srv->reg.ns[n]->id;
+        pthread_mutex_unlock(&srv->reg.lock);
+    }
+    for (uint32_t i = 0; i < n; i++) {
+        *hot += hot_drop_object(srv->dp.hot, ids[i], h.high64, h.low64);
+        if (srv->tiers.cold)
+            *cold += cold_drop_object(srv->tiers.cold, ids[i], h.high64, h.low64);
+        struct kvt_ns *known = registry_find(&srv->reg, ids[i]);
+        if (known)
+            registry_name_remove(known, h.high64, h.low64);
+    }
+}
+
+static int cmd_evict(struct kvt_admin_conn *conn, const cJSON *req, cJSON *reply,
+                     char *err, size_t errlen)
+{
+    struct kvt_server *srv = conn->srv;
+    const cJSON *tier = cJSON_GetObjectItemCaseSensitive(req, "tier");
+    const cJSON *ctx = cJSON_GetObjectItemCaseSensitive(req, "context");
+    const cJSON *ns = cJSON_GetObjectItemCaseSensitive(req, "namespace");
+    uint64_t hot = 0, cold = 0, ns_id = 0;
+
+    if (ns && parse_ns_id(ns, &ns_id)) {
+        snprintf(err, errlen, "namespace must be an id like \"0x1f\" or \"31\"");
+        return -EINVAL;
+    }
+    if (cJSON_IsString(tier) && !ctx && !ns) {
+        return evict_tier(conn, req, tier->valuestring, err, errlen);
+    } else if (cJSON_IsString(ctx) && !tier) {
+        size_t len = strlen(ctx->valuestring);
+        if (len == 0 || len > KVT_CTX_NAME_MAX) {
+            snprintf(err, errlen, "context names are 1 to %d bytes", KVT_CTX_NAME_MAX);
+            return -EINVAL;
+        }
+        evict_context(srv, ctx->valuestring, ns ? &ns_id : NULL, &hot, &cold);
+    } else if (ns && !ctx && !tier) {
+        return evict_namespace(conn, req, ns_id, err, errlen);
+    } else {
+        snprintf(err, errlen, "evict takes {\"tier\": T}, {\"namespace\": ID} "
+                 "or {\"context\": NAME[, \"namespace\": ID]}");
+        return -EINVAL;
+    }
+    add_u64(reply, "hot_chunks", hot);
+    add_u64(reply, "cold_records", cold);
+    return 0;
+}
+
+static int by_name(const void *a, const void *b)
+{
+    return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+/* One namespace's contexts, sorted by name, appended to list. Lengths are
+ * computed from the tiers after the names are copied, so a store running
+ * meanwhile on a worker never waits for this walk. */
+static int list_contexts(struct kvt_server *srv, struct kvt_ns *ns, cJSON *list,
+                         uint64_t *untracked)
+{
+    char **names;
+    uint32_t n;
+    int rc = registry_names_copy(ns, &names, &n);
+
+    if (rc)
+        return rc;
+    if (n > 1)                 /* names is NULL when n is 0 */
+        qsort(names, n, sizeof(*names), by_name);
+    for (uint32_t i = 0; i < n; i++) {
+        cJSON *o = cJSON_CreateObject();
+        cJSON_AddStringToObject(o, "name", names[i]);
+        add_id(o, "namespace", ns->id);
+        add_u64(o, "tokens", dp_context_length(&srv->dp, ns, names[i], strlen(names[i])));
+        cJSON_AddItemToArray(list, o);
+        free(names[i]);
+    }
+    free(names);
+    pthread_mutex_lock(&ns->names_lock);
+    *untracked += ns->names_overflow;
+    pthread_mutex_unlock(&ns->names_lock);
+    return 0;
+}
+
+static int cmd_contexts(struct kvt_admin_conn *conn, const cJSON *req, cJSON *reply,
+                        char *err, size_t errlen)
+{
+    struct kvt_server *srv = conn->srv;
+    const cJSON *ns_item = cJSON_GetObjectItemCaseSensitive(req, "namespace");
+    struct kvt_ns *ns[REGISTRY_NS_MAX];
+    uint64_t ns_id, untracked = 0;
+    uint32_t n;
+
+    if (ns_item) {
+        if (parse_ns_id(ns_item, &ns_id)) {
+            snprintf(err, errlen, "namespace must be an id like \"0x1f\" or \"31\"");
+            return -EINVAL;
+        }
+        ns[0] = registry_find(&srv->reg, ns_id);
+        if (!ns[0]) {
+            snprintf(err, errlen, "no namespace 0x%016" PRIx64 " since the daemon started",
+                     ns_id);
+            return -ENOENT;
+        }
+        n = 1;
+    } else {
+        n = all_namespaces(srv, ns);
+    }
+    cJSON *list = cJSON_AddArrayToObject(reply, "contexts");
+    for (uint32_t i = 0; i < n; i++) {
+        int rc = list_contexts(srv, ns[i], list, &untracked);
+        if (rc) {
+            snprintf(err, errlen, "out of memory");
+            return rc;
+        }
+    }
+    add_u64(reply, "untracked", untracked);
+    return 0;
+}
+
+static int cmd_flush(struct kvt_admin_conn *conn, const cJSON *req, cJSON *reply,
+                     char *err, size_t errlen)
+{
+    struct kvt_admin_work *w;
+
+    (void)reply;
+    if (!conn->srv->tiers.cold) {
+        snprintf(err, errlen, "this daemon has no cold tier (cold-bytes 0)");
+        return -EOPNOTSUPP;
+    }
+    w = calloc(1, sizeof(*w));
+    if (!w)
+        return -ENOMEM;
+    *w = (struct kvt_admin_work){ .srv = conn->srv, .what = "flush" };
+    return start_job(conn, req, run_flush, w, err, errlen);
+}
+
+/* Keys that can change while running; SIGHUP applies the same set. */
+static const char *const live_keys[] = {
+    "log-level", "poll-us", "hot-bytes", "hot-high-watermark", "hot-low-watermark",
+    "hot-quota", "cold-quota",
+};
+
+static bool is_live(const char *key)
+{
+    for (size_t i = 0; i < sizeof(live_keys) / sizeof(live_keys[0]); i++)
+        if (!strcmp(live_keys[i], key))
+            return true;
+    return false;
+}
+
+static int config_set_live(struct kvt_server *srv, const char *key, const cJSON *value,
+                           char *err, size_t errlen)
+{
+    struct kvt_config cfg = srv->cfg;
+    char text[64];
+    int rc;
+
+    if (cJSON_IsNumber(value))
+        snprintf(text, sizeof(text), "%.0f", value->valuedouble);
+    else if (cJSON_IsString(value))
+        snprintf(text, sizeof(text), "%s", value->valuestring);
+    else {
+        snprintf(err, errlen, "config set needs a \"value\" (string or number)");
+        return -EINVAL;
+    }
+    rc = config_set(&cfg, key, text, err, errlen);
+    if (rc)
+        return rc;
+    if (!is_live(key)) {
+        snprintf(err, errlen, "%s cannot change while running", key);
+        return -EPERM;
+    }
+    rc = config_validate(&cfg, err, errlen);
+    if (rc)
+        return rc;
+    server_apply_live(srv, &cfg);
+    log_info("admin: config set %s = %s", key, text);
+    return 0;
+}
+
+static int cmd_config(struct kvt_admin_conn *conn, const cJSON *req, cJSON *reply,
+                      char *err, size_t errlen)
+{
+    struct kvt_server *srv = conn->srv;
+    const cJSON *op = cJSON_GetObjectItemCaseSensitive(req, "op");
+    const cJSON *key = cJSON_GetObjectItemCaseSensitive(req, "key");
+    char value[1024];
+    int rc;
+
+    if (!cJSON_IsString(op) || (strcmp(op->valuestring, "get") && strcmp(op->valuestring, "set"))) {
+        snprintf(err, errlen, "config needs \"op\": \"get\" or \"set\"");
+        return -EINVAL;
+    }
+    if (key && !cJSON_IsString(key)) {
+        snprintf(err, errlen, "config \"key\" must be a string");
+        return -EINVAL;
+    }
+    if (!strcmp(op->valuestring, "get") && !key) {
+        cJSON *all = cJSON_AddObjectToObject(reply, "config");
+        for (size_t i = 0; config_key_name(i); i++) {
+            config_get(&srv->cfg, config_key_name(i), value, sizeof(value));
+            cJSON_AddStringToObject(all, config_key_name(i), value);
+        }
+        return 0;
+    }
+    if (!key) {
+        snprintf(err, errlen, "config set needs a \"key\"");
+        return -EINVAL;
+    }
+    if (config_get(&srv->cfg, key->valuestring, value, sizeof(value))) {
+        snprintf(err, errlen, "unknown config key '%.200s'", key->valuestring);
+        return -ENOENT;
+    }
+    if (!strcmp(op->valuestring, "set")) {
+        rc = config_set_live(srv, key->valuestring,
+                             cJSON_GetObjectItemCaseSensitive(req, "value"), err, errlen);
+        if (rc)
+            return rc;
+        config_get(&srv->cfg, key->valuestring, value, sizeof(value));
+    }
+    cJSON_AddStringToObject(reply, "key", key->valuestring);
+    cJSON_AddStringToObject(reply, "value", value);
+    return 0;
+}
+
+static int cmd_health(struct kvt_admin_conn *conn, const cJSON *req, cJSON *reply,
+                      char *err, size_t errlen)
+{
+    struct kvt_server *srv = conn->srv;
+    (void)srv, (void)req, (void)err, (void)errlen;
+    cJSON_AddBoolToObject(reply, "serving", true);
+    return 0;
+}
+
+static const struct {
+    const char *name;
+    admin_fn fn;
+} commands[] = {
+    { "stats",      cmd_stats },
+    { "namespaces", cmd_namespaces },
+    { "contexts",   cmd_contexts },
+    { "clients",    cmd_clients },
+    { "evict",      cmd_evict },
+    { "flush",      cmd_flush },
+    { "config",     cmd_config },
+    { "health",     cmd_health },
+};
+
+int admin_dispatch(struct kvt_admin_conn *c, const char *name, const cJSON *req,
+                   cJSON *reply, char *err, size_t errlen)
+{
+    for (size_t i = 0; i < sizeof(commands) / sizeof(commands[0]); i++)
+        if (!strcmp(commands[i].name, name))
+            return commands[i].fn(c, req, reply, err, errlen);
+    snprintf(err, errlen, "unknown command '%.100s'", name);
+    return -EINVAL;
+}
+
+const char *admin_work_name(const struct kvt_admin_work *w)
+{
+    return w->what;
+}
+
+void admin_job_result(const struct kvt_admin_work *w, uint64_t done, int rc, cJSON *reply,
+                      char *err, size_t errlen)
+{
+    if (rc && !strcmp(w->what, "flush"))
+        snprintf(err, errlen, "writing the hot tier to the cold tier failed: %s", strerror(-rc));
+    else if (rc)
+        snprintf(err, errlen, "%s failed: %s", w->what, strerror(-rc));
+    else if (!strcmp(w->what, "flush"))
+        add_u64(reply, "chunks_written", done);
+    else {
+        add_u64(reply, "hot_chunks", w->hot_chunks);
+        add_u64(reply, "cold_records", w->cold_records);
+    }
+}

@@ -1,0 +1,44 @@
+/* admin_cmd.h - the admin commands, for the admin socket's framing in
+ * admin.c. */
+#ifndef KVT_ADMIN_CMD_H
+#define KVT_ADMIN_CMD_H
+
+#include <cjson/cJSON.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "daemon/admin.h"
+
+/* One admin connection (admin.c owns it; commands read srv and set the
+ * progress flags of a deferred reply). */
+struct kvt_admin_conn {
+    enum ev_kind kind;               /* EV_ADMIN, first for epoll tagging */
+    struct kvt_server *srv;
+    int fd;
+    bool waiting;                    /* a deferred reply is pending */
+    bool progress;                   /* it wants progress lines meanwhile */
+    bool progress_sent;              /* at least one went out */
+    size_t len;                      /* bytes of an unfinished line in buf */
+    char buf[ADMIN_LINE_MAX + 2];    /* the line, its '\n', then a NUL */
+    struct kvt_admin_conn *prev, *next;
+};
+
+/* A handler returns this instead of 0 when the reply is sent later (flush):
+ * the connection reads no further request until then. */
+#define ADMIN_DEFERRED 1
+
+/* Run the command called name: fills reply (which holds "ok": true) and
+ * returns 0, returns ADMIN_DEFERRED after starting a long command (its
+ * reply comes from admin_job_event), or returns -errno with a sentence in
+ * err. */
+int admin_dispatch(struct kvt_admin_conn *c, const char *name, const cJSON *req,
+                   cJSON *reply, char *err, size_t errlen);
+
+/* The long command a job runs: its name ("flush", "evict") and, once the
+ * job ended with rc, its reply fields (rc == 0) or its error sentence. */
+const char *admin_work_name(const struct kvt_admin_work *w);
+void admin_job_result(const struct kvt_admin_work *w, uint64_t done, int rc, cJSON *reply,
+                      char *err, size_t errlen);
+
+#endif
