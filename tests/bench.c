@@ -550,6 +550,37 @@ static void drop_page_cache(void)
     }
 }
 
+/* One admin request (a JSON line); dies unless the reply says "ok":true. */
+static void admin_request(const char *line)
+{
+    struct sockaddr_un sa = { .sun_family = AF_UNIX };
+    char reply[4096];
+    int fd = socket(AF_UNIX, SOCK_STREAM, 0);
+    snprintf(sa.sun_path, sizeof(sa.sun_path), "%s/admin.sock", dir_path);
+    if (fd < 0 || connect(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0)
+        die("admin connect", -errno);
+    if (write(fd, line, strlen(line)) != (ssize_t)strlen(line) || write(fd, "\n", 1) != 1)
+        die("admin write", -EIO);
+    ssize_t n = read(fd, reply, sizeof(reply) - 1);
+    close(fd);
+    if (n <= 0 || (reply[n] = '\0', !strstr(reply, "\"ok\":true")))
+        die("admin request failed", -EIO);
+}
+
+/* Seconds to fetch every prefill context of the cold bench. */
+static double fetch_all_time(struct prefill *p, int n_ctx)
+{
+    double t0 = now_s();
+    for (int i = 0; i < n_ctx; i++) {
+        char ctx[16];
+        snprintf(ctx, sizeof(ctx), "c%d", i);
+        int rc = kvt_fetch_batch(p->c, ctx, p->spans, L2_LAYERS);
+        if (rc)
+            die("fetch from the cold tier", rc);
+    }
+    return now_s() - t0;
+}
+
 static void bench_cold(void)
 {
     char cold_path[200], raw_path[200];
@@ -559,10 +590,9 @@ static void bench_cold(void)
     start_daemon_with("2G", "4G", NULL);
     snprintf(cold_path, sizeof(cold_path), "%s/cold.kvt", dir_path);
     snprintf(raw_path, sizeof(raw_path), "%s/raw.bin", dir_path);
+    /* The disk's limits; its read speed is measured again right before
+     * promotion, as this shared disk's speed drifts within minutes. */
     double raw_w = raw_uring_gbs(raw_path, 1);
-    drop_page_cache();
-    double raw_r = raw_uring_gbs(raw_path, 0);
-    unlink(raw_path);
 
     /* Demotion: a hot tier full of changed chunks written out by kvt_sync. */
     prefill_setup(&p, 1, "cold-bench");
@@ -587,30 +617,39 @@ static void bench_cold(void)
     drop_page_cache();
     start_daemon_with("2G", "4G", cold_path);  /* same file: warm restart */
     prefill_setup(&p, 1, "cold-bench");
-    t0 = now_s();
-    for (int i = 0; i < n_ctx; i++) {
-        char ctx[16];
-        snprintf(ctx, sizeof(ctx), "c%d", i);
-        if ((rc = kvt_fetch_batch(p.c, ctx, p.spans, L2_LAYERS)))
-            die("fetch after restart", rc);
-    }
-    double t_fetch = now_s() - t0;
+    drop_page_cache();
+    double raw_r = raw_uring_gbs(raw_path, 0);
+    unlink(raw_path);
+    drop_page_cache();
+    double t_fetch = fetch_all_time(&p, n_ctx);
+    /* Again with the hot tier emptied: the same reads, but into memory the
+     * daemon has used before. A fresh process's first touch of its pages
+     * is slow on a virtual machine (the host backs them lazily), and the
+     * first pass pays for it. */
+    admin_request("{\"cmd\":\"evict\",\"tier\":\"hot\"}");
+    drop_page_cache();
+    double t_fetch2 = fetch_all_time(&p, n_ctx);
     prefill_teardown(&p, 1);
     stop_daemon();
 
     double dem = chunk_bytes / t_sync / 1e9, pro = chunk_bytes / t_fetch / 1e9;
+    double pro2 = chunk_bytes / t_fetch2 / 1e9;
     printf("%-44s %8.2f GB/s\n", "disk: O_DIRECT io_uring write 1MiB QD32", raw_w);
     printf("%-44s %8.2f GB/s\n", "disk: O_DIRECT io_uring read 1MiB QD32", raw_r);
     printf("%-44s %8.2f GB/s  %5.2fx disk write (target 0.8)\n",
            "cold demotion (kvt_sync of a full hot tier)", dem, dem / raw_w);
     printf("%-44s %8.2f GB/s  %5.2fx disk read (target 0.8)\n",
            "cold promotion (fetch after restart)", pro, pro / raw_r);
+    printf("%-44s %8.2f GB/s  %5.2fx disk read (target 0.8)\n",
+           "cold promotion (again, hot tier evicted)", pro2, pro2 / raw_r);
     json_num("disk_write_gbs", raw_w);
     json_num("disk_read_gbs", raw_r);
     json_num("cold_demotion_gbs", dem);
     json_num("cold_demotion_ratio", dem / raw_w);
     json_num("cold_promotion_gbs", pro);
     json_num("cold_promotion_ratio", pro / raw_r);
+    json_num("cold_promotion2_gbs", pro2);
+    json_num("cold_promotion2_ratio", pro2 / raw_r);
 }
 
 /* LZ4 on the int8 payload of KV-like data: Gaussian values with a few large
