@@ -118,6 +118,27 @@ static bool reply_ok(const cJSON *reply)
     return cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(reply, "ok"));
 }
 
+/* A long command asked for with "progress": true: its first line must be a
+ * progress line (no "ok") for command with this total; further progress
+ * lines are skipped. Returns the reply, which must say ok. */
+static cJSON *read_job_reply(int fd, const char *command, double total)
+{
+    cJSON *line = read_reply(fd);
+    const cJSON *p = cJSON_GetObjectItemCaseSensitive(line, "progress");
+
+    assert_true(cJSON_IsObject(p));
+    assert_false(cJSON_HasObjectItem(line, "ok"));
+    assert_string_equal(cJSON_GetObjectItemCaseSensitive(p, "command")->valuestring, command);
+    assert_true(cJSON_GetObjectItemCaseSensitive(p, "total")->valuedouble == total);
+    while (!cJSON_HasObjectItem(line, "ok")) {
+        cJSON_Delete(line);
+        line = read_reply(fd);
+        assert_non_null(line);
+    }
+    assert_true(reply_ok(line));
+    return line;
+}
+
 static void assert_error_reply(const cJSON *reply)
 {
     assert_non_null(reply);
@@ -259,16 +280,9 @@ static void evict_context_makes_fetch_miss(void **state)
              ns_id);
     int fd = admin_connect(d.admin_socket);
     assert_true(fd >= 0);
-    r = admin_on(fd, req);
-    const cJSON *p = cJSON_GetObjectItemCaseSensitive(r, "progress");
-    assert_string_equal(cJSON_GetObjectItemCaseSensitive(p, "command")->valuestring, "evict");
-    assert_true(cJSON_GetObjectItemCaseSensitive(p, "total")->valuedouble == chunks);
-    while (!cJSON_HasObjectItem(r, "ok")) {
-        cJSON_Delete(r);
-        r = read_reply(fd);
-        assert_non_null(r);
-    }
-    assert_true(reply_ok(r));
+    assert_int_equal(send_all(fd, req, strlen(req)), 0);
+    assert_int_equal(send_all(fd, "\n", 1), 0);
+    r = read_job_reply(fd, "evict", chunks);
     assert_true(cJSON_GetObjectItemCaseSensitive(r, "hot_chunks")->valuedouble == chunks);
     cJSON_Delete(r);
     close(fd);
@@ -340,18 +354,7 @@ static void flush_fills_the_cold_tier(void **state)
     assert_true(fd >= 0);
     const char *two = "{\"cmd\":\"flush\",\"progress\":true}\n{\"cmd\":\"health\"}\n";
     assert_int_equal(send_all(fd, two, strlen(two)), 0);
-    cJSON *line = read_reply(fd);
-    const cJSON *p = cJSON_GetObjectItemCaseSensitive(line, "progress");
-    assert_true(cJSON_IsObject(p));
-    assert_false(cJSON_HasObjectItem(line, "ok"));
-    assert_string_equal(cJSON_GetObjectItemCaseSensitive(p, "command")->valuestring, "flush");
-    assert_true(cJSON_GetObjectItemCaseSensitive(p, "total")->valuedouble == dirty);
-    while (!cJSON_HasObjectItem(line, "ok")) {    /* more progress, then the reply */
-        cJSON_Delete(line);
-        line = read_reply(fd);
-        assert_non_null(line);
-    }
-    assert_true(reply_ok(line));
+    cJSON *line = read_job_reply(fd, "flush", dirty);
     assert_true(cJSON_GetObjectItemCaseSensitive(line, "chunks_written")->valuedouble == dirty);
     cJSON_Delete(line);
     line = read_reply(fd);
