@@ -30,7 +30,7 @@ endif
 
 # ---- object lists ----------------------------------------------------------
 SIMD_OBJS   := simd/simd.o simd/scalar.o simd/sse2.o simd/avx2.o
-CACHE_OBJS  := cache/chunk.o cache/blocks.o cache/hot.o cache/cold.o cache/cold_index.o cache/cold_open.o cache/cold_io.o cache/domain_bytes.o
+CACHE_OBJS  := cache/chunk.o cache/blocks.o cache/hot.o cache/hot_walk.o cache/cold.o cache/cold_index.o cache/cold_open.o cache/cold_io.o cache/domain_bytes.o
 PROTO_OBJS  := proto/proto.o
 DAEMON_OBJS := daemon/config.o daemon/log.o daemon/registry.o daemon/store.o daemon/admin.o daemon/admin_cmd.o daemon/job.o \
 	daemon/sockpath.o daemon/latency.o daemon/tiers.o daemon/workers.o daemon/session.o daemon/server.o \
@@ -79,7 +79,7 @@ $(B)/kvtierctl: $(B)/client/kvtierctl.o
 TEST_LIBS = $(LDLIBS_ALL) $(shell pkg-config --libs cmocka 2>/dev/null)
 
 $(B)/tests/test_simd: $(B)/tests/test_simd.o $(addprefix $(B)/,$(SIMD_OBJS))
-$(B)/tests/test_hot: $(B)/tests/test_hot.o $(addprefix $(B)/,cache/chunk.o cache/blocks.o cache/hot.o cache/domain_bytes.o)
+$(B)/tests/test_hot: $(B)/tests/test_hot.o $(addprefix $(B)/,cache/chunk.o cache/blocks.o cache/hot.o cache/hot_walk.o cache/domain_bytes.o)
 $(B)/tests/test_cold: $(B)/tests/test_cold.o $(addprefix $(B)/,cache/chunk.o cache/cold.o cache/cold_index.o cache/cold_open.o cache/cold_io.o \
 	cache/domain_bytes.o)
 $(B)/tests/test_proto: $(B)/tests/test_proto.o $(B)/proto/proto.o

@@ -1,14 +1,12 @@
-/* hot.c - RAM tier: chunk memory, hash index, byte budget, LRU eviction, pinning. */
+/* hot.c - RAM tier: chunk memory, hash index, byte budget, LRU eviction,
+ * pinning (walks over every chunk: hot_walk.c). */
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/mman.h>
 
 #include <xxhash.h>
 
-#include "blocks.h"
-#include "domain_bytes.h"
-#include "hot.h"
+#include "hot_int.h"
 
 #define HOT_INITIAL_BUCKETS 64
 /* Freed data blocks are pooled for reuse (cache/blocks.c) up to this share
@@ -17,39 +15,6 @@
 #define HOT_POOL_SHARE 16
 #define HOT_POOL_MAX_BYTES (UINT64_C(1) << 30)
 
-/* Accounting, all guarded by mu:
- *   used_bytes      = charged_bytes of every allocated chunk (linked, or
- *                     unlinked but still pinned) + bytes reserved by
- *                     hot_get_or_create while it allocates without the lock
- *                     + pool.pooled_bytes (free blocks are memory too);
- *   evictable_bytes = charged_bytes of linked chunks with no pins;
- *   hook_bytes      = charged_bytes of chunks whose evict hook is running.
- * So used_bytes - evictable_bytes - hook_bytes - pooled_bytes is what no
- * eviction can free right now, which tells -ENOSPC apart before anything is
- * evicted in vain.
- *   domain_used     = used_bytes split by the key's sharing domain (every
- *                     change of used_bytes for a chunk changes its domain's
- *                     count too); a domain's slot is reserved before its
- *                     first charge, so updates never allocate. */
-struct kvt_hot {
-    pthread_mutex_t mu;
-    pthread_cond_t hook_done;          /* broadcast when an evict hook returns */
-    struct kvt_chunk **buckets;        /* chains through hash_next */
-    size_t n_buckets;                  /* power of two */
-    uint64_t n_chunks;                 /* linked chunks */
-    uint64_t budget_bytes, used_bytes, evictable_bytes, hook_bytes;
-    struct kvt_block_pool pool;        /* free data blocks */
-    uint64_t pool_cap_bytes;
-    uint64_t evictions, quota_evictions;
-    uint64_t domain_quota_bytes;       /* 0 = none */
-    struct kvt_domain_bytes domain_used;
-    struct kvt_chunk *lru_head, *lru_tail;   /* head = most recently used */
-    /* Unlinked chunks that are still pinned, chained through lru_prev/next
-     * (free once unlinked), so hot_destroy can find them. */
-    struct kvt_chunk *orphans;
-    hot_evict_fn evict_fn;
-    void *evict_arg;
-};
 
 /* ---- chunk memory ---------------------------------------------------------- */
 
@@ -115,7 +80,7 @@ err:
     return rc;
 }
 
-static void chunk_free(struct kvt_chunk *c)
+void hot_chunk_free(struct kvt_chunk *c)
 {
     pthread_rwlock_destroy(&c->lock);
     block_release(c->data, chunk_data_bytes(&c->shape));
@@ -124,7 +89,7 @@ static void chunk_free(struct kvt_chunk *c)
 
 /* Move c's data block into the pool if the pool has room under its cap and
  * the budget; the pool's bytes count in used_bytes. */
-static void pool_keep(struct kvt_hot *hot, struct kvt_chunk *c)
+void hot_pool_keep(struct kvt_hot *hot, struct kvt_chunk *c)
 {
     size_t bytes = chunk_data_bytes(&c->shape);
 
@@ -149,8 +114,8 @@ static void free_chunks(struct kvt_hot *hot, struct kvt_chunk *list)
     while (list) {
         struct kvt_chunk *next = list->hash_next;
 
-        pool_keep(hot, list);
-        chunk_free(list);
+        hot_pool_keep(hot, list);
+        hot_chunk_free(list);
         list = next;
     }
 }
@@ -296,8 +261,8 @@ static void chunk_link(struct kvt_hot *hot, struct kvt_chunk *c)
 }
 
 /* Unlink at once; a pinned chunk waits on the orphan list for its last put. */
-static void chunk_unlink(struct kvt_hot *hot, struct kvt_chunk *c,
-                         struct kvt_chunk **to_free)
+void hot_chunk_unlink(struct kvt_hot *hot, struct kvt_chunk *c,
+                      struct kvt_chunk **to_free)
 {
     index_remove(hot, c);
     lru_remove(hot, c);
@@ -313,7 +278,7 @@ static void chunk_unlink(struct kvt_hot *hot, struct kvt_chunk *c,
     *to_free = c;
 }
 
-static void chunk_pin(struct kvt_hot *hot, struct kvt_chunk *c)
+void hot_chunk_pin(struct kvt_hot *hot, struct kvt_chunk *c)
 {
     if (c->linked && !c->pins)
         hot->evictable_bytes -= c->charged_bytes;
@@ -339,7 +304,7 @@ static void chunk_unpin(struct kvt_hot *hot, struct kvt_chunk *c,
  * that the chunk is in use again. */
 static void chunk_touch(struct kvt_hot *hot, struct kvt_chunk *c)
 {
-    chunk_pin(hot, c);
+    hot_chunk_pin(hot, c);
     lru_remove(hot, c);
     lru_push_head(hot, c);
     c->touched = true;
@@ -368,13 +333,13 @@ static bool evict_victim(struct kvt_hot *hot, struct kvt_chunk *v,
     bool evict;
 
     if (!fn) {
-        chunk_unlink(hot, v, to_free);
+        hot_chunk_unlink(hot, v, to_free);
         hot->evictions++;
         return true;
     }
     /* The hook may write to the SSD: run it without the mutex, holding
      * a pin so the chunk cannot be freed under it. */
-    chunk_pin(hot, v);
+    hot_chunk_pin(hot, v);
     v->touched = false;
     hot->hook_bytes += v->charged_bytes;
     pthread_mutex_unlock(&hot->mu);
@@ -387,7 +352,7 @@ static bool evict_victim(struct kvt_hot *hot, struct kvt_chunk *v,
     evict = v->linked && !v->touched;
     chunk_unpin(hot, v, to_free);
     if (evict) {
-        chunk_unlink(hot, v, to_free);
+        hot_chunk_unlink(hot, v, to_free);
         hot->evictions++;
     }
     pthread_cond_broadcast(&hot->hook_done);
@@ -503,11 +468,11 @@ void hot_destroy(struct kvt_hot *hot)
         return;
     for (c = hot->lru_head; c; c = next) {
         next = c->lru_next;
-        chunk_free(c);
+        hot_chunk_free(c);
     }
     for (c = hot->orphans; c; c = next) {
         next = c->lru_next;
-        chunk_free(c);
+        hot_chunk_free(c);
     }
     pool_trim(hot, 0);
     pthread_cond_destroy(&hot->hook_done);
@@ -553,41 +518,6 @@ void hot_evict_to(struct kvt_hot *hot, uint64_t target_bytes)
     }
     pthread_mutex_unlock(&hot->mu);
     free_chunks(hot, to_free);
-}
-
-bool hot_take_dirty(struct kvt_hot *hot, struct kvt_chunk *chunk)
-{
-    pthread_mutex_lock(&hot->mu);
-    bool was = chunk->dirty;
-    chunk->dirty = false;
-    pthread_mutex_unlock(&hot->mu);
-    return was;
-}
-
-size_t hot_pin_dirty(struct kvt_hot *hot, struct kvt_chunk **out, size_t max)
-{
-    size_t n = 0;
-
-    pthread_mutex_lock(&hot->mu);
-    for (struct kvt_chunk *c = hot->lru_head; c && n < max; c = c->lru_next) {
-        if (!c->dirty)
-            continue;
-        chunk_pin(hot, c);
-        out[n++] = c;
-    }
-    pthread_mutex_unlock(&hot->mu);
-    return n;
-}
-
-uint64_t hot_count_dirty(struct kvt_hot *hot)
-{
-    uint64_t n = 0;
-
-    pthread_mutex_lock(&hot->mu);
-    for (struct kvt_chunk *c = hot->lru_head; c; c = c->lru_next)
-        n += c->dirty;
-    pthread_mutex_unlock(&hot->mu);
-    return n;
 }
 
 void hot_set_domain_quota(struct kvt_hot *hot, uint64_t bytes)
@@ -754,123 +684,4 @@ void hot_mark_clean(struct kvt_hot *hot, struct kvt_chunk *chunk)
     pthread_mutex_lock(&hot->mu);
     chunk->dirty = false;
     pthread_mutex_unlock(&hot->mu);
-}
-
-/* Drop every linked chunk that match() accepts. Drops are rare admin or
- * context-delete operations, so a walk of the LRU list is good enough. */
-static uint64_t drop_matching(struct kvt_hot *hot, const struct kvt_chunk_key *want,
-                              bool (*match)(const struct kvt_chunk_key *,
-                                            const struct kvt_chunk_key *),
-                              hot_progress_fn progress, void *arg)
-{
-    struct kvt_chunk *c, *next, *to_free = NULL;
-    uint64_t dropped = 0;
-
-    pthread_mutex_lock(&hot->mu);
-    for (c = hot->lru_head; c; c = next) {
-        next = c->lru_next;
-        if (match(&c->key, want)) {
-            chunk_unlink(hot, c, &to_free);
-            dropped++;
-        }
-    }
-    pthread_mutex_unlock(&hot->mu);
-    if (progress)
-        progress(arg, 0, dropped);
-    for (uint64_t freed = 0; to_free; freed++) {
-        next = to_free->hash_next;
-        pool_keep(hot, to_free);
-        chunk_free(to_free);
-        to_free = next;
-        if (progress && (freed + 1) % 256 == 0)
-            progress(arg, freed + 1, dropped);
-    }
-    if (progress)
-        progress(arg, dropped, dropped);
-    return dropped;
-}
-
-static bool same_object(const struct kvt_chunk_key *k, const struct kvt_chunk_key *want)
-{
-    return k->ns_id == want->ns_id && k->obj_hi == want->obj_hi &&
-           k->obj_lo == want->obj_lo;
-}
-
-static bool same_namespace(const struct kvt_chunk_key *k, const struct kvt_chunk_key *want)
-{
-    return want->ns_id == 0 || k->ns_id == want->ns_id;
-}
-
-uint64_t hot_drop_object(struct kvt_hot *hot, uint64_t ns_id,
-                         uint64_t obj_hi, uint64_t obj_lo)
-{
-    struct kvt_chunk_key want = { .ns_id = ns_id, .obj_hi = obj_hi, .obj_lo = obj_lo };
-
-    return drop_matching(hot, &want, same_object, NULL, NULL);
-}
-
-uint64_t hot_drop_namespace(struct kvt_hot *hot, uint64_t ns_id,
-                            hot_progress_fn progress, void *arg)
-{
-    struct kvt_chunk_key want = { .ns_id = ns_id };
-
-    return drop_matching(hot, &want, same_namespace, progress, arg);
-}
-
-/* chunks counts the chunks a lookup can find; used_bytes also counts
- * unlinked chunks still pinned and allocations in progress. */
-void hot_stats(struct kvt_hot *hot, struct kvt_hot_stats *out)
-{
-    pthread_mutex_lock(&hot->mu);
-    out->budget_bytes = hot->budget_bytes;
-    out->used_bytes = hot->used_bytes - hot->pool.pooled_bytes;
-    out->pooled_bytes = hot->pool.pooled_bytes;
-    out->block_reuses = hot->pool.reused;
-    out->chunks = hot->n_chunks;
-    out->evictions = hot->evictions;
-    out->quota_evictions = hot->quota_evictions;
-    out->domain_quota_bytes = hot->domain_quota_bytes;
-    pthread_mutex_unlock(&hot->mu);
-}
-
-/* ---- presence bitmap -------------------------------------------------------- */
-
-bool chunk_has_range(const struct kvt_chunk *c, uint32_t first, uint32_t n)
-{
-    uint32_t last, w, last_w;
-
-    if (n == 0)
-        return true;
-    if (n > c->shape.tokens || first > c->shape.tokens - n)
-        return false;
-    last = first + n - 1;
-    last_w = last / 64;
-    for (w = first / 64; w <= last_w; w++) {
-        uint64_t mask = ~UINT64_C(0);
-
-        if (w == first / 64)
-            mask &= ~UINT64_C(0) << (first % 64);
-        if (w == last_w)
-            mask &= ~UINT64_C(0) >> (63 - last % 64);
-        if ((c->present[w] & mask) != mask)
-            return false;
-    }
-    return true;
-}
-
-uint32_t chunk_leading_tokens(const struct kvt_chunk *c)
-{
-    uint32_t tokens = c->shape.tokens;
-    uint32_t n_words = (tokens + 63) / 64;
-
-    for (uint32_t w = 0; w < n_words; w++) {
-        uint64_t absent = ~c->present[w];
-
-        if (absent) {
-            uint32_t r = w * 64 + (uint32_t)__builtin_ctzll(absent);
-
-            return r < tokens ? r : tokens;
-        }
-    }
-    return tokens;
 }
