@@ -640,8 +640,19 @@ int cold_lookup(struct kvt_cold *c, const struct kvt_chunk_key *key,
 
 void cold_set_domain_quota(struct kvt_cold *c, uint64_t bytes)
 {
+    uint32_t over[COLD_QUOTA_SWEEP];
+    size_t n = 0;
+
     pthread_mutex_lock(&c->lock);
     c->domain_quota_bytes = bytes;
+    /* A lower quota holds at once: each domain over it loses its oldest
+     * records, as a put over the quota would drop them. */
+    if (bytes)
+        n = domain_bytes_over(&c->domain_used, bytes, over, COLD_QUOTA_SWEEP);
+    for (size_t i = 0; i < n; i++) {
+        struct kvt_chunk_key any = { .domain = over[i] };
+        cold_quota_drop_locked(c, &any, 0);
+    }
     pthread_mutex_unlock(&c->lock);
 }
 

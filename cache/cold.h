@@ -67,7 +67,8 @@ int cold_open(const struct kvt_cold_config *cfg, struct kvt_cold **out);
 void cold_close(struct kvt_cold *cold);
 
 /* Set the live record bytes each sharing domain (key.domain) may hold in
- * the index; 0 = no quota. Applies from the next cold_put. */
+ * the index; 0 = no quota. Holds at once: a domain over it loses its
+ * oldest records now (counted in quota_drops), as a put over it would. */
 void cold_set_domain_quota(struct kvt_cold *cold, uint64_t bytes);
 /* Live record bytes of domain now. */
 uint64_t cold_domain_used(struct kvt_cold *cold, uint32_t domain);

@@ -26,6 +26,9 @@
 #define MAX_HEADS 1024u
 #define MAX_DIM 1024u
 #define REC_HDR ((uint32_t)sizeof(struct cold_record_header))
+/* Domains over a lowered quota handled by one cold_set_domain_quota; the
+ * rest at their next put. */
+#define COLD_QUOTA_SWEEP 256
 #define GET_ATTEMPTS 3                 /* a get retries when its record moved */
 
 struct cold_entry {

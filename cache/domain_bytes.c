@@ -97,3 +97,14 @@ void domain_bytes_free(struct kvt_domain_bytes *m)
     m->bytes = NULL;
     m->cap = m->n = 0;
 }
+
+size_t domain_bytes_over(const struct kvt_domain_bytes *m, uint64_t limit, uint32_t *out,
+                         size_t max)
+{
+    size_t n = 0;
+
+    for (size_t i = 0; i < m->cap && n < max; i++)
+        if (m->keys[i] && m->bytes[i] > limit)
+            out[n++] = (uint32_t)(m->keys[i] - 1);
+    return n;
+}

@@ -25,6 +25,10 @@ uint64_t domain_bytes_get(const struct kvt_domain_bytes *m, uint32_t domain);
 /* Charge or credit domain; its slot must have been reserved. */
 void domain_bytes_add(struct kvt_domain_bytes *m, uint32_t domain, uint64_t bytes);
 void domain_bytes_sub(struct kvt_domain_bytes *m, uint32_t domain, uint64_t bytes);
+/* Copy up to max domains whose bytes exceed limit into out; returns how
+ * many. */
+size_t domain_bytes_over(const struct kvt_domain_bytes *m, uint64_t limit, uint32_t *out,
+                         size_t max);
 /* Free the map's memory (m itself is the caller's). */
 void domain_bytes_free(struct kvt_domain_bytes *m);
 

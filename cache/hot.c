@@ -9,6 +9,9 @@
 #include "hot_int.h"
 
 #define HOT_INITIAL_BUCKETS 64
+/* Domains over a lowered quota handled by one hot_set_domain_quota; the
+ * rest (there are rarely more domains than uids) at their next store. */
+#define HOT_QUOTA_SWEEP 256
 /* Freed data blocks are pooled for reuse (cache/blocks.c) up to this share
  * of the budget, at most HOT_POOL_MAX_BYTES: enough for what a demotion
  * batch frees and for a prefill that was just dropped. */
@@ -525,6 +528,23 @@ void hot_set_domain_quota(struct kvt_hot *hot, uint64_t bytes)
     pthread_mutex_lock(&hot->mu);
     hot->domain_quota_bytes = bytes;
     pthread_mutex_unlock(&hot->mu);
+}
+
+void hot_enforce_domain_quota(struct kvt_hot *hot)
+{
+    struct kvt_chunk *to_free = NULL;
+    uint32_t over[HOT_QUOTA_SWEEP];
+    size_t n = 0;
+
+    pthread_mutex_lock(&hot->mu);
+    /* The ids are copied first: eviction drops the mutex around hooks. */
+    if (hot->domain_quota_bytes)
+        n = domain_bytes_over(&hot->domain_used, hot->domain_quota_bytes, over,
+                              HOT_QUOTA_SWEEP);
+    for (size_t i = 0; i < n; i++)
+        (void)evict_domain_until_fits(hot, over[i], 0, &to_free);  /* -EDQUOT: pinned */
+    pthread_mutex_unlock(&hot->mu);
+    free_chunks(hot, to_free);
 }
 
 uint64_t hot_domain_used(struct kvt_hot *hot, uint32_t domain)

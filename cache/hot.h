@@ -77,9 +77,13 @@ void hot_destroy(struct kvt_hot *hot);
 void hot_set_budget(struct kvt_hot *hot, uint64_t budget_bytes);
 void hot_set_evict_hook(struct kvt_hot *hot, hot_evict_fn fn, void *arg);
 /* Set the bytes each sharing domain may hold (0 = no quota). It applies to
- * later creations: a domain already above a lowered quota is brought under
- * it by its next hot_get_or_create, nothing is evicted here. */
+ * later creations; nothing is evicted here (eviction runs hooks, which may
+ * write to disk: the caller chooses the thread, see below). */
 void hot_set_domain_quota(struct kvt_hot *hot, uint64_t bytes);
+/* Bring every domain above the quota under it now, evicting its own least
+ * recently used unpinned chunks through the hook (a domain whose chunks are
+ * pinned stays above until its next creation). */
+void hot_enforce_domain_quota(struct kvt_hot *hot);
 /* Bytes charged to domain now (chunks, pinned orphans, allocations in
  * progress), as used_bytes counts them. */
 uint64_t hot_domain_used(struct kvt_hot *hot, uint32_t domain);

@@ -68,7 +68,11 @@ static void *demoter_main(void *arg)
         pthread_cond_timedwait(&t->wake, &t->lock, &ts);
         if (t->stopping)
             break;
+        bool enforce = t->enforce_quota;
+        t->enforce_quota = false;
         pthread_mutex_unlock(&t->lock);
+        if (enforce)
+            hot_enforce_domain_quota(t->hot);
         hot_stats(t->hot, &st);
         if (st.used_bytes > t->high_bytes)
             hot_evict_to(t->hot, t->low_bytes);
@@ -89,7 +93,18 @@ void tiers_set_quotas(struct kvt_tiers *t, uint64_t hot_quota, uint64_t cold_quo
 {
     hot_set_domain_quota(t->hot, hot_quota);
     if (t->cold)
-        cold_set_domain_quota(t->cold, cold_quota);
+        cold_set_domain_quota(t->cold, cold_quota);   /* index only: quick */
+    /* A lowered hot quota holds at once. With a cold tier its evictions
+     * demote, which writes to disk: the demoter does that, not the caller
+     * (the event loop, on SIGHUP or config set). */
+    if (!t->demoter_running) {
+        hot_enforce_domain_quota(t->hot);
+        return;
+    }
+    pthread_mutex_lock(&t->lock);
+    t->enforce_quota = true;
+    pthread_cond_signal(&t->wake);
+    pthread_mutex_unlock(&t->lock);
 }
 
 int tiers_open(struct kvt_tiers *t, struct kvt_hot *hot, const struct kvt_config *cfg)

@@ -21,6 +21,7 @@ struct kvt_tiers {
     pthread_mutex_t lock;             /* guards stopping; wake's mutex */
     pthread_cond_t wake;
     bool stopping;
+    bool enforce_quota;               /* the demoter applies a new hot quota */
     pthread_mutex_t flush_lock;       /* one flush at a time */
     struct kvt_workers *readers;      /* promotion reads in parallel */
     atomic_ulong demotions, promotions, demote_errors;
@@ -37,8 +38,10 @@ void tiers_close(struct kvt_tiers *t);
 void tiers_set_watermarks(struct kvt_tiers *t, uint64_t hot_bytes,
                           uint32_t high_pct, uint32_t low_pct);
 
-/* Set the per-sharing-domain quotas of both tiers (0 = none); the cold one
- * is kept for when there is no cold tier. */
+/* Set the per-sharing-domain quotas of both tiers (0 = none). A lowered
+ * quota holds at once: cold records over it are dropped here (an index
+ * change), hot chunks over it are demoted by the demoter thread (or
+ * evicted here when there is no cold tier). */
 void tiers_set_quotas(struct kvt_tiers *t, uint64_t hot_quota, uint64_t cold_quota);
 
 /* Called by tiers_flush after each batch with the chunks written so far and

@@ -12,7 +12,8 @@
  *   - drop_object / drop_namespace survive reopening;
  *   - a domain quota drops only the over-quota domain's oldest records (by
  *     record seq, across regions), counted in quota_drops; re-putting a key
- *     does not count its old record; quota 0 lifts the limit;
+ *     does not count its old record; quota 0 lifts the limit; a lowered
+ *     quota drops every over-quota domain's oldest records at once;
  *   - compressible data is stored smaller, random data raw (<= raw + header);
  *   - a bad or mismatched file header is -EINVAL and the file is unchanged;
  *   - failing writes (RLIMIT_FSIZE makes them fail with EFBIG or come up
@@ -667,6 +668,18 @@ static void test_domain_quota_drops_oldest(void **state)
     assert_int_equal(cold_put(c, &b[0].img), 0);
     assert_int_equal(get_matches(c, &b[0]), 0);
     assert_int_equal(cold_domain_used(c, 20), 5 * rec);
+
+    /* Lowering the quota applies at once, to every domain over it: each
+     * keeps its two newest records (by seq: b[8] was re-put, b[0] last). */
+    cold_set_domain_quota(c, 2 * rec + rec / 2);
+    assert_int_equal(cold_domain_used(c, 20), 2 * rec);
+    assert_int_equal(cold_domain_used(c, 10), 2 * rec);
+    assert_int_equal(get_matches(c, &b[0]), 0);
+    assert_int_equal(get_matches(c, &b[B_N - 4]), 0);
+    for (int i = B_N - 3; i < B_N; i++)
+        assert_int_equal(get_matches(c, &b[i]), -ENOENT);
+    for (int i = 0; i < A_N; i++)
+        assert_int_equal(get_matches(c, &a[i]), i >= 2 ? 0 : -ENOENT);
     assert_no_errors(c);
     cold_close(c);
     for (int i = 0; i < A_N; i++)

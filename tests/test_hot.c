@@ -22,8 +22,9 @@
  *  - domain quotas: a domain at its quota evicts its own least recently
  *    used chunks (through the hook) and never another domain's, per-domain
  *    usage follows creations and evictions, a chunk bigger than the quota
- *    and a domain whose chunks are all pinned get -EDQUOT, and quota 0
- *    lifts the limit;
+ *    and a domain whose chunks are all pinned get -EDQUOT, quota 0 lifts
+ *    the limit, and hot_enforce_domain_quota brings a domain over a lowered
+ *    quota under it;
  *  - hot_set_budget shrinking evicts at once (all unpinned chunks if pinned
  *    ones exceed the new budget);
  *  - hot_drop_object drops exactly one object across layers and chunk
@@ -595,6 +596,21 @@ static void test_domain_quota_evicts_own(void **state)
     }
     assert_int_equal(hot_domain_used(hot, 8), 10 * charge);
     assert_int_equal(hot_domain_used(hot, 7), 3 * charge);
+
+    /* A lowered quota, enforced: domain 8 loses its least recently used
+     * chunks through the hook, domain 7 (under it) nothing. */
+    log.n = 0;
+    hot_set_domain_quota(hot, 4 * charge);
+    assert_int_equal(hot_domain_used(hot, 8), 10 * charge);     /* not yet */
+    hot_enforce_domain_quota(hot);
+    assert_int_equal(hot_domain_used(hot, 8), 4 * charge);
+    assert_int_equal(hot_domain_used(hot, 7), 3 * charge);
+    assert_int_equal(log.n, 6);
+    assert_int_equal(log.bad, 0);
+    for (uint64_t i = 0; i < 6; i++) {
+        struct kvt_chunk_key k = domain_key(8, 300 + i);
+        assert_true(is_present(hot, &k) == (i >= 2));
+    }
     hot_destroy(hot);
 }
 

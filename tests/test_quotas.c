@@ -7,7 +7,8 @@
  * nobody's newest context is fetchable while its oldest is -ENOENT: the
  * domain made room by evicting its own chunks. `config set hot-quota` on the
  * admin socket changes this live: with 0 the domain keeps everything it
- * stores, and a smaller quota makes its next store evict down to it. */
+ * stores, and a smaller quota holds at once for every domain over it, each
+ * losing its own least recently used contexts. */
 #include "tests/helpers.h"
 
 #include <cjson/cJSON.h>
@@ -184,14 +185,16 @@ static void quota_evicts_only_the_domain_over_it(void **state)
     assert_int_equal(test_in_child(nobody_run, &unlimited), 0);
     check_root_contexts(c);
 
-    /* A small quota: the domain's next store evicts it down to 4 MiB, less
-     * than two contexts (~2.06 MiB each), so even its newest context before
-     * it loses chunks; root (also over 4 MiB now, but not storing) keeps
-     * everything. */
+    /* A small quota holds at once, for both domains: 4 MiB is less than two
+     * contexts (~2.06 MiB each). Each keeps its most recently used context
+     * and loses its oldest: root-3 stays and root-0 goes (check_root_contexts
+     * touched them in order); nobody keeps more-0 (the job above fetched
+     * it last) and loses more-1. */
     config_set("hot-quota", "4M");
-    struct nobody_job small = { "last", 0, 1, "last", 0, "more", 39 };
+    CHECK_OK(fetch_ctx(c, "root-3", ROOT_SEED + 3 * 2));
+    CHECK_RC(fetch_ctx(c, "root-0", 0), -ENOENT);
+    struct nobody_job small = { "none", 0, 0, "more", 0, "more", 1 };
     assert_int_equal(test_in_child(nobody_run, &small), 0);
-    check_root_contexts(c);
     kvt_disconnect(c);
 }
 
