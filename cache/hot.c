@@ -92,6 +92,19 @@ void hot_chunk_free(struct kvt_chunk *c)
 
 /* Move c's data block into the pool if the pool has room under its cap and
  * the budget; the pool's bytes count in used_bytes. */
+/* Put a free block into the pool if it has room under its cap and the
+ * budget (the pool's bytes count in used_bytes); mu held. Returns whether
+ * it was taken. */
+static bool pool_put_locked(struct kvt_hot *hot, void *block, size_t bytes)
+{
+    if (!block || !block_poolable(bytes) ||
+        hot->pool.pooled_bytes + bytes > hot->pool_cap_bytes ||
+        hot->used_bytes + bytes > hot->budget_bytes || !pool_add(&hot->pool, block, bytes))
+        return false;
+    hot->used_bytes += bytes;
+    return true;
+}
+
 void hot_pool_keep(struct kvt_hot *hot, struct kvt_chunk *c)
 {
     size_t bytes = chunk_data_bytes(&c->shape);
@@ -99,12 +112,8 @@ void hot_pool_keep(struct kvt_hot *hot, struct kvt_chunk *c)
     if (!c->data || !block_poolable(bytes))    /* NULL: handed over already */
         return;
     pthread_mutex_lock(&hot->mu);
-    if (hot->pool.pooled_bytes + bytes <= hot->pool_cap_bytes &&
-        hot->used_bytes + bytes <= hot->budget_bytes &&
-        pool_add(&hot->pool, c->data, bytes)) {
-        hot->used_bytes += bytes;
+    if (pool_put_locked(hot, c->data, bytes))
         c->data = NULL;
-    }
     pthread_mutex_unlock(&hot->mu);
 }
 
@@ -672,6 +681,10 @@ found:
     *out = c;
     rc = 0;
 out:
+    /* A block taken from the pool but not used (found, or no room) goes
+     * back to it rather than to the OS. */
+    if (block && pool_put_locked(hot, block, data_bytes))
+        block = NULL;
     pthread_mutex_unlock(&hot->mu);
     if (fresh) {
         fresh->hash_next = to_free;  /* unused: it was never linked */

@@ -471,6 +471,7 @@ int main(int argc, char **argv)
         if (progress)
             show_progress(p);
         cJSON_Delete(reply);
+        reply = NULL;
     }
     if (progress)
         fputc('\n', stderr);

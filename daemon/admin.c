@@ -138,8 +138,23 @@ static void conn_close(struct kvt_admin_conn *c)
     free(c);
 }
 
+/* Close c soon, not now: the loop may still hold an event for c in the
+ * batch it is working through (a hang-up behind the job event that made a
+ * send fail), and it must not find c freed. Shutting the socket down both
+ * ways makes its next wait report EPOLLHUP, which admin_readable turns
+ * into conn_close. Nothing more is read from or sent to c meanwhile. */
+static void conn_doom(struct kvt_admin_conn *c)
+{
+    struct epoll_event ev = { .events = 0, .data.ptr = c };
+
+    c->doomed = true;
+    c->waiting = true;
+    shutdown(c->fd, SHUT_RDWR);
+    epoll_ctl(c->srv->epfd, EPOLL_CTL_MOD, c->fd, &ev);
+}
+
 /* Answer every complete line in the buffer, in order, until one is
- * deferred. Returns false when the connection was closed. */
+ * deferred. Returns false when the connection is to be closed. */
 static bool answer_lines(struct kvt_admin_conn *c)
 {
     size_t start = 0;
@@ -148,7 +163,7 @@ static bool answer_lines(struct kvt_admin_conn *c)
         size_t line_len = (size_t)(nl - (c->buf + start));
         *nl = '\0';
         if (line_len && handle_line(c, c->buf + start, line_len)) {
-            conn_close(c);
+            conn_doom(c);
             return false;
         }
         start += line_len + 1;
@@ -157,7 +172,7 @@ static bool answer_lines(struct kvt_admin_conn *c)
     c->len -= start;
     if (c->len > ADMIN_LINE_MAX) {
         send_error(c->fd, "request line longer than 64 KiB; closing the connection");
-        conn_close(c);
+        conn_doom(c);
         return false;
     }
     return true;
@@ -198,7 +213,7 @@ static void send_progress(struct kvt_admin_conn *c, const char *what, uint64_t d
     cJSON_AddNumberToObject(p, "total", (double)(total > done ? total : done));
     cJSON_AddStringToObject(p, "unit", "chunks");
     if (send_reply(c->fd, line))
-        conn_close(c);
+        conn_doom(c);
     cJSON_Delete(line);
 }
 
@@ -227,10 +242,13 @@ void admin_job_event(struct kvt_server *srv)
     bool ended = job_poll(srv->job, &done, &total, &rc);
     /* Every job that was asked for progress sends at least one line, even
      * one that ended before the loop looked. */
+    if (c && c->doomed)
+        c = NULL;                   /* going away: no more lines for it */
     if (c && c->progress && (!ended || !c->progress_sent)) {
         c->progress_sent = true;
         send_progress(c, admin_work_name(w), done, total);
-        c = srv->job_conn;          /* NULL if sending failed and closed it */
+        if (c->doomed)
+            c = NULL;
     }
     if (!ended)
         return;
@@ -244,7 +262,7 @@ void admin_job_event(struct kvt_server *srv)
         c->waiting = false;
         struct epoll_event ev = { .events = EPOLLIN, .data.ptr = c };
         if (send_job_reply(c, w, done, rc) || epoll_ctl(srv->epfd, EPOLL_CTL_MOD, c->fd, &ev) < 0)
-            conn_close(c);
+            conn_doom(c);
         else
             answer_lines(c);        /* lines that came while it waited */
     }

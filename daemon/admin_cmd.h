@@ -19,6 +19,7 @@ struct kvt_admin_conn {
     bool waiting;                    /* a deferred reply is pending */
     bool progress;                   /* it wants progress lines meanwhile */
     bool progress_sent;              /* at least one went out */
+    bool doomed;                     /* closes at its next event (conn_doom) */
     size_t len;                      /* bytes of an unfinished line in buf */
     char buf[ADMIN_LINE_MAX + 2];    /* the line, its '\n', then a NUL */
     struct kvt_admin_conn *prev, *next;

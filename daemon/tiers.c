@@ -20,6 +20,44 @@ static void cold_log(void *arg, int level, const char *msg)
     log_msg(level, "cold tier: %s", msg);
 }
 
+/* Copy token tok's K/V rows (and scales) between two blocks of one shape. */
+static void copy_token(const struct kvt_chunk_shape *s, void *dst, void *src, uint32_t tok)
+{
+    struct kvt_chunk_view d, v;
+    size_t row = chunk_row_bytes(s), srow = s->heads;
+
+    chunk_view(s, dst, &d);
+    chunk_view(s, src, &v);
+    if (d.k_scale) {
+        memcpy(d.k_scale + tok * srow, v.k_scale + tok * srow, srow * sizeof(float));
+        memcpy(d.v_scale + tok * srow, v.v_scale + tok * srow, srow * sizeof(float));
+    }
+    memcpy(d.k + tok * row, v.k + tok * row, row);
+    memcpy(d.v + tok * row, v.v + tok * row, row);
+}
+
+/* *out = a copy of c's block with only its present tokens' rows, the rest
+ * zero, or NULL when every token is present. Blocks are recycled
+ * (cache/blocks.c), so where a chunk has no token its block may still hold
+ * an earlier chunk's rows, perhaps another domain's: those must not reach
+ * the disk. Only partly filled chunks (usually a context's last) pay for
+ * the copy. Read lock held. Returns 0 or -ENOMEM. */
+static int present_rows_copy(const struct kvt_chunk *c, void **out)
+{
+    const struct kvt_chunk_shape *s = &c->shape;
+
+    *out = NULL;
+    if (chunk_has_range(c, 0, s->tokens))
+        return 0;
+    *out = calloc(1, chunk_data_bytes(s));
+    if (!*out)
+        return -ENOMEM;
+    for (uint32_t tok = 0; tok < s->tokens; tok++)
+        if (chunk_has(c, tok))
+            copy_token(s, *out, c->data, tok);
+    return 0;
+}
+
 /* Write a chunk's image to the cold tier if it changed since it was last
  * written. The read lock keeps stores out between the dirty test and the
  * copy, so a store after it marks the chunk dirty again. */
@@ -29,9 +67,17 @@ static int write_back(struct kvt_tiers *t, struct kvt_chunk *c)
 
     pthread_rwlock_rdlock(&c->lock);
     if (hot_take_dirty(t->hot, c)) {
-        struct kvt_chunk_image img = { .key = c->key, .shape = c->shape,
-                                       .present = c->present, .data = c->data };
-        rc = cold_put(t->cold, &img);
+        void *copy;
+        rc = present_rows_copy(c, &copy);
+        if (rc == 0) {
+            struct kvt_chunk_image img = { .key = c->key, .shape = c->shape,
+                                           .present = c->present,
+                                           .data = copy ? copy : c->data };
+            rc = cold_put(t->cold, &img);
+            free(copy);
+        } else {
+            hot_mark_dirty(t->hot, c);       /* not written: try again later */
+        }
         if (rc) {
             atomic_fetch_add(&t->demote_errors, 1);
         }
@@ -208,22 +254,6 @@ int tiers_flush(struct kvt_tiers *t, tiers_progress_fn progress, void *arg)
     free(batch);
     log_debug("flush: %zu chunks written, %s", written, rc ? strerror(-rc) : "synced");
     return rc ? -EIO : 0;
-}
-
-/* Copy token tok's K/V rows (and scales) between two blocks of one shape. */
-static void copy_token(const struct kvt_chunk_shape *s, void *dst, void *src, uint32_t tok)
-{
-    struct kvt_chunk_view d, v;
-    size_t row = chunk_row_bytes(s), srow = s->heads;
-
-    chunk_view(s, dst, &d);
-    chunk_view(s, src, &v);
-    if (d.k_scale) {
-        memcpy(d.k_scale + tok * srow, v.k_scale + tok * srow, srow * sizeof(float));
-        memcpy(d.v_scale + tok * srow, v.v_scale + tok * srow, srow * sizeof(float));
-    }
-    memcpy(d.k + tok * row, v.k + tok * row, row);
-    memcpy(d.v + tok * row, v.v + tok * row, row);
 }
 
 int tiers_promote(struct kvt_tiers *t, const struct kvt_chunk_key *key,

@@ -4,9 +4,12 @@
  * within the int8 bound; kvt_sync then kill -9 keeps everything synced;
  * SIGTERM then restart keeps everything stored; a flipped byte on disk is a
  * miss (never wrong data) and nothing else is lost; a cold file too small for
- * the working set serves the newest data without errors. */
+ * the working set serves the newest data without errors; a partly filled
+ * chunk on a recycled block reaches the disk with zeros, not with the
+ * rows of the chunk that had the block before. */
 #include "tests/helpers.h"
 
+#include <cjson/cJSON.h>
 #include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -253,6 +256,52 @@ static void small_cold_file_keeps_the_newest(void **state)
     cleanup();
 }
 
+/* A cold stats field. */
+static double cold_stat(const char *field)
+{
+    char reply[8192];
+    CHECK_OK(admin_request(&d, "{\"cmd\":\"stats\"}", reply, sizeof(reply)));
+    cJSON *r = cJSON_Parse(reply);
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(
+        cJSON_GetObjectItemCaseSensitive(r, "cold"), field);
+    assert_true(cJSON_IsNumber(v));
+    double x = v->valuedouble;
+    cJSON_Delete(r);
+    return x;
+}
+
+static void recycled_block_leaves_no_old_rows_on_disk(void **state)
+{
+    uint8_t *k = malloc(ROW), *v = malloc(ROW);
+
+    (void)state;
+    /* Two contexts of incompressible rows, dropped: their 512 KiB blocks
+     * go to the pool (64M budget: up to 4 MiB pooled). */
+    start("64M", "64M");
+    kvt_client *c = client();
+    CHECK_OK(store_contexts(c, 0, 2));
+    CHECK_OK(kvt_drop(c, "ctx-0"));
+    CHECK_OK(kvt_drop(c, "ctx-1"));
+    /* One token per layer: four new chunks on recycled blocks, 255 of
+     * their 256 rows never written. Synced, they must compress like rows
+     * of zeros, not like the old random rows left in the blocks. */
+    for (uint32_t l = 0; l < LAYERS; l++) {
+        test_fill(k, KVT_F16, 77, l, 0, 1, HEADS, DIM);
+        test_fill(v, KVT_F16, 78, l, 0, 1, HEADS, DIM);
+        CHECK_OK(kvt_store(c, "partial", l, 0, 1, k, v));
+    }
+    CHECK_OK(kvt_sync(c));
+    double raw = cold_stat("raw_bytes_in"), written = cold_stat("bytes_written");
+    print_message("partial chunks: %.0f raw bytes written as %.0f\n", raw, written);
+    assert_true(raw >= (double)LAYERS * TOKENS * 2 * HEADS * DIM);
+    assert_true(written < raw / 8);
+    kvt_disconnect(c);
+    daemon_stop(&d);
+    cleanup();
+    free(k);
+    free(v);
+}
+
 static int use_pread(void **state)
 {
     (void)state;
@@ -267,6 +316,7 @@ int main(void)
         cmocka_unit_test(sync_survives_kill9_and_sigterm_survives_restart),
         cmocka_unit_test(flipped_byte_is_a_miss_and_nothing_else),
         cmocka_unit_test(small_cold_file_keeps_the_newest),
+        cmocka_unit_test(recycled_block_leaves_no_old_rows_on_disk),
     };
     const struct CMUnitTest fallback[] = {
         cmocka_unit_test(working_set_four_times_hot),
