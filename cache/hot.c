@@ -133,8 +133,11 @@ static void free_chunks(struct kvt_hot *hot, struct kvt_chunk *list)
 }
 
 /* Give pooled blocks back to the OS until at most keep_bytes stay; mu held.
- * Only when the budget shrinks or chunks of another size need the room,
- * so the munmap under the mutex is rare. */
+ * Needed when the budget shrinks, or when a new chunk needs the room and
+ * the pool has no block of its size (another model's, or stores running
+ * ahead of demotion at the budget). The munmap under the mutex then holds
+ * up other workers for its ~50 us; unlinking blocks here to unmap them
+ * after the mutex is dropped would avoid that, and is not built yet. */
 static void pool_trim(struct kvt_hot *hot, uint64_t keep_bytes)
 {
     while (hot->pool.pooled_bytes > keep_bytes) {

@@ -15,7 +15,9 @@
 struct kvt_tiers {
     struct kvt_hot *hot;
     struct kvt_cold *cold;            /* NULL: no cold tier (cold-bytes 0) */
-    uint64_t high_bytes, low_bytes;   /* demotion watermarks of hot-bytes */
+    /* Demotion watermarks of hot-bytes: set by the loop (SIGHUP, config
+     * set), read by the demoter. */
+    _Atomic uint64_t high_bytes, low_bytes;
     pthread_t demoter;
     bool demoter_running;
     pthread_mutex_t lock;             /* guards stopping; wake's mutex */
