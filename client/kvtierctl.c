@@ -357,6 +357,7 @@ static const struct metric metrics[] = {
     { "cold", "uring", "cold_uring", "gauge", "1 when the cold tier uses io_uring." },
     { "tiers", "demotions", "demotions_total", "counter", "Chunks written from the RAM tier to the cold tier." },
     { "tiers", "promotions", "promotions_total", "counter", "Chunks read back from the cold tier." },
+    { "tiers", "demote_errors", "demote_errors_total", "counter", "Chunks that could not be written to the cold tier." },
     { NULL, "clients", "clients", "gauge", "Connected data clients." },
     { NULL, "requests", "requests_total", "counter", "Data requests served." },
     { NULL, "stores", "stores_total", "counter", "Successful store requests." },

@@ -86,6 +86,7 @@ static int cmd_stats(struct kvt_admin_conn *conn, const cJSON *req, cJSON *reply
     cJSON *tiers = cJSON_AddObjectToObject(reply, "tiers");
     add_u64(tiers, "demotions", atomic_load(&srv->tiers.demotions));
     add_u64(tiers, "promotions", atomic_load(&srv->tiers.promotions));
+    add_u64(tiers, "demote_errors", atomic_load(&srv->tiers.demote_errors));
     add_u64(reply, "clients", srv->n_sessions);
     add_u64(reply, "requests", atomic_load(&srv->requests));
     add_u64(reply, "stores", atomic_load(&srv->stores));

@@ -312,6 +312,7 @@ static void evict_hot_tier_keeps_synced_data(void **state)
     assert_true(stat_of("hot", "chunks") == 0);
     CHECK_OK(fetch_ctx(c, "synced"));          /* promoted from the cold tier */
     assert_true(stat_of("tiers", "promotions") > 0);
+    assert_true(stat_of("tiers", "demote_errors") == 0);
     assert_true(stat_of(NULL, "fetches") >= LAYERS);
     assert_true(stat_of(NULL, "bytes_in") == (double)LAYERS * TOKENS * row_bytes() * 2);
     /* The promoted fetch missed RAM; a second fetch hits it. */
