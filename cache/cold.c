@@ -656,6 +656,14 @@ void cold_set_domain_quota(struct kvt_cold *c, uint64_t bytes)
     pthread_mutex_unlock(&c->lock);
 }
 
+size_t cold_domains(struct kvt_cold *c, uint32_t *out, size_t max)
+{
+    pthread_mutex_lock(&c->lock);
+    size_t n = domain_bytes_over(&c->domain_used, 0, out, max);
+    pthread_mutex_unlock(&c->lock);
+    return n;
+}
+
 uint64_t cold_domain_used(struct kvt_cold *c, uint32_t domain)
 {
     uint64_t used;

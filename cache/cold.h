@@ -70,6 +70,9 @@ void cold_close(struct kvt_cold *cold);
  * the index; 0 = no quota. Holds at once: a domain over it loses its
  * oldest records now (counted in quota_drops), as a put over it would. */
 void cold_set_domain_quota(struct kvt_cold *cold, uint64_t bytes);
+/* Up to max sharing domains that hold live records, into out; returns how
+ * many. */
+size_t cold_domains(struct kvt_cold *cold, uint32_t *out, size_t max);
 /* Live record bytes of domain now. */
 uint64_t cold_domain_used(struct kvt_cold *cold, uint32_t domain);
 

@@ -559,6 +559,14 @@ void hot_enforce_domain_quota(struct kvt_hot *hot)
     free_chunks(hot, to_free);
 }
 
+size_t hot_domains(struct kvt_hot *hot, uint32_t *out, size_t max)
+{
+    pthread_mutex_lock(&hot->mu);
+    size_t n = domain_bytes_over(&hot->domain_used, 0, out, max);
+    pthread_mutex_unlock(&hot->mu);
+    return n;
+}
+
 uint64_t hot_domain_used(struct kvt_hot *hot, uint32_t domain)
 {
     uint64_t used;

@@ -84,6 +84,9 @@ void hot_set_domain_quota(struct kvt_hot *hot, uint64_t bytes);
  * recently used unpinned chunks through the hook (a domain whose chunks are
  * pinned stays above until its next creation). */
 void hot_enforce_domain_quota(struct kvt_hot *hot);
+/* Up to max sharing domains that hold bytes in the tier, into out; returns
+ * how many. */
+size_t hot_domains(struct kvt_hot *hot, uint32_t *out, size_t max);
 /* Bytes charged to domain now (chunks, pinned orphans, allocations in
  * progress), as used_bytes counts them. */
 uint64_t hot_domain_used(struct kvt_hot *hot, uint32_t domain);

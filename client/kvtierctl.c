@@ -397,6 +397,22 @@ static void print_metrics(const cJSON *reply)
                        *op, quantile[q], v->valuedouble);
         }
     }
+    const cJSON *domains = cJSON_GetObjectItemCaseSensitive(reply, "domains");
+    static const char *const tier[] = { "hot", "cold" };
+    for (size_t t = 0; t < 2; t++) {
+        printf("# HELP kvtier_domain_%s_bytes Bytes a sharing domain holds in the %s tier.\n"
+               "# TYPE kvtier_domain_%s_bytes gauge\n", tier[t], tier[t], tier[t]);
+        const cJSON *dom;
+        cJSON_ArrayForEach(dom, domains) {
+            char field[16];
+            snprintf(field, sizeof(field), "%s_bytes", tier[t]);
+            const cJSON *id = cJSON_GetObjectItemCaseSensitive(dom, "domain");
+            const cJSON *v = cJSON_GetObjectItemCaseSensitive(dom, field);
+            if (cJSON_IsNumber(id) && cJSON_IsNumber(v))
+                printf("kvtier_domain_%s_bytes{domain=\"%.0f\"} %.0f\n", tier[t],
+                       id->valuedouble, v->valuedouble);
+        }
+    }
     printf("# HELP kvtier_cold_enabled 1 when the daemon has a cold tier.\n"
            "# TYPE kvtier_cold_enabled gauge\nkvtier_cold_enabled %d\n",
            cJSON_IsObject(cJSON_GetObjectItemCaseSensitive(reply, "cold")));

@@ -40,6 +40,38 @@ static void add_id(cJSON *obj, const char *name, uint64_t id)
     cJSON_AddStringToObject(obj, name, buf);
 }
 
+#define STATS_DOMAINS_MAX 256
+
+static int cmp_u32(const void *a, const void *b)
+{
+    uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
+    return x < y ? -1 : x > y;
+}
+
+/* Bytes per sharing domain in each tier, against the quotas: every domain
+ * that holds anything in either tier, by domain id. */
+static void add_domains(struct kvt_server *srv, cJSON *reply)
+{
+    uint32_t ids[2 * STATS_DOMAINS_MAX];
+    size_t n = hot_domains(srv->dp.hot, ids, STATS_DOMAINS_MAX);
+    cJSON *list = cJSON_AddArrayToObject(reply, "domains");
+
+    if (srv->tiers.cold)
+        n += cold_domains(srv->tiers.cold, ids + n, STATS_DOMAINS_MAX);
+    if (n > 1)
+        qsort(ids, n, sizeof(ids[0]), cmp_u32);
+    for (size_t i = 0; i < n; i++) {
+        if (i && ids[i] == ids[i - 1])
+            continue;
+        cJSON *o = cJSON_CreateObject();
+        add_u64(o, "domain", ids[i]);
+        add_u64(o, "hot_bytes", hot_domain_used(srv->dp.hot, ids[i]));
+        add_u64(o, "cold_bytes",
+                srv->tiers.cold ? cold_domain_used(srv->tiers.cold, ids[i]) : 0);
+        cJSON_AddItemToArray(list, o);
+    }
+}
+
 static int cmd_stats(struct kvt_admin_conn *conn, const cJSON *req, cJSON *reply,
                      char *err, size_t errlen)
 {
@@ -87,6 +119,7 @@ static int cmd_stats(struct kvt_admin_conn *conn, const cJSON *req, cJSON *reply
     add_u64(tiers, "demotions", atomic_load(&srv->tiers.demotions));
     add_u64(tiers, "promotions", atomic_load(&srv->tiers.promotions));
     add_u64(tiers, "demote_errors", atomic_load(&srv->tiers.demote_errors));
+    add_domains(srv, reply);
     add_u64(reply, "clients", srv->n_sessions);
     add_u64(reply, "requests", atomic_load(&srv->requests));
     add_u64(reply, "stores", atomic_load(&srv->stores));

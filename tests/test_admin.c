@@ -571,6 +571,7 @@ static void kvtierctl_prints_and_exits_as_documented(void **state)
     assert_int_equal(ctl(out, sizeof(out), d.admin_socket, "metrics"), 0);
     assert_non_null(strstr(out, "# TYPE kvtier_hot_used_bytes gauge\nkvtier_hot_used_bytes "));
     assert_non_null(strstr(out, "kvtier_request_latency_us{op=\"store\",quantile=\"0.99\"} "));
+    assert_non_null(strstr(out, "kvtier_domain_hot_bytes{domain=\"0\"} "));   /* root */
     assert_non_null(strstr(out, "# TYPE kvtier_stores_total counter\nkvtier_stores_total 2\n"));
 
     /* Piped, flush prints its result and nothing else (no progress); on a

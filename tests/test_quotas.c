@@ -8,7 +8,9 @@
  * domain made room by evicting its own chunks. `config set hot-quota` on the
  * admin socket changes this live: with 0 the domain keeps everything it
  * stores, and a smaller quota holds at once for every domain over it, each
- * losing its own least recently used contexts. */
+ * losing its own least recently used contexts. With a cold tier the
+ * demoter applies a lowered quota: the domain's hot bytes in stats come
+ * down to it with no store, and demoted data is promoted back on fetch. */
 #include "tests/helpers.h"
 
 #include <cjson/cJSON.h>
@@ -198,6 +200,57 @@ static void quota_evicts_only_the_domain_over_it(void **state)
     kvt_disconnect(c);
 }
 
+/* hot_bytes of a domain in the stats' domains list (0 if not listed). */
+static double domain_hot_bytes(uint32_t domain)
+{
+    char reply[65536];
+    double bytes = 0;
+    const cJSON *dom;
+
+    CHECK_OK(admin_request(&d, "{\"cmd\":\"stats\"}", reply, sizeof(reply)));
+    cJSON *r = cJSON_Parse(reply);
+    cJSON_ArrayForEach(dom, cJSON_GetObjectItemCaseSensitive(r, "domains")) {
+        if (cJSON_GetObjectItemCaseSensitive(dom, "domain")->valuedouble == domain)
+            bytes = cJSON_GetObjectItemCaseSensitive(dom, "hot_bytes")->valuedouble;
+    }
+    cJSON_Delete(r);
+    return bytes;
+}
+
+/* With a cold tier, a lowered hot quota is applied by the demoter thread
+ * (its evictions write to disk): the domain's hot bytes, as stats reports
+ * them, come down to the quota without any store, and what left RAM is
+ * still fetchable, promoted from the cold tier. */
+static void lowered_quota_demotes_with_a_cold_tier(void **state)
+{
+    char dir[64], path[128], name[64];
+    kvt_model m = model();
+    kvt_client *c;
+
+    (void)state;
+    snprintf(dir, sizeof(dir), "/var/tmp/kvtier-quota-cold-XXXXXX");
+    assert_non_null(mkdtemp(dir));
+    snprintf(path, sizeof(path), "%s/cold.kvt", dir);
+    daemon_start(&d, "--hot-bytes", "256M", "--cold-bytes", "64M", "--cold-region-bytes", "4M",
+                 "--cold-path", path, NULL);
+    CHECK_OK(kvt_connect(d.socket, &m, &c));
+    for (int i = 0; i < 8; i++) {             /* ~17 MiB */
+        ctx_name(name, sizeof(name), "root", i);
+        CHECK_OK(store_ctx(c, name, ROOT_SEED + (uint64_t)i * 2));
+    }
+    assert_true(domain_hot_bytes(0) > 16.0 * 1024 * 1024);
+    config_set("hot-quota", "4M");
+    for (int i = 0; i < 500 && domain_hot_bytes(0) > 4.0 * 1024 * 1024; i++)
+        usleep(10000);
+    assert_true(domain_hot_bytes(0) <= 4.0 * 1024 * 1024);
+    CHECK_OK(fetch_ctx(c, "root-0", ROOT_SEED));   /* demoted, promoted back */
+    kvt_disconnect(c);
+    daemon_stop(&d);
+    daemon_cleanup(&d);
+    snprintf(path, sizeof(path), "rm -rf '%s'", dir);
+    assert_int_equal(system(path), 0);
+}
+
 static int stop_daemon(void **state)
 {
     (void)state;
@@ -214,6 +267,7 @@ int main(void)
     }
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_teardown(quota_evicts_only_the_domain_over_it, stop_daemon),
+        cmocka_unit_test(lowered_quota_demotes_with_a_cold_tier),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
