@@ -34,6 +34,10 @@
  *    chunks plus pool never exceed the budget, the pool gives way first
  *    when chunks need the room or the budget shrinks, and demotion's
  *    hot_evict_to counts chunks only;
+ *  - 4 threads creating chunks of three shapes (two pooled sizes) while
+ *    another drops, demotes, changes budget and quota: no block is ever
+ *    shared or unmapped while in use, the pool stays under its cap, and
+ *    all accounting returns to zero;
  *  - chunk_has_range / chunk_leading_tokens at tokens = 1, 63, 64, 65, 4096
  *    on edge cases and against a bit-by-bit reference on random bitmaps;
  *  - 4 threads doing a fixed number of random get_or_create / get / put /
@@ -48,6 +52,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <setjmp.h>
 #include <stdarg.h>
@@ -1238,6 +1243,110 @@ static void test_threads_stress(void **state)
     hot_destroy(st.hot);
 }
 
+/* ---- block pool under concurrency --------------------------------------------------- */
+
+/* Two poolable shapes (512 and 256 KiB blocks) and one small (malloc) one,
+ * so blocks of several sizes meet in the pool and trims happen. */
+static const struct kvt_chunk_shape pool_shapes[3] = {
+    { 256, 8, 128, KVT_CHUNK_INT8 },
+    { 128, 8, 128, KVT_CHUNK_INT8 },
+    { 16, 1, 64, KVT_CHUNK_INT8 },
+};
+
+#define POOL_STRESS_ITERS 3000
+
+struct pool_stress {
+    struct kvt_hot *hot;
+    atomic_int workers_left;
+    atomic_int bad;                  /* a block whose bytes changed while held */
+};
+
+struct pool_worker {
+    struct pool_stress *ps;
+    unsigned seed;
+};
+
+/* Create or find a chunk, fill its whole block with one byte, check the
+ * block still holds it, put it. A block handed to two chunks at once, or
+ * unmapped while in use, fails the check or faults (ASan). */
+static void *pool_worker_main(void *arg)
+{
+    struct pool_worker *w = arg;
+    struct kvt_hot *hot = w->ps->hot;
+
+    for (int i = 0; i < POOL_STRESS_ITERS; i++) {
+        int si = (int)(rand_r(&w->seed) % 3);
+        struct kvt_chunk_key k = { .ns_id = 1 + rand_r(&w->seed) % 3,
+                                   .obj_lo = rand_r(&w->seed) % 32,
+                                   .domain = rand_r(&w->seed) % 3, .chunk_idx = (uint32_t)si };
+        struct kvt_chunk *c;
+        if (hot_get_or_create(hot, &k, &pool_shapes[si], &c) != 0)
+            continue;                /* -ENOSPC/-EDQUOT while others hold pins */
+        size_t n = chunk_data_bytes(&c->shape);
+        unsigned char mark = (unsigned char)(1 + rand_r(&w->seed) % 250);
+        pthread_rwlock_wrlock(&c->lock);
+        memset(c->data, mark, n);
+        chunk_set(c, 0);
+        for (size_t off = 0; off < n; off += 4093)
+            if (((unsigned char *)c->data)[off] != mark)
+                atomic_store(&w->ps->bad, 1);
+        pthread_rwlock_unlock(&c->lock);
+        hot_put(hot, c);
+    }
+    atomic_fetch_sub(&w->ps->workers_left, 1);
+    return NULL;
+}
+
+static void test_pool_stress(void **state)
+{
+    const uint64_t unit = chunk_data_bytes(&pool_shapes[0]);
+    struct pool_stress ps = { .workers_left = 4 };
+    struct pool_worker w[4];
+    pthread_t t[4];
+    struct kvt_hot_stats st;
+    unsigned seed = 99;
+
+    (void)state;
+    assert_int_equal(hot_create(unit * 40, &ps.hot), 0);
+    for (int i = 0; i < 4; i++) {
+        w[i] = (struct pool_worker){ &ps, 100u + (unsigned)i };
+        assert_int_equal(pthread_create(&t[i], NULL, pool_worker_main, &w[i]), 0);
+    }
+    /* Meanwhile: drops, demotion to a target, budget and quota changes. */
+    while (atomic_load(&ps.workers_left) > 0) {
+        switch (rand_r(&seed) % 5) {
+        case 0: hot_evict_to(ps.hot, unit * (rand_r(&seed) % 20)); break;
+        case 1: hot_drop_namespace(ps.hot, rand_r(&seed) % 4, NULL, NULL); break;
+        case 2: hot_set_budget(ps.hot, unit * (20 + rand_r(&seed) % 40)); break;
+        case 3:
+            hot_set_domain_quota(ps.hot, rand_r(&seed) % 2 ? unit * (5 + rand_r(&seed) % 10) : 0);
+            hot_enforce_domain_quota(ps.hot);
+            break;
+        case 4: hot_drop_object(ps.hot, 1 + rand_r(&seed) % 3, 0, rand_r(&seed) % 32); break;
+        }
+        hot_stats(ps.hot, &st);
+        assert_true(st.pooled_bytes <= st.budget_bytes / 16);
+        usleep(200);
+    }
+    for (int i = 0; i < 4; i++)
+        pthread_join(t[i], NULL);
+    assert_int_equal(atomic_load(&ps.bad), 0);
+    hot_set_budget(ps.hot, unit * 40);
+    hot_stats(ps.hot, &st);
+    assert_true(st.used_bytes + st.pooled_bytes <= st.budget_bytes);
+    assert_true(st.block_reuses > 0);
+    /* Everything dropped: only the pool holds bytes; budget 0: nothing. */
+    hot_drop_namespace(ps.hot, 0, NULL, NULL);
+    hot_stats(ps.hot, &st);
+    assert_int_equal(st.used_bytes, 0);
+    for (uint32_t dom = 0; dom < 3; dom++)
+        assert_int_equal(hot_domain_used(ps.hot, dom), 0);
+    hot_set_budget(ps.hot, 0);
+    hot_stats(ps.hot, &st);
+    assert_int_equal(st.pooled_bytes, 0);
+    hot_destroy(ps.hot);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1257,6 +1366,7 @@ int main(void)
         cmocka_unit_test(test_block_pool),
         cmocka_unit_test(test_bitmap),
         cmocka_unit_test(test_threads_stress),
+        cmocka_unit_test(test_pool_stress),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);
