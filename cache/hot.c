@@ -132,19 +132,43 @@ static void free_chunks(struct kvt_hot *hot, struct kvt_chunk *list)
     }
 }
 
-/* Give pooled blocks back to the OS until at most keep_bytes stay; mu held.
- * Needed when the budget shrinks, or when a new chunk needs the room and
- * the pool has no block of its size (another model's, or stores running
- * ahead of demotion at the budget). The munmap under the mutex then holds
- * up other workers for its ~50 us; unlinking blocks here to unmap them
- * after the mutex is dropped would avoid that, and is not built yet. */
+/* Take pooled blocks out of the pool and the budget until at most
+ * keep_bytes stay; mu held. Needed when the budget shrinks, or when a new
+ * chunk needs the room and the pool has no block of its size (another
+ * model's, or stores running ahead of demotion at the budget). The blocks
+ * wait on hot->unmap, chained through their first two words (next, size),
+ * for whoever drops the mutex next to unmap them (unmap_take): munmap and
+ * its TLB shootdown must not hold up every worker. */
 static void pool_trim(struct kvt_hot *hot, uint64_t keep_bytes)
 {
     while (hot->pool.pooled_bytes > keep_bytes) {
         size_t bytes;
         void *p = pool_take_any(&hot->pool, &bytes);
         hot->used_bytes -= bytes;
-        block_release(p, bytes);
+        memcpy(p, &hot->unmap, sizeof(void *));
+        memcpy((char *)p + sizeof(void *), &bytes, sizeof(bytes));
+        hot->unmap = p;
+    }
+}
+
+/* The blocks pool_trim set aside, to pass to unmap_all after unlocking. */
+static void *unmap_take(struct kvt_hot *hot)
+{
+    void *chain = hot->unmap;
+
+    hot->unmap = NULL;
+    return chain;
+}
+
+static void unmap_all(void *chain)
+{
+    while (chain) {
+        void *next;
+        size_t bytes;
+        memcpy(&next, chain, sizeof(void *));
+        memcpy(&bytes, (char *)chain + sizeof(void *), sizeof(bytes));
+        block_release(chain, bytes);
+        chain = next;
     }
 }
 
@@ -490,6 +514,7 @@ void hot_destroy(struct kvt_hot *hot)
         hot_chunk_free(c);
     }
     pool_trim(hot, 0);
+    unmap_all(unmap_take(hot));
     pthread_cond_destroy(&hot->hook_done);
     pthread_mutex_destroy(&hot->mu);
     domain_bytes_free(&hot->domain_used);
@@ -509,7 +534,9 @@ void hot_set_budget(struct kvt_hot *hot, uint64_t budget_bytes)
      * unpinned one is gone, the pinned ones stay charged (used_bytes >
      * budget_bytes) until put, and nothing new fits until enough are. */
     (void)evict_until_fits(hot, 0, true, &to_free);
+    void *unmap = unmap_take(hot);
     pthread_mutex_unlock(&hot->mu);
+    unmap_all(unmap);
     free_chunks(hot, to_free);
 }
 
@@ -608,7 +635,7 @@ int hot_get_or_create(struct kvt_hot *hot, const struct kvt_chunk_key *key,
 {
     struct kvt_chunk *c, *fresh = NULL, *to_free = NULL;
     size_t data_bytes = chunk_data_bytes(shape);
-    void *block = NULL;
+    void *block = NULL, *unmap;
     uint64_t need;
     int rc;
 
@@ -656,7 +683,9 @@ int hot_get_or_create(struct kvt_hot *hot, const struct kvt_chunk_key *key,
      * without the mutex: mmap must not stall every worker. The victims are
      * freed first, so RSS does not overshoot the budget. */
     charge(hot, key->domain, need);
+    unmap = unmap_take(hot);
     pthread_mutex_unlock(&hot->mu);
+    unmap_all(unmap);
     free_chunks(hot, to_free);
     to_free = NULL;
     if (!block && block_poolable(data_bytes)) {
@@ -696,7 +725,9 @@ out:
      * back to it rather than to the OS. */
     if (block && pool_put_locked(hot, block, data_bytes))
         block = NULL;
+    unmap = unmap_take(hot);
     pthread_mutex_unlock(&hot->mu);
+    unmap_all(unmap);
     if (fresh) {
         fresh->hash_next = to_free;  /* unused: it was never linked */
         to_free = fresh;

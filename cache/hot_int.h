@@ -29,6 +29,7 @@ struct kvt_hot {
     uint64_t n_chunks;                 /* linked chunks */
     uint64_t budget_bytes, used_bytes, evictable_bytes, hook_bytes;
     struct kvt_block_pool pool;        /* free data blocks */
+    void *unmap;                       /* blocks trimmed from it, to unmap */
     uint64_t pool_cap_bytes;
     uint64_t evictions, quota_evictions;
     uint64_t domain_quota_bytes;       /* 0 = none */
