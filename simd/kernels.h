@@ -107,4 +107,49 @@ static inline int simd_elem_known(enum kvt_elem elem)
     return elem == KVT_ELEM_F32 || elem == KVT_ELEM_F16 || elem == KVT_ELEM_BF16;
 }
 
+/* The part of convert every backend shares: nothing for an unknown type, a
+ * copy for equal types. Returns 1 when that was all there was to do. */
+static inline int simd_convert_trivial(void *dst, enum kvt_elem dst_elem, const void *src,
+                                       enum kvt_elem src_elem, size_t n)
+{
+    if (!simd_elem_known(dst_elem) || !simd_elem_known(src_elem))
+        return 1;
+    if (dst_elem == src_elem) {
+        memcpy(dst, src, n * simd_elem_size(src_elem));
+        return 1;
+    }
+    return 0;
+}
+
+/* A vector backend writes each kernel once, as an always-inline function
+ * whose first parameter is the element type, and calls it through
+ * SIMD_BY_ELEM with the type as a constant: the compiler then builds one
+ * loop per type, with no type test inside it. An unknown type does nothing. */
+#define SIMD_BY_ELEM(kernel, elem, ...)                                       \
+    do {                                                                      \
+        switch (elem) {                                                       \
+        case KVT_ELEM_F16:  kernel(KVT_ELEM_F16, __VA_ARGS__);  break;        \
+        case KVT_ELEM_BF16: kernel(KVT_ELEM_BF16, __VA_ARGS__); break;        \
+        case KVT_ELEM_F32:  kernel(KVT_ELEM_F32, __VA_ARGS__);  break;        \
+        }                                                                     \
+    } while (0)
+
+/* The same for a kernel of two types (destination, source): one loop for
+ * each of the six pairs of distinct known types. */
+#define SIMD_BY_ELEM_PAIR(kernel, dst_elem, src_elem, ...)                       \
+    do {                                                                         \
+        if ((src_elem) == KVT_ELEM_F16 && (dst_elem) == KVT_ELEM_F32)            \
+            kernel(KVT_ELEM_F32, KVT_ELEM_F16, __VA_ARGS__);                     \
+        else if ((src_elem) == KVT_ELEM_BF16 && (dst_elem) == KVT_ELEM_F32)      \
+            kernel(KVT_ELEM_F32, KVT_ELEM_BF16, __VA_ARGS__);                    \
+        else if ((src_elem) == KVT_ELEM_F32 && (dst_elem) == KVT_ELEM_F16)       \
+            kernel(KVT_ELEM_F16, KVT_ELEM_F32, __VA_ARGS__);                     \
+        else if ((src_elem) == KVT_ELEM_F32 && (dst_elem) == KVT_ELEM_BF16)      \
+            kernel(KVT_ELEM_BF16, KVT_ELEM_F32, __VA_ARGS__);                    \
+        else if ((src_elem) == KVT_ELEM_F16 && (dst_elem) == KVT_ELEM_BF16)      \
+            kernel(KVT_ELEM_BF16, KVT_ELEM_F16, __VA_ARGS__);                    \
+        else if ((src_elem) == KVT_ELEM_BF16 && (dst_elem) == KVT_ELEM_F16)      \
+            kernel(KVT_ELEM_F16, KVT_ELEM_BF16, __VA_ARGS__);                    \
+    } while (0)
+
 #endif

@@ -57,12 +57,8 @@ static void scalar_dequantize(void *dst, enum kvt_elem elem, const int8_t *src,
 static void scalar_convert(void *dst, enum kvt_elem dst_elem, const void *src,
                            enum kvt_elem src_elem, size_t n)
 {
-    if (!simd_elem_known(dst_elem) || !simd_elem_known(src_elem))
+    if (simd_convert_trivial(dst, dst_elem, src, src_elem, n))
         return;
-    if (dst_elem == src_elem) {
-        memcpy(dst, src, n * simd_elem_size(src_elem));
-        return;
-    }
     for (size_t i = 0; i < n; i++)
         simd_store_one(dst, dst_elem, i, simd_load_one(src, src_elem, i));
 }

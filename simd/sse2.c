@@ -236,8 +236,8 @@ KERNEL void quantize_group_fast(int8_t *dst, const void *src, enum kvt_elem elem
         dst[i] = simd_quantize_one(simd_load_one(src, elem, i), inv_scalar);
 }
 
-KERNEL void quantize_groups(int8_t *dst, float *scales, const void *src,
-                            enum kvt_elem elem, size_t n_groups, size_t dim)
+KERNEL void quantize_groups(enum kvt_elem elem, int8_t *dst, float *scales,
+                            const void *src, size_t n_groups, size_t dim)
 {
     const size_t group_bytes = dim * (elem == KVT_ELEM_F32 ? 4 : 2);
 
@@ -255,22 +255,12 @@ KERNEL void quantize_groups(int8_t *dst, float *scales, const void *src,
 static void sse2_quantize(int8_t *dst, float *scales, const void *src,
                           enum kvt_elem elem, size_t n_groups, size_t dim)
 {
-    switch (elem) {
-    case KVT_ELEM_F16:
-        quantize_groups(dst, scales, src, KVT_ELEM_F16, n_groups, dim);
-        return;
-    case KVT_ELEM_BF16:
-        quantize_groups(dst, scales, src, KVT_ELEM_BF16, n_groups, dim);
-        return;
-    case KVT_ELEM_F32:
-        quantize_groups(dst, scales, src, KVT_ELEM_F32, n_groups, dim);
-        return;
-    }
+    SIMD_BY_ELEM(quantize_groups, elem, dst, scales, src, n_groups, dim);
 }
 
 /* ---- dequantize ------------------------------------------------------------------ */
 
-KERNEL void dequantize_groups(void *dst, enum kvt_elem elem, const int8_t *src,
+KERNEL void dequantize_groups(enum kvt_elem elem, void *dst, const int8_t *src,
                               const float *scales, size_t n_groups, size_t dim)
 {
     for (size_t g = 0; g < n_groups; g++) {
@@ -297,23 +287,13 @@ KERNEL void dequantize_groups(void *dst, enum kvt_elem elem, const int8_t *src,
 static void sse2_dequantize(void *dst, enum kvt_elem elem, const int8_t *src,
                             const float *scales, size_t n_groups, size_t dim)
 {
-    switch (elem) {
-    case KVT_ELEM_F16:
-        dequantize_groups(dst, KVT_ELEM_F16, src, scales, n_groups, dim);
-        return;
-    case KVT_ELEM_BF16:
-        dequantize_groups(dst, KVT_ELEM_BF16, src, scales, n_groups, dim);
-        return;
-    case KVT_ELEM_F32:
-        dequantize_groups(dst, KVT_ELEM_F32, src, scales, n_groups, dim);
-        return;
-    }
+    SIMD_BY_ELEM(dequantize_groups, elem, dst, src, scales, n_groups, dim);
 }
 
 /* ---- convert ------------------------------------------------------------------------ */
 
-KERNEL void convert_loop(void *dst, enum kvt_elem dst_elem, const void *src,
-                         enum kvt_elem src_elem, size_t n)
+KERNEL void convert_loop(enum kvt_elem dst_elem, enum kvt_elem src_elem, void *dst,
+                         const void *src, size_t n)
 {
     size_t i = 0;
     __m128 lo, hi;
@@ -329,25 +309,8 @@ KERNEL void convert_loop(void *dst, enum kvt_elem dst_elem, const void *src,
 static void sse2_convert(void *dst, enum kvt_elem dst_elem, const void *src,
                          enum kvt_elem src_elem, size_t n)
 {
-    if (!simd_elem_known(dst_elem) || !simd_elem_known(src_elem))
-        return;
-    if (dst_elem == src_elem) {
-        memcpy(dst, src, n * simd_elem_size(src_elem));
-        return;
-    }
-    /* The six pairs of distinct types, each compiled on its own. */
-    if (src_elem == KVT_ELEM_F16 && dst_elem == KVT_ELEM_F32)
-        convert_loop(dst, KVT_ELEM_F32, src, KVT_ELEM_F16, n);
-    else if (src_elem == KVT_ELEM_BF16 && dst_elem == KVT_ELEM_F32)
-        convert_loop(dst, KVT_ELEM_F32, src, KVT_ELEM_BF16, n);
-    else if (src_elem == KVT_ELEM_F32 && dst_elem == KVT_ELEM_F16)
-        convert_loop(dst, KVT_ELEM_F16, src, KVT_ELEM_F32, n);
-    else if (src_elem == KVT_ELEM_F32 && dst_elem == KVT_ELEM_BF16)
-        convert_loop(dst, KVT_ELEM_BF16, src, KVT_ELEM_F32, n);
-    else if (src_elem == KVT_ELEM_F16 && dst_elem == KVT_ELEM_BF16)
-        convert_loop(dst, KVT_ELEM_BF16, src, KVT_ELEM_F16, n);
-    else
-        convert_loop(dst, KVT_ELEM_F16, src, KVT_ELEM_BF16, n);
+    if (!simd_convert_trivial(dst, dst_elem, src, src_elem, n))
+        SIMD_BY_ELEM_PAIR(convert_loop, dst_elem, src_elem, dst, src, n);
 }
 
 const struct kvt_simd_ops simd_sse2_ops = {
