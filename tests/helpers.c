@@ -4,6 +4,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <grp.h>
 #include <math.h>
 #include <signal.h>
 #include <stdio.h>
@@ -368,6 +369,13 @@ int test_in_child(int (*fn)(void *arg), void *arg)
     if (waitpid(pid, &st, 0) != pid)
         return -1;
     return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+}
+
+int test_become_uid(uid_t uid)
+{
+    if (setgroups(0, NULL) || setgid((gid_t)uid) || setuid(uid))
+        return -1;
+    return getuid() == uid && geteuid() == uid ? 0 : -1;
 }
 
 static int admin_connect(const char *path)

@@ -8,6 +8,8 @@
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
+#include <unistd.h>
 #include <sys/types.h>
 #include <cmocka.h>
 
@@ -95,5 +97,19 @@ int admin_request(const struct test_daemon *d, const char *request,
 
 /* Run fn(arg) in a child process; returns its exit status (0 = success). */
 int test_in_child(int (*fn)(void *arg), void *arg);
+
+/* In a child: become uid (and gid uid, no supplementary groups), as tests
+ * of another sharing domain do (they run as root). Returns 0 or -1. */
+int test_become_uid(uid_t uid);
+
+/* In a child of test_in_child: report which check failed and exit with its
+ * code. */
+#define CHILD_CHECK(cond, code) do {                                           \
+        if (!(cond)) {                                                        \
+            fprintf(stderr, "%s:%d: child (uid %u): %s failed\n", __FILE__,    \
+                    __LINE__, (unsigned)getuid(), #cond);                     \
+            return code;                                                      \
+        }                                                                     \
+    } while (0)
 
 #endif

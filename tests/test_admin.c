@@ -501,7 +501,7 @@ static void bad_requests_get_errors_and_daemon_serves_on(void **state)
 static int connect_as_nobody(void *arg)
 {
     (void)arg;
-    if (setgid(65534) || setuid(65534))
+    if (test_become_uid(65534))
         return 10;
     int fd = admin_connect(d.admin_socket);
     if (fd < 0)

@@ -11,7 +11,6 @@
 
 #include <dirent.h>
 #include <errno.h>
-#include <grp.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdbool.h>
@@ -80,22 +79,6 @@ static int fetch_all(kvt_client *c, const char *ctx, uint64_t seed)
     return bad ? 1 : 0;
 }
 
-/* In a child: report which check failed and exit with its code. */
-#define CHILD_CHECK(cond, code) do {                                           \
-        if (!(cond)) {                                                        \
-            fprintf(stderr, "%s:%d: child (uid %u): %s failed\n", __FILE__,    \
-                    __LINE__, (unsigned)getuid(), #cond);                     \
-            return code;                                                      \
-        }                                                                     \
-    } while (0)
-
-static int become_nobody(void)
-{
-    if (setgroups(0, NULL) || setgid(NOBODY) || setuid(NOBODY))
-        return -1;
-    return getuid() == NOBODY && geteuid() == NOBODY ? 0 : -1;
-}
-
 /* ---- separate domains ------------------------------------------------------- */
 
 static int nobody_sees_nothing(void *arg)
@@ -107,7 +90,7 @@ static int nobody_sees_nothing(void *arg)
     uint16_t k[T * HEADS * DIM], v[T * HEADS * DIM];
     kvt_span span = { 0, 0, T, k, v };
 
-    CHILD_CHECK(become_nobody() == 0, 10);
+    CHILD_CHECK(test_become_uid(NOBODY) == 0, 10);
     CHILD_CHECK(kvt_connect(d.socket, &m, &c) == 0, 11);
     CHILD_CHECK(kvt_fetch(c, "secret", 0, 0, 1, k, v) == -ENOENT, 12);
     CHILD_CHECK(kvt_fetch(c, "secret", LAYERS - 1, 0, T, k, v) == -ENOENT, 13);
@@ -156,7 +139,7 @@ static int nobody_shares_with_root(void *arg)
     kvt_client *c;
     uint32_t n = 0;
 
-    CHILD_CHECK(become_nobody() == 0, 30);
+    CHILD_CHECK(test_become_uid(NOBODY) == 0, 30);
     CHILD_CHECK(kvt_connect(d.socket, &m, &c) == 0, 31);
     CHILD_CHECK(kvt_length(c, "from-root", &n) == 0 && n == T, 32);
     CHILD_CHECK(kvt_match_tokens(c, tokens, T, &n) == 0 && n == T, 33);

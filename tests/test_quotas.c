@@ -15,7 +15,6 @@
 
 #include <cjson/cJSON.h>
 #include <errno.h>
-#include <grp.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -82,22 +81,6 @@ static void ctx_name(char *buf, size_t len, const char *prefix, int i)
     snprintf(buf, len, "%s-%d", prefix, i);
 }
 
-/* In a child: report which check failed and exit with its code. */
-#define CHILD_CHECK(cond, code) do {                                           \
-        if (!(cond)) {                                                        \
-            fprintf(stderr, "%s:%d: child (uid %u): %s failed\n", __FILE__,    \
-                    __LINE__, (unsigned)getuid(), #cond);                     \
-            return code;                                                      \
-        }                                                                     \
-    } while (0)
-
-static int become_nobody(void)
-{
-    if (setgroups(0, NULL) || setgid(NOBODY) || setuid(NOBODY))
-        return -1;
-    return getuid() == NOBODY && geteuid() == NOBODY ? 0 : -1;
-}
-
 /* What a nobody child does: store contexts prefix-first..prefix-(last-1),
  * then fetch want_present (must be correct) and want_absent (must be
  * -ENOENT; -1 for none). */
@@ -117,7 +100,7 @@ static int nobody_run(void *arg)
     kvt_client *c;
     char name[64];
 
-    CHILD_CHECK(become_nobody() == 0, 10);
+    CHILD_CHECK(test_become_uid(NOBODY) == 0, 10);
     CHILD_CHECK(kvt_connect(d.socket, &m, &c) == 0, 11);
     for (int i = j->first; i < j->last; i++) {
         ctx_name(name, sizeof(name), j->prefix, i);
