@@ -27,16 +27,31 @@ const char *test_build_dir(void)
     return b && *b ? b : "build";
 }
 
-static int socket_accepts(const char *path)
+int test_socket_accepts(const char *path)
 {
     struct sockaddr_un sa = { .sun_family = AF_UNIX };
-    if (strlen(path) >= sizeof(sa.sun_path))
-        return 0;
-    memcpy(sa.sun_path, path, strlen(path) + 1);
-    int fd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
-    int ok = connect(fd, (struct sockaddr *)&sa, sizeof(sa)) == 0;
-    close(fd);
+    size_t n = strlen(path);
+    int ok = 0, fd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
+
+    if (fd >= 0 && n < sizeof(sa.sun_path)) {
+        memcpy(sa.sun_path, path, n + 1);
+        ok = connect(fd, (struct sockaddr *)&sa, sizeof(sa)) == 0;
+    }
+    if (fd >= 0)
+        close(fd);
     return ok;
+}
+
+int test_file_contains(const char *path, const char *text)
+{
+    char buf[65536];
+    FILE *f = fopen(path, "r");
+    size_t n = f ? fread(buf, 1, sizeof(buf) - 1, f) : 0;
+
+    if (f)
+        fclose(f);
+    buf[n] = '\0';
+    return strstr(buf, text) != NULL;
 }
 
 /* Daemons still running when the test program exits (a failed assertion
@@ -98,7 +113,7 @@ static void spawn(struct test_daemon *d, va_list ap)
     }
     track(d->pid, 0);
     for (int i = 0; i < 500; i++) {         /* up to 5 s */
-        if (socket_accepts(d->socket))
+        if (test_socket_accepts(d->socket))
             return;
         int st;
         if (waitpid(d->pid, &st, WNOHANG) == d->pid) {

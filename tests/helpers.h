@@ -95,6 +95,11 @@ void test_from_f32(void *buf, kvt_dtype dt, size_t i, float v);
 int admin_request(const struct test_daemon *d, const char *request,
                   char *reply, size_t len);
 
+/* Whether a data socket at path accepts a connection now. */
+int test_socket_accepts(const char *path);
+/* Whether the first 64 KiB of the file at path contain text. */
+int test_file_contains(const char *path, const char *text);
+
 /* Run fn(arg) in a child process; returns its exit status (0 = success). */
 int test_in_child(int (*fn)(void *arg), void *arg);
 

@@ -43,18 +43,6 @@ static int run(const char *fmt, ...)
     return rc;
 }
 
-static int file_has(const char *path, const char *text)
-{
-    char buf[65536];
-    FILE *f = fopen(path, "r");
-    size_t n = f ? fread(buf, 1, sizeof(buf) - 1, f) : 0;
-
-    if (f)
-        fclose(f);
-    buf[n] = '\0';
-    return strstr(buf, text) != NULL;
-}
-
 static void expect_file(const char *rel, mode_t type, int executable)
 {
     char path[600];
@@ -134,13 +122,13 @@ static void lays_out_every_file(void **state)
         expect_file("usr/local/bin/kvtierctl", S_IFREG, 1);
 
     snprintf(path, sizeof(path), "%s/usr/local/lib/systemd/system/kvtierd.service", dest);
-    if (!file_has(path, "ExecStart=/usr/local/sbin/kvtierd --config /etc/kvtier/kvtierd.conf"))
+    if (!test_file_contains(path, "ExecStart=/usr/local/sbin/kvtierd --config /etc/kvtier/kvtierd.conf"))
         fail_msg("%s: ExecStart does not name /usr/local/sbin/kvtierd", path);
     assert_int_equal(run("! grep -rI '@[A-Z]*@' '%s'", dest), 0);
     snprintf(path, sizeof(path), "%s/usr/local/lib/sysusers.d/kvtier.conf", dest);
-    assert_true(file_has(path, "u kvtier - \"kvtier KV-cache daemon\" /var/lib/kvtier"));
+    assert_true(test_file_contains(path, "u kvtier - \"kvtier KV-cache daemon\" /var/lib/kvtier"));
     snprintf(path, sizeof(path), "%s/usr/local/lib/tmpfiles.d/kvtier.conf", dest);
-    assert_true(file_has(path, "d /var/cache/kvtier 0750 kvtier kvtier"));
+    assert_true(test_file_contains(path, "d /var/cache/kvtier 0750 kvtier kvtier"));
 
     /* The man pages format without warnings. */
     assert_int_equal(run("for m in '%s'/usr/local/share/man/man*/*; do "
@@ -154,7 +142,7 @@ static void lays_out_every_file(void **state)
     fputs("# edited by the operator\n", f);
     fclose(f);
     assert_int_equal(make_install(vars), 0);
-    assert_true(file_has(path, "# edited by the operator"));
+    assert_true(test_file_contains(path, "# edited by the operator"));
 }
 
 /* The example config is what the unit starts with: it must load and

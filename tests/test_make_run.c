@@ -24,21 +24,6 @@
 
 static struct test_daemon d;
 
-static int accepts(const char *path)
-{
-    struct sockaddr_un sa = { .sun_family = AF_UNIX };
-    size_t n = strlen(path);
-    int ok = 0, fd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
-
-    if (fd >= 0 && n < sizeof(sa.sun_path)) {
-        memcpy(sa.sun_path, path, n + 1);
-        ok = connect(fd, (struct sockaddr *)&sa, sizeof(sa)) == 0;
-    }
-    if (fd >= 0)
-        close(fd);
-    return ok;
-}
-
 /* `make run` is `mkdir -p var && $(B)/kvtierd --dev` in the tree; here the
  * tree is a fresh temp dir and the binary is the build's, by absolute path. */
 static void start_dev_daemon(void)
@@ -66,7 +51,7 @@ static void start_dev_daemon(void)
         _exit(127);
     }
     for (int i = 0; i < 1000; i++) {                  /* up to 10 s */
-        if (accepts(d.socket))
+        if (test_socket_accepts(d.socket))
             return;
         int st;
         if (waitpid(d.pid, &st, WNOHANG) == d.pid) {

@@ -28,32 +28,6 @@
 
 static struct test_daemon d;
 
-static int accepts(const char *path)
-{
-    struct sockaddr_un sa = { .sun_family = AF_UNIX };
-    int ok = 0, fd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
-
-    if (fd >= 0 && strlen(path) < sizeof(sa.sun_path)) {
-        memcpy(sa.sun_path, path, strlen(path) + 1);
-        ok = connect(fd, (struct sockaddr *)&sa, sizeof(sa)) == 0;
-    }
-    if (fd >= 0)
-        close(fd);
-    return ok;
-}
-
-static int file_contains(const char *path, const char *text)
-{
-    char buf[16384];
-    FILE *f = fopen(path, "r");
-    size_t n = f ? fread(buf, 1, sizeof(buf) - 1, f) : 0;
-
-    if (f)
-        fclose(f);
-    buf[n] = '\0';
-    return strstr(buf, text) != NULL;
-}
-
 static void start_activated(void)
 {
     char bin[512];
@@ -88,7 +62,7 @@ static void start_activated(void)
         }
         /* The socket accepts once bound, and the first connect starts
          * kvtierd; wait until kvtierd has taken the fd. */
-        if (accepts(d.socket) && file_contains(d.log, "using the socket-activated"))
+        if (test_socket_accepts(d.socket) && test_file_contains(d.log, "using the socket-activated"))
             return;
         usleep(10000);
     }

@@ -31,20 +31,6 @@ static int64_t now_ms(void)
     return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
-static int accepts(const char *path)
-{
-    struct sockaddr_un sa = { .sun_family = AF_UNIX };
-    int ok = 0, fd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
-
-    if (fd >= 0 && strlen(path) < sizeof(sa.sun_path)) {
-        memcpy(sa.sun_path, path, strlen(path) + 1);
-        ok = connect(fd, (struct sockaddr *)&sa, sizeof(sa)) == 0;
-    }
-    if (fd >= 0)
-        close(fd);
-    return ok;
-}
-
 /* One notify datagram into buf (NUL-terminated), waiting up to timeout_ms;
  * returns its length or -1 on timeout. */
 static int next_message(char *buf, size_t cap, int timeout_ms)
@@ -127,7 +113,7 @@ static void ready_watchdog_stopping(void **state)
         }
         if (has_line(msg, "READY=1")) {
             ready = 1;
-            if (!accepts(d.socket))
+            if (!test_socket_accepts(d.socket))
                 fail_msg("READY=1 sent before %s accepts connections", d.socket);
             /* The first STATUS= rides along, with the live figures. */
             if (!strstr(msg, "STATUS=") || !strstr(msg, "clients") || !strstr(msg, "MiB"))
