@@ -40,12 +40,12 @@ CLIENT_OBJS := client/kvtier.o client/region.o client/prefix.o
 LIB_OBJS    := $(addprefix $(B)/,$(CLIENT_OBJS) $(PROTO_OBJS))
 CORE_OBJS   := $(addprefix $(B)/,$(SIMD_OBJS) $(CACHE_OBJS) $(PROTO_OBJS) $(DAEMON_OBJS))
 
-PROGS := $(B)/kvtierd $(B)/kvtierctl $(B)/libkvtier.so $(B)/libkvtier.a
+PROGS := $(B)/kvtierd $(B)/kvtierctl $(B)/libkvtier.so $(B)/libkvtier.so.0 $(B)/libkvtier.a
 
 UNIT_TESTS := test_simd test_hot test_cold test_proto
 INTEG_TESTS := test_store_fetch test_prefix_sharing test_absent_and_length \
 	test_bad_input test_hot_budget test_isolation test_restart test_make_run test_cold_tier \
-	test_systemd_notify test_socket_activation test_install test_admin test_quotas
+	test_systemd_notify test_socket_activation test_install test_admin test_quotas test_build_tree_link
 TEST_BINS := $(addprefix $(B)/tests/,$(UNIT_TESTS) $(INTEG_TESTS))
 
 .PHONY: all deps run test test-build test-asan test-aarch64 bench install clean
@@ -67,6 +67,11 @@ $(B)/kvtierd: $(B)/daemon/main.o $(CORE_OBJS)
 $(B)/libkvtier.so: $(LIB_OBJS) client/libkvtier.map
 	$(CC) $(ALL_CFLAGS) -shared -Wl,-soname,libkvtier.so.0 \
 		-Wl,--version-script=client/libkvtier.map -o $@ $(LIB_OBJS) $(LDLIBS_ALL)
+
+# The loader looks for the soname: a program linked with -L$(B) -lkvtier
+# and an rpath needs this link to start from the build tree.
+$(B)/libkvtier.so.0: $(B)/libkvtier.so
+	ln -sf libkvtier.so $@
 
 $(B)/libkvtier.a: $(LIB_OBJS)
 	@rm -f $@
