@@ -409,10 +409,21 @@ static int file_check(struct kvt_cold *c, const struct stat *st)
     free(block);
     if (rc < 0)
         return rc;
-    if (memcmp(h.magic, COLD_FILE_MAGIC, 8) != 0 || h.version != COLD_FORMAT_VERSION ||
-        h.checksum != XXH3_64bits(&h, offsetof(struct cold_file_header, checksum)) ||
-        h.block_bytes != COLD_BLOCK || h.region_bytes != c->region_bytes ||
-        h.file_bytes != c->file_bytes || (uint64_t)st->st_size < h.file_bytes) {
+    bool ours = memcmp(h.magic, COLD_FILE_MAGIC, 8) == 0 &&
+                h.version == COLD_FORMAT_VERSION &&
+                h.checksum == XXH3_64bits(&h, offsetof(struct cold_file_header, checksum));
+    if (ours && h.file_bytes == c->file_bytes && (uint64_t)st->st_size < h.file_bytes) {
+        /* Cut short (a copy that stopped, a restore that failed): its tail
+         * regions are gone, and reading them would fail at every fetch.
+         * Refused, not repaired: the operator decides what the file is. */
+        cold_log(c, LOG_ERR, "cold: %s is %llu bytes but its header says %llu: the file "
+                 "was truncated; left untouched. Restore it whole, or move it aside to "
+                 "start with an empty cold tier", c->path,
+                 (unsigned long long)st->st_size, (unsigned long long)h.file_bytes);
+        return -EINVAL;
+    }
+    if (!ours || h.block_bytes != COLD_BLOCK || h.region_bytes != c->region_bytes ||
+        h.file_bytes != c->file_bytes) {
         cold_log(c, LOG_ERR, "cold: %s is not a cold file of this configuration "
                  "(region %u bytes, file %llu bytes); left untouched", c->path,
                  c->region_bytes, (unsigned long long)c->file_bytes);

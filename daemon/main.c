@@ -79,5 +79,10 @@ int main(int argc, char **argv)
     if (rc == 0)
         rc = server_run(&srv);
     server_fini(&srv);
+    /* 2: the configuration or a file it names is not usable, so starting
+     * again would fail again (the unit's RestartPreventExitStatus); 1: any
+     * other failure, which a restart may cure. */
+    if (rc == -EINVAL)
+        return 2;
     return rc ? 1 : 0;
 }
