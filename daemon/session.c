@@ -10,12 +10,15 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <linux/magic.h>
+#include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
+#include <sys/vfs.h>
 #include <unistd.h>
 
 #include "daemon/log.h"
@@ -108,14 +111,42 @@ static void finish(struct kvt_session *s, uint16_t op, uint32_t seq, int status,
 
 /* ---- ATTACH ------------------------------------------------------------------ */
 
-/* The region must be a memfd sealed against shrinking, so the daemon's
- * mapping can never lose pages under it (a truncated ordinary file would
- * turn our reads into SIGBUS). */
+/* The daemon reads and writes the client's region through its own mapping,
+ * and a fault there is SIGBUS for the whole daemon, so only memory that
+ * cannot fault under us is accepted: a shmem memfd sealed against shrinking.
+ *  - F_SEAL_SHRINK: no ftruncate below the size we map (reads past the end
+ *    of a file are SIGBUS).
+ *  - shmem (tmpfs), nothing else: hugetlbfs lets FALLOC_FL_PUNCH_HOLE
+ *    through F_SEAL_SHRINK, and touching the hole needs a page from the
+ *    huge-page pool, which the client (or anyone) can have emptied: SIGBUS.
+ *    Disk files fault on I/O errors and truncation by another path.
+ * What shmem still lets the client do, and why it cannot fault our reads:
+ *  - punch a hole: the hole reads back as zeros; the next touch allocates
+ *    a fresh page. The client loses only its own data.
+ *  - make that allocation fail: lack of memory is ENOMEM, which the kernel
+ *    handles as out-of-memory (reclaim, the OOM killer), not SIGBUS. There
+ *    is no ENOSPC: memfds live on the kernel's internal shmem mount, which
+ *    has no size limit, and only memfd_create makes sealable shmem files
+ *    (files on a size-limited tmpfs such as /dev/shm are born with
+ *    F_SEAL_SEAL, so they never carry F_SEAL_SHRINK).
+ *  - one gap is left: under strict overcommit (vm.overcommit_memory = 2) a
+ *    memfd page is charged when first touched, and at the commit limit that
+ *    charge fails as SIGBUS. operations.md says not to run kvtierd so.
+ * Swap-in I/O errors and poisoned memory fault any process; a client
+ * cannot cause them (MADV_HWPOISON needs CAP_SYS_ADMIN). */
 static int map_region(struct kvt_session *s, int fd, uint64_t bytes, const char **why)
 {
     struct stat st;
+    struct statfs fs = { 0 };
     int seals = fcntl(fd, F_GET_SEALS);
 
+    if (fstatfs(fd, &fs) < 0 || fs.f_type != TMPFS_MAGIC) {
+        *why = fs.f_type == HUGETLBFS_MAGIC
+                   ? "region is on hugetlbfs, whose pages can vanish under the daemon: "
+                     "pass a plain memfd"
+                   : "region must be a memfd (shmem)";
+        return -EINVAL;
+    }
     if (seals < 0 || !(seals & F_SEAL_SHRINK)) {
         *why = "region must be a memfd sealed with F_SEAL_SHRINK";
         return -EINVAL;
