@@ -404,9 +404,12 @@ out:
 
 /* ---- reading ---------------------------------------------------------------------- */
 
-/* Receive one packet. Any fds that came with it are returned in *fd (the
- * first) or closed (the rest), so a client cannot leak fds into us. */
-static ssize_t receive(struct kvt_session *s, int *fd)
+/* Receive one packet. Its length is returned (more than buf_cap if it was
+ * cut short), or -errno. Of the fds that came with it the first is returned
+ * in *fd (-1 if none) and the rest are closed, so a client cannot leak fds
+ * into us; *ancillary says whether control data came at all, even cut
+ * short, which tells an empty packet from a hang-up. */
+static ssize_t receive(struct kvt_session *s, int *fd, bool *ancillary)
 {
     struct iovec iov = { .iov_base = s->buf, .iov_len = s->buf_cap };
     union {
@@ -418,11 +421,13 @@ static ssize_t receive(struct kvt_session *s, int *fd)
     ssize_t n;
 
     *fd = -1;
+    *ancillary = false;
     do
         n = recvmsg(s->fd, &mh, MSG_TRUNC | MSG_CMSG_CLOEXEC | MSG_DONTWAIT);
     while (n < 0 && errno == EINTR);
     if (n < 0)
         return -errno;
+    *ancillary = mh.msg_controllen > 0 || (mh.msg_flags & MSG_CTRUNC);
     for (struct cmsghdr *cm = CMSG_FIRSTHDR(&mh); cm; cm = CMSG_NXTHDR(&mh, cm)) {
         if (cm->cmsg_level != SOL_SOCKET || cm->cmsg_type != SCM_RIGHTS)
             continue;
@@ -439,11 +444,29 @@ static ssize_t receive(struct kvt_session *s, int *fd)
     return n;
 }
 
+/* On SOCK_SEQPACKET a read of 0 bytes is also an empty packet (which may
+ * carry fds): it is a hang-up only when the peer has shut down too. */
+static bool peer_hung_up(int fd)
+{
+    struct pollfd p = { .fd = fd, .events = POLLRDHUP };
+
+    return poll(&p, 1, 0) == 1 && (p.revents & (POLLRDHUP | POLLHUP | POLLERR));
+}
+
+static void close_fd(int *fd)
+{
+    if (*fd >= 0)
+        close(*fd);
+    *fd = -1;
+}
+
 void session_readable(struct kvt_session *s)
 {
+    const struct kvt_msg_hdr *h = (const void *)s->buf;
     const char *why = NULL;
-    int fd = -1;
-    ssize_t n = receive(s, &fd);
+    bool ancillary;
+    int fd, rc;
+    ssize_t n = receive(s, &fd, &ancillary);
 
     s->received_ns = latency_now_ns();
 
@@ -451,19 +474,22 @@ void session_readable(struct kvt_session *s)
         rearm(s);
         return;
     }
-    if (n <= 0) {              /* hung up or broken: the client is gone */
-        session_close(s);
+    if (n < 0 || (n == 0 && !ancillary && peer_hung_up(s->fd))) {
+        close_fd(&fd);
+        session_close(s);      /* hung up or broken: the client is gone */
         return;
     }
-    const struct kvt_msg_hdr *h = (const void *)s->buf;
-    uint32_t seq = (size_t)n >= sizeof(*h) && (size_t)n <= s->buf_cap ? h->seq : 0;
-    uint16_t op = (size_t)n >= sizeof(*h) && (size_t)n <= s->buf_cap ? h->op : 0;
-    int rc;
+    /* MSG_TRUNC leaves the first buf_cap bytes of a longer packet in the
+     * buffer, so even a frame over max-frame names its op and seq. */
+    uint32_t seq = (size_t)n >= sizeof(*h) ? h->seq : 0;
+    uint16_t op = (size_t)n >= sizeof(*h) ? h->op : 0;
 
+    /* Every fd is closed before the reply goes out, except the region of
+     * an ATTACH, which handle_attach closes once it is mapped. */
     if (s->refused) {
-        send_reply(s, op, seq, -EUSERS, 0, NULL, "too many clients (max-clients)");
-        if (fd >= 0)
-            close(fd);
+        close_fd(&fd);
+        send_reply(s, op & (uint16_t)~KVT_OP_REPLY, seq, -EUSERS, 0, NULL,
+                   "too many clients (max-clients)");
         session_close(s);
         return;
     }
@@ -477,8 +503,7 @@ void session_readable(struct kvt_session *s)
         handle_attach(s, fd);
         return;
     }
-    if (fd >= 0)
-        close(fd);
+    close_fd(&fd);
     if (rc) {
         finish(s, op & (uint16_t)~KVT_OP_REPLY, seq, rc, 0, why);
         return;
