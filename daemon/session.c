@@ -209,6 +209,7 @@ static void handle_attach(struct kvt_session *s, int fd)
         goto out;
     }
     s->elem = (enum kvt_elem)a->dtype;
+    s->attach_deadline_ns = 0;
     info.chunk_tokens = chunk;
     info.max_spans = s->srv->cfg.max_spans;
     info.max_frame = s->srv->cfg.max_frame;
@@ -488,8 +489,7 @@ void session_readable(struct kvt_session *s)
      * an ATTACH, which handle_attach closes once it is mapped. */
     if (s->refused) {
         close_fd(&fd);
-        send_reply(s, op & (uint16_t)~KVT_OP_REPLY, seq, -EUSERS, 0, NULL,
-                   "too many clients (max-clients)");
+        send_reply(s, op & (uint16_t)~KVT_OP_REPLY, seq, -EUSERS, 0, NULL, s->refused);
         session_close(s);
         return;
     }
@@ -513,6 +513,44 @@ void session_readable(struct kvt_session *s)
 
 /* ---- lifetime ------------------------------------------------------------------------ */
 
+/* Why a new connection of uid is refused, or NULL. Refused connections take
+ * no place, so a uid that floods past its cap keeps nobody else out. The
+ * scan is bounded by max-clients (n_sessions never exceeds it), and accept
+ * is not on the path of any request. */
+static const char *over_cap(struct kvt_server *srv, uid_t uid)
+{
+    unsigned same_uid = 0;
+
+    if (srv->n_sessions >= srv->cfg.max_clients) {
+        srv->refused_max_clients++;
+        return "too many clients (max-clients)";
+    }
+    for (const struct kvt_session *s = srv->sessions; s; s = s->next)
+        same_uid += !s->refused && s->cred.uid == uid;
+    if (same_uid >= srv->cfg.max_clients_per_uid) {
+        srv->refused_per_uid++;
+        return "too many clients of this uid (max-clients-per-uid)";
+    }
+    return NULL;
+}
+
+/* At most one line a second: a client reconnecting in a loop must not
+ * flood the log. The line counts the refusals it stands for. */
+static void log_refusal(struct kvt_server *srv, const struct kvt_session *s, bool unanswered)
+{
+    uint64_t now = latency_now_ns();
+
+    srv->refusals_unlogged++;
+    if (srv->refusal_logged_ns && now - srv->refusal_logged_ns < 1000000000u)
+        return;
+    log_warn("refusing client pid %d uid %u: %s%s (%llu refused since the last such line)",
+             (int)s->cred.pid, (unsigned)s->cred.uid, s->refused,
+             unanswered ? "; closed unanswered, too many refusals pending" : "",
+             (unsigned long long)srv->refusals_unlogged);
+    srv->refusal_logged_ns = now;
+    srv->refusals_unlogged = 0;
+}
+
 int session_open(struct kvt_server *srv, int fd)
 {
     struct kvt_session *s = calloc(1, sizeof(*s));
@@ -531,7 +569,16 @@ int session_open(struct kvt_server *srv, int fd)
         goto err;
     }
     s->domain = registry_domain(&srv->cfg, s->cred.uid);
-    s->refused = srv->n_sessions >= srv->cfg.max_clients;
+    s->refused = over_cap(srv, s->cred.uid);
+    if (s->refused && srv->n_refused >= SESSION_REFUSED_MAX) {
+        /* Telling it needs its first request; with this many waiting it
+         * is closed now (libkvtier reports ECONNREFUSED). */
+        srv->refused_unanswered++;
+        log_refusal(srv, s, true);
+        rc = -EUSERS;
+        goto err;
+    }
+    s->attach_deadline_ns = latency_now_ns() + (uint64_t)srv->cfg.attach_timeout_ms * 1000000u;
     s->buf_cap = srv->cfg.max_frame;
     s->buf = malloc(s->buf_cap);
     if (!s->buf) {
@@ -547,10 +594,13 @@ int session_open(struct kvt_server *srv, int fd)
     if (s->next)
         s->next->prev = s;
     srv->sessions = s;
-    srv->n_sessions++;
-    if (s->refused)
-        log_warn("refusing client pid %d: max-clients %u reached",
-                 (int)s->cred.pid, srv->cfg.max_clients);
+    if (s->refused) {
+        srv->n_refused++;
+        log_refusal(srv, s, false);
+    } else {
+        srv->n_sessions++;
+    }
+    server_attach_deadline(srv, s->attach_deadline_ns);
     return 0;
 err:
     free(s->buf);
@@ -577,8 +627,40 @@ void session_close(struct kvt_session *s)
         srv->sessions = s->next;
     if (s->next)
         s->next->prev = s->prev;
-    srv->n_sessions--;
+    if (s->refused)
+        srv->n_refused--;
+    else
+        srv->n_sessions--;
     free(s->segs);
     free(s->buf);
     free(s);
+}
+
+/* One line per sweep, not per connection: many silent connections expiring
+ * together must not flood the log. */
+uint64_t session_expire_unattached(struct kvt_server *srv, uint64_t now_ns)
+{
+    uint64_t next = 0;
+    unsigned closed = 0;
+    struct ucred last = { 0 };
+
+    for (struct kvt_session *s = srv->sessions, *after; s; s = after) {
+        after = s->next;
+        if (!s->attach_deadline_ns)
+            continue;
+        if (s->attach_deadline_ns > now_ns) {
+            if (!next || s->attach_deadline_ns < next)
+                next = s->attach_deadline_ns;
+            continue;
+        }
+        last = s->cred;
+        closed++;
+        srv->attach_timeouts++;
+        session_close(s);
+    }
+    if (closed)
+        log_info("closed %u connection%s that did not attach within %u ms (attach-timeout-ms; "
+                 "the last of pid %d uid %u)", closed, closed == 1 ? "" : "s",
+                 srv->cfg.attach_timeout_ms, (int)last.pid, (unsigned)last.uid);
+    return next;
 }
