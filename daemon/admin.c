@@ -289,7 +289,8 @@ void admin_accept(struct kvt_server *srv)
     for (;;) {
         int fd = accept4(srv->admin_fd, NULL, NULL, SOCK_CLOEXEC);
         if (fd < 0) {
-            if (errno != EAGAIN && errno != EINTR && errno != ECONNABORTED)
+            if (errno != EAGAIN && errno != EINTR && errno != ECONNABORTED &&
+                !server_accept_failed(srv, "admin socket", errno))
                 log_warn("admin accept: %s", strerror(errno));
             return;
         }

@@ -121,6 +121,12 @@ static int cmd_stats(struct kvt_admin_conn *conn, const cJSON *req, cJSON *reply
     add_u64(tiers, "demote_errors", atomic_load(&srv->tiers.demote_errors));
     add_domains(srv, reply);
     add_u64(reply, "clients", srv->n_sessions);
+    cJSON *conns = cJSON_AddObjectToObject(reply, "connections");
+    add_u64(conns, "refused_max_clients", srv->refused_max_clients);
+    add_u64(conns, "refused_per_uid", srv->refused_per_uid);
+    add_u64(conns, "refused_unanswered", srv->refused_unanswered);
+    add_u64(conns, "attach_timeouts", srv->attach_timeouts);
+    add_u64(conns, "accept_fd_shortages", srv->accept_fd_shortages);
     add_u64(reply, "requests", atomic_load(&srv->requests));
     add_u64(reply, "stores", atomic_load(&srv->stores));
     add_u64(reply, "fetches", atomic_load(&srv->fetches));

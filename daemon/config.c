@@ -34,6 +34,8 @@ static const struct key_def keys[] = {
     { "poll-us",        K_U32,   OFF(poll_us),        0, 1000 },
     { "log-level",      K_LEVEL, OFF(log_level),      0, 0 },
     { "max-clients",    K_U32,   OFF(max_clients),    1, 65536 },
+    { "max-clients-per-uid", K_U32, OFF(max_clients_per_uid), 1, 65536 },
+    { "attach-timeout-ms",   K_U32, OFF(attach_timeout_ms),   10, 3600000 },
     { "max-spans",      K_U32,   OFF(max_spans),      1, KVT_SPANS_MAX },
     { "max-frame",      K_SIZE,  OFF(max_frame),      4096, KVT_FRAME_MAX },
     { "max-client-shm", K_SIZE,  OFF(max_client_shm), 1 << 20, UINT64_C(1) << 40 },
@@ -66,6 +68,12 @@ void config_defaults(struct kvt_config *cfg)
     cfg->poll_us = 50;
     cfg->log_level = LOG_INFO;
     cfg->max_clients = 256;
+    /* A quarter of the default max-clients: one uid cannot fill the daemon,
+     * and 64 engines of one uid on one host is already a lot. */
+    cfg->max_clients_per_uid = 64;
+    /* libkvtier attaches right after connecting; 10 s is ample on a loaded
+     * host and short enough that silent connections do not pile up. */
+    cfg->attach_timeout_ms = 10000;
     cfg->max_spans = 8192;
     cfg->max_frame = 1u << 20;
     cfg->max_client_shm = UINT64_C(1) << 30;

@@ -7,9 +7,11 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
+#include <sys/resource.h>
 #include <sys/signalfd.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/timerfd.h>
 #include <sys/un.h>
 #include <unistd.h>
 
@@ -18,9 +20,22 @@
 #include "daemon/sockpath.h"
 #include "daemon/session.h"
 
-/* epoll tags for the two non-session fds; sessions tag themselves. */
+/* epoll tags for the non-session fds; sessions tag themselves. */
 static const enum ev_kind tag_listen = EV_LISTEN, tag_signal = EV_SIGNAL;
-static const enum ev_kind tag_timer = EV_TIMER;
+static const enum ev_kind tag_timer = EV_TIMER, tag_attach_timer = EV_ATTACH_TIMER;
+static const enum ev_kind tag_accept_pause = EV_ACCEPT_PAUSE;
+static const enum ev_kind tag_admin_listen = EV_ADMIN_LISTEN;
+
+/* How long the listening sockets stay out of epoll after an accept failed
+ * for lack of fds: long enough that the loop sleeps (10 tries a second),
+ * short enough that a client in the backlog barely notices. */
+#define ACCEPT_PAUSE_MS 100
+/* fds the daemon needs besides one per client: its own files, timers,
+ * admin connections, and connections refused but not yet answered. */
+#define FD_RESERVE (64 + SESSION_REFUSED_MAX)
+/* Expired connections are closed in sweeps at least this far apart, each
+ * one log line, however the deadlines are spread. */
+#define ATTACH_SWEEP_GAP_NS (250 * 1000000ull)
 
 static int listen_on(struct kvt_server *srv)
 {
@@ -30,6 +45,44 @@ static int listen_on(struct kvt_server *srv)
         return fd;
     srv->listen_fd = fd;
     return 0;
+}
+
+/* Clients cost one fd each, and the usual soft limit (1024) is below what
+ * a large max-clients needs: take what the hard limit allows, and say so
+ * when even that is short (clients then wait in the backlog; see
+ * server_accept_failed). */
+static void raise_fd_limit(const struct kvt_config *cfg)
+{
+    rlim_t want = (rlim_t)cfg->max_clients + FD_RESERVE;
+    struct rlimit lim;
+
+    if (getrlimit(RLIMIT_NOFILE, &lim) < 0 || lim.rlim_cur >= want)
+        return;
+    lim.rlim_cur = lim.rlim_max != RLIM_INFINITY && lim.rlim_max < want ? lim.rlim_max : want;
+    if (setrlimit(RLIMIT_NOFILE, &lim) < 0)
+        getrlimit(RLIMIT_NOFILE, &lim);
+    if (lim.rlim_cur < want)
+        log_warn("RLIMIT_NOFILE is %llu, below max-clients %u + %u for the daemon itself: "
+                 "raise LimitNOFILE= (connections beyond it wait in the backlog)",
+                 (unsigned long long)lim.rlim_cur, cfg->max_clients, FD_RESERVE);
+}
+
+static int add_timer(struct kvt_server *srv, int *fd, const enum ev_kind *tag)
+{
+    struct epoll_event ev = { .events = EPOLLIN, .data.ptr = (void *)tag };
+
+    *fd = timerfd_create(CLOCK_MONOTONIC, TFD_CLOEXEC | TFD_NONBLOCK);
+    if (*fd < 0 || epoll_ctl(srv->epfd, EPOLL_CTL_ADD, *fd, &ev) < 0)
+        return -errno;
+    return 0;
+}
+
+static void arm_timer(int fd, uint64_t at_ns, int flags)
+{
+    struct itimerspec its = { .it_value = { .tv_sec = (time_t)(at_ns / 1000000000u),
+                                            .tv_nsec = (long)(at_ns % 1000000000u) } };
+    if (timerfd_settime(fd, flags, &its, NULL) < 0)
+        log_warn("timerfd_settime: %s", strerror(errno));
 }
 
 int server_init(struct kvt_server *srv, const struct kvt_config *cfg,
@@ -42,6 +95,7 @@ int server_init(struct kvt_server *srv, const struct kvt_config *cfg,
     srv->epfd = srv->listen_fd = srv->sig_fd = -1;
     srv->admin_fd = -1;
     srv->notify.timer_fd = -1;
+    srv->attach_timer_fd = srv->accept_pause_fd = -1;
     srv->cfg = *cfg;
     srv->config_path = config_path;
 
@@ -55,6 +109,7 @@ int server_init(struct kvt_server *srv, const struct kvt_config *cfg,
     sigaddset(&mask, SIGPIPE);
     pthread_sigmask(SIG_BLOCK, &mask, NULL);
 
+    raise_fd_limit(cfg);
     rc = registry_init(&srv->reg);
     if (rc)
         return rc;
@@ -88,6 +143,11 @@ int server_init(struct kvt_server *srv, const struct kvt_config *cfg,
     ev.data.ptr = (void *)&tag_signal;
     if (epoll_ctl(srv->epfd, EPOLL_CTL_ADD, srv->sig_fd, &ev) < 0)
         return -errno;
+    rc = add_timer(srv, &srv->attach_timer_fd, &tag_attach_timer);
+    if (rc == 0)
+        rc = add_timer(srv, &srv->accept_pause_fd, &tag_accept_pause);
+    if (rc)
+        return rc;
     rc = admin_listen(srv);
     if (rc)
         return rc;
@@ -105,19 +165,92 @@ int server_init(struct kvt_server *srv, const struct kvt_config *cfg,
     return 0;
 }
 
+bool server_accept_failed(struct kvt_server *srv, const char *which, int err)
+{
+    if (err != EMFILE && err != ENFILE && err != ENOBUFS && err != ENOMEM)
+        return false;
+    srv->accept_fd_shortages++;
+    srv->shortage_failures++;
+    if (!srv->shortage_since_ns) {
+        srv->shortage_since_ns = latency_now_ns();
+        log_warn("%s accept: %s: out of file descriptors or memory; not accepting for "
+                 "%d ms at a time until it succeeds (%u clients)", which, strerror(err),
+                 ACCEPT_PAUSE_MS, srv->n_sessions);
+    }
+    if (srv->accept_paused)
+        return true;
+    /* Level-triggered listening sockets with a backlog stay readable: out
+     * of epoll they cannot wake the loop until the timer puts them back. */
+    epoll_ctl(srv->epfd, EPOLL_CTL_DEL, srv->listen_fd, NULL);
+    if (srv->admin_fd >= 0)
+        epoll_ctl(srv->epfd, EPOLL_CTL_DEL, srv->admin_fd, NULL);
+    arm_timer(srv->accept_pause_fd, (uint64_t)ACCEPT_PAUSE_MS * 1000000u, 0);
+    srv->accept_paused = true;
+    return true;
+}
+
+static void accept_resume(struct kvt_server *srv)
+{
+    struct epoll_event ev = { .events = EPOLLIN, .data.ptr = (void *)&tag_listen };
+    uint64_t expirations;
+
+    if (read(srv->accept_pause_fd, &expirations, sizeof(expirations)) < 0 || !srv->accept_paused)
+        return;
+    srv->accept_paused = false;
+    if (epoll_ctl(srv->epfd, EPOLL_CTL_ADD, srv->listen_fd, &ev) < 0)
+        log_err("cannot resume accepting on the data socket: %s", strerror(errno));
+    ev.data.ptr = (void *)&tag_admin_listen;
+    if (srv->admin_fd >= 0 && epoll_ctl(srv->epfd, EPOLL_CTL_ADD, srv->admin_fd, &ev) < 0)
+        log_err("cannot resume accepting on the admin socket: %s", strerror(errno));
+}
+
 static void accept_clients(struct kvt_server *srv)
 {
     for (;;) {
         int fd = accept4(srv->listen_fd, NULL, NULL, SOCK_CLOEXEC);
         if (fd < 0) {
-            if (errno != EAGAIN && errno != EINTR && errno != ECONNABORTED)
+            if (errno != EAGAIN && errno != EINTR && errno != ECONNABORTED &&
+                !server_accept_failed(srv, "data socket", errno))
                 log_warn("accept: %s", strerror(errno));
             return;
         }
+        if (srv->shortage_since_ns) {
+            log_info("accepting connections again after %llu ms: %llu accepts failed for "
+                     "lack of file descriptors or memory",
+                     (unsigned long long)((latency_now_ns() - srv->shortage_since_ns) / 1000000u),
+                     (unsigned long long)srv->shortage_failures);
+            srv->shortage_since_ns = 0;
+            srv->shortage_failures = 0;
+        }
         int rc = session_open(srv, fd);
-        if (rc)
+        if (rc && rc != -EUSERS)       /* refusals log themselves, rate-limited */
             log_warn("cannot open a session: %s", strerror(-rc));
     }
+}
+
+void server_attach_deadline(struct kvt_server *srv, uint64_t deadline_ns)
+{
+    if (srv->attach_timer_ns && srv->attach_timer_ns <= deadline_ns)
+        return;
+    srv->attach_timer_ns = deadline_ns;
+    arm_timer(srv->attach_timer_fd, deadline_ns, TFD_TIMER_ABSTIME);
+}
+
+/* Close the sessions whose attach deadline has passed and re-arm for the
+ * next one. Runs after a batch of events, never inside one: a session it
+ * closes may have an event later in the same batch. */
+static void expire_unattached(struct kvt_server *srv)
+{
+    uint64_t expirations;
+
+    if (read(srv->attach_timer_fd, &expirations, sizeof(expirations)) < 0 && errno != EAGAIN)
+        log_warn("attach timer: %s", strerror(errno));
+    srv->attach_timer_ns = 0;
+    uint64_t now = latency_now_ns();
+    uint64_t next = session_expire_unattached(srv, now);
+    if (next)
+        server_attach_deadline(srv, next > now + ATTACH_SWEEP_GAP_NS ? next
+                                                                    : now + ATTACH_SWEEP_GAP_NS);
 }
 
 void server_apply_live(struct kvt_server *srv, const struct kvt_config *cfg)
@@ -220,6 +353,7 @@ int server_run(struct kvt_server *srv)
     format_status(srv, status, sizeof(status));
     notify_ready(&srv->notify, status);
     for (;;) {
+        bool attach_due = false;
         int n = wait_events(srv, evs, 64);
         if (n < 0) {
             if (errno == EINTR)
@@ -241,11 +375,17 @@ int server_run(struct kvt_server *srv)
                 admin_readable(evs[i].data.ptr);
             else if (kind == EV_JOB)
                 admin_job_event(srv);
+            else if (kind == EV_ATTACH_TIMER)
+                attach_due = true;
+            else if (kind == EV_ACCEPT_PAUSE)
+                accept_resume(srv);
             else if (kind == EV_TIMER && notify_tick(&srv->notify)) {
                 format_status(srv, status, sizeof(status));
                 notify_status(&srv->notify, status);
             }
         }
+        if (attach_due)
+            expire_unattached(srv);
     }
 stop:
     notify_stopping(&srv->notify, "stopping: finishing requests, writing the hot tier to the cold tier");
@@ -286,6 +426,10 @@ void server_fini(struct kvt_server *srv)
         unlink(srv->cfg.socket);
     if (srv->sig_fd >= 0)
         close(srv->sig_fd);
+    if (srv->attach_timer_fd >= 0)
+        close(srv->attach_timer_fd);
+    if (srv->accept_pause_fd >= 0)
+        close(srv->accept_pause_fd);
     notify_fini(&srv->notify);
     if (srv->epfd >= 0)
         close(srv->epfd);

@@ -28,7 +28,24 @@ struct kvt_server {
     struct kvt_tiers tiers;
     struct kvt_workers *workers;
     struct kvt_session *sessions;    /* doubly linked, loop thread only */
-    unsigned n_sessions;
+    unsigned n_sessions;             /* served: counted against the caps */
+    unsigned n_refused;              /* over a cap, waiting to be told so */
+    /* Connection limits (loop thread only; admin stats). */
+    uint64_t refused_max_clients;    /* refused: max-clients reached */
+    uint64_t refused_per_uid;        /* refused: max-clients-per-uid reached */
+    uint64_t refused_unanswered;     /* refused, and closed without a reply */
+    uint64_t attach_timeouts;        /* closed: no attach in attach-timeout-ms */
+    uint64_t accept_fd_shortages;    /* accepts that failed for lack of fds */
+    uint64_t refusals_unlogged;      /* refusals since the last refusal log line */
+    uint64_t refusal_logged_ns;
+    /* Sessions that must attach by a deadline: one timer for the earliest. */
+    int attach_timer_fd;
+    uint64_t attach_timer_ns;        /* deadline it is armed for; 0 = disarmed */
+    /* Out of fds: the listening sockets leave epoll until this timer fires. */
+    int accept_pause_fd;
+    bool accept_paused;
+    uint64_t shortage_since_ns;      /* first failure of this burst; 0 = none */
+    uint64_t shortage_failures;      /* failed accepts in this burst */
     atomic_ulong requests;           /* served, for logs */
     struct kvt_latency store_latency, fetch_latency;   /* receipt to reply */
     struct kvt_notify notify;        /* systemd: READY, STATUS, WATCHDOG */
@@ -56,8 +73,18 @@ void server_apply_live(struct kvt_server *srv, const struct kvt_config *cfg);
 /* Release everything; unlinks the socket file. srv may be half-built. */
 void server_fini(struct kvt_server *srv);
 
+/* accept() on a listening socket failed with err: when it is for lack of
+ * fds or memory (EMFILE, ENFILE, ENOBUFS, ENOMEM) both listening sockets
+ * leave epoll for ACCEPT_PAUSE_MS, so the loop does not spin on a backlog
+ * it cannot take, and the burst is logged once. Returns true when err was
+ * such a shortage (the caller stops accepting), false otherwise. */
+bool server_accept_failed(struct kvt_server *srv, const char *which, int err);
+/* A session must attach by deadline_ns (CLOCK_MONOTONIC): make sure the
+ * attach timer fires by then. */
+void server_attach_deadline(struct kvt_server *srv, uint64_t deadline_ns);
+
 /* Event-loop tags: epoll data.ptr points at one of these first members. */
 enum ev_kind { EV_LISTEN = 1, EV_SIGNAL, EV_SESSION, EV_ADMIN_LISTEN, EV_ADMIN,
-              EV_TIMER, EV_JOB };
+              EV_TIMER, EV_JOB, EV_ATTACH_TIMER, EV_ACCEPT_PAUSE };
 
 #endif

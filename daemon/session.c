@@ -10,12 +10,15 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <linux/magic.h>
+#include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
+#include <sys/vfs.h>
 #include <unistd.h>
 
 #include "daemon/log.h"
@@ -108,14 +111,42 @@ static void finish(struct kvt_session *s, uint16_t op, uint32_t seq, int status,
 
 /* ---- ATTACH ------------------------------------------------------------------ */
 
-/* The region must be a memfd sealed against shrinking, so the daemon's
- * mapping can never lose pages under it (a truncated ordinary file would
- * turn our reads into SIGBUS). */
+/* The daemon reads and writes the client's region through its own mapping,
+ * and a fault there is SIGBUS for the whole daemon, so only memory that
+ * cannot fault under us is accepted: a shmem memfd sealed against shrinking.
+ *  - F_SEAL_SHRINK: no ftruncate below the size we map (reads past the end
+ *    of a file are SIGBUS).
+ *  - shmem (tmpfs), nothing else: hugetlbfs lets FALLOC_FL_PUNCH_HOLE
+ *    through F_SEAL_SHRINK, and touching the hole needs a page from the
+ *    huge-page pool, which the client (or anyone) can have emptied: SIGBUS.
+ *    Disk files fault on I/O errors and truncation by another path.
+ * What shmem still lets the client do, and why it cannot fault our reads:
+ *  - punch a hole: the hole reads back as zeros; the next touch allocates
+ *    a fresh page. The client loses only its own data.
+ *  - make that allocation fail: lack of memory is ENOMEM, which the kernel
+ *    handles as out-of-memory (reclaim, the OOM killer), not SIGBUS. There
+ *    is no ENOSPC: memfds live on the kernel's internal shmem mount, which
+ *    has no size limit, and only memfd_create makes sealable shmem files
+ *    (files on a size-limited tmpfs such as /dev/shm are born with
+ *    F_SEAL_SEAL, so they never carry F_SEAL_SHRINK).
+ *  - one gap is left: under strict overcommit (vm.overcommit_memory = 2) a
+ *    memfd page is charged when first touched, and at the commit limit that
+ *    charge fails as SIGBUS. operations.md says not to run kvtierd so.
+ * Swap-in I/O errors and poisoned memory fault any process; a client
+ * cannot cause them (MADV_HWPOISON needs CAP_SYS_ADMIN). */
 static int map_region(struct kvt_session *s, int fd, uint64_t bytes, const char **why)
 {
     struct stat st;
+    struct statfs fs = { 0 };
     int seals = fcntl(fd, F_GET_SEALS);
 
+    if (fstatfs(fd, &fs) < 0 || fs.f_type != TMPFS_MAGIC) {
+        *why = fs.f_type == HUGETLBFS_MAGIC
+                   ? "region is on hugetlbfs, whose pages can vanish under the daemon: "
+                     "pass a plain memfd"
+                   : "region must be a memfd (shmem)";
+        return -EINVAL;
+    }
     if (seals < 0 || !(seals & F_SEAL_SHRINK)) {
         *why = "region must be a memfd sealed with F_SEAL_SHRINK";
         return -EINVAL;
@@ -178,6 +209,7 @@ static void handle_attach(struct kvt_session *s, int fd)
         goto out;
     }
     s->elem = (enum kvt_elem)a->dtype;
+    s->attach_deadline_ns = 0;
     info.chunk_tokens = chunk;
     info.max_spans = s->srv->cfg.max_spans;
     info.max_frame = s->srv->cfg.max_frame;
@@ -373,9 +405,12 @@ out:
 
 /* ---- reading ---------------------------------------------------------------------- */
 
-/* Receive one packet. Any fds that came with it are returned in *fd (the
- * first) or closed (the rest), so a client cannot leak fds into us. */
-static ssize_t receive(struct kvt_session *s, int *fd)
+/* Receive one packet. Its length is returned (more than buf_cap if it was
+ * cut short), or -errno. Of the fds that came with it the first is returned
+ * in *fd (-1 if none) and the rest are closed, so a client cannot leak fds
+ * into us; *ancillary says whether control data came at all, even cut
+ * short, which tells an empty packet from a hang-up. */
+static ssize_t receive(struct kvt_session *s, int *fd, bool *ancillary)
 {
     struct iovec iov = { .iov_base = s->buf, .iov_len = s->buf_cap };
     union {
@@ -387,11 +422,13 @@ static ssize_t receive(struct kvt_session *s, int *fd)
     ssize_t n;
 
     *fd = -1;
+    *ancillary = false;
     do
         n = recvmsg(s->fd, &mh, MSG_TRUNC | MSG_CMSG_CLOEXEC | MSG_DONTWAIT);
     while (n < 0 && errno == EINTR);
     if (n < 0)
         return -errno;
+    *ancillary = mh.msg_controllen > 0 || (mh.msg_flags & MSG_CTRUNC);
     for (struct cmsghdr *cm = CMSG_FIRSTHDR(&mh); cm; cm = CMSG_NXTHDR(&mh, cm)) {
         if (cm->cmsg_level != SOL_SOCKET || cm->cmsg_type != SCM_RIGHTS)
             continue;
@@ -408,11 +445,29 @@ static ssize_t receive(struct kvt_session *s, int *fd)
     return n;
 }
 
+/* On SOCK_SEQPACKET a read of 0 bytes is also an empty packet (which may
+ * carry fds): it is a hang-up only when the peer has shut down too. */
+static bool peer_hung_up(int fd)
+{
+    struct pollfd p = { .fd = fd, .events = POLLRDHUP };
+
+    return poll(&p, 1, 0) == 1 && (p.revents & (POLLRDHUP | POLLHUP | POLLERR));
+}
+
+static void close_fd(int *fd)
+{
+    if (*fd >= 0)
+        close(*fd);
+    *fd = -1;
+}
+
 void session_readable(struct kvt_session *s)
 {
+    const struct kvt_msg_hdr *h = (const void *)s->buf;
     const char *why = NULL;
-    int fd = -1;
-    ssize_t n = receive(s, &fd);
+    bool ancillary;
+    int fd, rc;
+    ssize_t n = receive(s, &fd, &ancillary);
 
     s->received_ns = latency_now_ns();
 
@@ -420,19 +475,21 @@ void session_readable(struct kvt_session *s)
         rearm(s);
         return;
     }
-    if (n <= 0) {              /* hung up or broken: the client is gone */
-        session_close(s);
+    if (n < 0 || (n == 0 && !ancillary && peer_hung_up(s->fd))) {
+        close_fd(&fd);
+        session_close(s);      /* hung up or broken: the client is gone */
         return;
     }
-    const struct kvt_msg_hdr *h = (const void *)s->buf;
-    uint32_t seq = (size_t)n >= sizeof(*h) && (size_t)n <= s->buf_cap ? h->seq : 0;
-    uint16_t op = (size_t)n >= sizeof(*h) && (size_t)n <= s->buf_cap ? h->op : 0;
-    int rc;
+    /* MSG_TRUNC leaves the first buf_cap bytes of a longer packet in the
+     * buffer, so even a frame over max-frame names its op and seq. */
+    uint32_t seq = (size_t)n >= sizeof(*h) ? h->seq : 0;
+    uint16_t op = (size_t)n >= sizeof(*h) ? h->op : 0;
 
+    /* Every fd is closed before the reply goes out, except the region of
+     * an ATTACH, which handle_attach closes once it is mapped. */
     if (s->refused) {
-        send_reply(s, op, seq, -EUSERS, 0, NULL, "too many clients (max-clients)");
-        if (fd >= 0)
-            close(fd);
+        close_fd(&fd);
+        send_reply(s, op & (uint16_t)~KVT_OP_REPLY, seq, -EUSERS, 0, NULL, s->refused);
         session_close(s);
         return;
     }
@@ -446,8 +503,7 @@ void session_readable(struct kvt_session *s)
         handle_attach(s, fd);
         return;
     }
-    if (fd >= 0)
-        close(fd);
+    close_fd(&fd);
     if (rc) {
         finish(s, op & (uint16_t)~KVT_OP_REPLY, seq, rc, 0, why);
         return;
@@ -456,6 +512,44 @@ void session_readable(struct kvt_session *s)
 }
 
 /* ---- lifetime ------------------------------------------------------------------------ */
+
+/* Why a new connection of uid is refused, or NULL. Refused connections take
+ * no place, so a uid that floods past its cap keeps nobody else out. The
+ * scan is bounded by max-clients (n_sessions never exceeds it), and accept
+ * is not on the path of any request. */
+static const char *over_cap(struct kvt_server *srv, uid_t uid)
+{
+    unsigned same_uid = 0;
+
+    if (srv->n_sessions >= srv->cfg.max_clients) {
+        srv->refused_max_clients++;
+        return "too many clients (max-clients)";
+    }
+    for (const struct kvt_session *s = srv->sessions; s; s = s->next)
+        same_uid += !s->refused && s->cred.uid == uid;
+    if (same_uid >= srv->cfg.max_clients_per_uid) {
+        srv->refused_per_uid++;
+        return "too many clients of this uid (max-clients-per-uid)";
+    }
+    return NULL;
+}
+
+/* At most one line a second: a client reconnecting in a loop must not
+ * flood the log. The line counts the refusals it stands for. */
+static void log_refusal(struct kvt_server *srv, const struct kvt_session *s, bool unanswered)
+{
+    uint64_t now = latency_now_ns();
+
+    srv->refusals_unlogged++;
+    if (srv->refusal_logged_ns && now - srv->refusal_logged_ns < 1000000000u)
+        return;
+    log_warn("refusing client pid %d uid %u: %s%s (%llu refused since the last such line)",
+             (int)s->cred.pid, (unsigned)s->cred.uid, s->refused,
+             unanswered ? "; closed unanswered, too many refusals pending" : "",
+             (unsigned long long)srv->refusals_unlogged);
+    srv->refusal_logged_ns = now;
+    srv->refusals_unlogged = 0;
+}
 
 int session_open(struct kvt_server *srv, int fd)
 {
@@ -475,7 +569,16 @@ int session_open(struct kvt_server *srv, int fd)
         goto err;
     }
     s->domain = registry_domain(&srv->cfg, s->cred.uid);
-    s->refused = srv->n_sessions >= srv->cfg.max_clients;
+    s->refused = over_cap(srv, s->cred.uid);
+    if (s->refused && srv->n_refused >= SESSION_REFUSED_MAX) {
+        /* Telling it needs its first request; with this many waiting it
+         * is closed now (libkvtier reports ECONNREFUSED). */
+        srv->refused_unanswered++;
+        log_refusal(srv, s, true);
+        rc = -EUSERS;
+        goto err;
+    }
+    s->attach_deadline_ns = latency_now_ns() + (uint64_t)srv->cfg.attach_timeout_ms * 1000000u;
     s->buf_cap = srv->cfg.max_frame;
     s->buf = malloc(s->buf_cap);
     if (!s->buf) {
@@ -491,10 +594,13 @@ int session_open(struct kvt_server *srv, int fd)
     if (s->next)
         s->next->prev = s;
     srv->sessions = s;
-    srv->n_sessions++;
-    if (s->refused)
-        log_warn("refusing client pid %d: max-clients %u reached",
-                 (int)s->cred.pid, srv->cfg.max_clients);
+    if (s->refused) {
+        srv->n_refused++;
+        log_refusal(srv, s, false);
+    } else {
+        srv->n_sessions++;
+    }
+    server_attach_deadline(srv, s->attach_deadline_ns);
     return 0;
 err:
     free(s->buf);
@@ -521,8 +627,40 @@ void session_close(struct kvt_session *s)
         srv->sessions = s->next;
     if (s->next)
         s->next->prev = s->prev;
-    srv->n_sessions--;
+    if (s->refused)
+        srv->n_refused--;
+    else
+        srv->n_sessions--;
     free(s->segs);
     free(s->buf);
     free(s);
+}
+
+/* One line per sweep, not per connection: many silent connections expiring
+ * together must not flood the log. */
+uint64_t session_expire_unattached(struct kvt_server *srv, uint64_t now_ns)
+{
+    uint64_t next = 0;
+    unsigned closed = 0;
+    struct ucred last = { 0 };
+
+    for (struct kvt_session *s = srv->sessions, *after; s; s = after) {
+        after = s->next;
+        if (!s->attach_deadline_ns)
+            continue;
+        if (s->attach_deadline_ns > now_ns) {
+            if (!next || s->attach_deadline_ns < next)
+                next = s->attach_deadline_ns;
+            continue;
+        }
+        last = s->cred;
+        closed++;
+        srv->attach_timeouts++;
+        session_close(s);
+    }
+    if (closed)
+        log_info("closed %u connection%s that did not attach within %u ms (attach-timeout-ms; "
+                 "the last of pid %d uid %u)", closed, closed == 1 ? "" : "s",
+                 srv->cfg.attach_timeout_ms, (int)last.pid, (unsigned)last.uid);
+    return next;
 }

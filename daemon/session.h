@@ -9,6 +9,9 @@
 #include "daemon/server.h"
 
 #define SESSION_MAX_PARTS 64
+/* Connections refused over a cap wait for their first request to be told
+ * so (a reply needs the request's seq); at most this many at once. */
+#define SESSION_REFUSED_MAX 64
 
 struct session_part {
     struct work_item item;           /* first: the worker hands us this */
@@ -22,7 +25,8 @@ struct kvt_session {
     int fd;
     struct ucred cred;
     uint32_t domain;
-    bool refused;                    /* over max-clients: answer once, close */
+    const char *refused;             /* over a cap: why; answer once, close */
+    uint64_t attach_deadline_ns;     /* closed if not attached by then; 0 once attached */
     struct kvt_ns *ns;               /* NULL until attached */
     enum kvt_elem elem;
     uint8_t *region;
@@ -49,5 +53,8 @@ int session_open(struct kvt_server *srv, int fd);
 void session_readable(struct kvt_session *s);
 /* Close and free (loop thread, no request in flight). */
 void session_close(struct kvt_session *s);
+/* Close every session whose attach deadline is before now_ns (they never
+ * have a request in flight). Returns the earliest deadline left, or 0. */
+uint64_t session_expire_unattached(struct kvt_server *srv, uint64_t now_ns);
 
 #endif

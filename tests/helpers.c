@@ -10,6 +10,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <poll.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -17,6 +19,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "proto/proto.h"
 #include "simd/simd.h"
 
 #define MAX_ARGS 40
@@ -84,7 +87,8 @@ static void track(pid_t pid, pid_t gone)
         }
 }
 
-static void spawn(struct test_daemon *d, va_list ap)
+/* nofile: RLIMIT_NOFILE of the daemon, 0 to inherit ours. */
+static void spawn(struct test_daemon *d, unsigned nofile, va_list ap)
 {
     char bin[512];
     const char *argv[MAX_ARGS];
@@ -106,8 +110,13 @@ static void spawn(struct test_daemon *d, va_list ap)
     assert_true(d->pid >= 0);
     if (d->pid == 0) {
         int fd = open(d->log, O_WRONLY | O_CREAT | O_APPEND, 0644);
-        if (fd >= 0)
+        if (fd >= 0 && fd != 2) {
             dup2(fd, 2);
+            close(fd);
+        }
+        struct rlimit lim = { .rlim_cur = nofile, .rlim_max = nofile };
+        if (nofile && setrlimit(RLIMIT_NOFILE, &lim) < 0)
+            _exit(126);
         execv(bin, (char *const *)argv);
         _exit(127);
     }
@@ -126,10 +135,8 @@ static void spawn(struct test_daemon *d, va_list ap)
     fail_msg("kvtierd did not accept on %s within 5 s", d->socket);
 }
 
-void daemon_start(struct test_daemon *d, ...)
+static void fresh_dir(struct test_daemon *d)
 {
-    va_list ap;
-
     memset(d, 0, sizeof(*d));
     snprintf(d->dir, sizeof(d->dir), "/var/tmp/kvtier-test-XXXXXX");
     assert_non_null(mkdtemp(d->dir));
@@ -137,8 +144,25 @@ void daemon_start(struct test_daemon *d, ...)
     snprintf(d->socket, sizeof(d->socket), "%s/kvtier.sock", d->dir);
     snprintf(d->admin_socket, sizeof(d->admin_socket), "%s/admin.sock", d->dir);
     snprintf(d->log, sizeof(d->log), "%s/kvtierd.log", d->dir);
+}
+
+void daemon_start(struct test_daemon *d, ...)
+{
+    va_list ap;
+
+    fresh_dir(d);
     va_start(ap, d);
-    spawn(d, ap);
+    spawn(d, 0, ap);
+    va_end(ap);
+}
+
+void daemon_start_nofile(struct test_daemon *d, unsigned nofile, ...)
+{
+    va_list ap;
+
+    fresh_dir(d);
+    va_start(ap, nofile);
+    spawn(d, nofile, ap);
     va_end(ap);
 }
 
@@ -147,7 +171,7 @@ void daemon_restart(struct test_daemon *d, ...)
     va_list ap;
 
     va_start(ap, d);
-    spawn(d, ap);
+    spawn(d, 0, ap);
     va_end(ap);
 }
 
@@ -237,6 +261,42 @@ int daemon_idle_fd_count(const struct test_daemon *d)
 out:
     if (fd >= 0)
         close(fd);
+    return n;
+}
+
+long daemon_cpu_ticks(const struct test_daemon *d)
+{
+    char path[64], buf[1024];
+    unsigned long utime, stime;
+    FILE *f;
+
+    snprintf(path, sizeof(path), "/proc/%d/stat", (int)d->pid);
+    f = fopen(path, "r");
+    if (!f)
+        return -1;
+    size_t n = fread(buf, 1, sizeof(buf) - 1, f);
+    fclose(f);
+    buf[n] = '\0';
+    /* Fields 14 and 15 follow the command name, which may hold spaces but
+     * ends at the last ')'. */
+    char *p = strrchr(buf, ')');
+    if (!p || sscanf(p + 1, " %*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %lu %lu",
+                     &utime, &stime) != 2)
+        return -1;
+    return (long)(utime + stime);
+}
+
+size_t test_file_lines(const char *path)
+{
+    FILE *f = fopen(path, "r");
+    size_t n = 0;
+    int ch;
+
+    if (!f)
+        return 0;
+    while ((ch = getc(f)) != EOF)
+        n += ch == '\n';
+    fclose(f);
     return n;
 }
 
@@ -458,4 +518,70 @@ out:
         reply[at < len ? at : len - 1] = '\0';
     close(fd);
     return rc;
+}
+
+int test_raw_connect(const char *path)
+{
+    struct sockaddr_un sa = { .sun_family = AF_UNIX };
+    size_t path_len = strlen(path);
+    int fd, rc;
+
+    if (path_len >= sizeof(sa.sun_path))
+        return -ENAMETOOLONG;
+    memcpy(sa.sun_path, path, path_len + 1);
+    fd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        return -errno;
+    if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0) {
+        rc = -errno;
+        close(fd);
+        return rc;
+    }
+    return fd;
+}
+
+int test_raw_send(int sock, const void *msg, size_t len, const int *fds, int n_fds)
+{
+    struct iovec iov = { .iov_base = (void *)msg, .iov_len = len };
+    union {
+        struct cmsghdr align;
+        char buf[CMSG_SPACE(16 * sizeof(int))];
+    } ctl;
+    struct msghdr mh = { .msg_iov = &iov, .msg_iovlen = 1 };
+
+    if (n_fds < 0 || n_fds > 16)
+        return -EINVAL;
+    if (n_fds > 0) {
+        memset(&ctl, 0, sizeof(ctl));
+        mh.msg_control = ctl.buf;
+        mh.msg_controllen = CMSG_SPACE((size_t)n_fds * sizeof(int));
+        struct cmsghdr *cm = CMSG_FIRSTHDR(&mh);
+        cm->cmsg_level = SOL_SOCKET;
+        cm->cmsg_type = SCM_RIGHTS;
+        cm->cmsg_len = CMSG_LEN((size_t)n_fds * sizeof(int));
+        memcpy(CMSG_DATA(cm), fds, (size_t)n_fds * sizeof(int));
+    }
+    ssize_t n = sendmsg(sock, &mh, MSG_NOSIGNAL);
+    if (n < 0)
+        return -errno;
+    return n == (ssize_t)len ? 0 : -EMSGSIZE;
+}
+
+int test_raw_reply(int sock, struct kvt_reply *rep, int timeout_ms)
+{
+    struct pollfd p = { .fd = sock, .events = POLLIN };
+
+    if (poll(&p, 1, timeout_ms) != 1)
+        return -ETIMEDOUT;
+    ssize_t n = recv(sock, rep, sizeof(*rep), MSG_TRUNC | MSG_DONTWAIT);
+    if (n < 0)
+        return errno == ECONNRESET ? -ECONNRESET : -errno;
+    if (n == 0)
+        return -ECONNRESET;
+    if (n != (ssize_t)sizeof(*rep) || rep->hdr.magic != KVT_PROTO_MAGIC ||
+        rep->hdr.version != KVT_PROTO_VERSION || rep->hdr.len != sizeof(*rep) ||
+        !(rep->hdr.op & KVT_OP_REPLY))
+        return -EPROTO;
+    rep->reason[sizeof(rep->reason) - 1] = '\0';
+    return 0;
 }

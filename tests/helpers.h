@@ -29,6 +29,9 @@ const char *test_build_dir(void);
 /* Start build/kvtierd on a fresh temp dir with the extra flags (NULL-ended
  * list), wait until it accepts. Fails the test if it does not come up. */
 void daemon_start(struct test_daemon *d, ...);
+/* daemon_start with RLIMIT_NOFILE (soft and hard) set to nofile for the
+ * daemon, so a test can run it out of file descriptors. */
+void daemon_start_nofile(struct test_daemon *d, unsigned nofile, ...);
 /* Start again on the same dir and socket (restart), same flags list form. */
 void daemon_restart(struct test_daemon *d, ...);
 /* SIGTERM and wait; asserts exit status 0. Keeps the dir. */
@@ -50,6 +53,11 @@ int daemon_wait_fd_count(const struct test_daemon *d, int want);
  * has seen the hang-up of every connection closed before the call (such as
  * daemon_start's own probe). */
 int daemon_idle_fd_count(const struct test_daemon *d);
+/* CPU time (user + system) the daemon has used so far, in clock ticks
+ * (sysconf(_SC_CLK_TCK) a second), from /proc/PID/stat; -1 if unreadable. */
+long daemon_cpu_ticks(const struct test_daemon *d);
+/* Number of lines in the file at path (0 if it cannot be read). */
+size_t test_file_lines(const char *path);
 /* Number of entries in /dev/shm whose name contains "kvtier". */
 int shm_kvtier_files(void);
 
@@ -99,6 +107,18 @@ int admin_request(const struct test_daemon *d, const char *request,
 int test_socket_accepts(const char *path);
 /* Whether the first 64 KiB of the file at path contain text. */
 int test_file_contains(const char *path, const char *text);
+
+/* Raw protocol, for tests that send what libkvtier never would. */
+struct kvt_reply;
+/* A SOCK_SEQPACKET connection to the data socket at path, or -errno. */
+int test_raw_connect(const char *path);
+/* Send one packet of len bytes with n_fds fds (SCM_RIGHTS, at most 16).
+ * Returns 0 or -errno. */
+int test_raw_send(int sock, const void *msg, size_t len, const int *fds, int n_fds);
+/* Wait up to timeout_ms for one packet and put it in *rep. Returns 0 for a
+ * whole reply, -ETIMEDOUT if none came, -ECONNRESET on hang-up, -EPROTO for
+ * a packet that is not a reply (wrong size, magic, version or length). */
+int test_raw_reply(int sock, struct kvt_reply *rep, int timeout_ms);
 
 /* Run fn(arg) in a child process; returns its exit status (0 = success). */
 int test_in_child(int (*fn)(void *arg), void *arg);
