@@ -364,6 +364,11 @@ static const struct metric metrics[] = {
     { NULL, "fetches", "fetches_total", "counter", "Successful fetch requests." },
     { NULL, "bytes_in", "stored_bytes_total", "counter", "K/V bytes received from clients." },
     { NULL, "bytes_out", "fetched_bytes_total", "counter", "K/V bytes sent to clients." },
+    { "connections", "refused_max_clients", "connections_refused_max_clients_total", "counter", "Connections refused at max-clients." },
+    { "connections", "refused_per_uid", "connections_refused_per_uid_total", "counter", "Connections refused at max-clients-per-uid." },
+    { "connections", "refused_unanswered", "connections_refused_unanswered_total", "counter", "Refused connections closed without a reply." },
+    { "connections", "attach_timeouts", "connections_attach_timeouts_total", "counter", "Connections closed for not attaching within attach-timeout-ms." },
+    { "connections", "accept_fd_shortages", "connections_accept_fd_shortages_total", "counter", "Accepts that failed for lack of fds or memory." },
 };
 
 static void print_metrics(const cJSON *reply)

@@ -573,6 +573,8 @@ static void kvtierctl_prints_and_exits_as_documented(void **state)
     assert_non_null(strstr(out, "kvtier_request_latency_us{op=\"store\",quantile=\"0.99\"} "));
     assert_non_null(strstr(out, "kvtier_domain_hot_bytes{domain=\"0\"} "));   /* root */
     assert_non_null(strstr(out, "# TYPE kvtier_stores_total counter\nkvtier_stores_total 2\n"));
+    assert_non_null(strstr(out, "# TYPE kvtier_connections_attach_timeouts_total counter\n"
+                                "kvtier_connections_attach_timeouts_total 0\n"));
 
     /* Piped, flush prints its result and nothing else (no progress); on a
      * terminal (script(1) gives it one) it draws progress on stderr. */
