@@ -48,7 +48,8 @@ INTEG_TESTS := test_store_fetch test_prefix_sharing test_absent_and_length \
 	test_systemd_notify test_socket_activation test_install test_admin test_quotas \
 	test_region_hugetlb test_empty_packets test_oversize_reply test_client_caps \
 	test_attach_timeout test_fd_exhaustion \
-	test_build_tree_link test_cold_file_refused
+	test_build_tree_link test_cold_file_refused \
+	test_append_demoted test_drop_race
 TEST_BINS := $(addprefix $(B)/tests/,$(UNIT_TESTS) $(INTEG_TESTS))
 
 .PHONY: all deps run test test-build test-asan test-aarch64 bench install clean

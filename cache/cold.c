@@ -397,7 +397,12 @@ out:
 
 /* Drop matching records now and log a tombstone, both under put_lock so no
  * put of the same object can fall between them: it is older than the
- * tombstone (and dropped here) or newer (and kept, also after restart). */
+ * tombstone (and dropped here) or newer (and kept, also after restart).
+ * Older and newer are by record sequence number, taken in append order
+ * under the same locks, so log order and sequence order agree even when
+ * the write buffers reach the disk out of order; recovery compares the
+ * numbers. Whoever drops must first make sure no write-back of the
+ * object's hot chunks is still to come (daemon/tiers.c drops hot first). */
 static uint64_t drop_and_log(struct kvt_cold *c, uint8_t kind, uint64_t ns_id,
                              uint64_t obj_hi, uint64_t obj_lo)
 {

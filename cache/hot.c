@@ -629,9 +629,12 @@ int hot_get(struct kvt_hot *hot, const struct kvt_chunk_key *key,
     return rc;
 }
 
-int hot_get_or_create(struct kvt_hot *hot, const struct kvt_chunk_key *key,
-                      const struct kvt_chunk_shape *shape,
-                      struct kvt_chunk **out)
+/* hot_get_or_create; with created non-NULL, a chunk it creates is
+ * write-locked before it is linked (nobody can wait for it yet) and
+ * *created tells which happened. */
+static int get_or_create(struct kvt_hot *hot, const struct kvt_chunk_key *key,
+                         const struct kvt_chunk_shape *shape,
+                         struct kvt_chunk **out, bool *created)
 {
     struct kvt_chunk *c, *fresh = NULL, *to_free = NULL;
     size_t data_bytes = chunk_data_bytes(shape);
@@ -639,6 +642,8 @@ int hot_get_or_create(struct kvt_hot *hot, const struct kvt_chunk_key *key,
     uint64_t need;
     int rc;
 
+    if (created)
+        *created = false;
     if (!shape_ok(shape))
         return -EINVAL;
     need = chunk_charge(shape);
@@ -698,6 +703,8 @@ int hot_get_or_create(struct kvt_hot *hot, const struct kvt_chunk_key *key,
     }
     rc = chunk_alloc(key, shape, need, block, &fresh);
     block = NULL;
+    if (rc == 0 && created)
+        pthread_rwlock_wrlock(&fresh->lock);    /* unpublished: never waits */
     pthread_mutex_lock(&hot->mu);
     if (rc < 0) {
         uncharge(hot, key->domain, need);
@@ -707,11 +714,19 @@ int hot_get_or_create(struct kvt_hot *hot, const struct kvt_chunk_key *key,
     if (c) {
         /* Another thread created it meanwhile: use theirs, free ours. */
         uncharge(hot, key->domain, need);
+        if (created)
+            pthread_rwlock_unlock(&fresh->lock);
         goto found;
     }
     c = fresh;
     fresh = NULL;
     chunk_link(hot, c);
+    chunk_touch(hot, c);
+    *out = c;
+    if (created)
+        *created = true;
+    rc = 0;
+    goto out;
 found:
     if (memcmp(&c->shape, shape, sizeof(*shape)) != 0) {
         rc = -EINVAL;
@@ -735,6 +750,36 @@ out:
     free_chunks(hot, to_free);
     block_release(block, data_bytes);
     return rc;
+}
+
+int hot_get_or_create(struct kvt_hot *hot, const struct kvt_chunk_key *key,
+                      const struct kvt_chunk_shape *shape,
+                      struct kvt_chunk **out)
+{
+    return get_or_create(hot, key, shape, out, NULL);
+}
+
+int hot_get_or_create_wrlocked(struct kvt_hot *hot, const struct kvt_chunk_key *key,
+                               const struct kvt_chunk_shape *shape,
+                               struct kvt_chunk **out, bool *created)
+{
+    int rc = get_or_create(hot, key, shape, out, created);
+
+    /* Pinned, so it stays while we wait (without the tier mutex: lock order). */
+    if (rc == 0 && !*created)
+        pthread_rwlock_wrlock(&(*out)->lock);
+    return rc;
+}
+
+void hot_discard(struct kvt_hot *hot, struct kvt_chunk *chunk)
+{
+    struct kvt_chunk *to_free = NULL;
+
+    chunk->gone = true;
+    pthread_mutex_lock(&hot->mu);
+    if (chunk->linked)
+        hot_chunk_unlink(hot, chunk, &to_free);   /* pinned: stays an orphan */
+    pthread_mutex_unlock(&hot->mu);
 }
 
 void hot_put(struct kvt_hot *hot, struct kvt_chunk *chunk)

@@ -29,9 +29,13 @@ struct kvt_hot;
 struct kvt_chunk {
     struct kvt_chunk_key key;        /* immutable after creation */
     struct kvt_chunk_shape shape;    /* immutable after creation */
-    pthread_rwlock_t lock;           /* guards present[] and data */
+    pthread_rwlock_t lock;           /* guards present[], data and gone */
     uint64_t *present;               /* bitmap of shape.tokens bits */
     void *data;                      /* chunk_data_bytes(&shape), see chunk.h */
+    /* Set, under the write lock, once the chunk is unlinked by a drop or
+     * by hot_discard: what is written into it is lost and a write-back
+     * must skip it (its values may belong to a dropped object). */
+    bool gone;
     /* Owned by hot.c, guarded by the tier mutex: */
     uint32_t pins;
     bool linked;                     /* in the index and the LRU list */
@@ -39,6 +43,7 @@ struct kvt_chunk {
     bool touched;                    /* looked up since its evict hook began */
     struct kvt_chunk *hash_next;
     struct kvt_chunk *lru_prev, *lru_next;
+    struct kvt_chunk *drop_next;     /* a drop's pinned chunks to mark gone */
     uint64_t charged_bytes;          /* what this chunk costs the budget */
 };
 
@@ -122,6 +127,20 @@ int hot_get(struct kvt_hot *hot, const struct kvt_chunk_key *key,
 int hot_get_or_create(struct kvt_hot *hot, const struct kvt_chunk_key *key,
                       const struct kvt_chunk_shape *shape,
                       struct kvt_chunk **out);
+/* hot_get_or_create, but the chunk comes back write-locked as well, and
+ * *created says whether this call created it. A created chunk is locked
+ * before any other thread can find it, so its creator can fill it (from a
+ * colder tier) before anyone else reads, writes or writes back the chunk;
+ * a found one is locked after the tier mutex is dropped. The caller
+ * unlocks, then hot_put()s. */
+int hot_get_or_create_wrlocked(struct kvt_hot *hot, const struct kvt_chunk_key *key,
+                               const struct kvt_chunk_shape *shape,
+                               struct kvt_chunk **out, bool *created);
+/* Unlink a pinned chunk whose write lock the caller holds and mark it gone:
+ * a creator that could not fill it throws it away, so that no store finds
+ * it half filled. Threads that found it before see gone once they get the
+ * lock. The caller still unlocks and hot_put()s. */
+void hot_discard(struct kvt_hot *hot, struct kvt_chunk *chunk);
 /* Unpin; frees the chunk if it was unlinked and this was the last pin. */
 void hot_put(struct kvt_hot *hot, struct kvt_chunk *chunk);
 
@@ -133,7 +152,13 @@ void hot_mark_dirty(struct kvt_hot *hot, struct kvt_chunk *chunk);
 void hot_mark_clean(struct kvt_hot *hot, struct kvt_chunk *chunk);
 
 /* Drop every chunk whose key matches ns_id/obj_hi/obj_lo (any layer and
- * chunk index). Returns how many were dropped. */
+ * chunk index). Returns how many were dropped. Unpinned chunks are freed;
+ * pinned ones (a store, fetch, flush or demotion holds them) are marked
+ * gone under their write lock before this returns, so a write-back that
+ * holds the read lock has finished its write when the drop returns, and
+ * one that takes it later sees gone and writes nothing: after the return,
+ * nothing of the dropped chunks reaches a colder tier. Takes chunk locks:
+ * call it holding none. Same for hot_drop_namespace. */
 uint64_t hot_drop_object(struct kvt_hot *hot, uint64_t ns_id,
                          uint64_t obj_hi, uint64_t obj_lo);
 /* Told how many of the total chunks a long drop has freed so far. */

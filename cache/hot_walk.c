@@ -39,24 +39,42 @@ uint64_t hot_count_dirty(struct kvt_hot *hot)
 }
 
 /* Drop every linked chunk that match() accepts. Drops are rare admin or
- * context-delete operations, so a walk of the LRU list is good enough. */
+ * context-delete operations, so a walk of the LRU list is good enough.
+ * A chunk nobody pins is freed: nobody holds its lock either (every lock
+ * holder pins first). A pinned one may be in a write-back (flush, evict
+ * hook) that holds its read lock and is writing it to the cold tier: it
+ * is pinned once more here, and marked gone under its write lock after
+ * the mutex is dropped (lock order), which waits for that write to end
+ * and makes every later write-back skip it. */
 static uint64_t drop_matching(struct kvt_hot *hot, const struct kvt_chunk_key *want,
                               bool (*match)(const struct kvt_chunk_key *,
                                             const struct kvt_chunk_key *),
                               hot_progress_fn progress, void *arg)
 {
-    struct kvt_chunk *c, *next, *to_free = NULL;
+    struct kvt_chunk *c, *next, *to_free = NULL, *to_mark = NULL;
     uint64_t dropped = 0;
 
     pthread_mutex_lock(&hot->mu);
     for (c = hot->lru_head; c; c = next) {
         next = c->lru_next;
         if (match(&c->key, want)) {
+            if (c->pins) {
+                hot_chunk_pin(hot, c);
+                c->drop_next = to_mark;
+                to_mark = c;
+            }
             hot_chunk_unlink(hot, c, &to_free);
             dropped++;
         }
     }
     pthread_mutex_unlock(&hot->mu);
+    for (c = to_mark; c; c = next) {
+        next = c->drop_next;
+        pthread_rwlock_wrlock(&c->lock);
+        c->gone = true;
+        pthread_rwlock_unlock(&c->lock);
+        hot_put(hot, c);
+    }
     if (progress)
         progress(arg, 0, dropped);
     for (uint64_t freed = 0; to_free; freed++) {

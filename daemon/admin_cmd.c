@@ -252,9 +252,13 @@ static int run_evict(struct kvt_job *j, void *arg)
 {
     struct kvt_admin_work *w = arg;
 
-    if (w->hot)
+    /* Both tiers: in the order that keeps what is dropped from coming back. */
+    if (w->hot && w->cold)
+        w->hot_chunks = tiers_drop_namespace(&w->srv->tiers, w->ns_id, job_progress_cb, j,
+                                             &w->cold_records);
+    else if (w->hot)
         w->hot_chunks = hot_drop_namespace(w->srv->dp.hot, w->ns_id, job_progress_cb, j);
-    if (w->cold && w->srv->tiers.cold)
+    else if (w->srv->tiers.cold)
         w->cold_records = cold_drop_namespace(w->srv->tiers.cold, w->ns_id);
     return 0;
 }
@@ -364,9 +368,9 @@ static void evict_context(struct kvt_server *srv, const char *name, const uint64
         pthread_mutex_unlock(&srv->reg.lock);
     }
     for (uint32_t i = 0; i < n; i++) {
-        *hot += hot_drop_object(srv->dp.hot, ids[i], h.high64, h.low64);
-        if (srv->tiers.cold)
-            *cold += cold_drop_object(srv->tiers.cold, ids[i], h.high64, h.low64);
+        uint64_t records;
+        *hot += tiers_drop_object(&srv->tiers, ids[i], h.high64, h.low64, &records);
+        *cold += records;
         struct kvt_ns *known = registry_find(&srv->reg, ids[i]);
         if (known)
             registry_name_remove(known, h.high64, h.low64);

@@ -172,12 +172,16 @@ int dp_store(struct kvt_datapath *dp, const struct dp_request *rq,
 
     for (size_t i = 0; i < n; i++) {
         struct kvt_chunk *c;
-        int rc = hot_get_or_create(dp->hot, &segs[i].key, &shape, &c);
+        /* Comes write-locked, and if it had left RAM, with its cold
+         * record's tokens already merged under the rows written here: a
+         * write-back never replaces the record with this store's tokens
+         * alone. That is one record read, on this thread (the loop's, for
+         * a small request), per chunk appended to after its demotion. The
+         * write lock makes each token's new K/V appear to readers all at
+         * once: a racing fetch sees old or new rows, never a mix. */
+        int rc = tiers_get_or_create(dp->tiers, &segs[i].key, &shape, &c);
         if (rc)
             return rc;
-        /* The write lock makes each token's new K/V appear to readers all at
-         * once: a racing fetch sees old or new rows, never a mix. */
-        pthread_rwlock_wrlock(&c->lock);
         move_rows(dp, rq, c, &segs[i], true);
         for (uint32_t t = 0; t < segs[i].n; t++)
             chunk_set(c, segs[i].tok + t);
@@ -261,17 +265,11 @@ static uint32_t leading_tokens(struct kvt_datapath *dp, const struct kvt_chunk_k
         return tiers_cold_leading(dp->tiers, key);
     pthread_rwlock_rdlock(&c->lock);
     n = chunk_leading_tokens(c);
-    uint32_t tokens = c->shape.tokens;
     pthread_rwlock_unlock(&c->lock);
     hot_put(dp->hot, c);
-    /* A hot chunk may hold only tokens stored since its cold copy was
-     * demoted; the longer leading run of the two is a lower bound of the
-     * merged chunk's, exact in the append-only case. */
-    if (n < tokens) {
-        uint32_t cold = tiers_cold_leading(dp->tiers, key);
-        if (cold > n)
-            n = cold;
-    }
+    /* A hot chunk holds every token of its cold copy: whoever creates it
+     * merges the record in first (tiers_get_or_create, tiers_promote), and
+     * later records are written from the chunk. So its own run is exact. */
     return n;
 }
 
@@ -338,6 +336,5 @@ uint64_t dp_drop(struct kvt_datapath *dp, const struct dp_request *rq)
     uint64_t hi, lo;
 
     object_of(rq, 0, &hi, &lo);
-    tiers_drop_object(dp->tiers, rq->ns->id, hi, lo);
-    return hot_drop_object(dp->hot, rq->ns->id, hi, lo);
+    return tiers_drop_object(dp->tiers, rq->ns->id, hi, lo, NULL);
 }

@@ -66,7 +66,10 @@ static int write_back(struct kvt_tiers *t, struct kvt_chunk *c)
     int rc = 0;
 
     pthread_rwlock_rdlock(&c->lock);
-    if (hot_take_dirty(t->hot, c)) {
+    /* A dropped chunk is never written: its drop marks it gone under the
+     * write lock, so a write-back either finished before (and the drop's
+     * tombstone follows its record) or sees the mark. */
+    if (!c->gone && hot_take_dirty(t->hot, c)) {
         void *copy;
         rc = present_rows_copy(c, &copy);
         if (rc == 0) {
@@ -157,8 +160,14 @@ int tiers_open(struct kvt_tiers *t, struct kvt_hot *hot, const struct kvt_config
 {
     int rc;
 
+    pthread_rwlockattr_t attr;
+
     memset(t, 0, sizeof(*t));
     t->hot = hot;
+    pthread_rwlockattr_init(&attr);
+    pthread_rwlockattr_setkind_np(&attr, PTHREAD_RWLOCK_PREFER_WRITER_NONRECURSIVE_NP);
+    pthread_rwlock_init(&t->drop_lock, &attr);
+    pthread_rwlockattr_destroy(&attr);
     pthread_mutex_init(&t->lock, NULL);
     pthread_cond_init(&t->wake, NULL);
     pthread_mutex_init(&t->flush_lock, NULL);
@@ -256,46 +265,122 @@ int tiers_flush(struct kvt_tiers *t, tiers_progress_fn progress, void *arg)
     return rc ? -EIO : 0;
 }
 
+/* Fill the tokens c lacks from its key's cold record (hot tokens are
+ * newer); c is write-locked, so nobody sees it half merged. Returns 0
+ * (*hit: a record was merged), -EIO if the record could not be read or
+ * -ENOMEM: then c lacks the record's tokens and must not be written back
+ * as it is. A corrupt record (dropped by the cold tier) or one of another
+ * shape is a miss, as for a fetch. */
+static int merge_cold_locked(struct kvt_tiers *t, struct kvt_chunk *c, bool *hit)
+{
+    uint64_t present[KVT_CHUNK_MAX_TOKENS / 64];
+    const struct kvt_chunk_shape *shape = &c->shape;
+    struct kvt_chunk_shape got;
+    size_t bytes = chunk_data_bytes(shape);
+    void *data;
+    int rc;
+
+    *hit = false;
+    if (cold_lookup(t->cold, &c->key, NULL) != 0)
+        return 0;                    /* not on SSD: no I/O */
+    data = malloc(bytes);
+    if (!data)
+        return -ENOMEM;
+    rc = cold_get(t->cold, &c->key, &got, present, data, bytes);
+    if (rc == 0 && memcmp(&got, shape, sizeof(got)) == 0) {
+        for (uint32_t tok = 0; tok < shape->tokens; tok++) {
+            bool cold_has = (present[tok / 64] >> (tok % 64)) & 1;
+            if (cold_has && !chunk_has(c, tok)) {
+                copy_token(shape, c->data, data, tok);
+                chunk_set(c, tok);
+            }
+        }
+        *hit = true;
+    } else if (rc == -EIO || rc == -ENOMEM) {
+        log_debug("cold record of a hot chunk unreadable: %s", strerror(-rc));
+    } else {
+        if (rc)
+            log_debug("cold record of a hot chunk ignored: %s", strerror(-rc));
+        rc = 0;                      /* absent, corrupt, other shape: a miss */
+    }
+    free(data);
+    return rc;
+}
+
+/* How often a store looks again when the chunk it found was dropped (or
+ * thrown away by a creator that could not fill it) before it got the lock. */
+#define GONE_RETRIES 8
+
+int tiers_get_or_create(struct kvt_tiers *t, const struct kvt_chunk_key *key,
+                        const struct kvt_chunk_shape *shape, struct kvt_chunk **out)
+{
+    for (int attempt = 0;; attempt++) {
+        struct kvt_chunk *c;
+        bool created, hit;
+        int rc;
+
+        if (t->cold)
+            pthread_rwlock_rdlock(&t->drop_lock);
+        rc = hot_get_or_create_wrlocked(t->hot, key, shape, &c, &created);
+        if (rc) {
+            if (t->cold)
+                pthread_rwlock_unlock(&t->drop_lock);
+            return rc;
+        }
+        /* Created: nobody else has seen it yet, so the cold tokens are
+         * in before any store's rows and any write-back. */
+        if (created && t->cold) {
+            rc = merge_cold_locked(t, c, &hit);
+            if (rc)
+                hot_discard(t->hot, c);
+            else if (hit)
+                atomic_fetch_add(&t->promotions, 1);
+        }
+        if (t->cold)
+            pthread_rwlock_unlock(&t->drop_lock);
+        if (rc == 0 && !c->gone) {
+            *out = c;
+            return 0;
+        }
+        pthread_rwlock_unlock(&c->lock);
+        hot_put(t->hot, c);
+        if (rc)
+            return rc;
+        if (attempt == GONE_RETRIES)
+            return -EAGAIN;
+    }
+}
+
 int tiers_promote(struct kvt_tiers *t, const struct kvt_chunk_key *key,
                   const struct kvt_chunk_shape *shape)
 {
-    uint64_t present[KVT_CHUNK_MAX_TOKENS / 64];
-    struct kvt_chunk_shape got;
     struct kvt_chunk *c;
-    size_t bytes = chunk_data_bytes(shape);
+    bool created, hit = false;
     int rc;
 
-    if (!t->cold)
+    /* A plain miss costs no I/O and leaves no empty chunk behind. */
+    if (!t->cold || cold_lookup(t->cold, key, NULL) != 0)
         return -ENOENT;
-    void *data = malloc(bytes);
-    if (!data)
-        return -ENOMEM;
-    rc = cold_get(t->cold, key, &got, present, data, bytes);
-    if (rc == 0 && memcmp(&got, shape, sizeof(got)) != 0)
-        rc = -ENOENT;
-    if (rc) {
-        if (rc != -ENOENT)
-            log_debug("promotion miss: %s", strerror(-rc));
-        rc = -ENOENT;   /* corrupt or unreadable: a miss, never bad data */
-        goto out;
+    pthread_rwlock_rdlock(&t->drop_lock);
+    rc = hot_get_or_create_wrlocked(t->hot, key, shape, &c, &created);
+    if (rc == 0) {
+        /* The record is read under the chunk's write lock: a chunk created
+         * here is filled before anyone can store into it (and have a
+         * write-back replace the record with that store's tokens alone). */
+        if (!c->gone)
+            rc = merge_cold_locked(t, c, &hit);
+        if (created && (rc || !hit))
+            hot_discard(t->hot, c);      /* no empty chunk left behind */
+        pthread_rwlock_unlock(&c->lock);
+        hot_put(t->hot, c);
     }
-    rc = hot_get_or_create(t->hot, key, shape, &c);
+    pthread_rwlock_unlock(&t->drop_lock);
     if (rc)
-        goto out;
-    pthread_rwlock_wrlock(&c->lock);
-    for (uint32_t tok = 0; tok < shape->tokens; tok++) {
-        bool cold_has = (present[tok / 64] >> (tok % 64)) & 1;
-        if (cold_has && !chunk_has(c, tok)) {
-            copy_token(shape, c->data, data, tok);
-            chunk_set(c, tok);
-        }
-    }
-    pthread_rwlock_unlock(&c->lock);
-    hot_put(t->hot, c);
+        log_debug("promotion failed: %s", strerror(-rc));
+    if (rc || !hit)
+        return -ENOENT;              /* corrupt or unreadable: a miss, never bad data */
     atomic_fetch_add(&t->promotions, 1);
-out:
-    free(data);
-    return rc;
+    return 0;
 }
 
 struct promote_batch {
@@ -363,8 +448,39 @@ uint32_t tiers_cold_leading(struct kvt_tiers *t, const struct kvt_chunk_key *key
     return lead;
 }
 
-void tiers_drop_object(struct kvt_tiers *t, uint64_t ns_id, uint64_t hi, uint64_t lo)
+uint64_t tiers_drop_object(struct kvt_tiers *t, uint64_t ns_id, uint64_t hi, uint64_t lo,
+                           uint64_t *cold_records)
 {
+    uint64_t hot_chunks, cold = 0;
+
     if (t->cold)
-        cold_drop_object(t->cold, ns_id, hi, lo);
+        pthread_rwlock_wrlock(&t->drop_lock);
+    /* Hot first: once hot_drop_object returns no write-back of the
+     * object's chunks runs or can start, so the tombstone logged next
+     * comes after every record of them in the log. */
+    hot_chunks = hot_drop_object(t->hot, ns_id, hi, lo);
+    if (t->cold) {
+        cold = cold_drop_object(t->cold, ns_id, hi, lo);
+        pthread_rwlock_unlock(&t->drop_lock);
+    }
+    if (cold_records)
+        *cold_records = cold;
+    return hot_chunks;
+}
+
+uint64_t tiers_drop_namespace(struct kvt_tiers *t, uint64_t ns_id, hot_progress_fn progress,
+                              void *arg, uint64_t *cold_records)
+{
+    uint64_t hot_chunks, cold = 0;
+
+    if (t->cold)
+        pthread_rwlock_wrlock(&t->drop_lock);
+    hot_chunks = hot_drop_namespace(t->hot, ns_id, progress, arg);   /* as above */
+    if (t->cold) {
+        cold = cold_drop_namespace(t->cold, ns_id);
+        pthread_rwlock_unlock(&t->drop_lock);
+    }
+    if (cold_records)
+        *cold_records = cold;
+    return hot_chunks;
 }

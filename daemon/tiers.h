@@ -25,6 +25,15 @@ struct kvt_tiers {
     bool stopping;
     bool enforce_quota;               /* the demoter applies a new hot quota */
     pthread_mutex_t flush_lock;       /* one flush at a time */
+    /* Drops exclude merges: a merge of a cold record into a hot chunk
+     * (tiers_get_or_create, tiers_promote) holds it for reading from its
+     * cold lookup until the chunk holds the tokens; a drop holds it for
+     * writing while it drops the hot chunks and logs the tombstone. So a
+     * merge either ran before the drop (its chunk is linked, and dropped
+     * by it) or after (the record is gone): never old data in a chunk the
+     * drop missed. Lock order: drop_lock, a chunk's lock, the tier locks.
+     * Writer-preferring, so promotions cannot keep a drop waiting. */
+    pthread_rwlock_t drop_lock;
     struct kvt_workers *readers;      /* promotion reads in parallel */
     atomic_ulong demotions, promotions, demote_errors;
 };
@@ -56,9 +65,23 @@ typedef void (*tiers_progress_fn)(void *arg, uint64_t written, uint64_t total);
  * Returns 0, -EOPNOTSUPP without a cold tier, or -EIO. */
 int tiers_flush(struct kvt_tiers *t, tiers_progress_fn progress, void *arg);
 
+/* Find or create key's hot chunk for a store: pinned and write-locked, as
+ * hot_get_or_create_wrlocked gives it. A chunk this call creates first
+ * gets the tokens of key's cold record, if the cold tier holds one, before
+ * any other thread can see the chunk: a write-back of it must never hold
+ * fewer tokens than the record it replaces. That costs one record read per
+ * chunk that left RAM and is written again (an append to a demoted
+ * context), and none when the cold tier does not hold the key (an index
+ * lookup, no I/O). Returns 0, -EIO when the cold record could not be read
+ * (nothing is stored then: a write-back would replace the record with the
+ * new tokens alone), -EAGAIN when the chunk kept being dropped under it,
+ * or hot_get_or_create's errors. The caller unlocks, then hot_put()s. */
+int tiers_get_or_create(struct kvt_tiers *t, const struct kvt_chunk_key *key,
+                        const struct kvt_chunk_shape *shape, struct kvt_chunk **out);
+
 /* Bring the cold copy of key into the hot tier, merging it under tokens the
  * hot chunk does not have (hot tokens are newer). Returns 0, or -ENOENT when
- * there is no usable cold copy (absent, corrupt, other shape). */
+ * there is no usable cold copy (absent, corrupt, unreadable, other shape). */
 int tiers_promote(struct kvt_tiers *t, const struct kvt_chunk_key *key,
                   const struct kvt_chunk_shape *shape);
 /* Promote n chunks of one shape at once, on the reader threads, so the disk
@@ -68,7 +91,18 @@ void tiers_promote_many(struct kvt_tiers *t, const struct kvt_chunk_key *const *
                         size_t n, const struct kvt_chunk_shape *shape);
 /* Leading tokens of key's cold copy without I/O (0 if none). */
 uint32_t tiers_cold_leading(struct kvt_tiers *t, const struct kvt_chunk_key *key);
-/* Drop an object from the cold tier too. */
-void tiers_drop_object(struct kvt_tiers *t, uint64_t ns_id, uint64_t hi, uint64_t lo);
+/* Drop an object from both tiers: the hot chunks first (hot_drop_object:
+ * when it returns, no write-back of them is running or can start), then
+ * the cold records and a tombstone, which the cold tier orders after
+ * every record appended before it. Under drop_lock, so no promotion or
+ * store can merge the old record into a new hot chunk meanwhile. After
+ * the return no fetch sees the old data, also after a restart. Returns
+ * the hot chunks dropped; *cold_records (may be NULL) gets the records. */
+uint64_t tiers_drop_object(struct kvt_tiers *t, uint64_t ns_id, uint64_t hi, uint64_t lo,
+                           uint64_t *cold_records);
+/* The same for a namespace (0 = every namespace); progress as in
+ * hot_drop_namespace (may be NULL). */
+uint64_t tiers_drop_namespace(struct kvt_tiers *t, uint64_t ns_id, hot_progress_fn progress,
+                              void *arg, uint64_t *cold_records);
 
 #endif
