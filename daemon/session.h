@@ -23,6 +23,7 @@ struct kvt_session {
     struct ucred cred;
     uint32_t domain;
     bool refused;                    /* over max-clients: answer once, close */
+    uint64_t lost_seen;              /* its sync's cursor on lost records (tiers.h) */
     struct kvt_ns *ns;               /* NULL until attached */
     enum kvt_elem elem;
     uint8_t *region;
