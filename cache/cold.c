@@ -1,5 +1,6 @@
-/* cold.c - SSD tier: writes and reads records in the cold file's regions and
- * keeps their index (the file itself, recovery, open and close: cold_open.c).
+/* cold.c - SSD tier: writes records in the cold file's regions and keeps
+ * their index (reads: cold_read.c; the file itself, recovery, open and
+ * close: cold_open.c).
  *
  * The file is a circular log of regions (layout in cold_format.h). Records
  * are appended to the current region; when the next record does not fit, the
@@ -28,6 +29,12 @@
  * submissions under a mutex, the reaper routes each completion to the
  * reader waiting for it).
  *
+ * Write failures. A failed write's records, and every later record of its
+ * region (recovery stops at the gap), leave the index; their keys go to
+ * the unwritten hook so the caller can write them again, and the log is
+ * repaired before the next append (repair_log_locked). A sync returns only
+ * after the hook heard of every failure before it.
+ *
  * Recovery (cold_open, in cold_open.c) replays regions in sequence order and records in log
  * order, then appends in a fresh region after the newest: simplest, as the
  * newest region's tail may be torn, at the price of reclaiming one region
@@ -37,7 +44,8 @@
  * be contiguous in the log even when its put waits for a free buffer
  * halfway); lock guards the index, the log position, the buffers and the
  * stats; the backend's own lock comes last. The completion thread takes only
- * lock. The log callback may run with lock held and must not call back.
+ * lock, and calls the unwritten hook without it. The log callback may run
+ * with lock held and must not call back.
  */
 #include <errno.h>
 #include <lz4.h>
@@ -123,6 +131,86 @@ uint64_t cold_region_base(const struct kvt_cold *c, uint32_t r)
     return COLD_BLOCK + (uint64_t)r * c->region_bytes;
 }
 
+/* Queue key for the unwritten hook. Without memory for the queue the
+ * record cannot be written again: it is lost, and said so. */
+static void unwritten_add_locked(struct kvt_cold *c, const struct kvt_chunk_key *key)
+{
+    c->st.records_unwritten++;
+    if (c->n_unwritten == c->cap_unwritten) {
+        size_t cap = c->cap_unwritten ? c->cap_unwritten * 2 : 64;
+        struct kvt_chunk_key *k = realloc(c->unwritten, cap * sizeof(*k));
+        if (!k) {
+            c->st.records_lost++;
+            cold_log(c, LOG_ERR, "cold: no memory to report a record whose write failed; "
+                     "1 record lost");
+            return;
+        }
+        c->unwritten = k;
+        c->cap_unwritten = cap;
+    }
+    c->unwritten[c->n_unwritten++] = *key;
+}
+
+/* Drop region r's records that end after start (a record may span buffers,
+ * so one that began before a failed write is cut by it) from the index and
+ * queue their keys for the unwritten hook. Only records still indexed are
+ * queued: one replaced by a newer put, or dropped by a tombstone or a
+ * quota, has nothing left to write. */
+static void drop_unwritten_locked(struct kvt_cold *c, uint32_t r, uint64_t start)
+{
+    struct cold_entry *e = c->regions[r].entries, *next;
+
+    for (; e; e = next) {
+        next = e->reg_next;
+        if (e->off + e->rec_bytes > start) {
+            unwritten_add_locked(c, &e->key);
+            cold_index_remove(c, e);
+        }
+    }
+}
+
+/* Hand the queued keys to the unwritten hook, without lock (the hook goes
+ * to the hot tier, whose users may be waiting in cold_put). One reporter at
+ * a time, so counts and logs come in order; the others leave it the queue.
+ * Called without lock; every path that queues keys calls it afterwards. */
+static void report_unwritten(struct kvt_cold *c)
+{
+    pthread_mutex_lock(&c->lock);
+    while (c->n_unwritten && !c->reporting) {
+        struct kvt_chunk_key *keys = c->unwritten;
+        size_t n = c->n_unwritten;
+        uint64_t lost;
+
+        c->unwritten = NULL;
+        c->n_unwritten = c->cap_unwritten = 0;
+        c->reporting = true;
+        pthread_mutex_unlock(&c->lock);
+        lost = c->cfg.unwritten ? c->cfg.unwritten(c->cfg.unwritten_arg, keys, n) : n;
+        free(keys);
+        pthread_mutex_lock(&c->lock);
+        if (lost > n)
+            lost = n;
+        c->st.records_lost += lost;
+        c->reporting = false;
+        /* Once per burst of failures, like the I/O error, with the total
+         * when writes succeed again (wbuf_retire_locked). */
+        c->burst_lost += lost;
+        if (lost && !c->loss_logged) {
+            c->loss_logged = true;
+            cold_log(c, LOG_ERR, "cold: %zu records could not be written to %s; %llu of "
+                     "them were no longer held in memory and are lost",
+                     n, c->path, (unsigned long long)lost);
+        }
+        pthread_cond_broadcast(&c->wb_cond);
+    }
+    pthread_mutex_unlock(&c->lock);
+}
+
+/* A failed write leaves a gap in its region's log, and recovery ends a
+ * region's log at the first gap: every record after it in the region,
+ * written or not, would be gone after a restart. So they all leave the
+ * index now (to be written again), and the log is repaired before the next
+ * append (repair_log_locked). */
 static void wbuf_retire_locked(struct kvt_cold *c, struct cold_wbuf *b)
 {
     if (b->res != (int)b->len) {
@@ -131,10 +219,26 @@ static void wbuf_retire_locked(struct kvt_cold *c, struct cold_wbuf *b)
         if (!c->sync_err)
             c->sync_err = err;
         cold_io_error_locked(c, err, "write");
-        cold_index_drop_range(c, b->region, b->file_off, b->file_off + b->len);
+        if (!c->log_broken || c->broken_region != b->region) {
+            c->log_broken = true;
+            c->broken_region = b->region;
+            c->broken_off = b->file_off;
+            c->broken_tail_written = false;
+        } else if (b->file_off < c->broken_off) {
+            c->broken_off = b->file_off;
+        }
+        drop_unwritten_locked(c, b->region, b->file_off);
     } else {
+        if (c->log_broken && c->broken_region == b->region && b->file_off > c->broken_off)
+            c->broken_tail_written = true;
         c->st.bytes_written += b->len;
         c->err_burst = false;
+        if (c->loss_logged)
+            cold_log(c, LOG_ERR, "cold: writes to %s succeed again; %llu records were lost "
+                     "while they failed (%llu since start)", c->path,
+                     (unsigned long long)c->burst_lost, (unsigned long long)c->st.records_lost);
+        c->loss_logged = false;
+        c->burst_lost = 0;
     }
     b->state = WB_FREE;
     c->n_free++;
@@ -161,6 +265,7 @@ void cold_wbuf_done(struct cold_io_req *req, int res)
     pthread_mutex_lock(&c->lock);
     wbuf_complete_locked(c, b, res);
     pthread_mutex_unlock(&c->lock);
+    report_unwritten(c);
 }
 
 static void wbuf_submit_locked(struct kvt_cold *c, struct cold_wbuf *b, uint32_t len)
@@ -256,12 +361,65 @@ static bool region_writing_locked(struct kvt_cold *c, uint32_t r)
     return false;
 }
 
+/* Put the current region's header block at the front of a new buffer at
+ * the region's start. */
+static void region_header_locked(struct kvt_cold *c)
+{
+    uint32_t r = (uint32_t)c->cur_region;
+    struct cold_region_header h = { .magic = COLD_REGION_MAGIC };
+
+    h.version = COLD_FORMAT_VERSION;
+    h.index = r;
+    h.seq = c->regions[r].seq;
+    memcpy(h.file_uuid, c->uuid, sizeof(h.file_uuid));
+    h.first_record_seq = c->next_record_seq;
+    h.checksum = XXH3_64bits_withSeed(&h, offsetof(struct cold_region_header, checksum), c->seed);
+    c->append_off = cold_region_base(c, r);
+    take_wbuf_locked(c);
+    memset(c->cur->mem, 0, COLD_BLOCK);
+    memcpy(c->cur->mem, &h, sizeof(h));
+    c->cur->fill = COLD_BLOCK;
+    c->append_off += COLD_BLOCK;
+}
+
+/* After a failed write in the current region (wbuf_retire_locked), make
+ * the log whole again before anything more is appended: wait until no
+ * write of the region is in flight, throw away the filling buffer (its
+ * records lie after the gap and left the index already), and append again
+ * from the gap. Overwriting is safe while nothing after the gap reached the
+ * disk, the case of a full disk, which so keeps failing in one place
+ * rather than reclaiming region after region. If something after the gap
+ * was written (a tombstone may be in it), the log moves on to a new region
+ * instead. Called with put_lock and lock, between records. */
+static void repair_log_locked(struct kvt_cold *c)
+{
+    uint32_t r = c->broken_region;
+
+    if (c->cur_region != (int64_t)r) {
+        c->log_broken = false;         /* the log had left the region already */
+        return;
+    }
+    if (c->cur) {
+        c->cur->state = WB_FREE;
+        c->n_free++;
+        c->cur = NULL;
+    }
+    while (region_writing_locked(c, r))
+        wait_retire_locked(c);
+    c->log_broken = false;
+    if (c->broken_tail_written)
+        c->append_off = c->region_end;             /* the next append starts a region */
+    else if (c->broken_off == cold_region_base(c, r))
+        region_header_locked(c);
+    else
+        c->append_off = c->broken_off;
+}
+
 /* Move the log to the next region: reclaim it, give it a new sequence
  * number, and put its header block at the front of its first buffer. */
 static void start_region_locked(struct kvt_cold *c)
 {
     uint32_t r = c->next_region;
-    struct cold_region_header h = { .magic = COLD_REGION_MAGIC };
 
     submit_partial_locked(c);
     /* With a tiny file the log can come round before the region's last
@@ -276,20 +434,8 @@ static void start_region_locked(struct kvt_cold *c)
     c->regions[r].seq = c->next_region_seq++;
     c->cur_region = r;
     c->next_region = (r + 1) % c->n_regions;
-    c->append_off = cold_region_base(c, r);
-    c->region_end = c->append_off + c->region_bytes;
-
-    h.version = COLD_FORMAT_VERSION;
-    h.index = r;
-    h.seq = c->regions[r].seq;
-    memcpy(h.file_uuid, c->uuid, sizeof(h.file_uuid));
-    h.first_record_seq = c->next_record_seq;
-    h.checksum = XXH3_64bits_withSeed(&h, offsetof(struct cold_region_header, checksum), c->seed);
-    take_wbuf_locked(c);
-    memset(c->cur->mem, 0, COLD_BLOCK);
-    memcpy(c->cur->mem, &h, sizeof(h));
-    c->cur->fill = COLD_BLOCK;
-    c->append_off += COLD_BLOCK;
+    c->region_end = cold_region_base(c, r) + c->region_bytes;
+    region_header_locked(c);
 }
 
 /* Append one record: head (its header and bitmap) then data, n bytes in all
@@ -305,6 +451,8 @@ static int append_locked(struct kvt_cold *c, uint8_t *head, uint32_t head_len,
     uint32_t n = head_len + data_len;
     uint64_t failures;
 
+    if (c->log_broken)
+        repair_log_locked(c);
     if (c->cur_region < 0 || c->append_off + n > c->region_end)
         start_region_locked(c);
     failures = c->write_failures;
@@ -385,10 +533,13 @@ int cold_put(struct kvt_cold *c, const struct kvt_chunk_image *img)
     if (rc == 0) {
         cold_index_put(c, e);
         e = NULL;
+    } else {
+        unwritten_add_locked(c, &img->key);
     }
     flush_locked(c);
     pthread_mutex_unlock(&c->lock);
     pthread_mutex_unlock(&c->put_lock);
+    report_unwritten(c);
 out:
     free(rec);
     free(e);
@@ -422,6 +573,7 @@ static uint64_t drop_and_log(struct kvt_cold *c, uint8_t kind, uint64_t ns_id,
     flush_locked(c);
     pthread_mutex_unlock(&c->lock);
     pthread_mutex_unlock(&c->put_lock);
+    report_unwritten(c);
     return dropped;
 }
 
@@ -436,12 +588,21 @@ uint64_t cold_drop_namespace(struct kvt_cold *c, uint64_t ns_id)
     return drop_and_log(c, COLD_REC_TOMB_NAMESPACE, ns_id, 0, 0);
 }
 
-/* Submit the partial buffer and wait until every write retired. */
+/* Submit the partial buffer, wait until every write retired and report
+ * the failed ones' records here if no other thread is at it: a write that
+ * failed at queue time retired on this very thread. */
 void cold_drain_locked(struct kvt_cold *c)
 {
     submit_partial_locked(c);
-    while (c->fifo_len > 0)
-        wait_retire_locked(c);
+    while (c->fifo_len > 0 || c->n_unwritten || c->reporting) {
+        if (c->n_unwritten && !c->reporting) {
+            pthread_mutex_unlock(&c->lock);
+            report_unwritten(c);
+            pthread_mutex_lock(&c->lock);
+        } else {
+            wait_retire_locked(c);
+        }
+    }
 }
 
 int cold_sync(struct kvt_cold *c)
@@ -467,180 +628,6 @@ int cold_sync(struct kvt_cold *c)
             rc = err;
     }
     return rc;
-}
-
-/* ---- reading ---------------------------------------------------------- */
-
-/* Check a record header against everything it implies, before trusting any
- * length in it. room is how many bytes the region has from the record on.
- * Returns the record's total bytes or -EBADMSG. */
-int64_t cold_record_check(const struct cold_record_header *h, uint64_t room)
-{
-    uint64_t total;
-
-    if (h->magic != COLD_RECORD_MAGIC || h->version != COLD_FORMAT_VERSION)
-        return -EBADMSG;
-    if (h->kind == COLD_REC_CHUNK) {
-        if ((h->flags & ~COLD_REC_LZ4) || !cold_shape_valid(&h->shape) ||
-            h->raw_len != chunk_data_bytes(&h->shape) ||
-            h->stored_len == 0 || h->stored_len > h->raw_len ||
-            (!(h->flags & COLD_REC_LZ4) && h->stored_len != h->raw_len))
-            return -EBADMSG;
-        total = (uint64_t)REC_HDR + cold_bitmap_bytes(h->shape.tokens) + h->stored_len;
-    } else if (h->kind == COLD_REC_TOMB_OBJECT || h->kind == COLD_REC_TOMB_NAMESPACE) {
-        static const struct kvt_chunk_shape zero;
-        if (h->flags || h->raw_len || h->stored_len ||
-            memcmp(&h->shape, &zero, sizeof(zero)) != 0)
-            return -EBADMSG;
-        total = REC_HDR;
-    } else {
-        return -EBADMSG;
-    }
-    return total <= room ? (int64_t)total : -EBADMSG;
-}
-
-/* rec is ours to scribble on: the checksum field is zeroed to hash. */
-bool cold_record_sum_ok(const struct kvt_cold *c, uint8_t *rec, uint32_t n)
-{
-    const size_t at = offsetof(struct cold_record_header, checksum);
-    uint64_t want, zero = 0;
-
-    memcpy(&want, rec + at, sizeof(want));
-    memcpy(rec + at, &zero, sizeof(zero));
-    return XXH3_64bits_withSeed(rec, n, c->seed) == want;
-}
-
-/* Verify a record read for e's key/seq and decode it into the outputs. */
-static int record_decode(const struct kvt_cold *c, uint8_t *rec, const struct cold_entry *e,
-                         struct kvt_chunk_shape *shape, uint64_t *present, void *data)
-{
-    struct cold_record_header h;
-    uint32_t bitmap;
-
-    memcpy(&h, rec, REC_HDR);
-    if (cold_record_check(&h, e->rec_bytes) != (int64_t)e->rec_bytes ||
-        h.kind != COLD_REC_CHUNK || h.seq != e->seq || h.raw_len != e->raw_len ||
-        memcmp(&h.key, &e->key, sizeof(h.key)) != 0 ||
-        !cold_record_sum_ok(c, rec, e->rec_bytes))
-        return -EBADMSG;
-    bitmap = cold_bitmap_bytes(h.shape.tokens);
-    memset(present, 0, KVT_CHUNK_MAX_TOKENS / 8);
-    memcpy(present, rec + REC_HDR, bitmap);
-    if (!(h.flags & COLD_REC_LZ4))
-        memcpy(data, rec + REC_HDR + bitmap, h.raw_len);
-    else if (LZ4_decompress_safe((const char *)rec + REC_HDR + bitmap, data,
-                                 (int)h.stored_len, (int)h.raw_len) != (int)h.raw_len)
-        return -EBADMSG;
-    *shape = h.shape;
-    return 0;
-}
-
-/* Copy the part of [off, end) still in write buffers into bounce (which
- * covers from a0). Returns where that part starts, block-aligned: everything
- * below it is on disk. Unretired buffers hold the newest tail of a region,
- * so the part in memory is always a suffix of the record. */
-static uint64_t copy_unwritten_locked(struct kvt_cold *c, uint8_t *bounce, uint64_t a0,
-                                      uint64_t off, uint64_t end, uint64_t a1)
-{
-    uint64_t mem_start = a1;
-
-    for (uint32_t i = 0; i < c->n_wbufs; i++) {
-        struct cold_wbuf *b = &c->wbufs[i];
-        if (b->state == WB_FREE)
-            continue;
-        uint64_t bend = b->file_off + (b->state == WB_FILLING ? b->fill : b->len);
-        uint64_t s = b->file_off > off ? b->file_off : off;
-        uint64_t t = bend < end ? bend : end;
-        if (s >= t)
-            continue;
-        memcpy(bounce + (s - a0), b->mem + (s - b->file_off), t - s);
-        if (b->file_off < mem_start)
-            mem_start = b->file_off;
-    }
-    return mem_start > a0 ? mem_start : a0;
-}
-
-int cold_get(struct kvt_cold *c, const struct kvt_chunk_key *key,
-             struct kvt_chunk_shape *shape, uint64_t *present,
-             void *data, size_t data_cap)
-{
-    int rc = -ENOENT;
-
-    if (!c || !key || !shape || !present || !data)
-        return -EINVAL;
-    pthread_mutex_lock(&c->lock);
-    c->st.gets++;
-    for (int attempt = 0; attempt < GET_ATTEMPTS; attempt++) {
-        struct cold_entry *e = *cold_index_slot(c, key);
-        struct cold_entry copy;
-        uint8_t *bounce = NULL;
-        uint64_t a0, a1, disk_end;
-
-        if (!e) {
-            rc = -ENOENT;
-            break;
-        }
-        if (e->raw_len > data_cap) {
-            pthread_mutex_unlock(&c->lock);
-            return -ENOSPC;
-        }
-        copy = *e;
-        a0 = copy.off / COLD_BLOCK * COLD_BLOCK;
-        a1 = round_up(copy.off + copy.rec_bytes, COLD_BLOCK);
-        if (posix_memalign((void **)&bounce, COLD_BLOCK, a1 - a0) != 0) {
-            pthread_mutex_unlock(&c->lock);
-            return -ENOMEM;
-        }
-        disk_end = copy_unwritten_locked(c, bounce, a0, copy.off,
-                                         copy.off + copy.rec_bytes, a1);
-        pthread_mutex_unlock(&c->lock);
-
-        rc = disk_end > a0 ? c->io->ops->read(c->io, bounce, (uint32_t)(disk_end - a0), a0) : 0;
-        if (rc == 0)
-            rc = record_decode(c, bounce + (copy.off - a0), &copy, shape, present, data);
-        free(bounce);
-
-        pthread_mutex_lock(&c->lock);
-        e = *cold_index_slot(c, key);
-        bool same = e && e->seq == copy.seq;
-        if (rc == 0) {
-            c->st.hits++;
-            c->st.bytes_read += disk_end - a0;
-            c->err_burst = false;
-            pthread_mutex_unlock(&c->lock);
-            return 0;
-        }
-        if (!same) {
-            rc = -ENOENT;          /* replaced or reclaimed while we read: look again */
-            continue;
-        }
-        if (rc == -EBADMSG) {
-            c->st.checksum_failures++;
-            cold_log_burst(c, LOG_WARNING, "cold: record at offset %llu of %s failed its check; dropped",
-                           (unsigned long long)copy.off, c->path);
-        } else {
-            cold_io_error_locked(c, rc, "read");
-            rc = -EIO;
-        }
-        cold_index_remove(c, e);
-        break;
-    }
-    c->st.misses++;
-    pthread_mutex_unlock(&c->lock);
-    return rc;
-}
-
-int cold_lookup(struct kvt_cold *c, const struct kvt_chunk_key *key,
-                uint32_t *leading_tokens_out)
-{
-    struct cold_entry *e;
-
-    pthread_mutex_lock(&c->lock);
-    e = *cold_index_slot(c, key);
-    if (e && leading_tokens_out)
-        *leading_tokens_out = e->leading_tokens;
-    pthread_mutex_unlock(&c->lock);
-    return e ? 0 : -ENOENT;
 }
 
 void cold_set_domain_quota(struct kvt_cold *c, uint64_t bytes)

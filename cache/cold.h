@@ -10,6 +10,7 @@
 #define KVT_COLD_H
 
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
 #include "chunk.h"
@@ -32,6 +33,19 @@ struct kvt_cold_config {
      * level is a syslog priority. May be NULL. */
     void (*log)(void *arg, int level, const char *msg);
     void *log_arg;
+    /* Told the keys of chunk records whose write failed (a full disk, an
+     * I/O error): they have left the index, so the caller must write them
+     * again from wherever it still holds them. Returns how many of the n it
+     * no longer holds: those are lost, counted in records_lost and logged.
+     * Called once per failed write, on the backend's completion thread or
+     * inside cold_put, cold_sync or cold_close, with no lock of the cold
+     * tier held; every call for a failure has returned before the
+     * cold_sync or cold_close that covers it returns. It must not call the
+     * cold tier, nor wait for anything that may wait for a cold_put (a
+     * chunk lock held across one). keys is valid during the call only.
+     * NULL: every such record counts as lost. */
+    uint64_t (*unwritten)(void *arg, const struct kvt_chunk_key *keys, size_t n);
+    void *unwritten_arg;
 };
 
 /* A chunk as handed to and returned by the cold tier. */
@@ -53,6 +67,9 @@ struct kvt_cold_stats {
     uint64_t records_torn;     /* bad records (torn or corrupt) found at open
                                 * (also in checksum_failures) */
     uint64_t quota_drops;      /* records dropped for a domain's quota */
+    uint64_t records_unwritten;    /* chunk records whose write failed */
+    uint64_t records_lost;     /* of those, the ones the unwritten hook no
+                                * longer held: gone from every tier */
     bool uring;                            /* false when using pread/pwrite */
 };
 
@@ -84,7 +101,8 @@ uint64_t cold_domain_used(struct kvt_cold *cold, uint32_t domain);
  * the disk write; it blocks only when every write buffer is in flight.
  * Returns 0, -EINVAL for NULL pointers or a shape out of chunk.h's bounds,
  * -E2BIG if the record is larger than a region, -ENOMEM, or -EIO if a write
- * failed while the record was appended (the record is then not stored). */
+ * failed while the record was appended (the record is then not stored, and
+ * its key goes to the unwritten hook like the failed write's records). */
 int cold_put(struct kvt_cold *cold, const struct kvt_chunk_image *img);
 
 /* Without I/O: is key present, and how many tokens from token 0 are present
@@ -111,7 +129,9 @@ uint64_t cold_drop_namespace(struct kvt_cold *cold, uint64_t ns_id);
 /* Write every buffered record and fsync: once it returns 0, every record put
  * before the call survives a crash or power loss. Returns 0, or the -errno of
  * the first write or fsync failure since the previous cold_sync (the records
- * of a failed write have been dropped). */
+ * of a failed write have been dropped and handed to the unwritten hook,
+ * which has returned for each of them by then; records_lost says which of
+ * them are gone). */
 int cold_sync(struct kvt_cold *cold);
 
 void cold_stats(struct kvt_cold *cold, struct kvt_cold_stats *out);

@@ -1,5 +1,6 @@
-/* cold_int.h - the cold tier's insides, shared by cold.c (writing,
- * reading, the index) and cold_open.c (the file, recovery, open and close).
+/* cold_int.h - the cold tier's insides, shared by cold.c (writing, the
+ * index), cold_read.c (reading) and cold_open.c (the file, recovery, open
+ * and close).
  * Nothing outside cache/cold*.c includes it. */
 #ifndef KVT_COLD_INT_H
 #define KVT_COLD_INT_H
@@ -101,6 +102,21 @@ struct kvt_cold {
     XXH3_state_t *hash;                /* appenders' checksum state */
     uint64_t write_failures;
     int sync_err;                      /* first write error since the last sync */
+    /* Keys of chunk records whose write failed, for the unwritten hook:
+     * collected under lock where a write retires, handed over without it
+     * by one reporter at a time (report_unwritten in cold.c). A sync or
+     * close drains this too, so its caller has heard of every failure. */
+    struct kvt_chunk_key *unwritten;
+    size_t n_unwritten, cap_unwritten;
+    bool reporting;
+    bool loss_logged;                  /* a loss was logged, no write succeeded since */
+    uint64_t burst_lost;               /* records lost since then */
+    /* A write of broken_region failed at broken_off (the lowest such):
+     * the log must be repaired before the next append. tail_written: a
+     * later write of the region reached the disk meanwhile. */
+    bool log_broken, broken_tail_written;
+    uint32_t broken_region;
+    uint64_t broken_off;
     bool err_burst;                    /* an error was logged, no success since */
 
     struct kvt_cold_stats st;
@@ -134,7 +150,9 @@ uint32_t cold_leading_tokens(const void *bitmap, uint32_t tokens);
 int64_t cold_record_check(const struct cold_record_header *h, uint64_t room);
 bool cold_record_sum_ok(const struct kvt_cold *c, uint8_t *rec, uint32_t n);
 uint64_t cold_region_base(const struct kvt_cold *c, uint32_t r);
-/* Submit the partial write buffer and wait until every write retired. */
+/* Submit the partial write buffer and wait until every write retired and
+ * the unwritten hook has heard of every failed one. Called with put_lock
+ * and lock; drops lock while it waits or reports. */
 void cold_drain_locked(struct kvt_cold *c);
 /* The backend's completion callback of a write buffer. */
 void cold_wbuf_done(struct cold_io_req *req, int res);

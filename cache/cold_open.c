@@ -500,6 +500,7 @@ static void cold_free(struct kvt_cold *c)
     free(c->buckets);
     free(c->regions);
     free(c->region_order);
+    free(c->unwritten);
     domain_bytes_free(&c->domain_used);
     if (c->hash)
         XXH3_freeState(c->hash);

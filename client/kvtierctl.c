@@ -353,6 +353,8 @@ static const struct metric metrics[] = {
     { "cold", "compression_ratio", "cold_compression_ratio", "gauge", "Raw bytes in per file byte written." },
     { "cold", "checksum_failures", "cold_checksum_failures_total", "counter", "Records that failed their checksum." },
     { "cold", "io_errors", "cold_io_errors_total", "counter", "Cold tier I/O errors." },
+    { "cold", "records_unwritten", "cold_records_unwritten_total", "counter", "Chunk records whose write failed (written again while in RAM)." },
+    { "cold", "records_lost", "cold_records_lost_total", "counter", "Chunk records lost: their write failed after they left RAM." },
     { "cold", "regions_reclaimed", "cold_regions_reclaimed_total", "counter", "Cold file regions reclaimed." },
     { "cold", "uring", "cold_uring", "gauge", "1 when the cold tier uses io_uring." },
     { "tiers", "demotions", "demotions_total", "counter", "Chunks written from the RAM tier to the cold tier." },

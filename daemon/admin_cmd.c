@@ -109,6 +109,8 @@ static int cmd_stats(struct kvt_admin_conn *conn, const cJSON *req, cJSON *reply
                                                    (double)cs.bytes_written : 0.0);
         add_u64(cold, "checksum_failures", cs.checksum_failures);
         add_u64(cold, "io_errors", cs.io_errors);
+        add_u64(cold, "records_unwritten", cs.records_unwritten);
+        add_u64(cold, "records_lost", cs.records_lost);
         add_u64(cold, "regions_reclaimed", cs.regions_reclaimed);
         cJSON_AddBoolToObject(cold, "uring", cs.uring);
     } else {
@@ -245,7 +247,7 @@ static const enum ev_kind tag_job = EV_JOB;
 static int run_flush(struct kvt_job *j, void *arg)
 {
     struct kvt_admin_work *w = arg;
-    return tiers_flush(&w->srv->tiers, job_progress_cb, j);
+    return tiers_flush(&w->srv->tiers, &w->srv->tiers.flush_lost_seen, job_progress_cb, j);
 }
 
 static int run_evict(struct kvt_job *j, void *arg)

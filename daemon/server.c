@@ -403,9 +403,12 @@ stop:
         hot_stats(srv->dp.hot, &hs);
         log_info("writing the hot tier (%llu chunks) to the cold tier",
                  (unsigned long long)hs.chunks);
-        int rc = tiers_flush(&srv->tiers, NULL, NULL);
+        /* Fails also when chunks were lost to write errors since the last
+         * admin flush reported them: the next start will not have them. */
+        int rc = tiers_flush(&srv->tiers, &srv->tiers.flush_lost_seen, NULL, NULL);
         if (rc) {
-            log_err("final flush failed: %s", strerror(-rc));
+            log_err("final flush failed: %s; not everything stored is on the cold tier "
+                    "(see the errors above), exiting with failure", strerror(-rc));
             return rc;
         }
     }

@@ -344,7 +344,7 @@ static int op_drop(struct kvt_session *s, uint64_t *value, const char **why)
 static void sync_run(struct work_item *item)
 {
     struct session_part *p = (struct session_part *)item;
-    int rc = tiers_flush(&p->s->srv->tiers, NULL, NULL);
+    int rc = tiers_flush(&p->s->srv->tiers, &p->s->lost_seen, NULL, NULL);
 
     finish(p->s, KVT_OP_SYNC, p->s->seq, rc, 0,
            rc ? "writing the hot tier to the cold tier failed" : NULL);
@@ -563,6 +563,7 @@ int session_open(struct kvt_server *srv, int fd)
     }
     s->kind = EV_SESSION;
     s->srv = srv;
+    s->lost_seen = tiers_records_lost(&srv->tiers);   /* earlier losses are not ours */
     s->fd = fd;
     if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &s->cred, &len) < 0) {
         rc = -errno;

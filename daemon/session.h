@@ -27,6 +27,7 @@ struct kvt_session {
     uint32_t domain;
     const char *refused;             /* over a cap: why; answer once, close */
     uint64_t attach_deadline_ns;     /* closed if not attached by then; 0 once attached */
+    uint64_t lost_seen;              /* its sync's cursor on lost records (tiers.h) */
     struct kvt_ns *ns;               /* NULL until attached */
     enum kvt_elem elem;
     uint8_t *region;

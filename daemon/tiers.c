@@ -78,15 +78,40 @@ static int write_back(struct kvt_tiers *t, struct kvt_chunk *c)
                                            .data = copy ? copy : c->data };
             rc = cold_put(t->cold, &img);
             free(copy);
-        } else {
-            hot_mark_dirty(t->hot, c);       /* not written: try again later */
         }
         if (rc) {
+            hot_mark_dirty(t->hot, c);       /* not written: try again later */
             atomic_fetch_add(&t->demote_errors, 1);
         }
     }
     pthread_rwlock_unlock(&c->lock);
     return rc;
+}
+
+/* The cold tier's unwritten hook: records whose write failed left its
+ * index, so their chunks still in RAM become dirty again and the next
+ * flush or demotion writes them (or fails again). The lookup also keeps a
+ * chunk whose evict hook is running in RAM (hot.h: a lookup abandons the
+ * eviction), which is what happens when the write failed inside its own
+ * demotion's cold_put. A chunk no longer in RAM had its only copy in the
+ * failed write: lost. Runs on the cold tier's threads or inside cold_put;
+ * takes only the hot tier's mutex, never a chunk lock (write_back holds
+ * one across cold_put). */
+static uint64_t take_back_unwritten(void *arg, const struct kvt_chunk_key *keys, size_t n)
+{
+    struct kvt_tiers *t = arg;
+    uint64_t lost = 0;
+
+    for (size_t i = 0; i < n; i++) {
+        struct kvt_chunk *c;
+        if (hot_get(t->hot, &keys[i], &c) != 0) {
+            lost++;
+            continue;
+        }
+        hot_mark_dirty(t->hot, c);
+        hot_put(t->hot, c);
+    }
+    return lost;
 }
 
 /* The hot tier's evict hook: runs on the evicting thread, without the tier
@@ -179,7 +204,9 @@ int tiers_open(struct kvt_tiers *t, struct kvt_hot *hot, const struct kvt_config
     struct kvt_cold_config cc = { .path = cfg->cold_path, .bytes = cfg->cold_bytes,
                                   .region_bytes = cfg->cold_region_bytes,
                                   .force_pread = cfg->cold_pread,
-                                  .log = cold_log, .log_arg = t };
+                                  .log = cold_log, .log_arg = t,
+                                  .unwritten = take_back_unwritten,
+                                  .unwritten_arg = t };
     rc = cold_open(&cc, &t->cold);
     if (rc) {
         log_err("cannot open the cold tier %s: %s", cfg->cold_path, strerror(-rc));
@@ -223,11 +250,23 @@ void tiers_close(struct kvt_tiers *t)
     }
 }
 
-int tiers_flush(struct kvt_tiers *t, tiers_progress_fn progress, void *arg)
+uint64_t tiers_records_lost(struct kvt_tiers *t)
+{
+    struct kvt_cold_stats cs;
+
+    if (!t->cold)
+        return 0;
+    cold_stats(t->cold, &cs);
+    return cs.records_lost;
+}
+
+int tiers_flush(struct kvt_tiers *t, uint64_t *lost_seen, tiers_progress_fn progress,
+                void *arg)
 {
     struct kvt_chunk **batch;
     int rc = 0;
     size_t n, written = 0, total;
+    uint64_t lost;
 
     if (!t->cold)
         return -EOPNOTSUPP;
@@ -259,9 +298,25 @@ int tiers_flush(struct kvt_tiers *t, tiers_progress_fn progress, void *arg)
     }
     if (!rc)
         rc = cold_sync(t->cold);
+    else
+        (void)cold_sync(t->cold);     /* still hear of every failed write */
+    /* cold_sync returns once the unwritten hook has heard of every failed
+     * write, so the count covers everything stored before this flush. */
+    lost = tiers_records_lost(t);
+    if (lost > *lost_seen) {
+        log_err("flush: %llu chunk records were lost to cold tier write errors since "
+                "this caller's previous flush; reporting failure",
+                (unsigned long long)(lost - *lost_seen));
+        if (!rc)
+            rc = -EIO;
+    }
+    *lost_seen = lost;
     pthread_mutex_unlock(&t->flush_lock);
     free(batch);
-    log_debug("flush: %zu chunks written, %s", written, rc ? strerror(-rc) : "synced");
+    if (rc)
+        log_warn("flush: %zu chunks written, not all on disk: %s", written, strerror(-rc));
+    else
+        log_debug("flush: %zu chunks written, synced", written);
     return rc ? -EIO : 0;
 }
 

@@ -36,6 +36,9 @@ struct kvt_tiers {
     pthread_rwlock_t drop_lock;
     struct kvt_workers *readers;      /* promotion reads in parallel */
     atomic_ulong demotions, promotions, demote_errors;
+    /* The admin flush's and the final flush's tiers_flush cursor, under
+     * flush_lock. */
+    uint64_t flush_lost_seen;
 };
 
 /* Open the cold tier (if cfg->cold_bytes), rebuilding its index from the
@@ -62,8 +65,19 @@ typedef void (*tiers_progress_fn)(void *arg, uint64_t written, uint64_t total);
 
 /* Write every dirty hot chunk to the cold tier and fsync; progress (may be
  * NULL) is told how far it got. One flush runs at a time; a second waits.
- * Returns 0, -EOPNOTSUPP without a cold tier, or -EIO. */
-int tiers_flush(struct kvt_tiers *t, tiers_progress_fn progress, void *arg);
+ * The durability rule: it returns 0 only if everything stored before it is
+ * on disk. A chunk whose write fails stays dirty (it is written again by
+ * the next flush, which fails again while the disk does); a chunk whose
+ * only copy was in a failed write after it left RAM is lost (cold stats
+ * records_lost), and every caller hears of a loss once: *lost_seen is the
+ * caller's cursor (records_lost when it last flushed, or when it came);
+ * a flush that finds records_lost past it fails and moves it. Returns 0,
+ * -EOPNOTSUPP without a cold tier, or -EIO (logged). */
+int tiers_flush(struct kvt_tiers *t, uint64_t *lost_seen, tiers_progress_fn progress,
+                void *arg);
+/* Chunk records lost to cold tier write errors since start (0 without a
+ * cold tier): a new caller's tiers_flush cursor. */
+uint64_t tiers_records_lost(struct kvt_tiers *t);
 
 /* Find or create key's hot chunk for a store: pinned and write-locked, as
  * hot_get_or_create_wrlocked gives it. A chunk this call creates first

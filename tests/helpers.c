@@ -175,16 +175,23 @@ void daemon_restart(struct test_daemon *d, ...)
     va_end(ap);
 }
 
-void daemon_stop(struct test_daemon *d)
+int daemon_terminate(struct test_daemon *d)
 {
     int st;
 
     if (d->pid <= 0)
-        return;
+        return 0;
     kill(d->pid, SIGTERM);
     assert_int_equal(waitpid(d->pid, &st, 0), d->pid);
     track(0, d->pid);
     d->pid = 0;
+    return st;
+}
+
+void daemon_stop(struct test_daemon *d)
+{
+    int st = daemon_terminate(d);
+
     if (!WIFEXITED(st) || WEXITSTATUS(st) != 0)
         fail_msg("kvtierd did not exit 0 on SIGTERM (status 0x%x); log %s", st, d->log);
 }

@@ -34,6 +34,8 @@ void daemon_start(struct test_daemon *d, ...);
 void daemon_start_nofile(struct test_daemon *d, unsigned nofile, ...);
 /* Start again on the same dir and socket (restart), same flags list form. */
 void daemon_restart(struct test_daemon *d, ...);
+/* SIGTERM and wait; returns the wait status (0 if not running). Keeps the dir. */
+int daemon_terminate(struct test_daemon *d);
 /* SIGTERM and wait; asserts exit status 0. Keeps the dir. */
 void daemon_stop(struct test_daemon *d);
 /* SIGKILL and reap. */
