@@ -4,6 +4,8 @@
 #   make run        install missing packages, build, run kvtierd in the foreground
 #   make test       install missing packages, build, run every test (also ASan/UBSan, aarch64)
 #   make bench      build and run the benchmark (prints a table, writes $(B)/bench.json)
+#   make fuzz       build the libFuzzer targets with clang into build-fuzz/ (docs/testing.md)
+#   make fuzz-run   run each fuzz target FUZZ_SECONDS (default 60) on a copy of its corpus
 #   make install    PREFIX=/usr/local DESTDIR=
 
 B        ?= build
@@ -16,6 +18,7 @@ PKGS     := liburing liblz4 libsystemd libcjson libxxhash
 PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 PKG_LIBS   := $(shell pkg-config --libs $(PKGS) 2>/dev/null)
 
+FUZZ_CC  ?= clang-14
 OPT      ?= -O2
 CFLAGS   ?= $(OPT) -g
 WARN     := -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -Wno-missing-field-initializers
@@ -27,10 +30,20 @@ LDLIBS_ALL = $(PKG_LIBS) -lpthread -lm
 ifeq ($(SAN),1)
 SAN_FLAGS := -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
 endif
+# The fuzz build (make fuzz): every object carries libFuzzer's coverage
+# hooks; only the fuzz targets link its main.
+ifeq ($(SAN),fuzz)
+CC := $(FUZZ_CC)
+SAN_FLAGS := -fsanitize=fuzzer-no-link,address,undefined -fno-omit-frame-pointer \
+	-fno-sanitize-recover=undefined
+endif
 
 # ---- object lists ----------------------------------------------------------
 SIMD_OBJS   := simd/simd.o simd/scalar.o simd/sse2.o simd/avx2.o
-CACHE_OBJS  := cache/chunk.o cache/blocks.o cache/hot.o cache/hot_walk.o cache/cold.o cache/cold_read.o cache/cold_index.o cache/cold_open.o cache/cold_io.o cache/domain_bytes.o
+# The cold tier alone (test_cold, the cold-record fuzz target use just it).
+COLD_MODULES   := cache/chunk.o cache/cold.o cache/cold_read.o cache/cold_index.o cache/cold_open.o \
+	cache/cold_io.o cache/domain_bytes.o
+CACHE_OBJS  := cache/blocks.o cache/hot.o cache/hot_walk.o $(COLD_MODULES)
 PROTO_OBJS  := proto/proto.o
 DAEMON_OBJS := daemon/config.o daemon/log.o daemon/registry.o daemon/store.o daemon/admin.o daemon/admin_cmd.o daemon/job.o \
 	daemon/sockpath.o daemon/latency.o daemon/tiers.o daemon/workers.o daemon/session.o daemon/server.o \
@@ -53,7 +66,8 @@ INTEG_TESTS := test_store_fetch test_prefix_sharing test_absent_and_length \
 	test_disk_full
 TEST_BINS := $(addprefix $(B)/tests/,$(UNIT_TESTS) $(INTEG_TESTS))
 
-.PHONY: all deps run test test-build test-asan test-aarch64 bench install clean
+.PHONY: all deps run test test-build test-asan test-aarch64 bench install clean \
+	fuzz fuzz-build fuzz-run fuzz-corpus
 
 all: $(PROGS)
 
@@ -65,6 +79,13 @@ $(B)/%.o: %.c
 # Kernels get their instruction sets per file; dispatch decides at run time.
 $(B)/simd/sse2.o: ALL_CFLAGS += -msse2
 $(B)/simd/avx2.o: ALL_CFLAGS += -mavx2 -mf16c
+# clang 14's __builtin_cpu_supports does not know "f16c": in the fuzz build
+# the kernel dispatch table alone is built by gcc, uninstrumented (the
+# kernels themselves are clang's, with the sanitizers).
+ifeq ($(SAN),fuzz)
+$(B)/simd/simd.o: CC := gcc
+$(B)/simd/simd.o: SAN_FLAGS :=
+endif
 
 $(B)/kvtierd: $(B)/daemon/main.o $(CORE_OBJS)
 	$(CC) $(ALL_CFLAGS) -o $@ $^ $(LDLIBS_ALL)
@@ -90,8 +111,7 @@ TEST_LIBS = $(LDLIBS_ALL) $(shell pkg-config --libs cmocka 2>/dev/null)
 
 $(B)/tests/test_simd: $(B)/tests/test_simd.o $(addprefix $(B)/,$(SIMD_OBJS))
 $(B)/tests/test_hot: $(B)/tests/test_hot.o $(addprefix $(B)/,cache/chunk.o cache/blocks.o cache/hot.o cache/hot_walk.o cache/domain_bytes.o)
-$(B)/tests/test_cold: $(B)/tests/test_cold.o $(addprefix $(B)/,cache/chunk.o cache/cold.o cache/cold_read.o cache/cold_index.o cache/cold_open.o cache/cold_io.o \
-	cache/domain_bytes.o)
+$(B)/tests/test_cold: $(B)/tests/test_cold.o $(addprefix $(B)/,$(COLD_MODULES))
 $(B)/tests/test_proto: $(B)/tests/test_proto.o $(B)/proto/proto.o
 $(addprefix $(B)/tests/,$(INTEG_TESTS)): %: %.o $(B)/tests/helpers.o $(B)/libkvtier.a $(addprefix $(B)/,$(SIMD_OBJS))
 
@@ -125,6 +145,36 @@ run: deps all
 
 bench: all $(B)/tests/bench
 	$(B)/tests/bench $(B)
+
+# ---- fuzzing (docs/testing.md) ---------------------------------------------
+FUZZ_B       := build-fuzz
+FUZZ_SECONDS ?= 60
+FUZZ_TARGETS := fuzz_frames fuzz_admin fuzz_cold_records
+FUZZ_BINS    := $(addprefix $(B)/tests/fuzz/,$(FUZZ_TARGETS))
+COLD_OBJS    := $(addprefix $(B)/,$(COLD_MODULES))
+
+$(B)/tests/fuzz/fuzz_frames $(B)/tests/fuzz/fuzz_admin: %: %.o \
+	$(B)/tests/fuzz/fuzz_server.o $(B)/tests/fuzz/fuzz_util.o $(CORE_OBJS)
+$(B)/tests/fuzz/fuzz_cold_records: %: %.o $(B)/tests/fuzz/fuzz_util.o $(COLD_OBJS)
+$(FUZZ_BINS):
+	$(CC) $(ALL_CFLAGS) -fsanitize=fuzzer -o $@ $^ $(LDLIBS_ALL)
+$(B)/tests/fuzz/make_corpus: $(B)/tests/fuzz/make_corpus.o $(B)/tests/fuzz/fuzz_util.o $(B)/proto/proto.o \
+	$(COLD_OBJS)
+	$(CC) $(ALL_CFLAGS) -o $@ $^ $(LDLIBS_ALL)
+
+fuzz-build: $(FUZZ_BINS) $(B)/tests/fuzz/make_corpus
+
+fuzz: deps
+	$(MAKE) B=$(FUZZ_B) SAN=fuzz OPT=-O1 fuzz-build
+
+# Runs on a scratch copy of tests/fuzz/corpus, so the tree is not modified;
+# fails if any target finds a crash (kept in the scratch dir, path printed).
+fuzz-run: fuzz
+	bash tests/fuzz/run.sh $(FUZZ_B) $(FUZZ_SECONDS) $(FUZZ_TARGETS)
+
+# Regenerate the committed seed corpus (the hand-made seeds stay).
+fuzz-corpus: fuzz
+	$(FUZZ_B)/tests/fuzz/make_corpus tests/fuzz/corpus
 
 # ---- install ---------------------------------------------------------------
 SBINDIR     ?= $(PREFIX)/sbin
@@ -164,6 +214,6 @@ install: all
 		install -d $$d && install -m 0644 $$m $$d/ || exit 1; done
 
 clean:
-	rm -rf build build-asan
+	rm -rf build build-asan build-fuzz
 
 -include $(shell find $(B) -name '*.d' 2>/dev/null)
