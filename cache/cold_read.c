@@ -66,6 +66,10 @@ static int record_decode(const struct kvt_cold *c, uint8_t *rec, const struct co
     bitmap = cold_bitmap_bytes(h.shape.tokens);
     memset(present, 0, KVT_CHUNK_MAX_TOKENS / 8);
     memcpy(present, rec + REC_HDR, bitmap);
+    /* The bitmap is whole words on disk: bits past the chunk's tokens are
+     * whatever the writer left there, and no caller may see them. */
+    if (h.shape.tokens % 64)
+        present[h.shape.tokens / 64] &= (UINT64_C(1) << (h.shape.tokens % 64)) - 1;
     if (!(h.flags & COLD_REC_LZ4))
         memcpy(data, rec + REC_HDR + bitmap, h.raw_len);
     else if (LZ4_decompress_safe((const char *)rec + REC_HDR + bitmap, data,

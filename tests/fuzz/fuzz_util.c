@@ -19,8 +19,3 @@ int fuzz_fd_count(void)
     return n - 1;              /* the directory's own fd */
 }
 
-bool fuzz_strict(void)
-{
-    const char *v = getenv("KVT_FUZZ_STRICT");
-    return v && *v && strcmp(v, "0") != 0;
-}

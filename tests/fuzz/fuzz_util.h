@@ -18,12 +18,6 @@
         }                                                                     \
     } while (0)
 
-/* Known defects, each waiting for a fix in a file the fuzz targets do not
- * own (tests/fuzz/crashes/README.md lists them with their inputs), are
- * stepped around unless $KVT_FUZZ_STRICT is set, so a run finds new ones
- * instead of the same one every time. Drop a step-around with its fix. */
-bool fuzz_strict(void);
-
 /* Open file descriptors of this process, from /proc/self/fd. */
 int fuzz_fd_count(void);
 
