@@ -4,6 +4,7 @@
 #   make run        install missing packages, build, run kvtierd in the foreground
 #   make test       install missing packages, build, run every test (also ASan/UBSan, aarch64)
 #   make bench      build and run the benchmark (prints a table, writes $(B)/bench.json)
+#   make soak       run the soak test for SOAK_SECONDS (default 300) against one daemon
 #   make install    PREFIX=/usr/local DESTDIR=
 
 B        ?= build
@@ -45,10 +46,10 @@ PROGS := $(B)/kvtierd $(B)/kvtierctl $(B)/libkvtier.so $(B)/libkvtier.a
 UNIT_TESTS := test_simd test_hot test_cold test_proto
 INTEG_TESTS := test_store_fetch test_prefix_sharing test_absent_and_length \
 	test_bad_input test_hot_budget test_isolation test_restart test_make_run test_cold_tier \
-	test_systemd_notify test_socket_activation test_install test_admin test_quotas
+	test_systemd_notify test_socket_activation test_install test_admin test_quotas test_soak
 TEST_BINS := $(addprefix $(B)/tests/,$(UNIT_TESTS) $(INTEG_TESTS))
 
-.PHONY: all deps run test test-build test-asan test-aarch64 bench install clean
+.PHONY: all deps run test test-build test-asan test-aarch64 bench soak install clean
 
 all: $(PROGS)
 
@@ -85,6 +86,8 @@ $(B)/tests/test_cold: $(B)/tests/test_cold.o $(addprefix $(B)/,cache/chunk.o cac
 $(B)/tests/test_proto: $(B)/tests/test_proto.o $(B)/proto/proto.o
 $(addprefix $(B)/tests/,$(INTEG_TESTS)): %: %.o $(B)/tests/helpers.o $(B)/libkvtier.a $(addprefix $(B)/,$(SIMD_OBJS))
 
+$(B)/tests/test_soak: $(B)/tests/soak_client.o $(B)/tests/soak_events.o
+
 $(B)/tests/bench: $(B)/tests/bench.o $(B)/libkvtier.a $(addprefix $(B)/,$(SIMD_OBJS))
 
 $(TEST_BINS) $(B)/tests/bench:
@@ -115,6 +118,11 @@ run: deps all
 
 bench: all $(B)/tests/bench
 	$(B)/tests/bench $(B)
+
+# The soak test for as long as asked (make test runs it for 25 s).
+SOAK_SECONDS ?= 300
+soak: test-build
+	KVTIER_BUILD=$(B) $(B)/tests/test_soak $(SOAK_SECONDS)
 
 # ---- install ---------------------------------------------------------------
 SBINDIR     ?= $(PREFIX)/sbin
