@@ -6,6 +6,7 @@
 #   make bench      build and run the benchmark (prints a table, writes $(B)/bench.json)
 #   make fuzz       build the libFuzzer targets with clang into build-fuzz/ (docs/testing.md)
 #   make fuzz-run   run each fuzz target FUZZ_SECONDS (default 60) on a copy of its corpus
+#   make soak       run the soak test for SOAK_SECONDS (default 300) against one daemon
 #   make install    PREFIX=/usr/local DESTDIR=
 
 B        ?= build
@@ -63,10 +64,10 @@ INTEG_TESTS := test_store_fetch test_prefix_sharing test_absent_and_length \
 	test_attach_timeout test_fd_exhaustion \
 	test_build_tree_link test_cold_file_refused \
 	test_append_demoted test_drop_race \
-	test_disk_full
+	test_disk_full test_soak
 TEST_BINS := $(addprefix $(B)/tests/,$(UNIT_TESTS) $(INTEG_TESTS))
 
-.PHONY: all deps run test test-build test-asan test-aarch64 bench install clean \
+.PHONY: all deps run test test-build test-asan test-aarch64 bench soak install clean \
 	fuzz fuzz-build fuzz-run fuzz-corpus
 
 all: $(PROGS)
@@ -114,6 +115,8 @@ $(B)/tests/test_hot: $(B)/tests/test_hot.o $(addprefix $(B)/,cache/chunk.o cache
 $(B)/tests/test_cold: $(B)/tests/test_cold.o $(addprefix $(B)/,$(COLD_MODULES))
 $(B)/tests/test_proto: $(B)/tests/test_proto.o $(B)/proto/proto.o
 $(addprefix $(B)/tests/,$(INTEG_TESTS)): %: %.o $(B)/tests/helpers.o $(B)/libkvtier.a $(addprefix $(B)/,$(SIMD_OBJS))
+
+$(B)/tests/test_soak: $(B)/tests/soak_client.o $(B)/tests/soak_events.o
 
 $(B)/tests/bench: $(B)/tests/bench.o $(B)/libkvtier.a $(addprefix $(B)/,$(SIMD_OBJS))
 
@@ -175,6 +178,11 @@ fuzz-run: fuzz
 # Regenerate the committed seed corpus (the hand-made seeds stay).
 fuzz-corpus: fuzz
 	$(FUZZ_B)/tests/fuzz/make_corpus tests/fuzz/corpus
+
+# The soak test for as long as asked (make test runs it for 25 s).
+SOAK_SECONDS ?= 300
+soak: test-build
+	KVTIER_BUILD=$(B) $(B)/tests/test_soak $(SOAK_SECONDS)
 
 # ---- install ---------------------------------------------------------------
 SBINDIR     ?= $(PREFIX)/sbin

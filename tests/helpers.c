@@ -401,9 +401,9 @@ static float dtype_ulp(kvt_dtype dt)
     return dt == KVT_F32 ? 0x1p-23f : dt == KVT_F16 ? 0x1p-10f : 0x1p-7f;
 }
 
-size_t test_check(const void *buf, kvt_dtype dt, uint64_t seed, uint32_t layer,
-                  uint32_t token_start, uint32_t n_tokens, uint32_t heads, uint32_t dim,
-                  int exact)
+static size_t count_mismatches(const void *buf, kvt_dtype dt, uint64_t seed, uint32_t layer,
+                               uint32_t token_start, uint32_t n_tokens, uint32_t heads,
+                               uint32_t dim, int exact, int report)
 {
     size_t bad = 0;
     float *ref = malloc(dim * sizeof(float));
@@ -426,7 +426,7 @@ size_t test_check(const void *buf, kvt_dtype dt, uint64_t seed, uint32_t layer,
                  * dtype (f16 in most tests), so allow its rounding too. */
                 bound += (fabsf(ref[d]) + bound) * (dtype_ulp(dt) + 0x1p-10f);
                 if (!(fabsf(got - ref[d]) <= bound)) {
-                    if (!bad)
+                    if (!bad && report)
                         fprintf(stderr, "value mismatch: layer %u token %u head %u dim %u: "
                                 "got %g want %g (bound %g)\n", layer, token_start + t,
                                 h, d, got, ref[d], bound);
@@ -437,6 +437,19 @@ size_t test_check(const void *buf, kvt_dtype dt, uint64_t seed, uint32_t layer,
     }
     free(ref);
     return bad;
+}
+
+size_t test_check(const void *buf, kvt_dtype dt, uint64_t seed, uint32_t layer,
+                  uint32_t token_start, uint32_t n_tokens, uint32_t heads, uint32_t dim,
+                  int exact)
+{
+    return count_mismatches(buf, dt, seed, layer, token_start, n_tokens, heads, dim, exact, 1);
+}
+
+int test_matches(const void *buf, kvt_dtype dt, uint64_t seed, uint32_t layer,
+                 uint32_t token_start, uint32_t n_tokens, uint32_t heads, uint32_t dim)
+{
+    return count_mismatches(buf, dt, seed, layer, token_start, n_tokens, heads, dim, 0, 0) == 0;
 }
 
 int test_in_child(int (*fn)(void *arg), void *arg)

@@ -94,6 +94,11 @@ size_t test_check(const void *buf, kvt_dtype dt, uint64_t seed, uint32_t layer,
                   uint32_t token_start, uint32_t n_tokens, uint32_t heads, uint32_t dim,
                   int exact);
 
+/* Whether buf holds test_fill's values within the int8 bound, silently:
+ * for callers that try several candidate seeds. Returns 1 or 0. */
+int test_matches(const void *buf, kvt_dtype dt, uint64_t seed, uint32_t layer,
+                 uint32_t token_start, uint32_t n_tokens, uint32_t heads, uint32_t dim);
+
 /* Convert one element of dtype to f32 / from f32 (round to nearest even). */
 float test_to_f32(const void *buf, kvt_dtype dt, size_t i);
 void test_from_f32(void *buf, kvt_dtype dt, size_t i, float v);
