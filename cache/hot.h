@@ -122,6 +122,9 @@ int hot_get(struct kvt_hot *hot, const struct kvt_chunk_key *key,
 int hot_get_or_create(struct kvt_hot *hot, const struct kvt_chunk_key *key,
                       const struct kvt_chunk_shape *shape,
                       struct kvt_chunk **out);
+/* Bytes a chunk of this shape is charged against the budget and its
+ * domain's quota (data block, bitmap, header): a quota below it fits none. */
+uint64_t hot_chunk_bytes(const struct kvt_chunk_shape *shape);
 /* Unpin; frees the chunk if it was unlinked and this was the last pin. */
 void hot_put(struct kvt_hot *hot, struct kvt_chunk *chunk);
 

@@ -196,12 +196,27 @@ out:
 /* ---- data requests ------------------------------------------------------------- */
 
 /* The reason sent with a failed store or fetch (NULL: none to add). */
-static const char *data_reason(int rc)
+static const char *data_reason(struct kvt_session *s, int rc)
 {
     switch (rc) {
     case -ENOENT: return "some requested tokens are not cached";
     case -ENOSPC: return "hot tier full of pinned chunks";
-    case -EDQUOT: return "hot-quota of this sharing domain reached and its own chunks are pinned";
+    case -EDQUOT: {
+        /* The shape the hot tier charged (as dp_store builds it). */
+        struct kvt_chunk_shape shape = {
+            .tokens = s->ns->chunk_tokens, .heads = s->ns->heads, .dim = s->ns->dim,
+            .elem = s->srv->dp.lossless ? (uint32_t)s->elem : KVT_CHUNK_INT8,
+        };
+        struct kvt_hot_stats hs;
+        uint64_t chunk = hot_chunk_bytes(&shape);
+        hot_stats(s->srv->dp.hot, &hs);
+        if (!hs.domain_quota_bytes || hs.domain_quota_bytes >= chunk)
+            return "hot-quota of this sharing domain reached and its own chunks are pinned";
+        snprintf(s->reason, sizeof(s->reason),
+                 "hot-quota is smaller than one chunk of this model (%llu bytes)",
+                 (unsigned long long)chunk);
+        return s->reason;
+    }
     }
     return NULL;
 }
@@ -224,7 +239,7 @@ static void part_run(struct work_item *item)
         int status = atomic_load(&s->status);
         free(s->segs);
         s->segs = NULL;
-        finish(s, s->op, s->seq, status, 0, data_reason(status));
+        finish(s, s->op, s->seq, status, 0, data_reason(s, status));
     }
 }
 
@@ -248,7 +263,7 @@ static int spans_request(struct kvt_session *s, const char **why)
                                    : dp_fetch(dp, &s->rq, s->segs, n_segs);
         free(s->segs);
         s->segs = NULL;
-        *why = data_reason(rc);
+        *why = data_reason(s, rc);
         return rc;
     }
 
