@@ -6,6 +6,27 @@
 #include <string.h>
 #include <xxhash.h>
 
+/* Namespace ids of domains with the top bit set hash with this seed. Such
+ * ids used to name share groups (lowest uid | 2^31), so a cold file written
+ * then holds group records under them; hashing them differently keeps the
+ * uid of that number from reading those records (they become unreachable
+ * and age out). Ids of the other domains keep their old value, and so their
+ * cold data. */
+#define TOP_BIT_DOMAIN_SEED UINT64_C(0x6b76746965723264)   /* "kvtier2d" */
+
+static uint64_t ns_id_of(uint32_t domain, const char *name, uint32_t layers,
+                         uint32_t heads, uint32_t dim, uint32_t chunk_tokens)
+{
+    /* Hash of the identity, fixed-width fields first, then the name. */
+    uint32_t ident[5 + 32] = { domain, layers, heads, dim, chunk_tokens };
+
+    memcpy(&ident[5], name, strlen(name));   /* name <= 127 bytes: fits */
+    uint64_t h = domain & 0x80000000u
+                     ? XXH3_64bits_withSeed(ident, sizeof(ident), TOP_BIT_DOMAIN_SEED)
+                     : XXH3_64bits(ident, sizeof(ident));
+    return h | 1;                            /* never 0: 0 means "all" */
+}
+
 int registry_init(struct kvt_registry *reg)
 {
     memset(reg, 0, sizeof(*reg));
@@ -33,7 +54,7 @@ uint32_t registry_domain(const struct kvt_config *cfg, uid_t uid)
         for (uint32_t j = 0; j < cfg->n_share; j++)
             if (cfg->share_group[j] == cfg->share_group[i] && cfg->share_uid[j] < lowest)
                 lowest = cfg->share_uid[j];
-        return (uint32_t)lowest | 0x80000000u;
+        return (uint32_t)lowest;   /* a member: config refuses a uid in two groups */
     }
     return (uint32_t)uid;
 }
@@ -75,10 +96,7 @@ int registry_attach(struct kvt_registry *reg, uint32_t domain, const char *name,
     ns->heads = heads;
     ns->dim = dim;
     ns->chunk_tokens = chunk_tokens;
-    /* Hash of the identity, fixed-width fields first, then the name. */
-    uint32_t ident[5 + 32] = { domain, layers, heads, dim, chunk_tokens };
-    memcpy(&ident[5], name, strlen(name));   /* name <= 127 bytes: fits */
-    ns->id = XXH3_64bits(ident, sizeof(ident)) | 1;   /* never 0: 0 means "all" */
+    ns->id = ns_id_of(domain, name, layers, heads, dim, chunk_tokens);
     ns->clients = 1;
     reg->ns[reg->n_ns++] = ns;
     *out = ns;

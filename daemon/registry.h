@@ -46,9 +46,11 @@ struct kvt_registry {
 int registry_init(struct kvt_registry *reg);
 void registry_fini(struct kvt_registry *reg);
 
-/* The sharing domain of a peer: uids joined by `share` lines form one domain
- * (named by the group's smallest uid + 2^31 so it never equals a plain uid);
- * every other uid is a domain of its own. */
+/* The sharing domain of a peer. A uid outside every `share` group is its
+ * own domain: domain == uid. A group's domain is its lowest member uid.
+ * Domains are then the blocks of a partition of the uids, each named by one
+ * of its own members, so no uid outside a group can have the group's id,
+ * whatever its value: ids stay 32 bits and the cold file's format holds. */
 uint32_t registry_domain(const struct kvt_config *cfg, uid_t uid);
 
 /* Find or create the namespace (domain, name, geometry) and count a client
