@@ -24,6 +24,7 @@ struct kvt_config {
     uint32_t poll_us;           /* loop polls this long after an event */
     uint32_t log_level;         /* syslog priority */
     uint32_t max_clients;
+    uint32_t max_ns_per_uid;    /* namespaces one sharing domain has attached */
     uint32_t max_spans;         /* per request */
     uint32_t max_frame;         /* bytes per control message */
     uint64_t max_client_shm;    /* bytes of one client's region */

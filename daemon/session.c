@@ -169,10 +169,16 @@ static void handle_attach(struct kvt_session *s, int fd)
         goto out;
     memcpy(name, a->name, a->name_len);
     name[a->name_len] = '\0';
+    uint32_t max_ns = s->srv->cfg.max_ns_per_uid;
     rc = registry_attach(&s->srv->reg, s->domain, name, a->n_layers, a->n_kv_heads,
-                         a->head_dim, chunk, &s->ns);
+                         a->head_dim, chunk, max_ns, &s->ns);
     if (rc) {
-        why = "too many namespaces";
+        /* A share group's members count together: say whose models these are. */
+        snprintf(s->reason, sizeof(s->reason),
+                 "this %s has attached %u models (max-namespaces-per-uid)",
+                 registry_is_shared(&s->srv->cfg, s->cred.uid) ? "uid's share group" : "uid",
+                 (unsigned)max_ns);
+        why = rc == -EDQUOT ? s->reason : "out of memory for a new namespace";
         munmap(s->region, s->region_bytes);
         s->region = NULL;
         goto out;
@@ -187,6 +193,9 @@ static void handle_attach(struct kvt_session *s, int fd)
              (int)s->cred.pid, (unsigned)s->cred.uid, name, a->n_layers,
              a->n_kv_heads, a->head_dim, chunk);
 out:
+    if (rc)
+        log_debug("client pid %d uid %u: attach refused: %s", (int)s->cred.pid,
+                 (unsigned)s->cred.uid, why ? why : strerror(-rc));
     if (fd >= 0)
         close(fd);     /* the mapping holds the memory; the fd is not needed */
     send_reply(s, KVT_OP_ATTACH, a->hdr.seq, rc, 0, rc ? NULL : &info, why);
