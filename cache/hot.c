@@ -469,6 +469,11 @@ static int evict_domain_until_fits(struct kvt_hot *hot, uint32_t domain, uint64_
 
 /* ---- public ---------------------------------------------------------------- */
 
+uint64_t hot_chunk_bytes(const struct kvt_chunk_shape *shape)
+{
+    return chunk_charge(shape);
+}
+
 int hot_create(uint64_t budget_bytes, struct kvt_hot **out)
 {
     struct kvt_hot *hot = calloc(1, sizeof(*hot));

@@ -141,6 +141,9 @@ int hot_get_or_create_wrlocked(struct kvt_hot *hot, const struct kvt_chunk_key *
  * it half filled. Threads that found it before see gone once they get the
  * lock. The caller still unlocks and hot_put()s. */
 void hot_discard(struct kvt_hot *hot, struct kvt_chunk *chunk);
+/* Bytes a chunk of this shape is charged against the budget and its
+ * domain's quota (data block, bitmap, header): a quota below it fits none. */
+uint64_t hot_chunk_bytes(const struct kvt_chunk_shape *shape);
 /* Unpin; frees the chunk if it was unlinked and this was the last pin. */
 void hot_put(struct kvt_hot *hot, struct kvt_chunk *chunk);
 

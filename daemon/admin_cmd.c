@@ -218,19 +218,6 @@ static int parse_ns_id(const cJSON *item, uint64_t *id)
     return 0;
 }
 
-/* The namespaces the daemon knows, into ns[REGISTRY_NS_MAX]; returns how
- * many. They live until the registry does, so the pointers stay valid. */
-static uint32_t all_namespaces(struct kvt_server *srv, struct kvt_ns **ns)
-{
-    uint32_t n;
-
-    pthread_mutex_lock(&srv->reg.lock);
-    for (n = 0; n < srv->reg.n_ns; n++)
-        ns[n] = srv->reg.ns[n];
-    pthread_mutex_unlock(&srv->reg.lock);
-    return n;
-}
-
 /* ---- long commands: flush, evict of a namespace or tier ------------------ */
 
 /* What a long command does on its job thread, and what it found. */
@@ -327,10 +314,13 @@ static int evict_tier(struct kvt_admin_conn *conn, const cJSON *req, const char 
     int rc = start_job(conn, req, run_evict, w, err, errlen);
     /* Every context is gone once no tier is left holding it. */
     if (rc == ADMIN_DEFERRED && want_hot && (want_cold || !srv->tiers.cold)) {
-        struct kvt_ns *ns[REGISTRY_NS_MAX];
-        uint32_t n = all_namespaces(srv, ns);
+        struct kvt_ns **ns;
+        uint32_t n;
+        if (registry_hold_all(&srv->reg, &ns, &n))
+            log_warn("admin: evict: out of memory: context names stay listed");
         for (uint32_t i = 0; i < n; i++)
             registry_names_clear(ns[i]);
+        registry_put_all(&srv->reg, ns, n);
     }
     return rc;
 }
@@ -349,34 +339,40 @@ static int evict_namespace(struct kvt_admin_conn *conn, const cJSON *req, uint64
     struct kvt_ns *known = registry_find(&srv->reg, ns_id);
     if (rc == ADMIN_DEFERRED && known)
         registry_names_clear(known);
+    registry_put(&srv->reg, known);
     return rc;
 }
 
 /* A named context's object id is the one daemon/store.c derives. Without a
- * namespace, the context goes from every namespace the daemon knows. */
-static void evict_context(struct kvt_server *srv, const char *name, const uint64_t *ns_id,
-                          uint64_t *hot, uint64_t *cold)
+ * namespace, the context goes from every namespace the registry holds (so
+ * not from an idle one it has freed: name it to reach that one's data). */
+static int evict_context(struct kvt_server *srv, const char *name, const uint64_t *ns_id,
+                         uint64_t *hot, uint64_t *cold)
 {
     XXH128_hash_t h = XXH3_128bits(name, strlen(name));
-    uint64_t ids[REGISTRY_NS_MAX];
+    struct kvt_ns **all = NULL, *one = NULL;
     uint32_t n = 0;
+    int rc = 0;
 
     if (ns_id) {
-        ids[n++] = *ns_id;
+        one = registry_find(&srv->reg, *ns_id);
     } else {
-        pthread_mutex_lock(&srv->reg.lock);
-        for (; n < srv->reg.n_ns; n++)
-            ids[n] = srv->reg.ns[n]->id;
-        pthread_mutex_unlock(&srv->reg.lock);
+        rc = registry_hold_all(&srv->reg, &all, &n);
+        if (rc)
+            return rc;
     }
-    for (uint32_t i = 0; i < n; i++) {
+    for (uint32_t i = 0; i < (ns_id ? 1 : n); i++) {
+        struct kvt_ns *known = ns_id ? one : all[i];
+        uint64_t id = ns_id ? *ns_id : known->id;
         uint64_t records;
-        *hot += tiers_drop_object(&srv->tiers, ids[i], h.high64, h.low64, &records);
+        *hot += tiers_drop_object(&srv->tiers, id, h.high64, h.low64, &records);
         *cold += records;
-        struct kvt_ns *known = registry_find(&srv->reg, ids[i]);
         if (known)
             registry_name_remove(known, h.high64, h.low64);
     }
+    registry_put(&srv->reg, one);
+    registry_put_all(&srv->reg, all, n);
+    return 0;
 }
 
 static int cmd_evict(struct kvt_admin_conn *conn, const cJSON *req, cJSON *reply,
@@ -400,7 +396,10 @@ static int cmd_evict(struct kvt_admin_conn *conn, const cJSON *req, cJSON *reply
             snprintf(err, errlen, "context names are 1 to %d bytes", KVT_CTX_NAME_MAX);
             return -EINVAL;
         }
-        evict_context(srv, ctx->valuestring, ns ? &ns_id : NULL, &hot, &cold);
+        if (evict_context(srv, ctx->valuestring, ns ? &ns_id : NULL, &hot, &cold)) {
+            snprintf(err, errlen, "out of memory");
+            return -ENOMEM;
+        }
     } else if (ns && !ctx && !tier) {
         return evict_namespace(conn, req, ns_id, err, errlen);
     } else {
@@ -452,35 +451,46 @@ static int cmd_contexts(struct kvt_admin_conn *conn, const cJSON *req, cJSON *re
 {
     struct kvt_server *srv = conn->srv;
     const cJSON *ns_item = cJSON_GetObjectItemCaseSensitive(req, "namespace");
-    struct kvt_ns *ns[REGISTRY_NS_MAX];
+    struct kvt_ns **ns = NULL;
     uint64_t ns_id, untracked = 0;
-    uint32_t n;
+    uint32_t n = 0;
+    int rc;
 
     if (ns_item) {
         if (parse_ns_id(ns_item, &ns_id)) {
             snprintf(err, errlen, "namespace must be an id like \"0x1f\" or \"31\"");
             return -EINVAL;
         }
+        ns = malloc(sizeof(*ns));
+        if (!ns) {
+            rc = -ENOMEM;
+            goto out;
+        }
         ns[0] = registry_find(&srv->reg, ns_id);
         if (!ns[0]) {
-            snprintf(err, errlen, "no namespace 0x%016" PRIx64 " since the daemon started",
+            snprintf(err, errlen, "no namespace 0x%016" PRIx64 " attached now or lately",
                      ns_id);
-            return -ENOENT;
+            rc = -ENOENT;
+            goto out;
         }
         n = 1;
     } else {
-        n = all_namespaces(srv, ns);
+        rc = registry_hold_all(&srv->reg, &ns, &n);
+        if (rc)
+            goto out;
     }
     cJSON *list = cJSON_AddArrayToObject(reply, "contexts");
     for (uint32_t i = 0; i < n; i++) {
-        int rc = list_contexts(srv, ns[i], list, &untracked);
-        if (rc) {
-            snprintf(err, errlen, "out of memory");
-            return rc;
-        }
+        rc = list_contexts(srv, ns[i], list, &untracked);
+        if (rc)
+            goto out;
     }
     add_u64(reply, "untracked", untracked);
-    return 0;
+out:
+    if (rc == -ENOMEM)
+        snprintf(err, errlen, "out of memory");
+    registry_put_all(&srv->reg, ns, n);
+    return rc;
 }
 
 static int cmd_flush(struct kvt_admin_conn *conn, const cJSON *req, cJSON *reply,

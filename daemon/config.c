@@ -47,6 +47,7 @@ static const struct key_def keys[] = {
     { "cold-io",        K_COLDIO, OFF(cold_pread),    0, 0 },
     { "hot-quota",      K_SIZE,  OFF(hot_quota),      0, UINT64_C(1) << 44 },
     { "cold-quota",     K_SIZE,  OFF(cold_quota),     0, UINT64_C(1) << 50 },
+    { "max-namespaces-per-uid", K_U32, OFF(max_ns_per_uid), 1, 65536 },
 };
 #define N_KEYS (sizeof(keys) / sizeof(keys[0]))
 
@@ -74,6 +75,7 @@ void config_defaults(struct kvt_config *cfg)
     /* libkvtier attaches right after connecting; 10 s is ample on a loaded
      * host and short enough that silent connections do not pile up. */
     cfg->attach_timeout_ms = 10000;
+    cfg->max_ns_per_uid = 64;
     cfg->max_spans = 8192;
     cfg->max_frame = 1u << 20;
     cfg->max_client_shm = UINT64_C(1) << 30;

@@ -26,6 +26,7 @@ struct kvt_config {
     uint32_t max_clients;
     uint32_t max_clients_per_uid;   /* connections of one uid at once */
     uint32_t attach_timeout_ms; /* an unattached connection is closed after it */
+    uint32_t max_ns_per_uid;    /* namespaces one sharing domain has attached */
     uint32_t max_spans;         /* per request */
     uint32_t max_frame;         /* bytes per control message */
     uint64_t max_client_shm;    /* bytes of one client's region */

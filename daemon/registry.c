@@ -6,6 +6,37 @@
 #include <string.h>
 #include <xxhash.h>
 
+/* Namespace ids of domains with the top bit set hash with this seed. Such
+ * ids used to name share groups (lowest uid | 2^31), so a cold file written
+ * then holds group records under them; hashing them differently keeps the
+ * uid of that number from reading those records (they become unreachable
+ * and age out). Ids of the other domains keep their old value, and so their
+ * cold data. */
+#define TOP_BIT_DOMAIN_SEED UINT64_C(0x6b76746965723264)   /* "kvtier2d" */
+
+static uint64_t ns_id_of(uint32_t domain, const char *name, uint32_t layers,
+                         uint32_t heads, uint32_t dim, uint32_t chunk_tokens)
+{
+    /* Hash of the identity, fixed-width fields first, then the name. */
+    uint32_t ident[5 + 32] = { domain, layers, heads, dim, chunk_tokens };
+
+    memcpy(&ident[5], name, strlen(name));   /* name <= 127 bytes: fits */
+    uint64_t h = domain & 0x80000000u
+                     ? XXH3_64bits_withSeed(ident, sizeof(ident), TOP_BIT_DOMAIN_SEED)
+                     : XXH3_64bits(ident, sizeof(ident));
+    return h | 1;                            /* never 0: 0 means "all" */
+}
+
+static void ns_free(struct kvt_ns *ns)
+{
+    if (!ns)
+        return;
+    registry_names_clear(ns);
+    free(ns->names);
+    pthread_mutex_destroy(&ns->names_lock);
+    free(ns);
+}
+
 int registry_init(struct kvt_registry *reg)
 {
     memset(reg, 0, sizeof(*reg));
@@ -14,13 +45,11 @@ int registry_init(struct kvt_registry *reg)
 
 void registry_fini(struct kvt_registry *reg)
 {
-    for (uint32_t i = 0; i < reg->n_ns; i++) {
-        registry_names_clear(reg->ns[i]);
-        free(reg->ns[i]->names);
-        pthread_mutex_destroy(&reg->ns[i]->names_lock);
-        free(reg->ns[i]);
-    }
-    reg->n_ns = 0;
+    for (uint32_t i = 0; i < reg->n_ns; i++)
+        ns_free(reg->ns[i]);
+    free(reg->ns);
+    reg->ns = NULL;
+    reg->n_ns = reg->cap = reg->n_idle = 0;
     pthread_mutex_destroy(&reg->lock);
 }
 
@@ -33,41 +62,69 @@ uint32_t registry_domain(const struct kvt_config *cfg, uid_t uid)
         for (uint32_t j = 0; j < cfg->n_share; j++)
             if (cfg->share_group[j] == cfg->share_group[i] && cfg->share_uid[j] < lowest)
                 lowest = cfg->share_uid[j];
-        return (uint32_t)lowest | 0x80000000u;
+        return (uint32_t)lowest;   /* a member: config refuses a uid in two groups */
     }
     return (uint32_t)uid;
 }
 
-int registry_attach(struct kvt_registry *reg, uint32_t domain, const char *name,
-                    uint32_t layers, uint32_t heads, uint32_t dim,
-                    uint32_t chunk_tokens, struct kvt_ns **out)
+bool registry_is_shared(const struct kvt_config *cfg, uid_t uid)
 {
-    int rc = 0;
+    for (uint32_t i = 0; i < cfg->n_share; i++)
+        if (cfg->share_uid[i] == uid)
+            return true;
+    return false;
+}
 
-    pthread_mutex_lock(&reg->lock);
-    for (uint32_t i = 0; i < reg->n_ns; i++) {
-        struct kvt_ns *ns = reg->ns[i];
-        if (ns->domain == domain && ns->layers == layers && ns->heads == heads &&
-            ns->dim == dim && ns->chunk_tokens == chunk_tokens &&
-            strcmp(ns->name, name) == 0) {
-            ns->clients++;
-            *out = ns;
-            goto out;
-        }
-    }
-    if (reg->n_ns == REGISTRY_NS_MAX) {
-        rc = -ENOSPC;
-        goto out;
-    }
+static bool is_idle(const struct kvt_ns *ns)
+{
+    return !ns->clients && !ns->holds;
+}
+
+/* ns (lock held) is about to gain a client or a hold. */
+static void take(struct kvt_registry *reg, struct kvt_ns *ns, bool client)
+{
+    if (is_idle(ns))
+        reg->n_idle--;
+    if (client)
+        ns->clients++;
+    else
+        ns->holds++;
+}
+
+/* ns (lock held) lost a client or hold. Returns an entry to free once the
+ * lock is dropped (nobody can reach it any more), or NULL. */
+static struct kvt_ns *release(struct kvt_registry *reg, struct kvt_ns *ns, bool client)
+{
+    if (client && ns->clients)
+        ns->clients--;
+    else if (!client && ns->holds)
+        ns->holds--;
+    if (!is_idle(ns))
+        return NULL;
+    ns->idle_since = ++reg->tick;
+    if (++reg->n_idle <= REGISTRY_IDLE_MAX)
+        return NULL;
+    uint32_t oldest = UINT32_MAX;
+    for (uint32_t i = 0; i < reg->n_ns; i++)
+        if (is_idle(reg->ns[i]) &&
+            (oldest == UINT32_MAX || reg->ns[i]->idle_since < reg->ns[oldest]->idle_since))
+            oldest = i;
+    struct kvt_ns *victim = reg->ns[oldest];
+    reg->ns[oldest] = reg->ns[--reg->n_ns];
+    reg->n_idle--;
+    return victim;
+}
+
+static struct kvt_ns *ns_new(uint32_t domain, const char *name, uint32_t layers,
+                             uint32_t heads, uint32_t dim, uint32_t chunk_tokens)
+{
     struct kvt_ns *ns = calloc(1, sizeof(*ns));
-    if (!ns) {
-        rc = -ENOMEM;
-        goto out;
-    }
-    rc = -pthread_mutex_init(&ns->names_lock, NULL);
-    if (rc) {
+
+    if (!ns)
+        return NULL;
+    if (pthread_mutex_init(&ns->names_lock, NULL)) {
         free(ns);
-        goto out;
+        return NULL;
     }
     ns->domain = domain;
     strncpy(ns->name, name, sizeof(ns->name) - 1);
@@ -75,12 +132,56 @@ int registry_attach(struct kvt_registry *reg, uint32_t domain, const char *name,
     ns->heads = heads;
     ns->dim = dim;
     ns->chunk_tokens = chunk_tokens;
-    /* Hash of the identity, fixed-width fields first, then the name. */
-    uint32_t ident[5 + 32] = { domain, layers, heads, dim, chunk_tokens };
-    memcpy(&ident[5], name, strlen(name));   /* name <= 127 bytes: fits */
-    ns->id = XXH3_64bits(ident, sizeof(ident)) | 1;   /* never 0: 0 means "all" */
-    ns->clients = 1;
+    ns->id = ns_id_of(domain, name, layers, heads, dim, chunk_tokens);
+    return ns;
+}
+
+int registry_attach(struct kvt_registry *reg, uint32_t domain, const char *name,
+                    uint32_t layers, uint32_t heads, uint32_t dim,
+                    uint32_t chunk_tokens, uint32_t max_per_domain,
+                    struct kvt_ns **out)
+{
+    struct kvt_ns *ns = NULL;
+    uint32_t attached = 0;
+    int rc = 0;
+
+    pthread_mutex_lock(&reg->lock);
+    for (uint32_t i = 0; i < reg->n_ns; i++) {
+        struct kvt_ns *e = reg->ns[i];
+        if (e->domain != domain)
+            continue;
+        attached += e->clients > 0;
+        if (e->layers == layers && e->heads == heads && e->dim == dim &&
+            e->chunk_tokens == chunk_tokens && strcmp(e->name, name) == 0)
+            ns = e;
+    }
+    if (ns && ns->clients)
+        goto found;               /* shared with a session: costs nothing more */
+    if (max_per_domain && attached >= max_per_domain) {
+        rc = -EDQUOT;
+        goto out;
+    }
+    if (ns)
+        goto found;
+    if (reg->n_ns == reg->cap) {
+        uint32_t cap = reg->cap ? reg->cap * 2 : 64;
+        struct kvt_ns **table = realloc(reg->ns, cap * sizeof(*table));
+        if (!table) {
+            rc = -ENOMEM;
+            goto out;
+        }
+        reg->ns = table;
+        reg->cap = cap;
+    }
+    ns = ns_new(domain, name, layers, heads, dim, chunk_tokens);
+    if (!ns) {
+        rc = -ENOMEM;
+        goto out;
+    }
     reg->ns[reg->n_ns++] = ns;
+    reg->n_idle++;                /* take() counts it out again */
+found:
+    take(reg, ns, true);
     *out = ns;
 out:
     pthread_mutex_unlock(&reg->lock);
@@ -90,9 +191,9 @@ out:
 void registry_detach(struct kvt_registry *reg, struct kvt_ns *ns)
 {
     pthread_mutex_lock(&reg->lock);
-    if (ns->clients)
-        ns->clients--;
+    struct kvt_ns *victim = release(reg, ns, true);
     pthread_mutex_unlock(&reg->lock);
+    ns_free(victim);
 }
 
 struct kvt_ns *registry_find(struct kvt_registry *reg, uint64_t id)
@@ -103,8 +204,52 @@ struct kvt_ns *registry_find(struct kvt_registry *reg, uint64_t id)
     for (uint32_t i = 0; i < reg->n_ns && !found; i++)
         if (reg->ns[i]->id == id)
             found = reg->ns[i];
+    if (found)
+        take(reg, found, false);
     pthread_mutex_unlock(&reg->lock);
     return found;
+}
+
+void registry_put(struct kvt_registry *reg, struct kvt_ns *ns)
+{
+    if (!ns)
+        return;
+    pthread_mutex_lock(&reg->lock);
+    struct kvt_ns *victim = release(reg, ns, false);
+    pthread_mutex_unlock(&reg->lock);
+    ns_free(victim);
+}
+
+int registry_hold_all(struct kvt_registry *reg, struct kvt_ns ***out, uint32_t *n)
+{
+    struct kvt_ns **all = NULL;
+    int rc = 0;
+
+    pthread_mutex_lock(&reg->lock);
+    *n = 0;
+    if (reg->n_ns) {
+        all = malloc(reg->n_ns * sizeof(*all));
+        if (!all) {
+            rc = -ENOMEM;
+            goto out;
+        }
+    }
+    for (uint32_t i = 0; i < reg->n_ns; i++) {
+        take(reg, reg->ns[i], false);
+        all[i] = reg->ns[i];
+    }
+    *n = reg->n_ns;
+out:
+    pthread_mutex_unlock(&reg->lock);
+    *out = all;
+    return rc;
+}
+
+void registry_put_all(struct kvt_registry *reg, struct kvt_ns **ns, uint32_t n)
+{
+    for (uint32_t i = 0; i < n; i++)
+        registry_put(reg, ns[i]);
+    free(ns);
 }
 
 /* ---- context names ------------------------------------------------------------ */

@@ -200,10 +200,16 @@ static void handle_attach(struct kvt_session *s, int fd)
         goto out;
     memcpy(name, a->name, a->name_len);
     name[a->name_len] = '\0';
+    uint32_t max_ns = s->srv->cfg.max_ns_per_uid;
     rc = registry_attach(&s->srv->reg, s->domain, name, a->n_layers, a->n_kv_heads,
-                         a->head_dim, chunk, &s->ns);
+                         a->head_dim, chunk, max_ns, &s->ns);
     if (rc) {
-        why = "too many namespaces";
+        /* A share group's members count together: say whose models these are. */
+        snprintf(s->reason, sizeof(s->reason),
+                 "this %s has attached %u models (max-namespaces-per-uid)",
+                 registry_is_shared(&s->srv->cfg, s->cred.uid) ? "uid's share group" : "uid",
+                 (unsigned)max_ns);
+        why = rc == -EDQUOT ? s->reason : "out of memory for a new namespace";
         munmap(s->region, s->region_bytes);
         s->region = NULL;
         goto out;
@@ -219,6 +225,9 @@ static void handle_attach(struct kvt_session *s, int fd)
              (int)s->cred.pid, (unsigned)s->cred.uid, name, a->n_layers,
              a->n_kv_heads, a->head_dim, chunk);
 out:
+    if (rc)
+        log_debug("client pid %d uid %u: attach refused: %s", (int)s->cred.pid,
+                 (unsigned)s->cred.uid, why ? why : strerror(-rc));
     if (fd >= 0)
         close(fd);     /* the mapping holds the memory; the fd is not needed */
     send_reply(s, KVT_OP_ATTACH, a->hdr.seq, rc, 0, rc ? NULL : &info, why);
@@ -228,12 +237,27 @@ out:
 /* ---- data requests ------------------------------------------------------------- */
 
 /* The reason sent with a failed store or fetch (NULL: none to add). */
-static const char *data_reason(int rc)
+static const char *data_reason(struct kvt_session *s, int rc)
 {
     switch (rc) {
     case -ENOENT: return "some requested tokens are not cached";
     case -ENOSPC: return "hot tier full of pinned chunks";
-    case -EDQUOT: return "hot-quota of this sharing domain reached and its own chunks are pinned";
+    case -EDQUOT: {
+        /* The shape the hot tier charged (as dp_store builds it). */
+        struct kvt_chunk_shape shape = {
+            .tokens = s->ns->chunk_tokens, .heads = s->ns->heads, .dim = s->ns->dim,
+            .elem = s->srv->dp.lossless ? (uint32_t)s->elem : KVT_CHUNK_INT8,
+        };
+        struct kvt_hot_stats hs;
+        uint64_t chunk = hot_chunk_bytes(&shape);
+        hot_stats(s->srv->dp.hot, &hs);
+        if (!hs.domain_quota_bytes || hs.domain_quota_bytes >= chunk)
+            return "hot-quota of this sharing domain reached and its own chunks are pinned";
+        snprintf(s->reason, sizeof(s->reason),
+                 "hot-quota is smaller than one chunk of this model (%llu bytes)",
+                 (unsigned long long)chunk);
+        return s->reason;
+    }
     }
     return NULL;
 }
@@ -256,7 +280,7 @@ static void part_run(struct work_item *item)
         int status = atomic_load(&s->status);
         free(s->segs);
         s->segs = NULL;
-        finish(s, s->op, s->seq, status, 0, data_reason(status));
+        finish(s, s->op, s->seq, status, 0, data_reason(s, status));
     }
 }
 
@@ -280,7 +304,7 @@ static int spans_request(struct kvt_session *s, const char **why)
                                    : dp_fetch(dp, &s->rq, s->segs, n_segs);
         free(s->segs);
         s->segs = NULL;
-        *why = data_reason(rc);
+        *why = data_reason(s, rc);
         return rc;
     }
 

@@ -30,6 +30,7 @@ struct kvt_session {
     uint64_t lost_seen;              /* its sync's cursor on lost records (tiers.h) */
     struct kvt_ns *ns;               /* NULL until attached */
     enum kvt_elem elem;
+    char reason[KVT_REASON_MAX];     /* a refusal's text built for this request */
     uint8_t *region;
     uint64_t region_bytes;
     uint8_t *buf;                    /* the request being served */
