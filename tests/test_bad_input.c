@@ -46,61 +46,14 @@ static uint32_t seq;
 
 /* ---- raw protocol ----------------------------------------------------------- */
 
-static int raw_connect(const char *path)
-{
-    struct sockaddr_un sa = { .sun_family = AF_UNIX };
-    size_t path_len = strlen(path);
-
-    if (path_len >= sizeof(sa.sun_path))
-        return -1;
-    memcpy(sa.sun_path, path, path_len + 1);
-    int fd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
-    if (fd >= 0 && connect(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0) {
-        close(fd);
-        fd = -1;
-    }
-    return fd;
-}
-
-static int raw_send(int sock, const void *msg, size_t len, const int *fds, int n_fds)
-{
-    struct iovec iov = { .iov_base = (void *)msg, .iov_len = len };
-    union {
-        struct cmsghdr align;
-        char buf[CMSG_SPACE(16 * sizeof(int))];
-    } ctl;
-    struct msghdr mh = { .msg_iov = &iov, .msg_iovlen = 1 };
-
-    if (n_fds > 0) {
-        memset(&ctl, 0, sizeof(ctl));
-        mh.msg_control = ctl.buf;
-        mh.msg_controllen = CMSG_SPACE((size_t)n_fds * sizeof(int));
-        struct cmsghdr *cm = CMSG_FIRSTHDR(&mh);
-        cm->cmsg_level = SOL_SOCKET;
-        cm->cmsg_type = SCM_RIGHTS;
-        cm->cmsg_len = CMSG_LEN((size_t)n_fds * sizeof(int));
-        memcpy(CMSG_DATA(cm), fds, (size_t)n_fds * sizeof(int));
-    }
-    ssize_t n = sendmsg(sock, &mh, MSG_NOSIGNAL);
-    return n == (ssize_t)len ? 0 : -1;
-}
-
 /* The next reply, checked for framing; fails the test if none comes. */
 static struct kvt_reply raw_reply(int sock)
 {
     struct kvt_reply rep;
-    struct pollfd p = { .fd = sock, .events = POLLIN };
+    int rc = test_raw_reply(sock, &rep, 30000);
 
-    if (poll(&p, 1, 30000) != 1)
-        fail_msg("no reply from kvtierd within 30 s");
-    ssize_t n = recv(sock, &rep, sizeof(rep), MSG_TRUNC);
-    if (n != (ssize_t)sizeof(rep))
-        fail_msg("reply of %zd bytes, want %zu (%s)", n, sizeof(rep), strerror(errno));
-    assert_int_equal(rep.hdr.magic, KVT_PROTO_MAGIC);
-    assert_int_equal(rep.hdr.version, KVT_PROTO_VERSION);
-    assert_int_equal(rep.hdr.len, sizeof(rep));
-    assert_true(rep.hdr.op & KVT_OP_REPLY);
-    assert_non_null(memchr(rep.reason, '\0', sizeof(rep.reason)));
+    if (rc)
+        fail_msg("no well-formed reply from kvtierd within 30 s: %s", strerror(-rc));
     return rep;
 }
 
@@ -113,7 +66,7 @@ static struct kvt_reply expect_status(int line, int sock, const void *msg, size_
 {
     struct kvt_msg_hdr h = { 0 };
 
-    if (raw_send(sock, msg, len, fds, n_fds))
+    if (test_raw_send(sock, msg, len, fds, n_fds))
         fail_msg("line %d: sendmsg of %zu bytes: %s", line, len, strerror(errno));
     struct kvt_reply rep = raw_reply(sock);
     if (rep.status != want)
@@ -198,7 +151,7 @@ static struct raw_client raw_attached(void)
     int mfd = sealed_memfd(REGION, 1);
 
     assert_true(mfd >= 0);
-    rc.sock = raw_connect(d.socket);
+    rc.sock = test_raw_connect(d.socket);
     assert_true(rc.sock >= 0);
     rc.region = mmap(NULL, REGION, PROT_READ | PROT_WRITE, MAP_SHARED, mfd, 0);
     assert_true(rc.region != MAP_FAILED);
@@ -222,7 +175,7 @@ static void raw_close(struct raw_client *rc)
 static void malformed_messages_get_a_reason(void **state)
 {
     (void)state;
-    int sock = raw_connect(d.socket);
+    int sock = test_raw_connect(d.socket);
     assert_true(sock >= 0);
     struct kvt_attach_req a = attach_req(MODEL, REGION);
     struct kvt_attach_req bad;
@@ -269,7 +222,7 @@ static void bad_attach_is_refused(void **state)
     uint8_t buf[256];
     /* Earlier tests' connections are gone before counting. */
     assert_int_equal(daemon_wait_fd_count(&d, baseline_fds), baseline_fds);
-    int sock = raw_connect(d.socket);
+    int sock = test_raw_connect(d.socket);
     assert_true(sock >= 0);
     EXPECT_STATUS(sock, "junk", 4, NULL, 0, -EBADMSG);       /* session open now */
     int with_conn = daemon_fd_count(&d);
@@ -584,7 +537,7 @@ static int big_request_then_die(void *arg)
     uint8_t buf[256];
     struct kvt_wire_span *s;
     int mfd = sealed_memfd(BIG_REGION, 1);
-    int sock = raw_connect(d.socket);
+    int sock = test_raw_connect(d.socket);
 
     struct timeval timeout = { .tv_sec = 30 };
     if (mfd < 0 || sock < 0 ||
@@ -595,7 +548,7 @@ static int big_request_then_die(void *arg)
         return 11;
     memset(region, 0x3c, BIG_REGION);                  /* f32 0.0115: real pages */
     struct kvt_attach_req a = attach_req(MODEL, BIG_REGION);
-    if (raw_send(sock, &a, sizeof(a), &mfd, 1) ||
+    if (test_raw_send(sock, &a, sizeof(a), &mfd, 1) ||
         recv(sock, &rep, sizeof(rep), 0) != sizeof(rep) || rep.status != 0)
         return 12;
     /* LAYERS spans, each a K and a V block of BIG_REGION / LAYERS / 2. */
@@ -607,7 +560,7 @@ static int big_request_then_die(void *arg)
         s[l].k_off = 2 * l * block;
         s[l].v_off = 2 * l * block + block;
     }
-    return raw_send(sock, buf, len, NULL, 0) ? 13 : 0;
+    return test_raw_send(sock, buf, len, NULL, 0) ? 13 : 0;
 }
 
 static void client_dying_mid_request_is_cleaned_up(void **state)
