@@ -65,7 +65,7 @@ INTEG_TESTS := test_store_fetch test_prefix_sharing test_absent_and_length \
 	test_build_tree_link test_cold_file_refused \
 	test_append_demoted test_drop_race \
 	test_disk_full test_soak \
-	test_share_domain_ids test_namespace_limits test_quota_below_chunk
+	test_namespace_limits test_quota_below_chunk
 TEST_BINS := $(addprefix $(B)/tests/,$(UNIT_TESTS) $(INTEG_TESTS))
 
 .PHONY: all deps run test test-build test-asan test-aarch64 bench soak install clean \

@@ -3,7 +3,11 @@
  * named context (-ENOENT, length 0) or root's token prefix (match 0), and its
  * stores under the same names leave root's data untouched; a daemon started
  * with `--share 0,65534` makes both uids one domain, so each fetches what the
- * other stored. Also proves a client cannot pull its region out from under
+ * other stored. With `--share 1000,1001`, a client running as uid
+ * 2^31 + 1000 (the number the group's domain used to have: its lowest uid
+ * with the top bit set) cannot see the group's named context or token
+ * prefix, and the group cannot see what that uid stores under the same
+ * names, while the two group members still share. Also proves a client cannot pull its region out from under
  * the daemon: ftruncate() on the sealed memfd fails with EPERM, also while a
  * thread keeps trying during hundreds of stores and fetches, and the daemon
  * keeps serving correct data. */
@@ -28,6 +32,11 @@
 #define ROW_F16 (HEADS * DIM * 2)
 #define NOBODY 65534
 #define ROOT_SEED 100
+#define GROUP_A 1000u
+#define GROUP_B 1001u
+#define HIGH_UID ((uid_t)(0x80000000u | GROUP_A))   /* a share group's old domain id */
+#define GROUP_SEED 10
+#define HIGH_SEED 20
 #define NOBODY_SEED 200
 
 static struct test_daemon d;
@@ -165,6 +174,79 @@ static void share_joins_uids_into_one_domain(void **state)
 
     CHECK_OK(fetch_all(c, "from-nobody", NOBODY_SEED));
     kvt_disconnect(c);
+}
+
+/* ---- a share group's domain is nobody else's ------------------------------------ */
+
+/* 0 when nothing is visible under ctx or the prefix. */
+static int sees_nothing(kvt_client *c, const char *ctx)
+{
+    uint16_t k[T * HEADS * DIM], v[T * HEADS * DIM];
+    kvt_span span = { 0, 0, T, k, v };
+    uint32_t n = 99;
+
+    if (kvt_fetch(c, ctx, 0, 0, 1, k, v) != -ENOENT)
+        return 1;
+    if (kvt_length(c, ctx, &n) || n != 0)
+        return 2;
+    if (kvt_match_tokens(c, tokens, T, &n) || n != 0)
+        return 3;
+    if (kvt_fetch_tokens(c, tokens, T, &span, 1) != -ENOENT)
+        return 4;
+    return 0;
+}
+
+static int group_a_stores(void *arg)
+{
+    kvt_model m = model();
+    kvt_client *c;
+
+    (void)arg;
+    CHILD_CHECK(test_become_uid(GROUP_A) == 0, 10);
+    CHILD_CHECK(kvt_connect(d.socket, &m, &c) == 0, 11);
+    CHILD_CHECK(store_all(c, "group-secret", GROUP_SEED) == 0, 12);
+    kvt_disconnect(c);
+    return 0;
+}
+
+static int high_uid_sees_nothing_then_stores(void *arg)
+{
+    kvt_model m = model();
+    kvt_client *c;
+
+    (void)arg;
+    CHILD_CHECK(test_become_uid(HIGH_UID) == 0, 20);
+    CHILD_CHECK(kvt_connect(d.socket, &m, &c) == 0, 21);
+    CHILD_CHECK(sees_nothing(c, "group-secret") == 0, 22);
+    CHILD_CHECK(store_all(c, "high-secret", HIGH_SEED) == 0, 23);
+    CHILD_CHECK(fetch_all(c, "high-secret", HIGH_SEED) == 0, 24);
+    kvt_disconnect(c);
+    return 0;
+}
+
+static int group_b_shares_with_a_only(void *arg)
+{
+    kvt_model m = model();
+    kvt_client *c;
+    uint32_t n = 99;
+
+    (void)arg;
+    CHILD_CHECK(test_become_uid(GROUP_B) == 0, 30);
+    CHILD_CHECK(kvt_connect(d.socket, &m, &c) == 0, 31);
+    CHILD_CHECK(kvt_length(c, "high-secret", &n) == 0 && n == 0, 32);
+    /* The prefix is the group's own (GROUP_SEED), not the high uid's. */
+    CHILD_CHECK(fetch_all(c, "group-secret", GROUP_SEED) == 0, 33);
+    kvt_disconnect(c);
+    return 0;
+}
+
+static void top_bit_uid_is_not_the_share_group(void **state)
+{
+    (void)state;
+    daemon_start(&d, "--share", "1000,1001", NULL);
+    assert_int_equal(test_in_child(group_a_stores, NULL), 0);
+    assert_int_equal(test_in_child(high_uid_sees_nothing_then_stores, NULL), 0);
+    assert_int_equal(test_in_child(group_b_shares_with_a_only, NULL), 0);
 }
 
 /* ---- the region cannot be truncated ---------------------------------------------- */
@@ -308,6 +390,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_teardown(other_uid_cannot_read_or_poison, stop_daemon),
         cmocka_unit_test_teardown(share_joins_uids_into_one_domain, stop_daemon),
+        cmocka_unit_test_teardown(top_bit_uid_is_not_the_share_group, stop_daemon),
         cmocka_unit_test_teardown(truncating_the_region_fails_and_daemon_serves, stop_daemon),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
