@@ -44,7 +44,9 @@ SIMD_OBJS   := simd/simd.o simd/scalar.o simd/sse2.o simd/avx2.o
 # The cold tier alone (test_cold, the cold-record fuzz target use just it).
 COLD_MODULES   := cache/chunk.o cache/cold.o cache/cold_read.o cache/cold_index.o cache/cold_open.o \
 	cache/cold_io.o cache/domain_bytes.o
-CACHE_OBJS  := cache/blocks.o cache/hot.o cache/hot_walk.o $(COLD_MODULES)
+HOT_MODULES := cache/chunk.o cache/blocks.o cache/hot.o cache/hot_walk.o cache/hot_evict.o \
+	cache/domain_bytes.o
+CACHE_OBJS  := $(sort $(HOT_MODULES) $(COLD_MODULES))
 PROTO_OBJS  := proto/proto.o
 DAEMON_OBJS := daemon/config.o daemon/log.o daemon/registry.o daemon/store.o daemon/admin.o daemon/admin_cmd.o daemon/job.o \
 	daemon/sockpath.o daemon/latency.o daemon/tiers.o daemon/workers.o daemon/session.o daemon/server.o \
@@ -112,7 +114,7 @@ $(B)/kvtierctl: $(B)/client/kvtierctl.o
 TEST_LIBS = $(LDLIBS_ALL) $(shell pkg-config --libs cmocka 2>/dev/null)
 
 $(B)/tests/test_simd: $(B)/tests/test_simd.o $(addprefix $(B)/,$(SIMD_OBJS))
-$(B)/tests/test_hot: $(B)/tests/test_hot.o $(addprefix $(B)/,cache/chunk.o cache/blocks.o cache/hot.o cache/hot_walk.o cache/domain_bytes.o)
+$(B)/tests/test_hot: $(B)/tests/test_hot.o $(addprefix $(B)/,$(HOT_MODULES))
 $(B)/tests/test_cold: $(B)/tests/test_cold.o $(addprefix $(B)/,$(COLD_MODULES))
 $(B)/tests/test_proto: $(B)/tests/test_proto.o $(B)/proto/proto.o
 $(addprefix $(B)/tests/,$(INTEG_TESTS)): %: %.o $(B)/tests/helpers.o $(B)/libkvtier.a $(addprefix $(B)/,$(SIMD_OBJS))

@@ -1,5 +1,6 @@
 /* hot.c - RAM tier: chunk memory, hash index, byte budget, LRU eviction,
- * pinning (walks over every chunk: hot_walk.c). */
+ * pinning (walks over every chunk: hot_walk.c;
+ * eviction, budget and quotas: hot_evict.c). */
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
@@ -9,9 +10,6 @@
 #include "hot_int.h"
 
 #define HOT_INITIAL_BUCKETS 64
-/* Domains over a lowered quota handled by one hot_set_domain_quota; the
- * rest (there are rarely more domains than uids) at their next store. */
-#define HOT_QUOTA_SWEEP 256
 /* Freed data blocks are pooled for reuse (cache/blocks.c) up to this share
  * of the budget, at most HOT_POOL_MAX_BYTES: enough for what a demotion
  * batch frees and for a prefill that was just dropped. */
@@ -39,7 +37,7 @@ static bool shape_ok(const struct kvt_chunk_shape *s)
            chunk_row_bytes(s) != 0;          /* 0 for an unknown elem */
 }
 
-static uint64_t pool_cap(uint64_t budget_bytes)
+uint64_t hot_pool_cap(uint64_t budget_bytes)
 {
     uint64_t cap = budget_bytes / HOT_POOL_SHARE;
     return cap < HOT_POOL_MAX_BYTES ? cap : HOT_POOL_MAX_BYTES;
@@ -121,7 +119,7 @@ void hot_pool_keep(struct kvt_hot *hot, struct kvt_chunk *c)
  * (unused once unlinked), and freed after it is released: munmap and the
  * TLB shootdown it implies should not stall every other worker. Their
  * blocks go to the pool while it has room. */
-static void free_chunks(struct kvt_hot *hot, struct kvt_chunk *list)
+void hot_free_chunks(struct kvt_hot *hot, struct kvt_chunk *list)
 {
     while (list) {
         struct kvt_chunk *next = list->hash_next;
@@ -137,9 +135,9 @@ static void free_chunks(struct kvt_hot *hot, struct kvt_chunk *list)
  * chunk needs the room and the pool has no block of its size (another
  * model's, or stores running ahead of demotion at the budget). The blocks
  * wait on hot->unmap, chained through their first two words (next, size),
- * for whoever drops the mutex next to unmap them (unmap_take): munmap and
+ * for whoever drops the mutex next to unmap them (hot_unmap_take): munmap and
  * its TLB shootdown must not hold up every worker. */
-static void pool_trim(struct kvt_hot *hot, uint64_t keep_bytes)
+void hot_pool_trim(struct kvt_hot *hot, uint64_t keep_bytes)
 {
     while (hot->pool.pooled_bytes > keep_bytes) {
         size_t bytes;
@@ -151,8 +149,8 @@ static void pool_trim(struct kvt_hot *hot, uint64_t keep_bytes)
     }
 }
 
-/* The blocks pool_trim set aside, to pass to unmap_all after unlocking. */
-static void *unmap_take(struct kvt_hot *hot)
+/* The blocks hot_pool_trim set aside, to pass to hot_unmap_all after unlocking. */
+void *hot_unmap_take(struct kvt_hot *hot)
 {
     void *chain = hot->unmap;
 
@@ -160,7 +158,7 @@ static void *unmap_take(struct kvt_hot *hot)
     return chain;
 }
 
-static void unmap_all(void *chain)
+void hot_unmap_all(void *chain)
 {
     while (chain) {
         void *next;
@@ -324,7 +322,7 @@ void hot_chunk_pin(struct kvt_hot *hot, struct kvt_chunk *c)
     c->pins++;
 }
 
-static void chunk_unpin(struct kvt_hot *hot, struct kvt_chunk *c,
+void hot_chunk_unpin(struct kvt_hot *hot, struct kvt_chunk *c,
                         struct kvt_chunk **to_free)
 {
     if (--c->pins)
@@ -347,124 +345,6 @@ static void chunk_touch(struct kvt_hot *hot, struct kvt_chunk *c)
     lru_remove(hot, c);
     lru_push_head(hot, c);
     c->touched = true;
-}
-
-/* The least recently used unpinned chunk, of any domain (any_domain) or
- * only of `domain`. */
-static struct kvt_chunk *lru_victim(struct kvt_hot *hot, bool any_domain, uint32_t domain)
-{
-    struct kvt_chunk *c = hot->lru_tail;
-
-    /* A chunk whose hook runs is pinned by its evictor, so it is skipped
-     * too and never handed to two hooks at once. */
-    while (c && (c->pins || (!any_domain && c->key.domain != domain)))
-        c = c->lru_prev;
-    return c;
-}
-
-/* Evict v (linked, unpinned) through the evict hook. Called and returns
- * with mu held, but drops it around the hook. Returns whether v went. */
-static bool evict_victim(struct kvt_hot *hot, struct kvt_chunk *v,
-                         struct kvt_chunk **to_free)
-{
-    hot_evict_fn fn = hot->evict_fn;
-    void *arg = hot->evict_arg;
-    bool evict;
-
-    if (!fn) {
-        hot_chunk_unlink(hot, v, to_free);
-        hot->evictions++;
-        return true;
-    }
-    /* The hook may write to the SSD: run it without the mutex, holding
-     * a pin so the chunk cannot be freed under it. */
-    hot_chunk_pin(hot, v);
-    v->touched = false;
-    hot->hook_bytes += v->charged_bytes;
-    pthread_mutex_unlock(&hot->mu);
-    fn(arg, v);
-    pthread_mutex_lock(&hot->mu);
-    hot->hook_bytes -= v->charged_bytes;
-    /* A lookup during the hook may have written tokens the hook did not
-     * see; dropping the chunk would lose an acknowledged store, so it
-     * stays. A drop during the hook already unlinked it. */
-    evict = v->linked && !v->touched;
-    chunk_unpin(hot, v, to_free);
-    if (evict) {
-        hot_chunk_unlink(hot, v, to_free);
-        hot->evictions++;
-    }
-    pthread_cond_broadcast(&hot->hook_done);
-    return evict;
-}
-
-/* Evict least recently used unpinned chunks until used + need fits the
- * budget. Called and returns with mu held, but drops it around each evict
- * hook, so the caller must re-check anything it looked up before. Unlinked
- * chunks go on *to_free. Returns 0, or -ENOSPC when even evicting every
- * unpinned chunk (and those whose hooks run) cannot make room: then nothing
- * is evicted in vain, unless best_effort asks to get as close as it can. */
-static int evict_until_fits(struct kvt_hot *hot, uint64_t need, bool best_effort,
-                            struct kvt_chunk **to_free)
-{
-    while (hot->used_bytes + need > hot->budget_bytes) {
-        struct kvt_chunk *v;
-
-        if (!best_effort && hot->used_bytes + need > hot->budget_bytes +
-            hot->evictable_bytes + hot->hook_bytes + hot->pool.pooled_bytes)
-            return -ENOSPC;
-        if (hot->pool.pooled_bytes) {
-            /* Free blocks go before anyone's data. */
-            uint64_t over = hot->used_bytes + need - hot->budget_bytes;
-            pool_trim(hot, hot->pool.pooled_bytes > over ? hot->pool.pooled_bytes - over : 0);
-            continue;
-        }
-        v = lru_victim(hot, true, 0);
-        if (!v) {
-            /* Only chunks in other threads' hooks can still make room. Those
-             * hooks never call back into the tier, so this wait ends. */
-            if (!hot->hook_bytes)
-                return -ENOSPC;
-            pthread_cond_wait(&hot->hook_done, &hot->mu);
-            continue;
-        }
-        (void)evict_victim(hot, v, to_free);
-    }
-    return 0;
-}
-
-static bool quota_fits(const struct kvt_hot *hot, uint32_t domain, uint64_t need)
-{
-    return !hot->domain_quota_bytes ||
-           domain_bytes_get(&hot->domain_used, domain) + need <= hot->domain_quota_bytes;
-}
-
-/* Evict domain's own least recently used unpinned chunks until need more
- * bytes fit its quota; other domains' chunks are never touched. Same
- * locking as evict_until_fits. Returns 0, or -EDQUOT when the domain's
- * pinned chunks (and those in evict hooks) alone leave no room. Unlike
- * evict_until_fits it does not tell that apart beforehand, so chunks may
- * be evicted in vain before -EDQUOT: a domain at its quota with everything
- * pinned is a client holding more than it may, not the common case. */
-static int evict_domain_until_fits(struct kvt_hot *hot, uint32_t domain, uint64_t need,
-                                   struct kvt_chunk **to_free)
-{
-    if (hot->domain_quota_bytes && need > hot->domain_quota_bytes)
-        return -EDQUOT;
-    while (!quota_fits(hot, domain, need)) {
-        struct kvt_chunk *v = lru_victim(hot, false, domain);
-
-        if (!v) {
-            /* Hooks running may be evicting this domain's chunks. */
-            if (!hot->hook_bytes)
-                return -EDQUOT;
-            pthread_cond_wait(&hot->hook_done, &hot->mu);
-            continue;
-        }
-        if (evict_victim(hot, v, to_free))
-            hot->quota_evictions++;
-    }
-    return 0;
 }
 
 /* ---- public ---------------------------------------------------------------- */
@@ -492,7 +372,7 @@ int hot_create(uint64_t budget_bytes, struct kvt_hot **out)
     if (rc < 0)
         goto err_mutex;
     hot->budget_bytes = budget_bytes;
-    hot->pool_cap_bytes = pool_cap(budget_bytes);
+    hot->pool_cap_bytes = hot_pool_cap(budget_bytes);
     *out = hot;
     return 0;
 err_mutex:
@@ -518,95 +398,13 @@ void hot_destroy(struct kvt_hot *hot)
         next = c->lru_next;
         hot_chunk_free(c);
     }
-    pool_trim(hot, 0);
-    unmap_all(unmap_take(hot));
+    hot_pool_trim(hot, 0);
+    hot_unmap_all(hot_unmap_take(hot));
     pthread_cond_destroy(&hot->hook_done);
     pthread_mutex_destroy(&hot->mu);
     domain_bytes_free(&hot->domain_used);
     free(hot->buckets);
     free(hot);
-}
-
-void hot_set_budget(struct kvt_hot *hot, uint64_t budget_bytes)
-{
-    struct kvt_chunk *to_free = NULL;
-
-    pthread_mutex_lock(&hot->mu);
-    hot->budget_bytes = budget_bytes;
-    hot->pool_cap_bytes = pool_cap(budget_bytes);
-    pool_trim(hot, hot->pool_cap_bytes);
-    /* -ENOSPC here means pinned chunks hold more than the new budget: every
-     * unpinned one is gone, the pinned ones stay charged (used_bytes >
-     * budget_bytes) until put, and nothing new fits until enough are. */
-    (void)evict_until_fits(hot, 0, true, &to_free);
-    void *unmap = unmap_take(hot);
-    pthread_mutex_unlock(&hot->mu);
-    unmap_all(unmap);
-    free_chunks(hot, to_free);
-}
-
-void hot_evict_to(struct kvt_hot *hot, uint64_t target_bytes)
-{
-    struct kvt_chunk *to_free = NULL;
-
-    pthread_mutex_lock(&hot->mu);
-    /* Demotion makes room for data: target counts chunks, not the pool, and
-     * the pool is left alone (it is what the next stores reuse). While the
-     * chunks are above target, evict the least recently used. */
-    while (hot->used_bytes - hot->pool.pooled_bytes > target_bytes) {
-        struct kvt_chunk *v = lru_victim(hot, true, 0);
-        if (!v) {
-            if (!hot->hook_bytes)
-                break;               /* the rest is pinned */
-            pthread_cond_wait(&hot->hook_done, &hot->mu);
-            continue;
-        }
-        (void)evict_victim(hot, v, &to_free);
-    }
-    pthread_mutex_unlock(&hot->mu);
-    free_chunks(hot, to_free);
-}
-
-void hot_set_domain_quota(struct kvt_hot *hot, uint64_t bytes)
-{
-    pthread_mutex_lock(&hot->mu);
-    hot->domain_quota_bytes = bytes;
-    pthread_mutex_unlock(&hot->mu);
-}
-
-void hot_enforce_domain_quota(struct kvt_hot *hot)
-{
-    struct kvt_chunk *to_free = NULL;
-    uint32_t over[HOT_QUOTA_SWEEP];
-    size_t n = 0;
-
-    pthread_mutex_lock(&hot->mu);
-    /* The ids are copied first: eviction drops the mutex around hooks. */
-    if (hot->domain_quota_bytes)
-        n = domain_bytes_over(&hot->domain_used, hot->domain_quota_bytes, over,
-                              HOT_QUOTA_SWEEP);
-    for (size_t i = 0; i < n; i++)
-        (void)evict_domain_until_fits(hot, over[i], 0, &to_free);  /* -EDQUOT: pinned */
-    pthread_mutex_unlock(&hot->mu);
-    free_chunks(hot, to_free);
-}
-
-size_t hot_domains(struct kvt_hot *hot, uint32_t *out, size_t max)
-{
-    pthread_mutex_lock(&hot->mu);
-    size_t n = domain_bytes_over(&hot->domain_used, 0, out, max);
-    pthread_mutex_unlock(&hot->mu);
-    return n;
-}
-
-uint64_t hot_domain_used(struct kvt_hot *hot, uint32_t domain)
-{
-    uint64_t used;
-
-    pthread_mutex_lock(&hot->mu);
-    used = domain_bytes_get(&hot->domain_used, domain);
-    pthread_mutex_unlock(&hot->mu);
-    return used;
 }
 
 void hot_set_evict_hook(struct kvt_hot *hot, hot_evict_fn fn, void *arg)
@@ -669,10 +467,10 @@ static int get_or_create(struct kvt_hot *hot, const struct kvt_chunk_key *key,
      * budget; both drop the mutex around hooks, so repeat until both hold
      * at once. */
     do {
-        rc = evict_domain_until_fits(hot, key->domain, need, &to_free);
+        rc = hot_evict_domain_until_fits(hot, key->domain, need, &to_free);
         if (rc == 0)
-            rc = evict_until_fits(hot, need, false, &to_free);
-    } while (rc == 0 && !quota_fits(hot, key->domain, need));
+            rc = hot_evict_until_fits(hot, need, false, &to_free);
+    } while (rc == 0 && !hot_quota_fits(hot, key->domain, need));
     if (rc < 0) {
         /* The mutex was dropped around hooks: someone may have created it. */
         c = index_find(hot, key);
@@ -693,10 +491,10 @@ static int get_or_create(struct kvt_hot *hot, const struct kvt_chunk_key *key,
      * without the mutex: mmap must not stall every worker. The victims are
      * freed first, so RSS does not overshoot the budget. */
     charge(hot, key->domain, need);
-    unmap = unmap_take(hot);
+    unmap = hot_unmap_take(hot);
     pthread_mutex_unlock(&hot->mu);
-    unmap_all(unmap);
-    free_chunks(hot, to_free);
+    hot_unmap_all(unmap);
+    hot_free_chunks(hot, to_free);
     to_free = NULL;
     if (!block && block_poolable(data_bytes)) {
         /* The victims just freed are likely of this size. */
@@ -745,14 +543,14 @@ out:
      * back to it rather than to the OS. */
     if (block && pool_put_locked(hot, block, data_bytes))
         block = NULL;
-    unmap = unmap_take(hot);
+    unmap = hot_unmap_take(hot);
     pthread_mutex_unlock(&hot->mu);
-    unmap_all(unmap);
+    hot_unmap_all(unmap);
     if (fresh) {
         fresh->hash_next = to_free;  /* unused: it was never linked */
         to_free = fresh;
     }
-    free_chunks(hot, to_free);
+    hot_free_chunks(hot, to_free);
     block_release(block, data_bytes);
     return rc;
 }
@@ -792,9 +590,9 @@ void hot_put(struct kvt_hot *hot, struct kvt_chunk *chunk)
     struct kvt_chunk *to_free = NULL;
 
     pthread_mutex_lock(&hot->mu);
-    chunk_unpin(hot, chunk, &to_free);
+    hot_chunk_unpin(hot, chunk, &to_free);
     pthread_mutex_unlock(&hot->mu);
-    free_chunks(hot, to_free);
+    hot_free_chunks(hot, to_free);
 }
 
 void hot_mark_dirty(struct kvt_hot *hot, struct kvt_chunk *chunk)

@@ -1,5 +1,5 @@
-/* hot_int.h - the hot tier's insides, shared by hot.c and hot_walk.c.
- * Nothing outside cache/hot*.c includes it. */
+/* hot_int.h - the hot tier's insides, shared by hot.c, hot_walk.c and
+ * hot_evict.c. Nothing outside cache/hot*.c includes it. */
 #ifndef KVT_HOT_INT_H
 #define KVT_HOT_INT_H
 
@@ -51,5 +51,27 @@ void hot_chunk_unlink(struct kvt_hot *hot, struct kvt_chunk *c,
  * free an unlinked, unpinned chunk (and its block, unless pooled). */
 void hot_pool_keep(struct kvt_hot *hot, struct kvt_chunk *c);
 void hot_chunk_free(struct kvt_chunk *c);
+/* Free a chain of unlinked, unpinned chunks (through hash_next), their
+ * blocks to the pool while it has room; without mu. */
+void hot_free_chunks(struct kvt_hot *hot, struct kvt_chunk *list);
+/* With mu held: drop a pin (an unlinked chunk whose last pin goes is put on
+ * *to_free); trim the pool to keep_bytes, setting blocks aside for
+ * hot_unmap_take; the pool's cap for a budget. */
+void hot_chunk_unpin(struct kvt_hot *hot, struct kvt_chunk *c, struct kvt_chunk **to_free);
+void hot_pool_trim(struct kvt_hot *hot, uint64_t keep_bytes);
+uint64_t hot_pool_cap(uint64_t budget_bytes);
+/* Take the blocks set aside (mu held); unmap them (without mu). */
+void *hot_unmap_take(struct kvt_hot *hot);
+void hot_unmap_all(void *chain);
+
+/* hot_evict.c, with mu held (dropped around evict hooks, so callers look
+ * up again afterwards; unlinked chunks go on *to_free). Make need bytes
+ * fit the budget: 0 or -ENOSPC (nothing evicted in vain unless
+ * best_effort). Make need bytes fit domain's quota: 0 or -EDQUOT. */
+int hot_evict_until_fits(struct kvt_hot *hot, uint64_t need, bool best_effort,
+                         struct kvt_chunk **to_free);
+int hot_evict_domain_until_fits(struct kvt_hot *hot, uint32_t domain, uint64_t need,
+                                struct kvt_chunk **to_free);
+bool hot_quota_fits(const struct kvt_hot *hot, uint32_t domain, uint64_t need);
 
 #endif
