@@ -30,7 +30,7 @@ endif
 
 # ---- object lists ----------------------------------------------------------
 SIMD_OBJS   := simd/simd.o simd/scalar.o simd/sse2.o simd/avx2.o
-CACHE_OBJS  := cache/chunk.o cache/blocks.o cache/hot.o cache/hot_walk.o cache/cold.o cache/cold_read.o cache/cold_index.o cache/cold_open.o cache/cold_io.o cache/domain_bytes.o
+CACHE_OBJS  := cache/chunk.o cache/blocks.o cache/hot.o cache/hot_walk.o cache/cold.o cache/cold_tomb.o cache/cold_read.o cache/cold_index.o cache/cold_open.o cache/cold_io.o cache/domain_bytes.o
 PROTO_OBJS  := proto/proto.o
 DAEMON_OBJS := daemon/config.o daemon/log.o daemon/registry.o daemon/store.o daemon/admin.o daemon/admin_cmd.o daemon/job.o \
 	daemon/sockpath.o daemon/latency.o daemon/tiers.o daemon/workers.o daemon/session.o daemon/server.o \
@@ -49,7 +49,7 @@ INTEG_TESTS := test_store_fetch test_prefix_sharing test_absent_and_length \
 	test_region_hugetlb test_empty_packets test_oversize_reply test_client_caps \
 	test_attach_timeout test_fd_exhaustion \
 	test_build_tree_link test_cold_file_refused \
-	test_append_demoted test_drop_race \
+	test_append_demoted test_drop_race test_drop_durable \
 	test_disk_full
 TEST_BINS := $(addprefix $(B)/tests/,$(UNIT_TESTS) $(INTEG_TESTS))
 
@@ -90,7 +90,7 @@ TEST_LIBS = $(LDLIBS_ALL) $(shell pkg-config --libs cmocka 2>/dev/null)
 
 $(B)/tests/test_simd: $(B)/tests/test_simd.o $(addprefix $(B)/,$(SIMD_OBJS))
 $(B)/tests/test_hot: $(B)/tests/test_hot.o $(addprefix $(B)/,cache/chunk.o cache/blocks.o cache/hot.o cache/hot_walk.o cache/domain_bytes.o)
-$(B)/tests/test_cold: $(B)/tests/test_cold.o $(addprefix $(B)/,cache/chunk.o cache/cold.o cache/cold_read.o cache/cold_index.o cache/cold_open.o cache/cold_io.o \
+$(B)/tests/test_cold: $(B)/tests/test_cold.o $(addprefix $(B)/,cache/chunk.o cache/cold.o cache/cold_tomb.o cache/cold_read.o cache/cold_index.o cache/cold_open.o cache/cold_io.o \
 	cache/domain_bytes.o)
 $(B)/tests/test_proto: $(B)/tests/test_proto.o $(B)/proto/proto.o
 $(addprefix $(B)/tests/,$(INTEG_TESTS)): %: %.o $(B)/tests/helpers.o $(B)/libkvtier.a $(addprefix $(B)/,$(SIMD_OBJS))

@@ -239,6 +239,11 @@ struct kvt_admin_work {
     const char *what;                /* "flush" or "evict": logs, progress */
     uint64_t ns_id;                  /* evict: 0 = every namespace */
     bool hot, cold;                  /* evict: the tiers to empty */
+    /* evict of a context: its object id in the n_ids namespaces ids */
+    bool context;
+    uint64_t obj_hi, obj_lo;
+    uint32_t n_ids;
+    uint64_t ids[REGISTRY_NS_MAX];
     uint64_t hot_chunks, cold_records;
 };
 
@@ -262,6 +267,25 @@ static int run_evict(struct kvt_job *j, void *arg)
         w->hot_chunks = hot_drop_namespace(w->srv->dp.hot, w->ns_id, job_progress_cb, j);
     else if (w->srv->tiers.cold)
         w->cold_records = cold_drop_namespace(w->srv->tiers.cold, w->ns_id);
+    /* The reply says the data is gone for good: its tombstone on disk. */
+    if (w->cold && tiers_drop_needs_sync(&w->srv->tiers, w->cold_records))
+        return tiers_drop_sync(&w->srv->tiers);
+    return 0;
+}
+
+static int run_evict_context(struct kvt_job *j, void *arg)
+{
+    struct kvt_admin_work *w = arg;
+    uint64_t records;
+
+    (void)j;
+    for (uint32_t i = 0; i < w->n_ids; i++) {
+        w->hot_chunks += tiers_drop_object(&w->srv->tiers, w->ids[i], w->obj_hi, w->obj_lo,
+                                           &records);
+        w->cold_records += records;
+    }
+    if (tiers_drop_needs_sync(&w->srv->tiers, w->cold_records))
+        return tiers_drop_sync(&w->srv->tiers);
     return 0;
 }
 
@@ -353,40 +377,56 @@ static int evict_namespace(struct kvt_admin_conn *conn, const cJSON *req, uint64
 }
 
 /* A named context's object id is the one daemon/store.c derives. Without a
- * namespace, the context goes from every namespace the daemon knows. */
-static void evict_context(struct kvt_server *srv, const char *name, const uint64_t *ns_id,
-                          uint64_t *hot, uint64_t *cold)
+ * namespace, the context goes from every namespace the daemon knows. With
+ * a cold tier the drop waits for its tombstone to be on disk, so it runs
+ * as a job (and, like the other evicts, is refused while one runs);
+ * without one it is quick and answered at once. */
+static int evict_context(struct kvt_admin_conn *conn, const cJSON *req, const char *name,
+                         const uint64_t *ns_id, cJSON *reply, char *err, size_t errlen)
 {
+    struct kvt_server *srv = conn->srv;
     XXH128_hash_t h = XXH3_128bits(name, strlen(name));
-    uint64_t ids[REGISTRY_NS_MAX];
-    uint32_t n = 0;
+    struct kvt_admin_work *w = calloc(1, sizeof(*w));
+    int rc = 0;
 
+    if (!w)
+        return -ENOMEM;
+    *w = (struct kvt_admin_work){ .srv = srv, .what = "evict", .context = true,
+                                  .obj_hi = h.high64, .obj_lo = h.low64 };
     if (ns_id) {
-        ids[n++] = *ns_id;
+        w->ids[w->n_ids++] = *ns_id;
     } else {
         pthread_mutex_lock(&srv->reg.lock);
-        for (; n < srv->reg.n_ns; n++)
-            ids[n] = srv->reg.ns[n]->id;
+        for (; w->n_ids < srv->reg.n_ns; w->n_ids++)
+            w->ids[w->n_ids] = srv->reg.ns[w->n_ids]->id;
         pthread_mutex_unlock(&srv->reg.lock);
     }
-    for (uint32_t i = 0; i < n; i++) {
-        uint64_t records;
-        *hot += tiers_drop_object(&srv->tiers, ids[i], h.high64, h.low64, &records);
-        *cold += records;
+    uint32_t n_ids = w->n_ids;
+    uint64_t ids[REGISTRY_NS_MAX];
+    memcpy(ids, w->ids, n_ids * sizeof(ids[0]));
+    if (srv->tiers.cold) {
+        rc = start_job(conn, req, run_evict_context, w, err, errlen);    /* takes w */
+    } else {
+        (void)run_evict_context(NULL, w);
+        add_u64(reply, "hot_chunks", w->hot_chunks);
+        add_u64(reply, "cold_records", w->cold_records);
+        free(w);
+    }
+    for (uint32_t i = 0; i < n_ids && rc >= 0; i++) {
         struct kvt_ns *known = registry_find(&srv->reg, ids[i]);
         if (known)
             registry_name_remove(known, h.high64, h.low64);
     }
+    return rc;
 }
 
 static int cmd_evict(struct kvt_admin_conn *conn, const cJSON *req, cJSON *reply,
                      char *err, size_t errlen)
 {
-    struct kvt_server *srv = conn->srv;
     const cJSON *tier = cJSON_GetObjectItemCaseSensitive(req, "tier");
     const cJSON *ctx = cJSON_GetObjectItemCaseSensitive(req, "context");
     const cJSON *ns = cJSON_GetObjectItemCaseSensitive(req, "namespace");
-    uint64_t hot = 0, cold = 0, ns_id = 0;
+    uint64_t ns_id = 0;
 
     if (ns && parse_ns_id(ns, &ns_id)) {
         snprintf(err, errlen, "namespace must be an id like \"0x1f\" or \"31\"");
@@ -400,17 +440,14 @@ static int cmd_evict(struct kvt_admin_conn *conn, const cJSON *req, cJSON *reply
             snprintf(err, errlen, "context names are 1 to %d bytes", KVT_CTX_NAME_MAX);
             return -EINVAL;
         }
-        evict_context(srv, ctx->valuestring, ns ? &ns_id : NULL, &hot, &cold);
+        return evict_context(conn, req, ctx->valuestring, ns ? &ns_id : NULL, reply, err,
+                             errlen);
     } else if (ns && !ctx && !tier) {
         return evict_namespace(conn, req, ns_id, err, errlen);
-    } else {
-        snprintf(err, errlen, "evict takes {\"tier\": T}, {\"namespace\": ID} "
-                 "or {\"context\": NAME[, \"namespace\": ID]}");
-        return -EINVAL;
     }
-    add_u64(reply, "hot_chunks", hot);
-    add_u64(reply, "cold_records", cold);
-    return 0;
+    snprintf(err, errlen, "evict takes {\"tier\": T}, {\"namespace\": ID} "
+             "or {\"context\": NAME[, \"namespace\": ID]}");
+    return -EINVAL;
 }
 
 static int by_name(const void *a, const void *b)
