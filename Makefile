@@ -42,7 +42,7 @@ endif
 # ---- object lists ----------------------------------------------------------
 SIMD_OBJS   := simd/simd.o simd/scalar.o simd/sse2.o simd/avx2.o
 # The cold tier alone (test_cold, the cold-record fuzz target use just it).
-COLD_MODULES   := cache/chunk.o cache/cold.o cache/cold_read.o cache/cold_index.o cache/cold_open.o \
+COLD_MODULES   := cache/chunk.o cache/cold.o cache/cold_tomb.o cache/cold_read.o cache/cold_index.o cache/cold_open.o \
 	cache/cold_io.o cache/domain_bytes.o
 HOT_MODULES := cache/chunk.o cache/blocks.o cache/hot.o cache/hot_walk.o cache/hot_evict.o \
 	cache/domain_bytes.o
@@ -65,7 +65,7 @@ INTEG_TESTS := test_store_fetch test_prefix_sharing test_absent_and_length \
 	test_region_hugetlb test_empty_packets test_oversize_reply test_client_caps \
 	test_attach_timeout test_fd_exhaustion \
 	test_build_tree_link test_cold_file_refused \
-	test_append_demoted test_drop_race \
+	test_append_demoted test_drop_race test_drop_durable \
 	test_disk_full test_soak \
 	test_namespace_limits test_quota_below_chunk
 TEST_BINS := $(addprefix $(B)/tests/,$(UNIT_TESTS) $(INTEG_TESTS))

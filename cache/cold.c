@@ -173,7 +173,7 @@ static void drop_unwritten_locked(struct kvt_cold *c, uint32_t r, uint64_t start
  * to the hot tier, whose users may be waiting in cold_put). One reporter at
  * a time, so counts and logs come in order; the others leave it the queue.
  * Called without lock; every path that queues keys calls it afterwards. */
-static void report_unwritten(struct kvt_cold *c)
+void cold_report_unwritten(struct kvt_cold *c)
 {
     pthread_mutex_lock(&c->lock);
     while (c->n_unwritten && !c->reporting) {
@@ -228,7 +228,9 @@ static void wbuf_retire_locked(struct kvt_cold *c, struct cold_wbuf *b)
             c->broken_off = b->file_off;
         }
         drop_unwritten_locked(c, b->region, b->file_off);
+        cold_tombs_retired_locked(c, b, false);
     } else {
+        cold_tombs_retired_locked(c, b, true);
         if (c->log_broken && c->broken_region == b->region && b->file_off > c->broken_off)
             c->broken_tail_written = true;
         c->st.bytes_written += b->len;
@@ -265,7 +267,7 @@ void cold_wbuf_done(struct cold_io_req *req, int res)
     pthread_mutex_lock(&c->lock);
     wbuf_complete_locked(c, b, res);
     pthread_mutex_unlock(&c->lock);
-    report_unwritten(c);
+    cold_report_unwritten(c);
 }
 
 static void wbuf_submit_locked(struct kvt_cold *c, struct cold_wbuf *b, uint32_t len)
@@ -283,7 +285,7 @@ static void wbuf_submit_locked(struct kvt_cold *c, struct cold_wbuf *b, uint32_t
         c->unsubmitted = true;
 }
 
-static void flush_locked(struct kvt_cold *c)
+void cold_flush_locked(struct kvt_cold *c)
 {
     if (c->unsubmitted) {
         c->io->ops->submit(c->io);
@@ -295,7 +297,7 @@ static void flush_locked(struct kvt_cold *c)
  * wait would never end. */
 static void wait_retire_locked(struct kvt_cold *c)
 {
-    flush_locked(c);
+    cold_flush_locked(c);
     pthread_cond_wait(&c->wb_cond, &c->lock);
 }
 
@@ -439,24 +441,25 @@ static void start_region_locked(struct kvt_cold *c)
 }
 
 /* Append one record: head (its header and bitmap) then data, n bytes in all
- * (n <= max_record). Fills in the header's seq, region_seq and checksum.
- * Two pieces so that data stored raw is copied once, from the caller's
- * buffer into the write buffer. Called with put_lock and lock. Returns 0, or
- * -EIO if a write failed while it was appended: the record may be
- * incomplete on disk and must not be indexed. */
-static int append_locked(struct kvt_cold *c, uint8_t *head, uint32_t head_len,
-                         const void *data, uint32_t data_len, struct cold_entry *e)
+ * (n <= max_record), to a log that is whole (append_locked). Fills in the
+ * header's seq (unless it has one: a tombstone logged again keeps its own,
+ * so it drops exactly what it dropped the first time), region_seq and
+ * checksum. Two pieces so that data stored raw is copied once, from the
+ * caller's buffer into the write buffer. Called with put_lock and lock.
+ * Returns 0, or -EIO if a write failed while it was appended: the record
+ * may be incomplete on disk and must not be indexed. */
+int cold_append_record_locked(struct kvt_cold *c, uint8_t *head, uint32_t head_len,
+                                const void *data, uint32_t data_len, struct cold_entry *e)
 {
     struct cold_record_header *h = (struct cold_record_header *)head;
     uint32_t n = head_len + data_len;
     uint64_t failures;
 
-    if (c->log_broken)
-        repair_log_locked(c);
     if (c->cur_region < 0 || c->append_off + n > c->region_end)
         start_region_locked(c);
     failures = c->write_failures;
-    h->seq = c->next_record_seq++;
+    if (!h->seq)
+        h->seq = c->next_record_seq++;
     h->region_seq = c->regions[c->cur_region].seq;
     h->checksum = 0;
     XXH3_64bits_reset_withSeed(c->hash, c->seed);
@@ -474,6 +477,27 @@ static int append_locked(struct kvt_cold *c, uint8_t *head, uint32_t head_len,
     log_copy_locked(c, head, head_len);
     log_copy_locked(c, data, data_len);
     return c->write_failures == failures ? 0 : -EIO;
+}
+
+/* Make the log whole and log again the tombstones whose write failed,
+ * before anything else is appended: a failed tombstone's drop must reach
+ * the disk with the next write that does. */
+void cold_prepare_append_locked(struct kvt_cold *c)
+{
+    if (c->log_broken)
+        repair_log_locked(c);
+    for (size_t i = 0; i < c->n_tombs && c->n_tombs_failed && !c->log_broken; i++)
+        if (c->tombs[i].state == TOMB_FAILED)
+            (void)cold_tomb_log_locked(c, i);
+    if (c->log_broken)                 /* one of them failed at once */
+        repair_log_locked(c);
+}
+
+int cold_append_locked(struct kvt_cold *c, uint8_t *head, uint32_t head_len,
+                       const void *data, uint32_t data_len, struct cold_entry *e)
+{
+    cold_prepare_append_locked(c);
+    return cold_append_record_locked(c, head, head_len, data, data_len, e);
 }
 
 int cold_put(struct kvt_cold *c, const struct kvt_chunk_image *img)
@@ -529,63 +553,21 @@ int cold_put(struct kvt_cold *c, const struct kvt_chunk_image *img)
     c->st.puts++;
     c->st.raw_bytes_in += bitmap + raw;
     cold_quota_drop_locked(c, &img->key, REC_HDR + bitmap + stored);
-    rc = append_locked(c, rec, REC_HDR + bitmap, data, stored, e);
+    rc = cold_append_locked(c, rec, REC_HDR + bitmap, data, stored, e);
     if (rc == 0) {
         cold_index_put(c, e);
         e = NULL;
     } else {
         unwritten_add_locked(c, &img->key);
     }
-    flush_locked(c);
+    cold_flush_locked(c);
     pthread_mutex_unlock(&c->lock);
     pthread_mutex_unlock(&c->put_lock);
-    report_unwritten(c);
+    cold_report_unwritten(c);
 out:
     free(rec);
     free(e);
     return rc;
-}
-
-/* Drop matching records now and log a tombstone, both under put_lock so no
- * put of the same object can fall between them: it is older than the
- * tombstone (and dropped here) or newer (and kept, also after restart).
- * Older and newer are by record sequence number, taken in append order
- * under the same locks, so log order and sequence order agree even when
- * the write buffers reach the disk out of order; recovery compares the
- * numbers. Whoever drops must first make sure no write-back of the
- * object's hot chunks is still to come (daemon/tiers.c drops hot first). */
-static uint64_t drop_and_log(struct kvt_cold *c, uint8_t kind, uint64_t ns_id,
-                             uint64_t obj_hi, uint64_t obj_lo)
-{
-    struct cold_record_header h = {
-        .magic = COLD_RECORD_MAGIC, .version = COLD_FORMAT_VERSION, .kind = kind,
-        .key = { .ns_id = ns_id, .obj_hi = obj_hi, .obj_lo = obj_lo },
-    };
-    uint64_t dropped;
-
-    pthread_mutex_lock(&c->put_lock);
-    pthread_mutex_lock(&c->lock);
-    dropped = cold_index_drop_matching(c, kind, &h.key, UINT64_MAX);
-    /* Logged even when nothing matched: a record whose write reported an
-     * error may still have reached the disk and must not come back. */
-    if (append_locked(c, (uint8_t *)&h, REC_HDR, NULL, 0, NULL) < 0)
-        cold_log(c, LOG_WARNING, "cold: tombstone write failed; dropped records may return after a restart");
-    flush_locked(c);
-    pthread_mutex_unlock(&c->lock);
-    pthread_mutex_unlock(&c->put_lock);
-    report_unwritten(c);
-    return dropped;
-}
-
-uint64_t cold_drop_object(struct kvt_cold *c, uint64_t ns_id, uint64_t obj_hi,
-                          uint64_t obj_lo)
-{
-    return drop_and_log(c, COLD_REC_TOMB_OBJECT, ns_id, obj_hi, obj_lo);
-}
-
-uint64_t cold_drop_namespace(struct kvt_cold *c, uint64_t ns_id)
-{
-    return drop_and_log(c, COLD_REC_TOMB_NAMESPACE, ns_id, 0, 0);
 }
 
 /* Submit the partial buffer, wait until every write retired and report
@@ -593,16 +575,19 @@ uint64_t cold_drop_namespace(struct kvt_cold *c, uint64_t ns_id)
  * failed at queue time retired on this very thread. */
 void cold_drain_locked(struct kvt_cold *c)
 {
+    if (c->n_tombs_failed)
+        cold_prepare_append_locked(c);      /* once: a full disk fails them again */
     submit_partial_locked(c);
     while (c->fifo_len > 0 || c->n_unwritten || c->reporting) {
         if (c->n_unwritten && !c->reporting) {
             pthread_mutex_unlock(&c->lock);
-            report_unwritten(c);
+            cold_report_unwritten(c);
             pthread_mutex_lock(&c->lock);
         } else {
             wait_retire_locked(c);
         }
     }
+    cold_tombs_compact_locked(c);
 }
 
 int cold_sync(struct kvt_cold *c)
@@ -614,6 +599,8 @@ int cold_sync(struct kvt_cold *c)
     cold_drain_locked(c);
     rc = c->sync_err;
     c->sync_err = 0;
+    if (rc == 0 && c->n_tombs_failed)
+        rc = -EIO;                     /* a drop before the call is not on disk */
     pthread_mutex_unlock(&c->lock);
     pthread_mutex_unlock(&c->put_lock);
     /* Also commits the conversion of fallocated (unwritten) extents that

@@ -120,19 +120,39 @@ int cold_get(struct kvt_cold *cold, const struct kvt_chunk_key *key,
              struct kvt_chunk_shape *shape, uint64_t *present,
              void *data, size_t data_cap);
 
-/* Forget records: one key / every chunk of an object / a namespace (0 = all).
- * Survives restart (a tombstone is logged). Returns how many were dropped. */
+/* Forget records: every chunk of an object / a namespace (0 = all). The
+ * index forgets them at once; a tombstone is logged so that they stay
+ * forgotten after a restart, once it is on disk: cold_sync_tombstones or
+ * cold_sync makes it so. A tombstone whose write fails is kept and logged
+ * again, under its own sequence number, before the next record and by
+ * every sync, until a write of it succeeds. Returns how many records were
+ * dropped. */
 uint64_t cold_drop_object(struct kvt_cold *cold, uint64_t ns_id,
                           uint64_t obj_hi, uint64_t obj_lo);
 uint64_t cold_drop_namespace(struct kvt_cold *cold, uint64_t ns_id);
 
-/* Write every buffered record and fsync: once it returns 0, every record put
- * before the call survives a crash or power loss. Returns 0, or the -errno of
+/* Write every buffered record (and tombstone, failed ones logged again) and
+ * fsync: once it returns 0, every record put and every drop before the call
+ * survives a crash or power loss. Returns 0, -EIO while a tombstone is still
+ * not written, or the -errno of
  * the first write or fsync failure since the previous cold_sync (the records
  * of a failed write have been dropped and handed to the unwritten hook,
  * which has returned for each of them by then; records_lost says which of
  * them are gone). */
 int cold_sync(struct kvt_cold *cold);
+
+/* Make every tombstone logged before the call durable: log again those
+ * whose write failed, write the buffers, wait, fsync. Chunk records in the
+ * same writes are written too, but their errors are left for cold_sync.
+ * Returns 0 once every tombstone logged before the call survives a crash,
+ * or -EIO (some are still kept for the next write: their drops hold in the
+ * index, and may be undone by a restart until that write succeeds). */
+int cold_sync_tombstones(struct kvt_cold *cold);
+/* Without I/O: is a tombstone whose write failed (or one that could not be
+ * tracked) not yet on disk? It may have been logged again already, by any
+ * append, and sit in a write buffer: a drop must sync while this is true,
+ * even one that dropped nothing (a client retrying a failed drop). */
+bool cold_tombstones_behind(struct kvt_cold *cold);
 
 void cold_stats(struct kvt_cold *cold, struct kvt_cold_stats *out);
 

@@ -52,6 +52,26 @@ struct cold_region {
     struct cold_entry *entries;
 };
 
+/* A tombstone not yet known to be on disk: its write has not retired, or
+ * it failed (then it is logged again, under its own seq, before the next
+ * append and by every sync). It is forgotten once the write holding it
+ * retired with success and no gap of its region lies before it. */
+enum tomb_state {
+    TOMB_APPENDING,                    /* being copied into the log */
+    TOMB_WRITING,                      /* in a write buffer not yet retired */
+    TOMB_FAILED,                       /* to be logged again */
+    TOMB_WRITTEN,                      /* on disk: the entry goes */
+};
+
+struct cold_tomb {
+    struct kvt_chunk_key key;          /* ns_id, obj_hi, obj_lo as logged */
+    uint64_t seq, off;                 /* its record seq; where it was appended */
+    uint32_t region;
+    uint8_t kind;
+    enum tomb_state state;
+    bool failed_once;                  /* a write of it (or of one it replaced) failed */
+};
+
 enum wbuf_state { WB_FREE, WB_FILLING, WB_INFLIGHT, WB_DONE };
 
 struct cold_wbuf {
@@ -118,6 +138,15 @@ struct kvt_cold {
     uint32_t broken_region;
     uint64_t broken_off;
     bool err_burst;                    /* an error was logged, no success since */
+    /* Tombstones not known to be on disk (struct cold_tomb), and how many
+     * of them failed. Entries are added, logged again and removed only
+     * under put_lock (so an index into tombs is stable while put_lock is
+     * held); a retiring write only changes their state. tombs_untracked:
+     * tombstones that could not be tracked (no memory) since the last
+     * cold_sync_tombstones. */
+    struct cold_tomb *tombs;
+    size_t n_tombs, cap_tombs, n_tombs_failed;
+    uint64_t tombs_untracked;
 
     struct kvt_cold_stats st;
 };
@@ -150,11 +179,30 @@ uint32_t cold_leading_tokens(const void *bitmap, uint32_t tokens);
 int64_t cold_record_check(const struct cold_record_header *h, uint64_t room);
 bool cold_record_sum_ok(const struct kvt_cold *c, uint8_t *rec, uint32_t n);
 uint64_t cold_region_base(const struct kvt_cold *c, uint32_t r);
-/* Submit the partial write buffer and wait until every write retired and
- * the unwritten hook has heard of every failed one. Called with put_lock
- * and lock; drops lock while it waits or reports. */
+/* Log again the tombstones whose write failed, submit the partial write
+ * buffer and wait until every write retired and the unwritten hook has
+ * heard of every failed one. Called with put_lock and lock; drops lock
+ * while it waits or reports. */
 void cold_drain_locked(struct kvt_cold *c);
 /* The backend's completion callback of a write buffer. */
 void cold_wbuf_done(struct cold_io_req *req, int res);
+/* Start the queued writes (lock held). */
+void cold_flush_locked(struct kvt_cold *c);
+/* Hand queued unwritten keys to the hook; called without lock. */
+void cold_report_unwritten(struct kvt_cold *c);
+/* Append a record (cold.c: the log made whole and failed tombstones logged
+ * again first, by cold_prepare_append_locked); cold_append_record_locked
+ * appends to a log already whole. put_lock and lock held; 0 or -EIO. */
+int cold_append_locked(struct kvt_cold *c, uint8_t *head, uint32_t head_len,
+                       const void *data, uint32_t data_len, struct cold_entry *e);
+int cold_append_record_locked(struct kvt_cold *c, uint8_t *head, uint32_t head_len,
+                              const void *data, uint32_t data_len, struct cold_entry *e);
+void cold_prepare_append_locked(struct kvt_cold *c);
+
+/* cold_tomb.c; put_lock and lock held, except retired (lock only). */
+void cold_tombs_retired_locked(struct kvt_cold *c, const struct cold_wbuf *b, bool ok);
+void cold_tombs_compact_locked(struct kvt_cold *c);
+/* Append tombs[i] (its seq kept if it has one) and track where it went. */
+int cold_tomb_log_locked(struct kvt_cold *c, size_t i);
 
 #endif

@@ -501,6 +501,7 @@ static void cold_free(struct kvt_cold *c)
     free(c->regions);
     free(c->region_order);
     free(c->unwritten);
+    free(c->tombs);
     domain_bytes_free(&c->domain_used);
     if (c->hash)
         XXH3_freeState(c->hash);
@@ -584,6 +585,10 @@ void cold_close(struct kvt_cold *c)
     pthread_mutex_lock(&c->put_lock);
     pthread_mutex_lock(&c->lock);
     cold_drain_locked(c);
+    if (c->n_tombs_failed)
+        cold_log(c, LOG_ERR, "cold: %zu tombstones could not be written to %s; contexts "
+                 "dropped since the last successful write may return after the restart",
+                 c->n_tombs_failed, c->path);
     pthread_mutex_unlock(&c->lock);
     pthread_mutex_unlock(&c->put_lock);
     cold_free(c);

@@ -226,7 +226,12 @@ struct kvt_admin_work {
     const char *what;                /* "flush" or "evict": logs, progress */
     uint64_t ns_id;                  /* evict: 0 = every namespace */
     bool hot, cold;                  /* evict: the tiers to empty */
+    /* evict of a context: its object id in the n_ids namespaces ids */
+    bool context;
+    uint64_t obj_hi, obj_lo;
     uint64_t hot_chunks, cold_records;
+    uint32_t n_ids;
+    uint64_t ids[];                  /* allocated with the work */
 };
 
 static const enum ev_kind tag_job = EV_JOB;
@@ -249,6 +254,25 @@ static int run_evict(struct kvt_job *j, void *arg)
         w->hot_chunks = hot_drop_namespace(w->srv->dp.hot, w->ns_id, job_progress_cb, j);
     else if (w->srv->tiers.cold)
         w->cold_records = cold_drop_namespace(w->srv->tiers.cold, w->ns_id);
+    /* The reply says the data is gone for good: its tombstone on disk. */
+    if (w->cold && tiers_drop_needs_sync(&w->srv->tiers, w->cold_records))
+        return tiers_drop_sync(&w->srv->tiers);
+    return 0;
+}
+
+static int run_evict_context(struct kvt_job *j, void *arg)
+{
+    struct kvt_admin_work *w = arg;
+    uint64_t records;
+
+    (void)j;
+    for (uint32_t i = 0; i < w->n_ids; i++) {
+        w->hot_chunks += tiers_drop_object(&w->srv->tiers, w->ids[i], w->obj_hi, w->obj_lo,
+                                           &records);
+        w->cold_records += records;
+    }
+    if (tiers_drop_needs_sync(&w->srv->tiers, w->cold_records))
+        return tiers_drop_sync(&w->srv->tiers);
     return 0;
 }
 
@@ -345,44 +369,61 @@ static int evict_namespace(struct kvt_admin_conn *conn, const cJSON *req, uint64
 
 /* A named context's object id is the one daemon/store.c derives. Without a
  * namespace, the context goes from every namespace the registry holds (so
- * not from an idle one it has freed: name it to reach that one's data). */
-static int evict_context(struct kvt_server *srv, const char *name, const uint64_t *ns_id,
-                         uint64_t *hot, uint64_t *cold)
+ * not from an idle one it has freed: name it to reach that one's data).
+ * With a cold tier the drop waits for its tombstone to be on disk, so it
+ * runs as a job (and, like the other evicts, is refused while one runs);
+ * without one it is quick and answered at once. */
+static int evict_context(struct kvt_admin_conn *conn, const cJSON *req, const char *name,
+                         const uint64_t *ns_id, cJSON *reply, char *err, size_t errlen)
 {
+    struct kvt_server *srv = conn->srv;
     XXH128_hash_t h = XXH3_128bits(name, strlen(name));
-    struct kvt_ns **all = NULL, *one = NULL;
-    uint32_t n = 0;
+    struct kvt_ns **all = NULL;
+    uint32_t n = 1;
     int rc = 0;
 
-    if (ns_id) {
-        one = registry_find(&srv->reg, *ns_id);
-    } else {
-        rc = registry_hold_all(&srv->reg, &all, &n);
-        if (rc)
-            return rc;
+    if (!ns_id && (rc = registry_hold_all(&srv->reg, &all, &n))) {
+        snprintf(err, errlen, "out of memory");
+        return rc;
     }
-    for (uint32_t i = 0; i < (ns_id ? 1 : n); i++) {
+    struct kvt_admin_work *w = calloc(1, sizeof(*w) + n * sizeof(w->ids[0]));
+    if (!w) {
+        registry_put_all(&srv->reg, all, ns_id ? 0 : n);
+        snprintf(err, errlen, "out of memory");
+        return -ENOMEM;
+    }
+    *w = (struct kvt_admin_work){ .srv = srv, .what = "evict", .context = true,
+                                  .obj_hi = h.high64, .obj_lo = h.low64, .n_ids = n };
+    for (uint32_t i = 0; i < n; i++)
+        w->ids[i] = ns_id ? *ns_id : all[i]->id;
+    if (srv->tiers.cold) {
+        rc = start_job(conn, req, run_evict_context, w, err, errlen);    /* takes w */
+    } else {
+        (void)run_evict_context(NULL, w);
+        add_u64(reply, "hot_chunks", w->hot_chunks);
+        add_u64(reply, "cold_records", w->cold_records);
+        free(w);
+    }
+    /* Unless refused, the name leaves the listing now; the data goes with
+     * the drop (at once, or on the job). */
+    struct kvt_ns *one = ns_id && rc >= 0 ? registry_find(&srv->reg, *ns_id) : NULL;
+    for (uint32_t i = 0; rc >= 0 && i < n; i++) {
         struct kvt_ns *known = ns_id ? one : all[i];
-        uint64_t id = ns_id ? *ns_id : known->id;
-        uint64_t records;
-        *hot += tiers_drop_object(&srv->tiers, id, h.high64, h.low64, &records);
-        *cold += records;
         if (known)
             registry_name_remove(known, h.high64, h.low64);
     }
     registry_put(&srv->reg, one);
-    registry_put_all(&srv->reg, all, n);
-    return 0;
+    registry_put_all(&srv->reg, all, ns_id ? 0 : n);
+    return rc;
 }
 
 static int cmd_evict(struct kvt_admin_conn *conn, const cJSON *req, cJSON *reply,
                      char *err, size_t errlen)
 {
-    struct kvt_server *srv = conn->srv;
     const cJSON *tier = cJSON_GetObjectItemCaseSensitive(req, "tier");
     const cJSON *ctx = cJSON_GetObjectItemCaseSensitive(req, "context");
     const cJSON *ns = cJSON_GetObjectItemCaseSensitive(req, "namespace");
-    uint64_t hot = 0, cold = 0, ns_id = 0;
+    uint64_t ns_id = 0;
 
     if (ns && parse_ns_id(ns, &ns_id)) {
         snprintf(err, errlen, "namespace must be an id like \"0x1f\" or \"31\"");
@@ -396,20 +437,14 @@ static int cmd_evict(struct kvt_admin_conn *conn, const cJSON *req, cJSON *reply
             snprintf(err, errlen, "context names are 1 to %d bytes", KVT_CTX_NAME_MAX);
             return -EINVAL;
         }
-        if (evict_context(srv, ctx->valuestring, ns ? &ns_id : NULL, &hot, &cold)) {
-            snprintf(err, errlen, "out of memory");
-            return -ENOMEM;
-        }
+        return evict_context(conn, req, ctx->valuestring, ns ? &ns_id : NULL, reply, err,
+                             errlen);
     } else if (ns && !ctx && !tier) {
         return evict_namespace(conn, req, ns_id, err, errlen);
-    } else {
-        snprintf(err, errlen, "evict takes {\"tier\": T}, {\"namespace\": ID} "
-                 "or {\"context\": NAME[, \"namespace\": ID]}");
-        return -EINVAL;
     }
-    add_u64(reply, "hot_chunks", hot);
-    add_u64(reply, "cold_records", cold);
-    return 0;
+    snprintf(err, errlen, "evict takes {\"tier\": T}, {\"namespace\": ID} "
+             "or {\"context\": NAME[, \"namespace\": ID]}");
+    return -EINVAL;
 }
 
 static int by_name(const void *a, const void *b)

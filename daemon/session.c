@@ -352,17 +352,36 @@ static int op_match(struct kvt_session *s, uint64_t *value, const char **why)
     return 0;
 }
 
+static void drop_sync_run(struct work_item *item)
+{
+    struct session_part *p = (struct session_part *)item;
+    int rc = tiers_drop_sync(&p->s->srv->tiers);
+
+    finish(p->s, KVT_OP_DROP, p->s->seq, rc, p->count,
+           rc ? "dropped, but the drop could not be written to the cold tier: "
+                "the data may return after a restart" : NULL);
+}
+
+/* The drop itself runs here, so a fetch after it misses at once. When the
+ * cold tier held the context, the reply waits until its tombstone is on
+ * disk (a kill -9 after the reply must not bring the data back): a worker
+ * waits for that, as for a sync. Drops of what only RAM held answer now. */
 static int op_drop(struct kvt_session *s, uint64_t *value, const char **why)
 {
-    uint64_t hi, lo;
+    uint64_t hi, lo, cold_records = 0;
 
     (void)why;
-    *value = dp_drop(&s->srv->dp, &s->rq);
+    *value = dp_drop(&s->srv->dp, &s->rq, &cold_records);
     if (s->view.req->addr == KVT_ADDR_NAMED) {
         dp_named_object(&s->rq, &hi, &lo);
         registry_name_remove(s->ns, hi, lo);
     }
-    return 0;
+    if (!tiers_drop_needs_sync(&s->srv->tiers, cold_records))
+        return 0;
+    s->parts[0] = (struct session_part){ .item.fn = drop_sync_run, .s = s,
+                                         .count = (size_t)*value };
+    workers_submit(s->srv->workers, &s->parts[0].item);
+    return 1;
 }
 
 static void sync_run(struct work_item *item)

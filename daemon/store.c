@@ -331,10 +331,10 @@ uint32_t dp_match(struct kvt_datapath *dp, const struct dp_request *rq)
     return matched;
 }
 
-uint64_t dp_drop(struct kvt_datapath *dp, const struct dp_request *rq)
+uint64_t dp_drop(struct kvt_datapath *dp, const struct dp_request *rq, uint64_t *cold_records)
 {
     uint64_t hi, lo;
 
     object_of(rq, 0, &hi, &lo);
-    return tiers_drop_object(dp->tiers, rq->ns->id, hi, lo, NULL);
+    return tiers_drop_object(dp->tiers, rq->ns->id, hi, lo, cold_records);
 }

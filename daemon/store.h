@@ -71,7 +71,8 @@ uint32_t dp_context_length(struct kvt_datapath *dp, const struct kvt_ns *ns,
                            const char *name, size_t len);
 /* The object id of a named request's context: XXH3_128 of its name. */
 void dp_named_object(const struct dp_request *rq, uint64_t *hi, uint64_t *lo);
-/* Drop a named context; returns chunks dropped. */
-uint64_t dp_drop(struct kvt_datapath *dp, const struct dp_request *rq);
+/* Drop a named context; returns hot chunks dropped, *cold_records the cold
+ * records (see tiers_drop_object: tiers_drop_sync makes it durable). */
+uint64_t dp_drop(struct kvt_datapath *dp, const struct dp_request *rq, uint64_t *cold_records);
 
 #endif

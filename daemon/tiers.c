@@ -539,3 +539,21 @@ uint64_t tiers_drop_namespace(struct kvt_tiers *t, uint64_t ns_id, hot_progress_
         *cold_records = cold;
     return hot_chunks;
 }
+
+bool tiers_drop_needs_sync(struct kvt_tiers *t, uint64_t cold_records)
+{
+    return t->cold && (cold_records > 0 || cold_tombstones_behind(t->cold));
+}
+
+int tiers_drop_sync(struct kvt_tiers *t)
+{
+    int rc;
+
+    if (!t->cold)
+        return 0;
+    rc = cold_sync_tombstones(t->cold);
+    if (rc)
+        log_err("drop: the tombstone is not on disk (%s); the dropped data may return "
+                "after a restart until a later write of it succeeds", strerror(-rc));
+    return rc;
+}

@@ -110,13 +110,27 @@ uint32_t tiers_cold_leading(struct kvt_tiers *t, const struct kvt_chunk_key *key
  * the cold records and a tombstone, which the cold tier orders after
  * every record appended before it. Under drop_lock, so no promotion or
  * store can merge the old record into a new hot chunk meanwhile. After
- * the return no fetch sees the old data, also after a restart. Returns
- * the hot chunks dropped; *cold_records (may be NULL) gets the records. */
+ * the return no fetch sees the old data while the daemon runs; after a
+ * restart too once tiers_drop_sync has returned 0, which is needed when
+ * tiers_drop_needs_sync says so. Returns the hot chunks dropped;
+ * *cold_records (may be NULL) gets the records. */
 uint64_t tiers_drop_object(struct kvt_tiers *t, uint64_t ns_id, uint64_t hi, uint64_t lo,
                            uint64_t *cold_records);
 /* The same for a namespace (0 = every namespace); progress as in
  * hot_drop_namespace (may be NULL). */
 uint64_t tiers_drop_namespace(struct kvt_tiers *t, uint64_t ns_id, hot_progress_fn progress,
                               void *arg, uint64_t *cold_records);
+
+/* Whether a drop that dropped cold_records cold records (or namespace
+ * records) must wait for tiers_drop_sync before it is durable: when it
+ * dropped any, or an earlier tombstone's write failed and is still to be
+ * written. Without I/O, for the loop thread. */
+bool tiers_drop_needs_sync(struct kvt_tiers *t, uint64_t cold_records);
+/* Make the tombstones of every drop before the call durable (written and
+ * fsynced: cold_sync_tombstones). Waits on the disk: never on the loop
+ * thread. Returns 0 (also without a cold tier) or -EIO, logged: the drops
+ * hold while the daemon runs, but the dropped data may return after a
+ * restart until a later write of the tombstones succeeds. */
+int tiers_drop_sync(struct kvt_tiers *t);
 
 #endif

@@ -12,6 +12,7 @@
 #include <string.h>
 #include <poll.h>
 #include <sys/resource.h>
+#include <sys/mount.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -604,4 +605,65 @@ int test_raw_reply(int sock, struct kvt_reply *rep, int timeout_ms)
         return -EPROTO;
     rep->reason[sizeof(rep->reason) - 1] = '\0';
     return 0;
+}
+
+int test_small_fs_mount(struct test_small_fs *fs, const char *size)
+{
+    char opts[64];
+    int rc;
+
+    memset(fs, 0, sizeof(*fs));
+    if (geteuid() != 0)
+        return -EPERM;
+    snprintf(fs->top, sizeof(fs->top), "/var/tmp/kvtier-full-XXXXXX");
+    assert_non_null(mkdtemp(fs->top));
+    snprintf(fs->mnt, sizeof(fs->mnt), "%s/mnt", fs->top);
+    snprintf(fs->filler, sizeof(fs->filler), "%s/filler", fs->mnt);
+    assert_int_equal(mkdir(fs->mnt, 0755), 0);
+    snprintf(opts, sizeof(opts), "size=%s,mode=0755", size);
+    if (mount("kvtier-full", fs->mnt, "tmpfs", 0, opts) != 0) {
+        rc = -errno;
+        fprintf(stderr, "cannot mount a tmpfs: %s; skipped\n", strerror(-rc));
+        test_small_fs_unmount(fs);
+        return rc;
+    }
+    fs->mounted = 1;
+    return 0;
+}
+
+void test_small_fs_unmount(struct test_small_fs *fs)
+{
+    if (fs->mounted && umount2(fs->mnt, MNT_DETACH) == 0)
+        fs->mounted = 0;
+    if (fs->top[0] && !fs->mounted) {
+        rmdir(fs->mnt);
+        rmdir(fs->top);
+        fs->top[0] = '\0';
+    }
+}
+
+void test_small_fs_fill(const struct test_small_fs *fs)
+{
+    static char buf[65536];
+    int fd = open(fs->filler, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
+
+    assert_true(fd >= 0);
+    for (size_t step = sizeof(buf); step >= 512; step /= 2)
+        while (write(fd, buf, step) > 0)
+            ;
+    close(fd);
+}
+
+void test_small_fs_free(const struct test_small_fs *fs)
+{
+    assert_int_equal(unlink(fs->filler), 0);
+}
+
+void test_punch_hole(const char *path, off_t off, off_t len)
+{
+    int fd = open(path, O_RDWR | O_CLOEXEC);
+
+    assert_true(fd >= 0);
+    assert_int_equal(fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, off, len), 0);
+    close(fd);
 }

@@ -115,6 +115,25 @@ int test_socket_accepts(const char *path);
 /* Whether the first 64 KiB of the file at path contain text. */
 int test_file_contains(const char *path, const char *text);
 
+/* A small tmpfs for tests of a full disk: mnt is its mount point in a fresh
+ * dir under /var/tmp, filler the file that fills it up. */
+struct test_small_fs {
+    char top[64], mnt[96], filler[128];
+    int mounted;
+};
+/* Mount a tmpfs of size bytes (mount's size= form, e.g. "48m"). Returns 0,
+ * or -errno when it cannot (not root, mount refused): the caller skips. */
+int test_small_fs_mount(struct test_small_fs *fs, const char *size);
+/* Undo the mount and remove its dirs; harmless when not mounted (atexit). */
+void test_small_fs_unmount(struct test_small_fs *fs);
+/* Fill the file system to its last byte with the filler file. */
+void test_small_fs_fill(const struct test_small_fs *fs);
+/* Remove the filler: the space is free again. */
+void test_small_fs_free(const struct test_small_fs *fs);
+/* Punch [off, off + len) out of the file at path, giving its space back to
+ * the file system, so the next write there needs free space. */
+void test_punch_hole(const char *path, off_t off, off_t len);
+
 /* Raw protocol, for tests that send what libkvtier never would. */
 struct kvt_reply;
 /* A SOCK_SEQPACKET connection to the data socket at path, or -errno. */

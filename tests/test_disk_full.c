@@ -26,7 +26,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/mount.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -41,18 +40,12 @@
 
 static struct test_daemon d;
 static const char *io_mode = "uring";
-static char top[64], mnt[96], cold_path[128], filler[128];
-static bool mounted;
+static struct test_small_fs fs;
+static char cold_path[128];
 
 static void unmount_all(void)
 {
-    if (mounted && umount2(mnt, MNT_DETACH) == 0)
-        mounted = false;
-    if (top[0] && !mounted) {
-        rmdir(mnt);
-        rmdir(top);
-        top[0] = '\0';
-    }
+    test_small_fs_unmount(&fs);
 }
 
 /* Whether the daemon's whole log (it may be long at debug level) has text. */
@@ -88,23 +81,9 @@ static void daemon_args_start(bool restart, const char *hot)
                      "--chunk-tokens", "256", "--cold-path", cold_path, NULL);
 }
 
-/* Fill the file system to the last byte with another file. */
-static void fill_disk(void)
-{
-    static char buf[65536];
-    int fd = open(filler, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
-    ssize_t n;
-
-    assert_true(fd >= 0);
-    for (size_t step = sizeof(buf); step >= 512; step /= 2)
-        while ((n = write(fd, buf, step)) > 0)
-            ;
-    close(fd);
-}
-
 static void free_disk(void)
 {
-    assert_int_equal(unlink(filler), 0);
+    test_small_fs_free(&fs);
 }
 
 /* Mount the small file system, let a first daemon create the cold file
@@ -112,31 +91,14 @@ static void free_disk(void)
  * daemon started next finds a valid, empty cold file it cannot write to. */
 static void start_on_full_disk(const char *hot)
 {
-    int fd;
-
     cleanup();                                 /* what a failed test left */
-    if (geteuid() != 0)
+    if (test_small_fs_mount(&fs, FS_BYTES) != 0)
         skip();
-    snprintf(top, sizeof(top), "/var/tmp/kvtier-full-XXXXXX");
-    assert_non_null(mkdtemp(top));
-    snprintf(mnt, sizeof(mnt), "%s/mnt", top);
-    snprintf(cold_path, sizeof(cold_path), "%s/cold.kvt", mnt);
-    snprintf(filler, sizeof(filler), "%s/filler", mnt);
-    assert_int_equal(mkdir(mnt, 0755), 0);
-    if (mount("kvtier-full", mnt, "tmpfs", 0, "size=" FS_BYTES ",mode=0755") != 0) {
-        fprintf(stderr, "cannot mount a tmpfs: %m; skipped\n");
-        unmount_all();
-        skip();
-    }
-    mounted = true;
+    snprintf(cold_path, sizeof(cold_path), "%s/cold.kvt", fs.mnt);
     daemon_args_start(false, hot);
     daemon_stop(&d);
-    fd = open(cold_path, O_RDWR | O_CLOEXEC);
-    assert_true(fd >= 0);
-    assert_int_equal(fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, 4096,
-                               (32 << 20) - 4096), 0);
-    close(fd);
-    fill_disk();
+    test_punch_hole(cold_path, 4096, (32 << 20) - 4096);
+    test_small_fs_fill(&fs);
     daemon_args_start(true, hot);
 }
 
