@@ -45,7 +45,8 @@ PROGS := $(B)/kvtierd $(B)/kvtierctl $(B)/libkvtier.so $(B)/libkvtier.a
 UNIT_TESTS := test_simd test_hot test_cold test_proto
 INTEG_TESTS := test_store_fetch test_prefix_sharing test_absent_and_length \
 	test_bad_input test_hot_budget test_isolation test_restart test_make_run test_cold_tier \
-	test_systemd_notify test_socket_activation test_install test_admin test_quotas
+	test_systemd_notify test_socket_activation test_install test_admin test_quotas \
+	test_admin_backpressure
 TEST_BINS := $(addprefix $(B)/tests/,$(UNIT_TESTS) $(INTEG_TESTS))
 
 .PHONY: all deps run test test-build test-asan test-aarch64 bench install clean
