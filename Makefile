@@ -32,7 +32,7 @@ endif
 SIMD_OBJS   := simd/simd.o simd/scalar.o simd/sse2.o simd/avx2.o
 CACHE_OBJS  := cache/chunk.o cache/blocks.o cache/hot.o cache/hot_walk.o cache/cold.o cache/cold_index.o cache/cold_open.o cache/cold_io.o cache/domain_bytes.o
 PROTO_OBJS  := proto/proto.o
-DAEMON_OBJS := daemon/config.o daemon/log.o daemon/registry.o daemon/store.o daemon/admin.o daemon/admin_cmd.o daemon/job.o \
+DAEMON_OBJS := daemon/config.o daemon/log.o daemon/registry.o daemon/store.o daemon/admin.o daemon/admin_cmd.o daemon/admin_text.o daemon/job.o \
 	daemon/sockpath.o daemon/latency.o daemon/tiers.o daemon/workers.o daemon/session.o daemon/server.o \
 	daemon/notify.o
 CLIENT_OBJS := client/kvtier.o client/region.o client/prefix.o
@@ -46,7 +46,7 @@ UNIT_TESTS := test_simd test_hot test_cold test_proto
 INTEG_TESTS := test_store_fetch test_prefix_sharing test_absent_and_length \
 	test_bad_input test_hot_budget test_isolation test_restart test_make_run test_cold_tier \
 	test_systemd_notify test_socket_activation test_install test_admin test_quotas \
-	test_admin_backpressure
+	test_admin_backpressure test_admin_utf8
 TEST_BINS := $(addprefix $(B)/tests/,$(UNIT_TESTS) $(INTEG_TESTS))
 
 .PHONY: all deps run test test-build test-asan test-aarch64 bench install clean

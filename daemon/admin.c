@@ -1,6 +1,8 @@
 /* admin.c - the admin socket: one JSON request per line, one JSON reply per
  * line, read and answered on the loop thread; the commands themselves are
- * in admin_cmd.c.
+ * in admin_cmd.c. Requests must be UTF-8 and every reply is: a name that
+ * is not (clients may use any bytes) goes out \xNN-escaped, with its exact
+ * bytes in hex beside it (admin_text.h).
  *
  * The loop never waits on an admin client. Connections are non-blocking;
  * replies (and progress lines) go into the connection's output buffer and
@@ -31,6 +33,7 @@
 #include <unistd.h>
 
 #include "daemon/admin_cmd.h"
+#include "daemon/admin_text.h"
 #include "daemon/job.h"
 #include "daemon/log.h"
 #include "daemon/sockpath.h"
@@ -115,12 +118,16 @@ static int out_queue(struct kvt_admin_conn *c, const char *text, size_t len)
 
 /* ---- framing ------------------------------------------------------------------ */
 
-/* Queue reply as one line. Returns 0 or -errno. */
+/* Queue reply as one line; every string in it is made valid UTF-8 first,
+ * whatever bytes the names it carries hold. Returns 0 or -errno. */
 static int send_reply(struct kvt_admin_conn *c, cJSON *reply)
 {
-    char *text = cJSON_PrintUnformatted(reply);
-    int rc;
+    int rc = admin_text_make_valid(reply);
+    char *text;
 
+    if (rc)
+        return rc;
+    text = cJSON_PrintUnformatted(reply);
     if (!text)
         return -ENOMEM;
     rc = out_queue(c, text, strlen(text));
@@ -146,11 +153,21 @@ static int send_error(struct kvt_admin_conn *c, const char *why)
 static int handle_line(struct kvt_admin_conn *c, const char *line, size_t len)
 {
     char err[512] = "";
-    cJSON *req = cJSON_ParseWithLength(line, len);
-    const cJSON *cmd = cJSON_GetObjectItemCaseSensitive(req, "cmd");
-    cJSON *reply = NULL;
-    int rc = -EINVAL;
+    cJSON *req = NULL, *reply = NULL;
+    const cJSON *cmd;
+    const char *parse_end = NULL;
+    int rc = admin_text_check_request(line, len, err, sizeof(err));
 
+    if (rc)
+        goto out;
+    rc = -EINVAL;
+    req = cJSON_ParseWithLengthOpts(line, len + 1, &parse_end, true);
+    if (!req) {
+        size_t at = parse_end && parse_end >= line ? (size_t)(parse_end - line) : 0;
+        snprintf(err, sizeof(err), "the request is not valid JSON (near byte %zu)", at);
+        goto out;
+    }
+    cmd = cJSON_GetObjectItemCaseSensitive(req, "cmd");
     if (!cJSON_IsObject(req)) {
         snprintf(err, sizeof(err), "the request is not a JSON object");
         goto out;
@@ -174,7 +191,8 @@ out:
     } else if (rc == 0) {
         rc = send_reply(c, reply);
     } else {
-        log_debug("admin: %.*s: %s", (int)(len < 200 ? len : 200), line, err);
+        log_debug("admin: %.*s: %s", (int)utf8_valid_len(line, len < 200 ? len : 200), line,
+                  err);
         rc = send_error(c, err[0] ? err : strerror(-rc));
     }
     cJSON_Delete(reply);
