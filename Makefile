@@ -48,7 +48,7 @@ HOT_MODULES := cache/chunk.o cache/blocks.o cache/hot.o cache/hot_walk.o cache/h
 	cache/domain_bytes.o
 CACHE_OBJS  := $(sort $(HOT_MODULES) $(COLD_MODULES))
 PROTO_OBJS  := proto/proto.o
-DAEMON_OBJS := daemon/config.o daemon/log.o daemon/registry.o daemon/store.o daemon/admin.o daemon/admin_cmd.o daemon/job.o \
+DAEMON_OBJS := daemon/config.o daemon/log.o daemon/registry.o daemon/store.o daemon/admin.o daemon/admin_cmd.o daemon/admin_text.o daemon/job.o \
 	daemon/sockpath.o daemon/latency.o daemon/tiers.o daemon/workers.o daemon/session.o daemon/server.o \
 	daemon/notify.o
 CLIENT_OBJS := client/kvtier.o client/region.o client/prefix.o
@@ -67,7 +67,8 @@ INTEG_TESTS := test_store_fetch test_prefix_sharing test_absent_and_length \
 	test_build_tree_link test_cold_file_refused \
 	test_append_demoted test_drop_race test_drop_durable \
 	test_disk_full test_soak \
-	test_namespace_limits test_quota_below_chunk
+	test_namespace_limits test_quota_below_chunk \
+	test_admin_backpressure test_admin_utf8
 TEST_BINS := $(addprefix $(B)/tests/,$(UNIT_TESTS) $(INTEG_TESTS))
 
 .PHONY: all deps run test test-build test-asan test-aarch64 bench soak install clean \

@@ -38,6 +38,33 @@ static void usage(FILE *f)
 
 /* ---- requests ------------------------------------------------------------------ */
 
+/* A context name as the shell gave it. JSON text is UTF-8, so a name with
+ * any byte past ASCII (perhaps not UTF-8: `contexts` shows such bytes as
+ * \xNN, and $'...' in the shell turns that back into the bytes) travels as
+ * its exact bytes in hex. */
+static void add_context(cJSON *req, const char *name)
+{
+    static const char digits[] = "0123456789abcdef";
+    size_t len = strlen(name);
+    bool ascii = true;
+    char *hex;
+
+    for (size_t i = 0; i < len; i++)
+        ascii &= (unsigned char)name[i] < 0x80;
+    hex = ascii ? NULL : malloc(2 * len + 1);
+    if (!hex) {                      /* out of memory: the daemon will say why */
+        cJSON_AddStringToObject(req, "context", name);
+        return;
+    }
+    for (size_t i = 0; i < len; i++) {
+        hex[2 * i] = digits[(unsigned char)name[i] >> 4];
+        hex[2 * i + 1] = digits[(unsigned char)name[i] & 15];
+    }
+    hex[2 * len] = '\0';
+    cJSON_AddStringToObject(req, "context_hex", hex);
+    free(hex);
+}
+
 /* Build the request for argv (the command and its arguments). Returns NULL
  * after printing a usage error. */
 static cJSON *build_request(int argc, char **argv, const char **cmd_out)
@@ -68,7 +95,7 @@ static cJSON *build_request(int argc, char **argv, const char **cmd_out)
             if (i + 1 >= argc)
                 goto bad;
             if (!strcmp(opt, "--context"))
-                cJSON_AddStringToObject(req, "context", argv[i + 1]);
+                add_context(req, argv[i + 1]);
             else if (!strcmp(opt, "--namespace"))
                 cJSON_AddStringToObject(req, "namespace", argv[i + 1]);
             else if (!strcmp(opt, "--tier"))
@@ -76,7 +103,8 @@ static cJSON *build_request(int argc, char **argv, const char **cmd_out)
             else
                 goto bad;
         }
-        bool ctx = cJSON_HasObjectItem(req, "context"), ns = cJSON_HasObjectItem(req, "namespace"),
+        bool ctx = cJSON_HasObjectItem(req, "context") || cJSON_HasObjectItem(req, "context_hex"),
+             ns = cJSON_HasObjectItem(req, "namespace"),
              tier = cJSON_HasObjectItem(req, "tier");
         if ((tier && (ctx || ns)) || (!tier && !ctx && !ns))
             goto bad;
@@ -210,7 +238,7 @@ static void format_value(const cJSON *v, char *buf, size_t len)
         snprintf(buf, len, "%s", v->valuestring);
     } else if (cJSON_IsBool(v)) {
         snprintf(buf, len, "%s", cJSON_IsTrue(v) ? "true" : "false");
-    } else if (cJSON_IsNull(v)) {
+    } else if (!v || cJSON_IsNull(v)) {
         snprintf(buf, len, "-");
     } else {
         char *s = cJSON_PrintUnformatted(v);
@@ -251,10 +279,21 @@ static void print_flat(const cJSON *obj, const char *prefix, int width)
     }
 }
 
-/* An array of objects as a table with a header row, columns aligned. */
+/* Whether a member is the hex twin of a name ("name_hex"): that is for
+ * scripts (--json); a table shows the name's escaped form alone. */
+static bool is_hex_twin(const char *key)
+{
+    size_t len = strlen(key);
+    return len > 4 && !strcmp(key + len - 4, "_hex");
+}
+
+/* An array of objects as a table with a header row, columns aligned. The
+ * columns are the first row's members, looked up by name in each row (a
+ * row may have members the first has not, or lack some). */
 static void print_table(const cJSON *rows)
 {
     const cJSON *first = rows->child;
+    const char *col[32];
     char val[1024];
     int width[32] = { 0 }, ncol = 0;
 
@@ -262,23 +301,24 @@ static void print_table(const cJSON *rows)
         printf("(none)\n");
         return;
     }
-    for (const cJSON *c = first->child; c && ncol < 32; c = c->next, ncol++)
-        width[ncol] = (int)strlen(c->string);
+    for (const cJSON *c = first->child; c && ncol < 32; c = c->next) {
+        if (is_hex_twin(c->string))
+            continue;
+        col[ncol] = c->string;
+        width[ncol++] = (int)strlen(c->string);
+    }
     for (const cJSON *r = rows->child; r; r = r->next) {
-        int i = 0;
-        for (const cJSON *c = r->child; c && i < ncol; c = c->next, i++) {
-            format_value(c, val, sizeof(val));
+        for (int i = 0; i < ncol; i++) {
+            format_value(cJSON_GetObjectItemCaseSensitive(r, col[i]), val, sizeof(val));
             if ((int)strlen(val) > width[i])
                 width[i] = (int)strlen(val);
         }
     }
-    int i = 0;
-    for (const cJSON *c = first->child; c && i < ncol; c = c->next, i++)
-        printf("%-*s%s", i + 1 < ncol ? width[i] : 0, c->string, i + 1 < ncol ? "  " : "\n");
+    for (int i = 0; i < ncol; i++)
+        printf("%-*s%s", i + 1 < ncol ? width[i] : 0, col[i], i + 1 < ncol ? "  " : "\n");
     for (const cJSON *r = rows->child; r; r = r->next) {
-        i = 0;
-        for (const cJSON *c = r->child; c && i < ncol; c = c->next, i++) {
-            format_value(c, val, sizeof(val));
+        for (int i = 0; i < ncol; i++) {
+            format_value(cJSON_GetObjectItemCaseSensitive(r, col[i]), val, sizeof(val));
             /* The last column unpadded: no trailing blanks. */
             printf("%-*s%s", i + 1 < ncol ? width[i] : 0, val, i + 1 < ncol ? "  " : "\n");
         }

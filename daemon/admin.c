@@ -1,17 +1,30 @@
 /* admin.c - the admin socket: one JSON request per line, one JSON reply per
  * line, read and answered on the loop thread; the commands themselves are
- * in admin_cmd.c.
+ * in admin_cmd.c. Requests must be UTF-8 and every reply is: a name that
+ * is not (clients may use any bytes) goes out \xNN-escaped, with its exact
+ * bytes in hex beside it (admin_text.h).
+ *
+ * The loop never waits on an admin client. Connections are non-blocking;
+ * replies (and progress lines) go into the connection's output buffer and
+ * out as fast as the client reads, the rest on EPOLLOUT. While output is
+ * pending the daemon reads nothing more from that connection (the requests
+ * it already holds, at most ADMIN_LINE_MAX bytes, are still answered), so a
+ * client that stops reading stops being served, not the daemon. One whose
+ * unread replies would pass ADMIN_OUT_MAX is closed, with a log line.
  *
  * Long commands (flush, evict of a namespace or tier) run as jobs on a
  * thread of their own (job.c): their connection gets its reply, and
- * progress lines if it asked, when the loop hears from the job, and reads
- * no other request meanwhile. Replies are sent with a blocking send
- * bounded by SEND_TIMEOUT_S, so an admin client that stops reading cannot
- * hold the loop for longer than that.
+ * progress lines if it asked, when the loop hears from the job, and its
+ * further requests wait meanwhile.
+ *
+ * Lifetime: a connection is freed only from its own event (admin_readable),
+ * because the loop may hold an event for it in the batch it is working
+ * through; other paths (the job event) mark it doomed instead.
  */
 #include "daemon/admin.h"
 
 #include <errno.h>
+#include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -20,70 +33,141 @@
 #include <unistd.h>
 
 #include "daemon/admin_cmd.h"
+#include "daemon/admin_text.h"
 #include "daemon/job.h"
 #include "daemon/log.h"
 #include "daemon/sockpath.h"
 #include "daemon/session.h"
 
-#define SEND_TIMEOUT_S 2
-
+/* A drained buffer larger than this is given back: an idle connection
+ * should not keep the memory of the one big reply it once had. */
+#define OUT_KEEP_BYTES (64u << 10)
 
 static const enum ev_kind tag_admin_listen = EV_ADMIN_LISTEN;
 
-/* ---- framing ------------------------------------------------------------------ */
+/* ---- output -------------------------------------------------------------------- */
 
-/* Send all of buf; returns 0 or -errno. */
-static int send_all(int fd, const char *buf, size_t len)
+static size_t out_pending(const struct kvt_admin_conn *c)
 {
-    while (len) {
-        ssize_t n = send(fd, buf, len, MSG_NOSIGNAL);
+    return c->out_len - c->out_off;
+}
+
+/* Give the socket what it takes of c's output without waiting. Returns 0
+ * (some may still be pending), or -errno when the client is gone. */
+static int out_flush(struct kvt_admin_conn *c)
+{
+    while (out_pending(c)) {
+        ssize_t n = send(c->fd, c->out + c->out_off, out_pending(c), MSG_NOSIGNAL | MSG_DONTWAIT);
         if (n < 0 && errno == EINTR)
             continue;
-        if (n <= 0)
-            return n < 0 ? -errno : -EPIPE;
-        buf += n;
-        len -= (size_t)n;
+        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+            return 0;
+        if (n < 0)
+            return -errno;
+        c->out_off += (size_t)n;
+    }
+    c->out_off = c->out_len = 0;
+    if (c->out_cap > OUT_KEEP_BYTES) {
+        free(c->out);
+        c->out = NULL;
+        c->out_cap = 0;
     }
     return 0;
 }
 
-static int send_reply(int fd, cJSON *reply)
+/* Append text and its newline to c's output. A single reply may be larger
+ * than ADMIN_OUT_MAX (a `contexts` over many names); what is refused is
+ * output piling up behind replies the client has not read. Returns 0,
+ * -ENOBUFS past the bound (logged), -ENOMEM, or a send error. */
+static int out_queue(struct kvt_admin_conn *c, const char *text, size_t len)
 {
-    char *text = cJSON_PrintUnformatted(reply);
-    int rc;
+    size_t need = len + 1;
 
+    if (out_pending(c) && out_pending(c) + need > ADMIN_OUT_MAX) {
+        int rc = out_flush(c);
+        if (rc)
+            return rc;
+        if (out_pending(c) && out_pending(c) + need > ADMIN_OUT_MAX) {
+            log_warn("admin: pid %d left %zu bytes of replies unread (the bound is %u MiB); "
+                     "closing its connection", (int)c->pid, out_pending(c),
+                     ADMIN_OUT_MAX >> 20);
+            return -ENOBUFS;
+        }
+    }
+    /* Move the unsent bytes to the front when that frees at least half. */
+    if (c->out_off && c->out_len + need > c->out_cap && c->out_off >= c->out_len / 2) {
+        memmove(c->out, c->out + c->out_off, out_pending(c));
+        c->out_len -= c->out_off;
+        c->out_off = 0;
+    }
+    if (c->out_len + need > c->out_cap) {
+        size_t cap = c->out_cap ? c->out_cap * 2 : 4096;
+        while (cap < c->out_len + need)
+            cap *= 2;
+        char *bigger = realloc(c->out, cap);
+        if (!bigger)
+            return -ENOMEM;
+        c->out = bigger;
+        c->out_cap = cap;
+    }
+    memcpy(c->out + c->out_len, text, len);
+    c->out[c->out_len + len] = '\n';
+    c->out_len += need;
+    return 0;
+}
+
+/* ---- framing ------------------------------------------------------------------ */
+
+/* Queue reply as one line; every string in it is made valid UTF-8 first,
+ * whatever bytes the names it carries hold. Returns 0 or -errno. */
+static int send_reply(struct kvt_admin_conn *c, cJSON *reply)
+{
+    int rc = admin_text_make_valid(reply);
+    char *text;
+
+    if (rc)
+        return rc;
+    text = cJSON_PrintUnformatted(reply);
     if (!text)
         return -ENOMEM;
-    size_t len = strlen(text);
-    rc = send_all(fd, text, len);
-    if (rc == 0)
-        rc = send_all(fd, "\n", 1);
+    rc = out_queue(c, text, strlen(text));
     cJSON_free(text);
     return rc;
 }
 
-static int send_error(int fd, const char *why)
+static int send_error(struct kvt_admin_conn *c, const char *why)
 {
     cJSON *reply = cJSON_CreateObject();
     if (!reply)
         return -ENOMEM;
     cJSON_AddBoolToObject(reply, "ok", false);
     cJSON_AddStringToObject(reply, "error", why);
-    int rc = send_reply(fd, reply);
+    int rc = send_reply(c, reply);
     cJSON_Delete(reply);
     return rc;
 }
 
-/* Parse, dispatch and answer one request line. Returns 0, or -errno when
- * the reply could not be sent (the connection is then closed). */
+/* Parse, dispatch and answer one request line (NUL-terminated at len).
+ * Returns 0, or -errno when the reply could not be queued (the connection
+ * is then closed). */
 static int handle_line(struct kvt_admin_conn *c, const char *line, size_t len)
 {
     char err[512] = "";
-    cJSON *req = cJSON_ParseWithLength(line, len);
-    const cJSON *cmd = cJSON_GetObjectItemCaseSensitive(req, "cmd");
-    cJSON *reply = NULL;
-    int rc = -EINVAL;
+    cJSON *req = NULL, *reply = NULL;
+    const cJSON *cmd;
+    const char *parse_end = NULL;
+    int rc = admin_text_check_request(line, len, err, sizeof(err));
 
+    if (rc)
+        goto out;
+    rc = -EINVAL;
+    req = cJSON_ParseWithLengthOpts(line, len + 1, &parse_end, true);
+    if (!req) {
+        size_t at = parse_end && parse_end >= line ? (size_t)(parse_end - line) : 0;
+        snprintf(err, sizeof(err), "the request is not valid JSON (near byte %zu)", at);
+        goto out;
+    }
+    cmd = cJSON_GetObjectItemCaseSensitive(req, "cmd");
     if (!cJSON_IsObject(req)) {
         snprintf(err, sizeof(err), "the request is not a JSON object");
         goto out;
@@ -102,17 +186,14 @@ static int handle_line(struct kvt_admin_conn *c, const char *line, size_t len)
     rc = admin_dispatch(c, cmd->valuestring, req, reply, err, sizeof(err));
 out:
     if (rc == ADMIN_DEFERRED) {
-        /* Read nothing more until the reply went out; EPOLLHUP still
-         * arrives, so a client that goes away is noticed. */
-        struct epoll_event ev = { .events = 0, .data.ptr = c };
-        epoll_ctl(c->srv->epfd, EPOLL_CTL_MOD, c->fd, &ev);
-        c->waiting = true;
+        c->waiting = true;          /* no more requests until its reply */
         rc = 0;
     } else if (rc == 0) {
-        rc = send_reply(c->fd, reply);
+        rc = send_reply(c, reply);
     } else {
-        log_debug("admin: %.*s: %s", (int)(len < 200 ? len : 200), line, err);
-        rc = send_error(c->fd, err[0] ? err : strerror(-rc));
+        log_debug("admin: %.*s: %s", (int)utf8_valid_len(line, len < 200 ? len : 200), line,
+                  err);
+        rc = send_error(c, err[0] ? err : strerror(-rc));
     }
     cJSON_Delete(reply);
     cJSON_Delete(req);
@@ -135,6 +216,7 @@ static void conn_close(struct kvt_admin_conn *c)
         srv->admin_conns = c->next;
     if (c->next)
         c->next->prev = c->prev;
+    free(c->out);
     free(c);
 }
 
@@ -148,73 +230,118 @@ static void conn_doom(struct kvt_admin_conn *c)
     struct epoll_event ev = { .events = 0, .data.ptr = c };
 
     c->doomed = true;
-    c->waiting = true;
+    c->events = 0;
     shutdown(c->fd, SHUT_RDWR);
     epoll_ctl(c->srv->epfd, EPOLL_CTL_MOD, c->fd, &ev);
 }
 
+/* Watch for what c can do next: write while output is pending (reading
+ * nothing then: back-pressure), else read unless it waits for a long
+ * command. Watching nothing still reports a hang-up. */
+static int conn_watch(struct kvt_admin_conn *c)
+{
+    uint32_t want = out_pending(c) ? EPOLLOUT : c->waiting || c->closing ? 0 : EPOLLIN;
+    struct epoll_event ev = { .events = want, .data.ptr = c };
+
+    if (want == c->events)
+        return 0;
+    if (epoll_ctl(c->srv->epfd, EPOLL_CTL_MOD, c->fd, &ev) < 0)
+        return -errno;
+    c->events = want;
+    return 0;
+}
+
+/* After queueing output: send what the socket takes and watch for the
+ * rest; a connection that failed, or is closing with nothing left to
+ * send, is doomed. */
+static void conn_settle(struct kvt_admin_conn *c)
+{
+    if (c->doomed)
+        return;
+    if (out_flush(c) || (c->closing && !out_pending(c)) || conn_watch(c))
+        conn_doom(c);
+}
+
 /* Answer every complete line in the buffer, in order, until one is
- * deferred. Returns false when the connection is to be closed. */
-static bool answer_lines(struct kvt_admin_conn *c)
+ * deferred; the replies queue in c's output. */
+static void answer_lines(struct kvt_admin_conn *c)
 {
     size_t start = 0;
 
-    for (char *nl; !c->waiting && (nl = memchr(c->buf + start, '\n', c->len - start));) {
+    for (char *nl; !c->waiting && !c->doomed && !c->closing &&
+                   (nl = memchr(c->buf + start, '\n', c->len - start));) {
         size_t line_len = (size_t)(nl - (c->buf + start));
         *nl = '\0';
-        if (line_len && handle_line(c, c->buf + start, line_len)) {
+        if (line_len && handle_line(c, c->buf + start, line_len))
             conn_doom(c);
-            return false;
-        }
         start += line_len + 1;
     }
     memmove(c->buf, c->buf + start, c->len - start);
     c->len -= start;
-    if (c->len > ADMIN_LINE_MAX) {
-        send_error(c->fd, "request line longer than 64 KiB; closing the connection");
-        conn_doom(c);
-        return false;
+    if (!c->doomed && !c->closing && c->len > ADMIN_LINE_MAX) {
+        c->closing = true;          /* no way to find the next request's start */
+        if (send_error(c, "request line longer than 64 KiB; closing the connection"))
+            conn_doom(c);
     }
-    return true;
 }
 
-/* One read per readiness (level-triggered: the loop comes back if more is
- * waiting), then every complete line in the buffer is answered in order.
- * A connection waiting for a deferred reply listens for nothing, so being
- * called means it hung up. */
+/* Whether c's socket reports a hang-up or an error now. */
+static bool hung_up(const struct kvt_admin_conn *c)
+{
+    struct pollfd p = { .fd = c->fd };
+    return poll(&p, 1, 0) > 0 && (p.revents & (POLLHUP | POLLERR));
+}
+
+/* c's socket is ready for what conn_watch asked (or hung up, or the event
+ * predates a change made earlier in this batch, so each step copes with
+ * finding nothing to do). Pending output goes first; then one read
+ * (level-triggered: the loop comes back if more is waiting), and every
+ * complete line is answered in order. */
 void admin_readable(struct kvt_admin_conn *c)
 {
-    size_t room = ADMIN_LINE_MAX + 1 - c->len;
-    ssize_t n;
-
-    if (c->waiting) {
+    if (c->doomed) {
         conn_close(c);
         return;
     }
-    n = recv(c->fd, c->buf + c->len, room, MSG_DONTWAIT);
-    if (n < 0 && (errno == EAGAIN || errno == EINTR))
+    if (out_pending(c)) {
+        if (out_flush(c)) {
+            conn_close(c);
+            return;
+        }
+    } else if (c->waiting || c->closing) {
+        if (hung_up(c))             /* it watches nothing else */
+            conn_close(c);
         return;
-    if (n <= 0) {
-        conn_close(c);
-        return;
+    } else {
+        ssize_t n = recv(c->fd, c->buf + c->len, ADMIN_LINE_MAX + 1 - c->len, MSG_DONTWAIT);
+        if (n == 0 || (n < 0 && errno != EAGAIN && errno != EINTR)) {
+            conn_close(c);
+            return;
+        }
+        if (n > 0) {
+            c->len += (size_t)n;
+            answer_lines(c);
+        }
     }
-    c->len += (size_t)n;
-    answer_lines(c);
+    conn_settle(c);
+    if (c->doomed)                  /* its own event: no other in this batch */
+        conn_close(c);
 }
 
-static void send_progress(struct kvt_admin_conn *c, const char *what, uint64_t done,
-                          uint64_t total)
+static int send_progress(struct kvt_admin_conn *c, const char *what, uint64_t done,
+                         uint64_t total)
 {
     cJSON *line = cJSON_CreateObject();
     cJSON *p = cJSON_AddObjectToObject(line, "progress");
+    int rc;
 
     cJSON_AddStringToObject(p, "command", what);
     cJSON_AddNumberToObject(p, "done", (double)done);
     cJSON_AddNumberToObject(p, "total", (double)(total > done ? total : done));
     cJSON_AddStringToObject(p, "unit", "chunks");
-    if (send_reply(c->fd, line))
-        conn_doom(c);
+    rc = send_reply(c, line);
     cJSON_Delete(line);
+    return rc;
 }
 
 static int send_job_reply(struct kvt_admin_conn *c, const struct kvt_admin_work *w,
@@ -227,7 +354,7 @@ static int send_job_reply(struct kvt_admin_conn *c, const struct kvt_admin_work 
         return -ENOMEM;
     cJSON_AddBoolToObject(reply, "ok", true);
     admin_job_result(w, done, rc, reply, err, sizeof(err));
-    rc = rc ? send_error(c->fd, err) : send_reply(c->fd, reply);
+    rc = rc ? send_error(c, err) : send_reply(c, reply);
     cJSON_Delete(reply);
     return rc;
 }
@@ -240,15 +367,16 @@ void admin_job_event(struct kvt_server *srv)
     int rc;
 
     bool ended = job_poll(srv->job, &done, &total, &rc);
-    /* Every job that was asked for progress sends at least one line, even
-     * one that ended before the loop looked. */
     if (c && c->doomed)
         c = NULL;                   /* going away: no more lines for it */
-    if (c && c->progress && (!ended || !c->progress_sent)) {
+    /* Every job that was asked for progress sends at least one line, even
+     * one that ended before the loop looked. Later ones wait until the
+     * client has read the last: it gets the news, not a backlog. */
+    if (c && c->progress && (!c->progress_sent || (!ended && !out_pending(c)))) {
         c->progress_sent = true;
-        send_progress(c, admin_work_name(w), done, total);
-        if (c->doomed)
-            c = NULL;
+        if (send_progress(c, admin_work_name(w), done, total))
+            conn_doom(c);
+        conn_settle(c);
     }
     if (!ended)
         return;
@@ -258,13 +386,13 @@ void admin_job_event(struct kvt_server *srv)
     srv->job_conn = NULL;
     log_info("admin: %s ended: %llu chunks, %s", admin_work_name(w), (unsigned long long)done,
              rc ? strerror(-rc) : "done");
-    if (c) {                        /* else its client went away */
+    if (c && !c->doomed) {          /* else its client went away */
         c->waiting = false;
-        struct epoll_event ev = { .events = EPOLLIN, .data.ptr = c };
-        if (send_job_reply(c, w, done, rc) || epoll_ctl(srv->epfd, EPOLL_CTL_MOD, c->fd, &ev) < 0)
+        if (send_job_reply(c, w, done, rc))
             conn_doom(c);
         else
             answer_lines(c);        /* lines that came while it waited */
+        conn_settle(c);
     }
     free(w);
 }
@@ -283,23 +411,24 @@ static bool peer_allowed(int fd, struct ucred *cred)
 
 void admin_accept(struct kvt_server *srv)
 {
-    struct timeval tv = { .tv_sec = SEND_TIMEOUT_S };
+    static const char refusal[] = "{\"ok\":false,\"error\":\"permission denied: only the "
+                                  "daemon's user and root may use the admin socket\"}\n";
     struct ucred cred = { 0 };
 
     for (;;) {
-        int fd = accept4(srv->admin_fd, NULL, NULL, SOCK_CLOEXEC);
+        int fd = accept4(srv->admin_fd, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK);
         if (fd < 0) {
             if (errno != EAGAIN && errno != EINTR && errno != ECONNABORTED &&
                 !server_accept_failed(srv, "admin socket", errno))
                 log_warn("admin accept: %s", strerror(errno));
             return;
         }
-        setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
         if (!peer_allowed(fd, &cred)) {
             log_warn("admin: refusing pid %d uid %u (only uid %u and root)",
                      (int)cred.pid, (unsigned)cred.uid, (unsigned)geteuid());
-            send_error(fd, "permission denied: only the daemon's user and root "
-                           "may use the admin socket");
+            /* A fresh socket's buffer takes one short line; if not, the
+             * refusal is the close alone. */
+            (void)!send(fd, refusal, sizeof(refusal) - 1, MSG_NOSIGNAL | MSG_DONTWAIT);
             close(fd);
             continue;
         }
@@ -308,7 +437,8 @@ void admin_accept(struct kvt_server *srv)
             close(fd);
             continue;
         }
-        *c = (struct kvt_admin_conn){ .kind = EV_ADMIN, .srv = srv, .fd = fd };
+        *c = (struct kvt_admin_conn){ .kind = EV_ADMIN, .srv = srv, .fd = fd, .pid = cred.pid,
+                                      .events = EPOLLIN };
         struct epoll_event ev = { .events = EPOLLIN, .data.ptr = c };
         if (epoll_ctl(srv->epfd, EPOLL_CTL_ADD, fd, &ev) < 0) {
             log_warn("admin: epoll_ctl: %s", strerror(errno));

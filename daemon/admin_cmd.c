@@ -13,6 +13,7 @@
 #include <string.h>
 #include <xxhash.h>
 
+#include "daemon/admin_text.h"
 #include "daemon/job.h"
 #include "daemon/log.h"
 #include "daemon/session.h"
@@ -163,7 +164,7 @@ static int cmd_namespaces(struct kvt_admin_conn *conn, const cJSON *req, cJSON *
         const struct kvt_ns *ns = srv->reg.ns[i];
         cJSON *o = cJSON_CreateObject();
         add_id(o, "id", ns->id);
-        cJSON_AddStringToObject(o, "name", ns->name);
+        admin_text_add_name(o, "name", ns->name);
         add_u64(o, "domain", ns->domain);
         add_u64(o, "layers", ns->layers);
         add_u64(o, "kv_heads", ns->heads);
@@ -189,7 +190,7 @@ static int cmd_clients(struct kvt_admin_conn *conn, const cJSON *req, cJSON *rep
         add_u64(o, "uid", s->cred.uid);
         add_u64(o, "domain", s->domain);
         if (s->ns) {
-            cJSON_AddStringToObject(o, "namespace", s->ns->name);
+            admin_text_add_name(o, "namespace", s->ns->name);
             add_id(o, "namespace_id", s->ns->id);
         } else {
             cJSON_AddNullToObject(o, "namespace");
@@ -374,10 +375,11 @@ static int evict_namespace(struct kvt_admin_conn *conn, const cJSON *req, uint64
  * runs as a job (and, like the other evicts, is refused while one runs);
  * without one it is quick and answered at once. */
 static int evict_context(struct kvt_admin_conn *conn, const cJSON *req, const char *name,
-                         const uint64_t *ns_id, cJSON *reply, char *err, size_t errlen)
+                         size_t len, const uint64_t *ns_id, cJSON *reply, char *err,
+                         size_t errlen)
 {
     struct kvt_server *srv = conn->srv;
-    XXH128_hash_t h = XXH3_128bits(name, strlen(name));
+    XXH128_hash_t h = XXH3_128bits(name, len);
     struct kvt_ns **all = NULL;
     uint32_t n = 1;
     int rc = 0;
@@ -422,28 +424,39 @@ static int cmd_evict(struct kvt_admin_conn *conn, const cJSON *req, cJSON *reply
 {
     const cJSON *tier = cJSON_GetObjectItemCaseSensitive(req, "tier");
     const cJSON *ctx = cJSON_GetObjectItemCaseSensitive(req, "context");
+    const cJSON *ctx_hex = cJSON_GetObjectItemCaseSensitive(req, "context_hex");
     const cJSON *ns = cJSON_GetObjectItemCaseSensitive(req, "namespace");
+    char name[KVT_CTX_NAME_MAX + 1];
     uint64_t ns_id = 0;
+    size_t len;
 
     if (ns && parse_ns_id(ns, &ns_id)) {
         snprintf(err, errlen, "namespace must be an id like \"0x1f\" or \"31\"");
         return -EINVAL;
     }
-    if (cJSON_IsString(tier) && !ctx && !ns) {
+    if (cJSON_IsString(tier) && !ctx && !ctx_hex && !ns) {
         return evict_tier(conn, req, tier->valuestring, err, errlen);
-    } else if (cJSON_IsString(ctx) && !tier) {
-        size_t len = strlen(ctx->valuestring);
+    } else if (cJSON_IsString(ctx) && !ctx_hex && !tier) {
+        len = strlen(ctx->valuestring);
         if (len == 0 || len > KVT_CTX_NAME_MAX) {
             snprintf(err, errlen, "context names are 1 to %d bytes", KVT_CTX_NAME_MAX);
             return -EINVAL;
         }
-        return evict_context(conn, req, ctx->valuestring, ns ? &ns_id : NULL, reply, err,
-                             errlen);
-    } else if (ns && !ctx && !tier) {
+        return evict_context(conn, req, ctx->valuestring, len, ns ? &ns_id : NULL, reply,
+                             err, errlen);
+    } else if (cJSON_IsString(ctx_hex) && !ctx && !tier) {
+        /* The exact bytes of a name that is not UTF-8 (its "name_hex"). */
+        if (admin_text_unhex(ctx_hex->valuestring, name, sizeof(name), &len)) {
+            snprintf(err, errlen, "context_hex must be 1 to %d bytes as hex digits, "
+                     "none of them 00", KVT_CTX_NAME_MAX);
+            return -EINVAL;
+        }
+        return evict_context(conn, req, name, len, ns ? &ns_id : NULL, reply, err, errlen);
+    } else if (ns && !ctx && !ctx_hex && !tier) {
         return evict_namespace(conn, req, ns_id, err, errlen);
     }
     snprintf(err, errlen, "evict takes {\"tier\": T}, {\"namespace\": ID} "
-             "or {\"context\": NAME[, \"namespace\": ID]}");
+             "or {\"context\" or \"context_hex\": NAME[, \"namespace\": ID]}");
     return -EINVAL;
 }
 
@@ -468,7 +481,7 @@ static int list_contexts(struct kvt_server *srv, struct kvt_ns *ns, cJSON *list,
         qsort(names, n, sizeof(*names), by_name);
     for (uint32_t i = 0; i < n; i++) {
         cJSON *o = cJSON_CreateObject();
-        cJSON_AddStringToObject(o, "name", names[i]);
+        admin_text_add_name(o, "name", names[i]);
         add_id(o, "namespace", ns->id);
         add_u64(o, "tokens", dp_context_length(&srv->dp, ns, names[i], strlen(names[i])));
         cJSON_AddItemToArray(list, o);

@@ -7,6 +7,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/types.h>
 
 #include "daemon/admin.h"
 
@@ -15,11 +16,16 @@
 struct kvt_admin_conn {
     enum ev_kind kind;               /* EV_ADMIN, first for epoll tagging */
     struct kvt_server *srv;
-    int fd;
+    int fd;                          /* non-blocking */
+    pid_t pid;                       /* the peer, for logs */
+    uint32_t events;                 /* what epoll watches on fd now */
     bool waiting;                    /* a deferred reply is pending */
     bool progress;                   /* it wants progress lines meanwhile */
     bool progress_sent;              /* at least one went out */
+    bool closing;                    /* closes once its output is out */
     bool doomed;                     /* closes at its next event (conn_doom) */
+    char *out;                       /* reply bytes the socket has not taken: */
+    size_t out_off, out_len, out_cap;   /* out[out_off, out_len) */
     size_t len;                      /* bytes of an unfinished line in buf */
     char buf[ADMIN_LINE_MAX + 2];    /* the line, its '\n', then a NUL */
     struct kvt_admin_conn *prev, *next;

@@ -493,11 +493,9 @@ static int admin_connect(const char *path)
     return fd;
 }
 
-int admin_request(const struct test_daemon *d, const char *request,
-                  char *reply, size_t len)
+int test_admin_connect(const struct test_daemon *d)
 {
-    size_t req_len = strlen(request), at = 0;
-    int fd = -ECONNREFUSED, rc = 0;
+    int fd = -ECONNREFUSED;
 
     /* daemon_start returns once the data socket accepts; the admin socket
      * comes up a moment later in the same start-up. */
@@ -506,6 +504,15 @@ int admin_request(const struct test_daemon *d, const char *request,
         if (fd < 0)
             usleep(10000);
     }
+    return fd;
+}
+
+int admin_request(const struct test_daemon *d, const char *request,
+                  char *reply, size_t len)
+{
+    size_t req_len = strlen(request), at = 0;
+    int fd = test_admin_connect(d), rc = 0;
+
     if (fd < 0)
         return fd;
     for (size_t sent = 0; sent <= req_len;) {

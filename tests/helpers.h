@@ -103,6 +103,9 @@ int test_matches(const void *buf, kvt_dtype dt, uint64_t seed, uint32_t layer,
 float test_to_f32(const void *buf, kvt_dtype dt, size_t i);
 void test_from_f32(void *buf, kvt_dtype dt, size_t i, float v);
 
+/* A connection to the daemon's admin socket (waiting up to 5 s for it to
+ * accept). Returns the fd or -errno. */
+int test_admin_connect(const struct test_daemon *d);
 /* Send one JSON request line to the daemon's admin socket on a fresh
  * connection (waiting up to 5 s for the socket to accept) and read one reply
  * line into reply (len bytes, NUL-terminated, newline removed). Returns 0,
