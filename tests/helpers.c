@@ -674,3 +674,43 @@ void test_punch_hole(const char *path, off_t off, off_t len)
     assert_int_equal(fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, off, len), 0);
     close(fd);
 }
+
+int test_store_contexts(kvt_client *c, const struct test_ctx_shape *s, int first, int count)
+{
+    size_t bytes = (size_t)s->tokens * s->heads * s->dim * 2;
+    uint8_t *k = malloc(bytes), *v = malloc(bytes);
+    int rc = k && v ? 0 : -ENOMEM;
+
+    for (int i = first; i < first + count && !rc; i++) {
+        char name[32];
+        snprintf(name, sizeof(name), "ctx-%d", i);
+        for (uint32_t l = 0; l < s->layers && !rc; l++) {
+            test_fill(k, KVT_F16, (uint64_t)i * 2, l, 0, s->tokens, s->heads, s->dim);
+            test_fill(v, KVT_F16, (uint64_t)i * 2 + 1, l, 0, s->tokens, s->heads, s->dim);
+            rc = kvt_store(c, name, l, 0, s->tokens, k, v);
+        }
+    }
+    free(k);
+    free(v);
+    return rc;
+}
+
+int test_check_context(kvt_client *c, const struct test_ctx_shape *s, int i)
+{
+    size_t bytes = (size_t)s->tokens * s->heads * s->dim * 2;
+    uint8_t *k = malloc(bytes), *v = malloc(bytes);
+    char name[32];
+    int rc = k && v ? 0 : -ENOMEM;
+
+    snprintf(name, sizeof(name), "ctx-%d", i);
+    for (uint32_t l = 0; l < s->layers && !rc; l++) {
+        rc = kvt_fetch(c, name, l, 0, s->tokens, k, v);
+        if (rc == 0 &&
+            (test_check(k, KVT_F16, (uint64_t)i * 2, l, 0, s->tokens, s->heads, s->dim, 0) ||
+             test_check(v, KVT_F16, (uint64_t)i * 2 + 1, l, 0, s->tokens, s->heads, s->dim, 0)))
+            rc = 1;
+    }
+    free(k);
+    free(v);
+    return rc;
+}

@@ -99,6 +99,17 @@ size_t test_check(const void *buf, kvt_dtype dt, uint64_t seed, uint32_t layer,
 int test_matches(const void *buf, kvt_dtype dt, uint64_t seed, uint32_t layer,
                  uint32_t token_start, uint32_t n_tokens, uint32_t heads, uint32_t dim);
 
+/* Named contexts "ctx-<i>" as the tier tests store them: `tokens` f16
+ * tokens of every layer, K from seed 2i, V from 2i + 1. */
+struct test_ctx_shape {
+    uint32_t layers, tokens, heads, dim;
+};
+/* Store contexts first..first+count-1; returns 0 or the failing rc. */
+int test_store_contexts(kvt_client *c, const struct test_ctx_shape *s, int first, int count);
+/* Fetch context i: 0 when every layer is there and within the int8 bound,
+ * -ENOENT (or another rc) when absent, 1 for WRONG DATA. */
+int test_check_context(kvt_client *c, const struct test_ctx_shape *s, int i);
+
 /* Convert one element of dtype to f32 / from f32 (round to nearest even). */
 float test_to_f32(const void *buf, kvt_dtype dt, size_t i);
 void test_from_f32(void *buf, kvt_dtype dt, size_t i, float v);

@@ -67,44 +67,7 @@ static kvt_client *client(void)
     return c;
 }
 
-static int store_contexts(kvt_client *c, int first, int count)
-{
-    uint8_t *k = malloc((size_t)TOKENS * ROW), *v = malloc((size_t)TOKENS * ROW);
-    int rc = 0;
-
-    for (int i = first; i < first + count && !rc; i++) {
-        char name[32];
-        snprintf(name, sizeof(name), "ctx-%d", i);
-        for (uint32_t l = 0; l < LAYERS && !rc; l++) {
-            test_fill(k, KVT_F16, (uint64_t)i * 2, l, 0, TOKENS, HEADS, DIM);
-            test_fill(v, KVT_F16, (uint64_t)i * 2 + 1, l, 0, TOKENS, HEADS, DIM);
-            rc = kvt_store(c, name, l, 0, TOKENS, k, v);
-        }
-    }
-    free(k);
-    free(v);
-    return rc;
-}
-
-/* 0 = fetched and correct, -ENOENT = absent, 1 = WRONG DATA. */
-static int check_context(kvt_client *c, int i)
-{
-    uint8_t *k = malloc((size_t)TOKENS * ROW), *v = malloc((size_t)TOKENS * ROW);
-    char name[32];
-    int rc = 0;
-
-    snprintf(name, sizeof(name), "ctx-%d", i);
-    for (uint32_t l = 0; l < LAYERS && !rc; l++) {
-        rc = kvt_fetch(c, name, l, 0, TOKENS, k, v);
-        if (rc == 0 &&
-            (test_check(k, KVT_F16, (uint64_t)i * 2, l, 0, TOKENS, HEADS, DIM, 0) ||
-             test_check(v, KVT_F16, (uint64_t)i * 2 + 1, l, 0, TOKENS, HEADS, DIM, 0)))
-            rc = 1;
-    }
-    free(k);
-    free(v);
-    return rc;
-}
+static const struct test_ctx_shape shape = { LAYERS, TOKENS, HEADS, DIM };
 
 static int n_contexts_for(size_t bytes)
 {
@@ -115,7 +78,7 @@ static int child_store(void *arg)
 {
     int n = *(int *)arg;
     kvt_client *c = client();
-    int rc = store_contexts(c, 0, n);
+    int rc = test_store_contexts(c, &shape, 0, n);
     kvt_disconnect(c);
     return rc ? 10 : 0;
 }
@@ -125,7 +88,7 @@ static int child_fetch(void *arg)
     int n = *(int *)arg, bad = 0;
     kvt_client *c = client();
     for (int i = 0; i < n; i++)
-        if (check_context(c, i) != 0)
+        if (test_check_context(c, &shape, i) != 0)
             bad++;
     kvt_disconnect(c);
     if (bad)
@@ -150,21 +113,21 @@ static void sync_survives_kill9_and_sigterm_survives_restart(void **state)
     int n = 40, rc;
     start("32M", "256M");
     kvt_client *c = client();
-    CHECK_OK(store_contexts(c, 0, n));
+    CHECK_OK(test_store_contexts(c, &shape, 0, n));
     CHECK_OK(kvt_sync(c));
     daemon_kill(&d);
     restart("32M", "256M");
     for (int i = 0; i < n; i++) {
-        rc = check_context(c, i);         /* the handle reconnects itself */
+        rc = test_check_context(c, &shape, i);         /* the handle reconnects itself */
         if (rc)
             fail_msg("after kill -9: ctx-%d: %d (%s)", i, rc, kvt_strerror(rc));
     }
     /* Unsynced stores, then a clean stop: SIGTERM writes the hot tier out. */
-    CHECK_OK(store_contexts(c, n, n));
+    CHECK_OK(test_store_contexts(c, &shape, n, n));
     daemon_stop(&d);
     restart("32M", "256M");
     for (int i = 0; i < 2 * n; i++) {
-        rc = check_context(c, i);
+        rc = test_check_context(c, &shape, i);
         if (rc)
             fail_msg("after SIGTERM: ctx-%d: %d (%s)", i, rc, kvt_strerror(rc));
     }
@@ -174,8 +137,8 @@ static void sync_survives_kill9_and_sigterm_survives_restart(void **state)
     CHECK_OK(kvt_drop(c, "ctx-3"));
     daemon_stop(&d);
     restart("32M", "256M");
-    CHECK_RC(check_context(c, 3), -ENOENT);  /* drops survive restarts too */
-    CHECK_OK(check_context(c, 4));
+    CHECK_RC(test_check_context(c, &shape, 3), -ENOENT);  /* drops survive restarts too */
+    CHECK_OK(test_check_context(c, &shape, 4));
     kvt_disconnect(c);
     daemon_stop(&d);
     cleanup();
@@ -187,7 +150,7 @@ static void flipped_byte_is_a_miss_and_nothing_else(void **state)
     int n = 12, missing = 0, wrong = 0;
     start("64M", "64M");
     kvt_client *c = client();
-    CHECK_OK(store_contexts(c, 0, n));
+    CHECK_OK(test_store_contexts(c, &shape, 0, n));
     daemon_stop(&d);            /* everything on disk */
 
     /* Flip a byte inside the first record's data block: file header block,
@@ -203,7 +166,7 @@ static void flipped_byte_is_a_miss_and_nothing_else(void **state)
 
     restart("64M", "64M");
     for (int i = 0; i < n; i++) {
-        int rc = check_context(c, i);
+        int rc = test_check_context(c, &shape, i);
         if (rc == -ENOENT) {
             missing++;
             print_message("ctx-%d missing after the flip\n", i);
@@ -236,9 +199,9 @@ static void small_cold_file_keeps_the_newest(void **state)
     int n = n_contexts_for(96u << 20), present = 0;
     start("16M", "16M");
     kvt_client *c = client();
-    CHECK_OK(store_contexts(c, 0, n));
+    CHECK_OK(test_store_contexts(c, &shape, 0, n));
     for (int i = 0; i < n; i++) {
-        int rc = check_context(c, i);
+        int rc = test_check_context(c, &shape, i);
         if (rc == 1)
             fail_msg("ctx-%d returned wrong data", i);
         if (rc == 0)
@@ -247,8 +210,8 @@ static void small_cold_file_keeps_the_newest(void **state)
             fail_msg("ctx-%d: %s", i, kvt_strerror(rc));
     }
     /* The newest context is always there; the oldest is gone. */
-    CHECK_OK(check_context(c, n - 1));
-    CHECK_RC(check_context(c, 0), -ENOENT);
+    CHECK_OK(test_check_context(c, &shape, n - 1));
+    CHECK_RC(test_check_context(c, &shape, 0), -ENOENT);
     print_message("small cold file: %d of %d contexts kept\n", present, n);
     assert_true(present >= 4);
     kvt_disconnect(c);
@@ -279,7 +242,7 @@ static void recycled_block_leaves_no_old_rows_on_disk(void **state)
      * go to the pool (64M budget: up to 4 MiB pooled). */
     start("64M", "64M");
     kvt_client *c = client();
-    CHECK_OK(store_contexts(c, 0, 2));
+    CHECK_OK(test_store_contexts(c, &shape, 0, 2));
     CHECK_OK(kvt_drop(c, "ctx-0"));
     CHECK_OK(kvt_drop(c, "ctx-1"));
     /* One token per layer: four new chunks on recycled blocks, 255 of

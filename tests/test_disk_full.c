@@ -34,7 +34,6 @@
 #define HEADS 8
 #define DIM 128
 #define TOKENS 256            /* one chunk per layer per context */
-#define ROW (HEADS * DIM * 2) /* f16 bytes per token */
 #define FS_BYTES "48m"
 #define COLD_BYTES "32M"
 
@@ -110,42 +109,7 @@ static kvt_client *client(void)
     return c;
 }
 
-static void store_contexts(kvt_client *c, int first, int count)
-{
-    uint8_t *k = malloc((size_t)TOKENS * ROW), *v = malloc((size_t)TOKENS * ROW);
-
-    for (int i = first; i < first + count; i++) {
-        char name[32];
-        snprintf(name, sizeof(name), "ctx-%d", i);
-        for (uint32_t l = 0; l < LAYERS; l++) {
-            test_fill(k, KVT_F16, (uint64_t)i * 2, l, 0, TOKENS, HEADS, DIM);
-            test_fill(v, KVT_F16, (uint64_t)i * 2 + 1, l, 0, TOKENS, HEADS, DIM);
-            CHECK_OK(kvt_store(c, name, l, 0, TOKENS, k, v));
-        }
-    }
-    free(k);
-    free(v);
-}
-
-/* 0 = fetched and correct, -ENOENT = absent, 1 = WRONG DATA. */
-static int check_context(kvt_client *c, int i)
-{
-    uint8_t *k = malloc((size_t)TOKENS * ROW), *v = malloc((size_t)TOKENS * ROW);
-    char name[32];
-    int rc = 0;
-
-    snprintf(name, sizeof(name), "ctx-%d", i);
-    for (uint32_t l = 0; l < LAYERS && !rc; l++) {
-        rc = kvt_fetch(c, name, l, 0, TOKENS, k, v);
-        if (rc == 0 &&
-            (test_check(k, KVT_F16, (uint64_t)i * 2, l, 0, TOKENS, HEADS, DIM, 0) ||
-             test_check(v, KVT_F16, (uint64_t)i * 2 + 1, l, 0, TOKENS, HEADS, DIM, 0)))
-            rc = 1;
-    }
-    free(k);
-    free(v);
-    return rc;
-}
+static const struct test_ctx_shape shape = { LAYERS, TOKENS, HEADS, DIM };
 
 /* stats' section.field as a number. */
 static double stat_of(const char *section, const char *field)
@@ -186,7 +150,7 @@ static void sync_fails_until_the_data_is_on_disk(void **state)
     const int n = 4;
     start_on_full_disk("64M");                 /* everything stays in RAM */
     kvt_client *c = client();
-    store_contexts(c, 0, n);
+    CHECK_OK(test_store_contexts(c, &shape, 0, n));
     CHECK_RC(kvt_sync(c), -EIO);
     /* The failed records left the index but their chunks are still in
      * RAM: the next sync must write them again (and fail again), not
@@ -204,7 +168,7 @@ static void sync_fails_until_the_data_is_on_disk(void **state)
     daemon_args_start(true, "64M");
     c = client();
     for (int i = 0; i < n; i++)
-        if (check_context(c, i) != 0)
+        if (test_check_context(c, &shape, i) != 0)
             fail_msg("context %d not on disk after a successful sync", i);
     assert_true(stat_of("tiers", "promotions") >= n * LAYERS);
     kvt_disconnect(c);
@@ -219,7 +183,7 @@ static void evicted_chunks_that_never_reached_disk_are_lost_and_said_so(void **s
     const int n = 16;                          /* 16 MiB through a 4 MiB hot tier */
     start_on_full_disk("4M");
     kvt_client *c = client();
-    store_contexts(c, 0, n);
+    CHECK_OK(test_store_contexts(c, &shape, 0, n));
     CHECK_RC(kvt_sync(c), -EIO);
     double lost = stat_of("cold", "records_lost");
     assert_true(lost > 0);
@@ -251,7 +215,7 @@ static void sigterm_with_unwritable_data_exits_nonzero(void **state)
     (void)state;
     start_on_full_disk("64M");
     kvt_client *c = client();
-    store_contexts(c, 0, 2);
+    CHECK_OK(test_store_contexts(c, &shape, 0, 2));
     CHECK_RC(kvt_sync(c), -EIO);               /* the error is reported once here */
     kvt_disconnect(c);
     int st = daemon_terminate(&d);
