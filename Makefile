@@ -58,7 +58,7 @@ CORE_OBJS   := $(addprefix $(B)/,$(SIMD_OBJS) $(CACHE_OBJS) $(PROTO_OBJS) $(DAEM
 
 PROGS := $(B)/kvtierd $(B)/kvtierctl $(B)/libkvtier.so $(B)/libkvtier.so.0 $(B)/libkvtier.a
 
-UNIT_TESTS := test_simd test_hot test_cold test_proto
+UNIT_TESTS := test_simd test_simd_outliers test_hot test_cold test_proto
 INTEG_TESTS := test_store_fetch test_prefix_sharing test_absent_and_length \
 	test_bad_input test_hot_budget test_isolation test_restart test_make_run test_cold_tier \
 	test_systemd_notify test_socket_activation test_install test_admin test_quotas \
@@ -115,6 +115,7 @@ $(B)/kvtierctl: $(B)/client/kvtierctl.o
 TEST_LIBS = $(LDLIBS_ALL) $(shell pkg-config --libs cmocka 2>/dev/null)
 
 $(B)/tests/test_simd: $(B)/tests/test_simd.o $(addprefix $(B)/,$(SIMD_OBJS))
+$(B)/tests/test_simd_outliers: $(B)/tests/test_simd_outliers.o $(addprefix $(B)/,$(SIMD_OBJS))
 $(B)/tests/test_hot: $(B)/tests/test_hot.o $(addprefix $(B)/,$(HOT_MODULES))
 $(B)/tests/test_cold: $(B)/tests/test_cold.o $(addprefix $(B)/,$(COLD_MODULES))
 $(B)/tests/test_proto: $(B)/tests/test_proto.o $(B)/proto/proto.o
@@ -132,17 +133,18 @@ test-build: all $(TEST_BINS)
 # aarch64: the kernels and their test, cross-built and run under qemu-user.
 AARCH64_CC ?= aarch64-linux-gnu-gcc
 A64 := $(B)/aarch64
-$(A64)/test_simd: simd/simd.c simd/scalar.c simd/neon.c tests/test_simd.c simd/simd.h
+A64_SIMD := simd/simd.c simd/scalar.c simd/neon.c
+$(A64)/test_simd $(A64)/test_simd_outliers: $(A64)/%: tests/%.c $(A64_SIMD) simd/simd.h simd/kernels.h
 	@mkdir -p $(A64)
 	$(AARCH64_CC) -std=gnu11 $(WARN) -O2 -D_GNU_SOURCE -I. -ffp-contract=off \
-		-o $@ simd/simd.c simd/scalar.c simd/neon.c tests/test_simd.c -lcmocka -lm
+		-o $@ $(A64_SIMD) $< -lcmocka -lm
 
 deps:
 	@bash tests/deps.sh
 
 test: deps
 	$(MAKE) test-build
-	$(MAKE) $(A64)/test_simd
+	$(MAKE) $(A64)/test_simd $(A64)/test_simd_outliers
 	$(MAKE) B=build-asan SAN=1 OPT=-O1 test-build
 	bash tests/run.sh $(B) build-asan $(A64)
 

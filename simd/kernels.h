@@ -2,6 +2,7 @@
 #ifndef KVT_SIMD_KERNELS_H
 #define KVT_SIMD_KERNELS_H
 
+#include <errno.h>
 #include <float.h>
 #include <math.h>
 #include <string.h>
@@ -151,5 +152,105 @@ static inline int simd_convert_trivial(void *dst, enum kvt_elem dst_elem, const 
         else if ((src_elem) == KVT_ELEM_BF16 && (dst_elem) == KVT_ELEM_F16)      \
             kernel(KVT_ELEM_F16, KVT_ELEM_BF16, __VA_ARGS__);                    \
     } while (0)
+
+
+/* ---- outliers ----------------------------------------------------------------
+ * The n_out largest-magnitude elements of a group, plus the next one (whose
+ * magnitude is the amax of the rest), kept as sign-cleared bit patterns,
+ * which order like |x| for finite values (see above) and compare equal
+ * exactly when the magnitudes do. Entries are sorted by key descending; an
+ * element is offered in ascending index order, so among equal keys the
+ * earlier one stays ahead: that is the tie rule simd.h states. A vector
+ * backend tests a block of keys against `thresh` at once and offers the
+ * block one by one only when some key beats it: thresh only rises, so a
+ * block skipped whole is one where every offer would have been refused. */
+#define SIMD_OUTLIERS_MAX 16
+
+struct simd_topk {
+    unsigned n, cap;                        /* cap = n_out + 1 */
+    int32_t thresh;                         /* a key must exceed it: -1 until full */
+    uint32_t inf_key;                       /* keys at or above it are NaN / Inf */
+    uint32_t key[SIMD_OUTLIERS_MAX + 1];
+    uint32_t idx[SIMD_OUTLIERS_MAX + 1];
+};
+
+static inline uint32_t simd_inf_key(enum kvt_elem elem)
+{
+    return elem == KVT_ELEM_F32 ? SIMD_F32_ABS_INF
+         : elem == KVT_ELEM_F16 ? SIMD_F16_ABS_INF : SIMD_BF16_ABS_INF;
+}
+
+static inline void simd_topk_init(struct simd_topk *t, enum kvt_elem elem, unsigned n_out)
+{
+    t->n = 0;
+    t->cap = n_out + 1;
+    t->thresh = -1;
+    t->inf_key = simd_inf_key(elem);
+}
+
+/* Sign-cleared bits of element i of src. */
+static inline uint32_t simd_abs_key(const void *src, enum kvt_elem elem, size_t i)
+{
+    const unsigned char *p = src;
+    uint32_t u;
+    uint16_t h;
+
+    if (elem == KVT_ELEM_F32) {
+        memcpy(&u, p + i * 4, 4);
+        return u & 0x7fffffff;
+    }
+    memcpy(&h, p + i * 2, 2);
+    return h & 0x7fffu;
+}
+
+/* Offer element i (offered after every lower index): 0, or -EINVAL when
+ * it is NaN or Inf, which always beats thresh and so is always offered. */
+static inline int simd_topk_offer(struct simd_topk *t, const void *src, enum kvt_elem elem,
+                                  size_t i)
+{
+    uint32_t key = simd_abs_key(src, elem, i);
+    unsigned j;
+
+    if (key >= t->inf_key)
+        return -EINVAL;
+    if ((int32_t)key <= t->thresh)
+        return 0;
+    j = t->n < t->cap ? t->n++ : t->cap - 1;   /* a full list drops its last */
+    for (; j > 0 && t->key[j - 1] < key; j--) {
+        t->key[j] = t->key[j - 1];
+        t->idx[j] = t->idx[j - 1];
+    }
+    t->key[j] = key;
+    t->idx[j] = (uint32_t)i;
+    if (t->n == t->cap)
+        t->thresh = (int32_t)t->key[t->cap - 1];
+    return 0;
+}
+
+/* The checks every backend's quantize_outliers makes before any work:
+ * indices must fit in u16 and n_out in [0, min(16, dim)]. */
+static inline int simd_outliers_args_ok(enum kvt_elem elem, size_t dim, unsigned n_out)
+{
+    if (!simd_elem_known(elem) || n_out > SIMD_OUTLIERS_MAX || n_out > dim)
+        return -EINVAL;
+    if (n_out > 0 && dim > 65536)
+        return -EINVAL;
+    return 0;
+}
+
+/* In scalar.c, for every backend. simd_topk_finish writes the scanned
+ * group's outliers (indices ascending, values as f16) and returns the amax
+ * of the rest. simd_quantize_outliers_group is the whole reference for one
+ * group (n_out >= 1), which the vector backends also call for a group whose
+ * 127 / amax overflows. simd_patch_outliers writes the kept values over a
+ * dequantized block, skipping indices >= dim. */
+float simd_topk_finish(const struct simd_topk *t, const void *src, enum kvt_elem elem,
+                       unsigned n_out, uint16_t *out_idx, uint16_t *out_f16);
+int simd_quantize_outliers_group(int8_t *dst, float *scale, uint16_t *out_idx,
+                                 uint16_t *out_f16, const void *src, enum kvt_elem elem,
+                                 size_t dim, unsigned n_out);
+void simd_patch_outliers(void *dst, enum kvt_elem elem, const uint16_t *idx,
+                         const uint16_t *vals_f16, size_t n_groups, size_t dim,
+                         unsigned n_out);
 
 #endif

@@ -207,6 +207,108 @@ static void neon_dequantize(void *dst, enum kvt_elem elem, const int8_t *src,
     SIMD_BY_ELEM(dequantize_groups, elem, dst, src, scales, n_groups, dim);
 }
 
+/* ---- quantize with outliers ----------------------------------------------------------- */
+
+/* Offers the group's elements to t, testing four f32 or eight 16-bit keys
+ * against thresh at once (keys are below 2^31 and 2^15: signed compares
+ * are exact, and thresh -1 lets every key through). */
+KERNEL int outlier_scan(struct simd_topk *t, const void *src, enum kvt_elem elem, size_t dim)
+{
+    const unsigned char *p = src;
+    const size_t lanes = elem == KVT_ELEM_F32 ? 4 : 8;
+    size_t i = 0;
+    int rc;
+
+    for (; i + lanes <= dim; i += lanes) {
+        uint32_t beats;
+
+        if (elem == KVT_ELEM_F32)
+            beats = vmaxvq_u32(vcgtq_s32(vreinterpretq_s32_u32(vandq_u32(
+                        vld1q_u32((const uint32_t *)(p + i * 4)), vdupq_n_u32(0x7fffffff))),
+                        vdupq_n_s32(t->thresh)));
+        else
+            beats = vmaxvq_u16(vcgtq_s16(vreinterpretq_s16_u16(vandq_u16(
+                        vld1q_u16((const uint16_t *)(p + i * 2)), vdupq_n_u16(0x7fff))),
+                        vdupq_n_s16((int16_t)t->thresh)));
+        if (!beats)
+            continue;
+        for (size_t k = i; k < i + lanes; k++)
+            if ((rc = simd_topk_offer(t, src, elem, k)) < 0)
+                return rc;
+    }
+    for (; i < dim; i++)
+        if ((rc = simd_topk_offer(t, src, elem, i)) < 0)
+            return rc;
+    return 0;
+}
+
+/* Every group through the vectorized scan, then the fast quantize pass
+ * (outliers included: their lanes may saturate, and are then set to 0).
+ * A group whose 127 / amax overflows goes to scalar.c, as in quantize. */
+KERNEL void quantize_outliers_groups(enum kvt_elem elem, int *rc, int8_t *dst, float *scales,
+                                     uint16_t *out_idx, uint16_t *out_f16, const void *src,
+                                     size_t n_groups, size_t dim, unsigned n_out)
+{
+    const size_t group_bytes = dim * (elem == KVT_ELEM_F32 ? 4 : 2);
+
+    for (size_t g = 0; g < n_groups; g++) {
+        const unsigned char *s = (const unsigned char *)src + g * group_bytes;
+        uint16_t *idx = out_idx + g * n_out;
+        int8_t *q = dst + g * dim;
+        struct simd_topk t;
+        float amax, inv;
+
+        simd_topk_init(&t, elem, n_out);
+        if ((*rc = outlier_scan(&t, s, elem, dim)) < 0)
+            return;
+        amax = simd_topk_finish(&t, s, elem, n_out, idx, out_f16 + g * n_out);
+        inv = simd_group_inv(amax);
+        if (inv > FLT_MAX) {
+            *rc = simd_quantize_outliers_group(q, &scales[g], idx, out_f16 + g * n_out, s,
+                                               elem, dim, n_out);
+            if (*rc < 0)
+                return;
+            continue;
+        }
+        scales[g] = simd_group_scale(amax);
+        quantize_group_fast(q, s, elem, dim, inv);
+        for (unsigned j = 0; j < n_out; j++)
+            q[idx[j]] = 0;
+    }
+    *rc = 0;
+}
+
+static int neon_quantize_outliers(int8_t *dst, float *scales, uint16_t *out_idx,
+                                  uint16_t *out_f16, const void *src, enum kvt_elem elem,
+                                  size_t n_groups, size_t dim, unsigned n_out)
+{
+    int rc;
+
+    if ((rc = simd_outliers_args_ok(elem, dim, n_out)) < 0)
+        return rc;
+    if (n_out == 0) {   /* plain quantize, once the input is known finite */
+        if (group_max_abs_bits(src, elem, n_groups * dim) >= simd_inf_key(elem))
+            return -EINVAL;
+        neon_quantize(dst, scales, src, elem, n_groups, dim);
+        return 0;
+    }
+    rc = -EINVAL;
+    SIMD_BY_ELEM(quantize_outliers_groups, elem, &rc, dst, scales, out_idx, out_f16, src,
+                 n_groups, dim, n_out);
+    return rc;
+}
+
+static void neon_dequantize_outliers(void *dst, enum kvt_elem elem, const int8_t *src,
+                                     const float *scales, const uint16_t *idx,
+                                     const uint16_t *vals_f16, size_t n_groups, size_t dim,
+                                     unsigned n_out)
+{
+    if (!simd_elem_known(elem))
+        return;
+    neon_dequantize(dst, elem, src, scales, n_groups, dim);
+    simd_patch_outliers(dst, elem, idx, vals_f16, n_groups, dim, n_out);
+}
+
 /* ---- convert ---------------------------------------------------------------------------- */
 
 KERNEL void convert_loop(enum kvt_elem dst_elem, enum kvt_elem src_elem, void *dst,
@@ -235,4 +337,6 @@ const struct kvt_simd_ops simd_neon_ops = {
     .quantize = neon_quantize,
     .dequantize = neon_dequantize,
     .convert = neon_convert,
+    .quantize_outliers = neon_quantize_outliers,
+    .dequantize_outliers = neon_dequantize_outliers,
 };

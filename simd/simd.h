@@ -16,6 +16,19 @@
  * Dequantization: y = (float)q * scale, then rounded to the destination dtype
  * with round-half-to-even (f16 keeps subnormals; bf16 keeps NaN quiet).
  * The error bound is |y - x| <= amax / 254 + the rounding of the dtype.
+ *
+ * Quantization with outliers kept exact (n_out in 0..16, n_out <= dim):
+ *   - any NaN or +-Inf in the input is refused (-EINVAL);
+ *   - the group's outliers are its n_out elements of largest |x|, ties going
+ *     to the lower index; their indices are stored in ascending order and
+ *     their values as f16 (simd_f32_to_f16, round-half-to-even);
+ *   - amax = max |x| over the other elements (0 if there are none), then
+ *     scale, inv and q as above for every element, except q = 0 at the
+ *     outliers. n_out == 0 is plain quantization of finite input.
+ * Dequantization: y = q * scale as above, then each outlier's f16 value
+ * converted to the dtype (exact to f32, copied to f16, rounded half to even
+ * to bf16) at its index. Non-outliers are within amax/254 + the dtype's
+ * rounding of x, amax being that of the rest.
  */
 #ifndef KVT_SIMD_H
 #define KVT_SIMD_H
@@ -48,6 +61,22 @@ struct kvt_simd_ops {
      * when they differ (widening is exact, narrowing rounds half to even). */
     void (*convert)(void *dst, enum kvt_elem dst_elem, const void *src,
                     enum kvt_elem src_elem, size_t n);
+
+    /* quantize with each group's n_out outliers kept apart (definition
+     * above): their indices into out_idx and values into out_f16, n_out per
+     * group (group g at g * n_out). Returns 0, or -EINVAL for NaN / Inf
+     * anywhere in src, an unknown elem, n_out > 16 or > dim, or dim > 65536
+     * with n_out > 0; after -EINVAL the outputs hold nothing usable. */
+    int (*quantize_outliers)(int8_t *dst, float *scales, uint16_t *out_idx,
+                             uint16_t *out_f16, const void *src, enum kvt_elem elem,
+                             size_t n_groups, size_t dim, unsigned n_out);
+
+    /* Inverse of quantize_outliers. idx and vals_f16 may come from disk: an
+     * index >= dim is skipped, and of repeated indices the later value wins. */
+    void (*dequantize_outliers)(void *dst, enum kvt_elem elem, const int8_t *src,
+                                const float *scales, const uint16_t *idx,
+                                const uint16_t *vals_f16, size_t n_groups, size_t dim,
+                                unsigned n_out);
 };
 
 /* The best backend this CPU supports, chosen once (thread-safe, never NULL).

@@ -22,8 +22,10 @@ run_one() {   # label, command...
 for dir in "$@"; do
     case $dir in
     *aarch64*)
-        [ -x "$dir/test_simd" ] && run_one "aarch64/test_simd" \
-            env QEMU_LD_PREFIX=/usr/aarch64-linux-gnu qemu-aarch64-static "$dir/test_simd" ;;
+        for t in "$dir"/test_simd*; do
+            [ -x "$t" ] && run_one "aarch64/${t##*/}" \
+                env QEMU_LD_PREFIX=/usr/aarch64-linux-gnu qemu-aarch64-static "$t"
+        done ;;
     *)
         for t in "$dir"/tests/test_*; do
             case $t in *.o|*.d) continue;; esac
