@@ -280,31 +280,52 @@ static void avx2_dequantize(void *dst, enum kvt_elem elem, const int8_t *src,
 
 /* ---- quantize with outliers ----------------------------------------------------- */
 
-/* Offers the group's elements to t, testing eight f32 or sixteen 16-bit
- * keys against thresh at once (keys are below 2^31 and 2^15: signed
- * compares are exact, and thresh -1 lets every key through). */
+/* Offers the group's elements to t: a first pass takes lane maxima over
+ * blocks of eight f32 or sixteen 16-bit keys for simd_topk_floor, the
+ * second offers only the lanes whose key beats thresh (keys are below 2^31
+ * and 2^15, so the signed compares are exact; thresh -1 passes all). */
 KERNEL int outlier_scan(struct simd_topk *t, const void *src, enum kvt_elem elem, size_t dim)
 {
     const unsigned char *p = src;
-    const size_t lanes = elem == KVT_ELEM_F32 ? 8 : 16;
-    size_t i = 0;
+    const int is_f32 = elem == KVT_ELEM_F32;
+    const size_t block = is_f32 ? 8 : 16, width = is_f32 ? 4 : 2, full = dim / block * block;
+    const __m256i abs_mask = is_f32 ? _mm256_set1_epi32(0x7fffffff) : _mm256_set1_epi16(0x7fff);
+    uint32_t lane_max[16];
+    uint16_t max16[16];
+    size_t i;
     int rc;
 
-    for (; i + lanes <= dim; i += lanes) {
-        __m256i v = _mm256_loadu_si256((const __m256i *)(p + i * (elem == KVT_ELEM_F32 ? 4 : 2)));
-        __m256i beats = elem == KVT_ELEM_F32
-            ? _mm256_cmpgt_epi32(_mm256_and_si256(v, _mm256_set1_epi32(0x7fffffff)),
-                                 _mm256_set1_epi32(t->thresh))
-            : _mm256_cmpgt_epi16(_mm256_and_si256(v, _mm256_set1_epi16(0x7fff)),
-                                 _mm256_set1_epi16((short)t->thresh));
+    if (full) {
+        __m256i acc = _mm256_setzero_si256();
 
-        if (!_mm256_movemask_epi8(beats))
-            continue;
-        for (size_t k = i; k < i + lanes; k++)
-            if ((rc = simd_topk_offer(t, src, elem, k)) < 0)
-                return rc;
+        for (i = 0; i < full; i += block) {
+            __m256i a = _mm256_and_si256(abs_mask,
+                                         _mm256_loadu_si256((const __m256i *)(p + i * width)));
+
+            acc = is_f32 ? _mm256_max_epu32(acc, a) : _mm256_max_epu16(acc, a);
+        }
+        if (is_f32) {
+            _mm256_storeu_si256((__m256i *)lane_max, acc);
+        } else {
+            _mm256_storeu_si256((__m256i *)max16, acc);
+            for (int k = 0; k < 16; k++)
+                lane_max[k] = max16[k];
+        }
+        if ((rc = simd_topk_floor(t, lane_max, (unsigned)block)) < 0)
+            return rc;
     }
-    for (; i < dim; i++)
+    for (i = 0; i < full; i += block) {
+        __m256i a = _mm256_and_si256(abs_mask, _mm256_loadu_si256((const __m256i *)(p + i * width)));
+        uint64_t lanes = is_f32
+            ? (unsigned)_mm256_movemask_ps(_mm256_castsi256_ps(
+                  _mm256_cmpgt_epi32(a, _mm256_set1_epi32(t->thresh))))
+            : (unsigned)_mm256_movemask_epi8(
+                  _mm256_cmpgt_epi16(a, _mm256_set1_epi16((short)t->thresh))) & 0x55555555u;
+
+        if (lanes && (rc = simd_topk_offer_lanes(t, src, elem, i, lanes, is_f32 ? 1 : 2)) < 0)
+            return rc;
+    }
+    for (i = full; i < dim; i++)
         if ((rc = simd_topk_offer(t, src, elem, i)) < 0)
             return rc;
     return 0;

@@ -161,9 +161,9 @@ static inline int simd_convert_trivial(void *dst, enum kvt_elem dst_elem, const 
  * exactly when the magnitudes do. Entries are sorted by key descending; an
  * element is offered in ascending index order, so among equal keys the
  * earlier one stays ahead: that is the tie rule simd.h states. A vector
- * backend tests a block of keys against `thresh` at once and offers the
- * block one by one only when some key beats it: thresh only rises, so a
- * block skipped whole is one where every offer would have been refused. */
+ * backend tests a block of keys against `thresh` at once and offers only
+ * the elements whose key beats it: thresh only rises, so every element it
+ * skips would have been refused. */
 #define SIMD_OUTLIERS_MAX 16
 
 struct simd_topk {
@@ -224,6 +224,53 @@ static inline int simd_topk_offer(struct simd_topk *t, const void *src, enum kvt
     t->idx[j] = (uint32_t)i;
     if (t->n == t->cap)
         t->thresh = (int32_t)t->key[t->cap - 1];
+    return 0;
+}
+
+/* Offers element first + k for each set bit of `lanes` at bit k * stride,
+ * lowest first (a vector compare's mask, one bit kept per lane). */
+static inline int simd_topk_offer_lanes(struct simd_topk *t, const void *src,
+                                        enum kvt_elem elem, size_t first, uint64_t lanes,
+                                        unsigned stride)
+{
+    int rc;
+
+    for (; lanes; lanes &= lanes - 1)
+        if ((rc = simd_topk_offer(t, src, elem,
+                                  first + (unsigned)__builtin_ctzll(lanes) / stride)) < 0)
+            return rc;
+    return 0;
+}
+
+/* Starts thresh from a first pass's lane maxima: n_lanes keys, each the
+ * largest of the elements in one lane of whole blocks, so distinct
+ * elements. With at least cap of them, cap elements reach the cap-th
+ * largest lane maximum T, and nothing below T can end in the list: it
+ * may begin at T - 1 (T itself stays in, for ties). Without this, thresh
+ * climbs only as the list fills from the start of the group, and on
+ * ordinary data nearly every block holds some key above it. -EINVAL when
+ * a lane maximum is NaN or Inf. */
+static inline int simd_topk_floor(struct simd_topk *t, const uint32_t *lane_max,
+                                  unsigned n_lanes)
+{
+    uint32_t floor_key = 0, any_bad = 0;
+
+    if (n_lanes < t->cap)
+        return 0;
+    /* T is the largest lane maximum that at least cap lane maxima reach.
+     * Counted without branches: an insertion sort here mispredicted on
+     * every other lane and took a third of the kernel's time. */
+    for (unsigned k = 0; k < n_lanes; k++) {
+        uint32_t key = lane_max[k], reach = 0;
+
+        for (unsigned j = 0; j < n_lanes; j++)
+            reach += lane_max[j] >= key;
+        any_bad |= key >= t->inf_key;
+        floor_key = reach >= t->cap && key > floor_key ? key : floor_key;
+    }
+    if (any_bad)
+        return -EINVAL;
+    t->thresh = (int32_t)floor_key - 1;
     return 0;
 }
 

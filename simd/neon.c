@@ -209,34 +209,79 @@ static void neon_dequantize(void *dst, enum kvt_elem elem, const int8_t *src,
 
 /* ---- quantize with outliers ----------------------------------------------------------- */
 
-/* Offers the group's elements to t, testing four f32 or eight 16-bit keys
- * against thresh at once (keys are below 2^31 and 2^15: signed compares
- * are exact, and thresh -1 lets every key through). */
+/* Offers the group's elements to t: a first pass takes lane maxima over
+ * blocks of eight f32 or sixteen 16-bit keys (two vectors) for
+ * simd_topk_floor, the second offers only the lanes whose key beats thresh
+ * (keys are below 2^31 and 2^15, so the signed compares are exact; thresh
+ * -1 passes all). A compare narrowed to bytes is the lane mask, one byte
+ * per lane. */
 KERNEL int outlier_scan(struct simd_topk *t, const void *src, enum kvt_elem elem, size_t dim)
 {
     const unsigned char *p = src;
-    const size_t lanes = elem == KVT_ELEM_F32 ? 4 : 8;
-    size_t i = 0;
+    const uint64_t one_bit_per_byte = 0x0101010101010101ull;
+    const size_t block = elem == KVT_ELEM_F32 ? 8 : 16, full = dim / block * block;
+    uint32_t lane_max[16];
+    uint16_t max16[16];
+    size_t i;
     int rc;
 
-    for (; i + lanes <= dim; i += lanes) {
-        uint32_t beats;
+    if (full && elem == KVT_ELEM_F32) {
+        uint32x4_t acc0 = vdupq_n_u32(0), acc1 = vdupq_n_u32(0);
 
-        if (elem == KVT_ELEM_F32)
-            beats = vmaxvq_u32(vcgtq_s32(vreinterpretq_s32_u32(vandq_u32(
-                        vld1q_u32((const uint32_t *)(p + i * 4)), vdupq_n_u32(0x7fffffff))),
-                        vdupq_n_s32(t->thresh)));
-        else
-            beats = vmaxvq_u16(vcgtq_s16(vreinterpretq_s16_u16(vandq_u16(
-                        vld1q_u16((const uint16_t *)(p + i * 2)), vdupq_n_u16(0x7fff))),
-                        vdupq_n_s16((int16_t)t->thresh)));
-        if (!beats)
-            continue;
-        for (size_t k = i; k < i + lanes; k++)
-            if ((rc = simd_topk_offer(t, src, elem, k)) < 0)
-                return rc;
+        for (i = 0; i < full; i += block) {
+            acc0 = vmaxq_u32(acc0, vandq_u32(vld1q_u32((const uint32_t *)(p + i * 4)),
+                                             vdupq_n_u32(0x7fffffff)));
+            acc1 = vmaxq_u32(acc1, vandq_u32(vld1q_u32((const uint32_t *)(p + i * 4 + 16)),
+                                             vdupq_n_u32(0x7fffffff)));
+        }
+        vst1q_u32(lane_max, acc0);
+        vst1q_u32(lane_max + 4, acc1);
+    } else if (full) {
+        uint16x8_t acc0 = vdupq_n_u16(0), acc1 = vdupq_n_u16(0);
+
+        for (i = 0; i < full; i += block) {
+            acc0 = vmaxq_u16(acc0, vandq_u16(vld1q_u16((const uint16_t *)(p + i * 2)),
+                                             vdupq_n_u16(0x7fff)));
+            acc1 = vmaxq_u16(acc1, vandq_u16(vld1q_u16((const uint16_t *)(p + i * 2 + 16)),
+                                             vdupq_n_u16(0x7fff)));
+        }
+        vst1q_u16(max16, acc0);
+        vst1q_u16(max16 + 8, acc1);
+        for (int k = 0; k < 16; k++)
+            lane_max[k] = max16[k];
     }
-    for (; i < dim; i++)
+    if (full && (rc = simd_topk_floor(t, lane_max, (unsigned)block)) < 0)
+        return rc;
+
+    for (i = 0; i < full; i += block) {
+        uint64_t lanes0, lanes1 = 0;
+
+        if (elem == KVT_ELEM_F32) {
+            int32x4_t th = vdupq_n_s32(t->thresh);
+            uint32x4_t c0 = vcgtq_s32(vreinterpretq_s32_u32(vandq_u32(
+                                vld1q_u32((const uint32_t *)(p + i * 4)), vdupq_n_u32(0x7fffffff))), th);
+            uint32x4_t c1 = vcgtq_s32(vreinterpretq_s32_u32(vandq_u32(
+                                vld1q_u32((const uint32_t *)(p + i * 4 + 16)), vdupq_n_u32(0x7fffffff))), th);
+
+            lanes0 = vget_lane_u64(vreinterpret_u64_u8(vmovn_u16(
+                         vcombine_u16(vmovn_u32(c0), vmovn_u32(c1)))), 0) & one_bit_per_byte;
+        } else {
+            int16x8_t th = vdupq_n_s16((int16_t)t->thresh);
+            uint16x8_t c0 = vcgtq_s16(vreinterpretq_s16_u16(vandq_u16(
+                                vld1q_u16((const uint16_t *)(p + i * 2)), vdupq_n_u16(0x7fff))), th);
+            uint16x8_t c1 = vcgtq_s16(vreinterpretq_s16_u16(vandq_u16(
+                                vld1q_u16((const uint16_t *)(p + i * 2 + 16)), vdupq_n_u16(0x7fff))), th);
+
+            lanes0 = vget_lane_u64(vreinterpret_u64_u8(vmovn_u16(c0)), 0) & one_bit_per_byte;
+            lanes1 = vget_lane_u64(vreinterpret_u64_u8(vmovn_u16(c1)), 0) & one_bit_per_byte;
+        }
+        if (lanes0 && (rc = simd_topk_offer_lanes(t, src, elem, i, lanes0, 8)) < 0)
+            return rc;
+        /* thresh may have risen: lanes1 was computed before, and offer re-checks */
+        if (lanes1 && (rc = simd_topk_offer_lanes(t, src, elem, i + 8, lanes1, 8)) < 0)
+            return rc;
+    }
+    for (i = full; i < dim; i++)
         if ((rc = simd_topk_offer(t, src, elem, i)) < 0)
             return rc;
     return 0;

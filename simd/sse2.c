@@ -292,30 +292,69 @@ static void sse2_dequantize(void *dst, enum kvt_elem elem, const int8_t *src,
 
 /* ---- quantize with outliers ------------------------------------------------------- */
 
-/* Offers the group's elements to t, testing four f32 or eight 16-bit keys
- * against thresh at once (keys are below 2^31 and 2^15: signed compares
- * are exact, and thresh -1 lets every key through). */
+/* Offers the group's elements to t: a first pass takes lane maxima over
+ * blocks of eight f32 or sixteen 16-bit keys (two vectors) for
+ * simd_topk_floor, the second offers only the lanes whose key beats thresh
+ * (keys are below 2^31 and 2^15, so the signed compares are exact; thresh
+ * -1 passes all). */
 KERNEL int outlier_scan(struct simd_topk *t, const void *src, enum kvt_elem elem, size_t dim)
 {
     const unsigned char *p = src;
-    const size_t lanes = elem == KVT_ELEM_F32 ? 4 : 8;
-    size_t i = 0;
+    const int is_f32 = elem == KVT_ELEM_F32;
+    const size_t block = is_f32 ? 8 : 16, width = is_f32 ? 4 : 2, full = dim / block * block;
+    const __m128i abs_mask = is_f32 ? SET32(0x7fffffff) : _mm_set1_epi16(0x7fff);
+    uint32_t lane_max[16];
+    uint16_t max16[16];
+    size_t i;
     int rc;
 
-    for (; i + lanes <= dim; i += lanes) {
-        __m128i v = _mm_loadu_si128((const __m128i *)(p + i * (elem == KVT_ELEM_F32 ? 4 : 2)));
-        __m128i beats = elem == KVT_ELEM_F32
-            ? _mm_cmpgt_epi32(_mm_and_si128(v, SET32(0x7fffffff)), SET32(t->thresh))
-            : _mm_cmpgt_epi16(_mm_and_si128(v, _mm_set1_epi16(0x7fff)),
-                              _mm_set1_epi16((short)t->thresh));
+    if (full) {
+        __m128i acc0 = _mm_setzero_si128(), acc1 = _mm_setzero_si128();
 
-        if (!_mm_movemask_epi8(beats))
-            continue;
-        for (size_t k = i; k < i + lanes; k++)
-            if ((rc = simd_topk_offer(t, src, elem, k)) < 0)
-                return rc;
+        for (i = 0; i < full; i += block) {
+            __m128i a0 = _mm_and_si128(abs_mask, _mm_loadu_si128((const __m128i *)(p + i * width)));
+            __m128i a1 = _mm_and_si128(abs_mask, _mm_loadu_si128((const __m128i *)(p + i * width + 16)));
+
+            if (is_f32) {   /* max of non-negative int32 via compare and select */
+                acc0 = select128(_mm_cmpgt_epi32(a0, acc0), a0, acc0);
+                acc1 = select128(_mm_cmpgt_epi32(a1, acc1), a1, acc1);
+            } else {
+                acc0 = _mm_max_epi16(acc0, a0);
+                acc1 = _mm_max_epi16(acc1, a1);
+            }
+        }
+        if (is_f32) {
+            _mm_storeu_si128((__m128i *)lane_max, acc0);
+            _mm_storeu_si128((__m128i *)(lane_max + 4), acc1);
+        } else {
+            _mm_storeu_si128((__m128i *)max16, acc0);
+            _mm_storeu_si128((__m128i *)(max16 + 8), acc1);
+            for (int k = 0; k < 16; k++)
+                lane_max[k] = max16[k];
+        }
+        if ((rc = simd_topk_floor(t, lane_max, (unsigned)block)) < 0)
+            return rc;
     }
-    for (; i < dim; i++)
+    for (i = 0; i < full; i += block) {
+        __m128i a0 = _mm_and_si128(abs_mask, _mm_loadu_si128((const __m128i *)(p + i * width)));
+        __m128i a1 = _mm_and_si128(abs_mask, _mm_loadu_si128((const __m128i *)(p + i * width + 16)));
+        uint64_t lanes;
+
+        if (is_f32) {
+            __m128i th = SET32(t->thresh);
+
+            lanes = (unsigned)_mm_movemask_ps(_mm_castsi128_ps(_mm_cmpgt_epi32(a0, th))) |
+                    (unsigned)_mm_movemask_ps(_mm_castsi128_ps(_mm_cmpgt_epi32(a1, th))) << 4;
+        } else {
+            __m128i th = _mm_set1_epi16((short)t->thresh);
+
+            lanes = ((unsigned)_mm_movemask_epi8(_mm_cmpgt_epi16(a0, th)) |
+                     (unsigned)_mm_movemask_epi8(_mm_cmpgt_epi16(a1, th)) << 16) & 0x55555555u;
+        }
+        if (lanes && (rc = simd_topk_offer_lanes(t, src, elem, i, lanes, is_f32 ? 1 : 2)) < 0)
+            return rc;
+    }
+    for (i = full; i < dim; i++)
         if ((rc = simd_topk_offer(t, src, elem, i)) < 0)
             return rc;
     return 0;
