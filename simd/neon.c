@@ -258,19 +258,23 @@ KERNEL int outlier_scan(struct simd_topk *t, const void *src, enum kvt_elem elem
 
         if (elem == KVT_ELEM_F32) {
             int32x4_t th = vdupq_n_s32(t->thresh);
-            uint32x4_t c0 = vcgtq_s32(vreinterpretq_s32_u32(vandq_u32(
-                                vld1q_u32((const uint32_t *)(p + i * 4)), vdupq_n_u32(0x7fffffff))), th);
-            uint32x4_t c1 = vcgtq_s32(vreinterpretq_s32_u32(vandq_u32(
-                                vld1q_u32((const uint32_t *)(p + i * 4 + 16)), vdupq_n_u32(0x7fffffff))), th);
+            uint32x4_t a0 = vandq_u32(vld1q_u32((const uint32_t *)(p + i * 4)),
+                                      vdupq_n_u32(0x7fffffff));
+            uint32x4_t a1 = vandq_u32(vld1q_u32((const uint32_t *)(p + i * 4 + 16)),
+                                      vdupq_n_u32(0x7fffffff));
+            uint32x4_t c0 = vcgtq_s32(vreinterpretq_s32_u32(a0), th);
+            uint32x4_t c1 = vcgtq_s32(vreinterpretq_s32_u32(a1), th);
 
             lanes0 = vget_lane_u64(vreinterpret_u64_u8(vmovn_u16(
                          vcombine_u16(vmovn_u32(c0), vmovn_u32(c1)))), 0) & one_bit_per_byte;
         } else {
             int16x8_t th = vdupq_n_s16((int16_t)t->thresh);
-            uint16x8_t c0 = vcgtq_s16(vreinterpretq_s16_u16(vandq_u16(
-                                vld1q_u16((const uint16_t *)(p + i * 2)), vdupq_n_u16(0x7fff))), th);
-            uint16x8_t c1 = vcgtq_s16(vreinterpretq_s16_u16(vandq_u16(
-                                vld1q_u16((const uint16_t *)(p + i * 2 + 16)), vdupq_n_u16(0x7fff))), th);
+            uint16x8_t a0 = vandq_u16(vld1q_u16((const uint16_t *)(p + i * 2)),
+                                      vdupq_n_u16(0x7fff));
+            uint16x8_t a1 = vandq_u16(vld1q_u16((const uint16_t *)(p + i * 2 + 16)),
+                                      vdupq_n_u16(0x7fff));
+            uint16x8_t c0 = vcgtq_s16(vreinterpretq_s16_u16(a0), th);
+            uint16x8_t c1 = vcgtq_s16(vreinterpretq_s16_u16(a1), th);
 
             lanes0 = vget_lane_u64(vreinterpret_u64_u8(vmovn_u16(c0)), 0) & one_bit_per_byte;
             lanes1 = vget_lane_u64(vreinterpret_u64_u8(vmovn_u16(c1)), 0) & one_bit_per_byte;

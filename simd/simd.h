@@ -28,7 +28,9 @@
  * Dequantization: y = q * scale as above, then each outlier's f16 value
  * converted to the dtype (exact to f32, copied to f16, rounded half to even
  * to bf16) at its index. Non-outliers are within amax/254 + the dtype's
- * rounding of x, amax being that of the rest.
+ * rounding of x, amax being that of the rest. An f32 or bf16 outlier of
+ * magnitude 65520 or more becomes +-Inf as f16: callers that cannot accept
+ * that must refuse such input first.
  */
 #ifndef KVT_SIMD_H
 #define KVT_SIMD_H

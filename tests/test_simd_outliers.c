@@ -18,7 +18,8 @@
  *    channels is <= 1 % with n_out = 4 (printed, with the n_out = 0 figure);
  *  - NaN or +-Inf anywhere (quiet or signalling, any group, any position)
  *    gives -EINVAL from every backend, as do n_out > 16, n_out > dim and an
- *    unknown type; n_out == 0 on finite input equals plain quantize;
+ *    unknown type; n_out == 0 on finite input equals plain quantize; an f32
+ *    outlier beyond f16's range is kept as Inf (documented, not refused);
  *  - dequantize_outliers skips indices >= dim (it writes nothing outside
  *    the output, checked with guard bytes) and copies f16 values as they
  *    are (NaN bits included) to f16 output.
@@ -507,6 +508,15 @@ static void test_bad_arguments(void **state)
         assert_int_equal(ops->quantize_outliers(q, scales, idx, f16, src, (enum kvt_elem)7, 1, 32, 4), -EINVAL);
         assert_int_equal(ops->quantize_outliers(q, scales, idx, f16, src, KVT_ELEM_F32, 1, 32, 16), 0);
         assert_int_equal(ops->quantize_outliers(q, scales, idx, f16, src, KVT_ELEM_F32, 1, 3, 3), 0);
+
+        /* Beyond f16's range a kept value is Inf (simd.h): accepted here,
+         * refusing such input is the caller's choice. */
+        src[1] = -1e5f;
+        assert_int_equal(ops->quantize_outliers(q, scales, idx, f16, src, KVT_ELEM_F32, 1, 32, 1), 0);
+        assert_int_equal(idx[0], 1);
+        assert_int_equal(f16[0], 0xfc00);
+        assert_true(scales[0] == 1.0f / 127.0f);
+        src[1] = 0.0f;
     }
 }
 
