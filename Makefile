@@ -134,7 +134,8 @@ test-build: all $(TEST_BINS)
 AARCH64_CC ?= aarch64-linux-gnu-gcc
 A64 := $(B)/aarch64
 A64_SIMD := simd/simd.c simd/scalar.c simd/neon.c
-$(A64)/test_simd $(A64)/test_simd_outliers: $(A64)/%: tests/%.c $(A64_SIMD) simd/simd.h simd/kernels.h simd/outlier_ops.h
+$(A64)/test_simd $(A64)/test_simd_outliers: $(A64)/%: tests/%.c $(A64_SIMD) simd/simd.h simd/kernels.h simd/outlier_ops.h \
+	tests/simd_util.h
 	@mkdir -p $(A64)
 	$(AARCH64_CC) -std=gnu11 $(WARN) -O2 -D_GNU_SOURCE -I. -ffp-contract=off \
 		-o $@ $(A64_SIMD) $< -lcmocka -lm

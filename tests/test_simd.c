@@ -36,89 +36,13 @@
 #include <cmocka.h>
 
 #include "simd/simd.h"
+#include "tests/simd_util.h"
 
 static const size_t test_dims[] = { 1, 3, 7, 8, 15, 16, 31, 64, 100, 128, 129, 256, 1024 };
 static const size_t test_groups[] = { 1, 2, 5, 33 };
 static const enum kvt_elem test_elems[] = { KVT_ELEM_F32, KVT_ELEM_F16, KVT_ELEM_BF16 };
 
-#define ARRAY_LEN(a) (sizeof(a) / sizeof((a)[0]))
-
-static const char *elem_name(enum kvt_elem e)
-{
-    return e == KVT_ELEM_F32 ? "f32" : e == KVT_ELEM_F16 ? "f16" : "bf16";
-}
-
 /* ---- helpers ------------------------------------------------------------------ */
-
-struct rng {
-    uint64_t state;
-};
-
-static uint64_t rng_next(struct rng *r)   /* splitmix64 */
-{
-    uint64_t z = (r->state += 0x9e3779b97f4a7c15ull);
-
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-    return z ^ (z >> 31);
-}
-
-static double rng_unit(struct rng *r)      /* [0, 1) */
-{
-    return (double)(rng_next(r) >> 11) * 0x1p-53;
-}
-
-static double rng_gauss(struct rng *r)     /* Box-Muller */
-{
-    double u1 = 1.0 - rng_unit(r), u2 = rng_unit(r);
-
-    return sqrt(-2.0 * log(u1)) * cos(6.283185307179586 * u2);
-}
-
-static uint32_t bits_of(float f)
-{
-    uint32_t u;
-
-    memcpy(&u, &f, 4);
-    return u;
-}
-
-static float float_of(uint32_t u)
-{
-    float f;
-
-    memcpy(&f, &u, 4);
-    return f;
-}
-
-static void put_raw(void *buf, enum kvt_elem e, size_t i, uint32_t bits)
-{
-    uint16_t h = (uint16_t)bits;
-
-    if (e == KVT_ELEM_F32)
-        memcpy((char *)buf + i * 4, &bits, 4);
-    else
-        memcpy((char *)buf + i * 2, &h, 2);
-}
-
-static void put_f32(void *buf, enum kvt_elem e, size_t i, float f)
-{
-    put_raw(buf, e, i, e == KVT_ELEM_F32 ? bits_of(f)
-                     : e == KVT_ELEM_F16 ? simd_f32_to_f16(f) : simd_f32_to_bf16(f));
-}
-
-static float get_f32(const void *buf, enum kvt_elem e, size_t i)
-{
-    uint16_t h;
-    float f;
-
-    if (e == KVT_ELEM_F32) {
-        memcpy(&f, (const char *)buf + i * 4, 4);
-        return f;
-    }
-    memcpy(&h, (const char *)buf + i * 2, 2);
-    return e == KVT_ELEM_F16 ? simd_f16_to_f32(h) : simd_bf16_to_f32(h);
-}
 
 /* Raw encodings of special values, per element type. */
 struct specials {
