@@ -590,6 +590,17 @@ void cold_drain_locked(struct kvt_cold *c)
     cold_tombs_compact_locked(c);
 }
 
+int cold_fdatasync(struct kvt_cold *c)
+{
+    if (fdatasync(c->fd) == 0)
+        return 0;
+    int err = -errno;
+    pthread_mutex_lock(&c->lock);
+    cold_io_error_locked(c, err, "fdatasync");
+    pthread_mutex_unlock(&c->lock);
+    return err;
+}
+
 int cold_sync(struct kvt_cold *c)
 {
     int rc;
@@ -606,15 +617,8 @@ int cold_sync(struct kvt_cold *c)
     /* Also commits the conversion of fallocated (unwritten) extents that
      * O_DIRECT writes into them need; without it the data reads as zeros
      * after a power loss. */
-    if (fdatasync(c->fd) < 0) {
-        int err = -errno;
-        pthread_mutex_lock(&c->lock);
-        cold_io_error_locked(c, err, "fdatasync");
-        pthread_mutex_unlock(&c->lock);
-        if (rc == 0)
-            rc = err;
-    }
-    return rc;
+    int err = cold_fdatasync(c);
+    return rc ? rc : err;
 }
 
 void cold_set_domain_quota(struct kvt_cold *c, uint64_t bytes)

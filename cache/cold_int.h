@@ -172,6 +172,9 @@ void cold_log(struct kvt_cold *c, int level, const char *fmt, ...);
 /* Log the first error of a burst only (lock held). */
 void cold_log_burst(struct kvt_cold *c, int level, const char *fmt, ...);
 void cold_io_error_locked(struct kvt_cold *c, int err, const char *what);
+/* fdatasync the file; a failure is counted and logged as an I/O error
+ * (lock not held). Returns 0 or -errno. */
+int cold_fdatasync(struct kvt_cold *c);
 bool cold_shape_valid(const struct kvt_chunk_shape *s);
 /* Tokens present from token 0 without a gap; bitmap may be unaligned. */
 uint32_t cold_leading_tokens(const void *bitmap, uint32_t tokens);

@@ -177,13 +177,8 @@ int cold_sync_tombstones(struct kvt_cold *c)
     c->tombs_untracked = 0;
     pthread_mutex_unlock(&c->lock);
     pthread_mutex_unlock(&c->put_lock);
-    if (fdatasync(c->fd) < 0) {
-        int err = -errno;
-        pthread_mutex_lock(&c->lock);
-        cold_io_error_locked(c, err, "fdatasync");
-        pthread_mutex_unlock(&c->lock);
+    if (cold_fdatasync(c))
         rc = -EIO;
-    }
     return rc;
 }
 
