@@ -7,9 +7,12 @@
  * In-memory layout of a chunk's data block (also the uncompressed payload of
  * a cold record), for T = tokens, H = heads, D = dim, E = element bytes:
  *
- *   int8 mode (elem == KVT_CHUNK_INT8):
- *     float   k_scale[T][H];   float v_scale[T][H];
- *     int8_t  k[T][H][D];      int8_t v[T][H][D];
+ *   int8 mode (elem == KVT_CHUNK_INT8), O = outliers kept per vector:
+ *     float    k_scale[T][H];     float    v_scale[T][H];
+ *     uint16_t k_out_idx[T][H][O]; uint16_t k_out_val[T][H][O];   (f16 bits)
+ *     uint16_t v_out_idx[T][H][O]; uint16_t v_out_val[T][H][O];
+ *     int8_t   k[T][H][D];         int8_t   v[T][H][D];
+ *   (O = 0 is the plain int8 layout: the outlier arrays are empty)
  *   lossless mode (elem = the f32/f16/bf16 type of the first writer):
  *     k[T][H][D] of E bytes;   v[T][H][D] of E bytes;
  *
@@ -19,11 +22,15 @@
 #ifndef KVT_CHUNK_H
 #define KVT_CHUNK_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
 #define KVT_CHUNK_INT8 0xff           /* chunk_shape.elem for int8 storage */
 #define KVT_CHUNK_MAX_TOKENS 4096     /* bound on chunk_tokens */
+#define KVT_CHUNK_MAX_HEADS 1024
+#define KVT_CHUNK_MAX_DIM 1024
+#define KVT_CHUNK_MAX_OUTLIERS 16
 
 /* Identity of a chunk. Fixed size, no padding holes, compared with memcmp. */
 struct kvt_chunk_key {
@@ -37,27 +44,45 @@ struct kvt_chunk_key {
 };
 _Static_assert(sizeof(struct kvt_chunk_key) == 40, "chunk key is 40 bytes");
 
+/* A chunk's geometry and stored format. 16 bytes, no holes: compared with
+ * memcmp and written to disk as is (cold_format.h). */
 struct kvt_chunk_shape {
     uint32_t tokens;       /* tokens per chunk, 1..KVT_CHUNK_MAX_TOKENS */
-    uint32_t heads;        /* kv heads, 1..1024 */
-    uint32_t dim;          /* head dim, 1..1024 */
-    uint32_t elem;         /* KVT_CHUNK_INT8 or an enum kvt_elem */
+    uint32_t heads;        /* kv heads, 1..KVT_CHUNK_MAX_HEADS */
+    uint32_t dim;          /* head dim, 1..KVT_CHUNK_MAX_DIM */
+    uint16_t elem;         /* KVT_CHUNK_INT8 or an enum kvt_elem */
+    /* int8 mode: elements of each (token, head) vector kept exact as f16,
+     * 0..KVT_CHUNK_MAX_OUTLIERS and <= dim; 0 in lossless mode. A chunk
+     * keeps the value it was created with (see architecture.md). */
+    uint16_t outliers;
 };
+_Static_assert(sizeof(struct kvt_chunk_shape) == 16, "chunk shape is 16 bytes");
+
+/* True if every field is within the bounds above (and elem is known). */
+bool chunk_shape_valid(const struct kvt_chunk_shape *s);
 
 /* Bytes of K (or V) values of one token: heads * dim * element size. */
 size_t chunk_row_bytes(const struct kvt_chunk_shape *s);
 /* Bytes of one token's scales for K (or V): heads * 4 in int8 mode, else 0. */
 size_t chunk_scale_row_bytes(const struct kvt_chunk_shape *s);
+/* Bytes of one token's outlier indices (or values) for K (or V):
+ * heads * outliers * 2 in int8 mode, else 0. */
+size_t chunk_outlier_row_bytes(const struct kvt_chunk_shape *s);
 /* Total bytes of a chunk's data block as laid out above. */
 size_t chunk_data_bytes(const struct kvt_chunk_shape *s);
 
 /* Pointers into a data block laid out as above. Scale pointers are NULL in
- * lossless mode. */
+ * lossless mode, outlier pointers when there are no outliers. */
 struct kvt_chunk_view {
     float *k_scale, *v_scale;
+    uint16_t *k_out_idx, *k_out_val, *v_out_idx, *v_out_val;
     uint8_t *k, *v;
 };
 void chunk_view(const struct kvt_chunk_shape *s, void *data,
                 struct kvt_chunk_view *out);
+/* Copy token tok's K/V rows, scales and outliers from src to dst, two
+ * blocks of shape s. */
+void chunk_copy_token(const struct kvt_chunk_shape *s, void *dst, const void *src,
+                      uint32_t tok);
 
 #endif

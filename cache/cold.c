@@ -99,10 +99,7 @@ void cold_io_error_locked(struct kvt_cold *c, int err, const char *what)
 
 bool cold_shape_valid(const struct kvt_chunk_shape *s)
 {
-    return s->tokens >= 1 && s->tokens <= KVT_CHUNK_MAX_TOKENS &&
-           s->heads >= 1 && s->heads <= MAX_HEADS &&
-           s->dim >= 1 && s->dim <= MAX_DIM &&
-           (s->elem <= 2 || s->elem == KVT_CHUNK_INT8);
+    return chunk_shape_valid(s);
 }
 
 /* Tokens present from token 0 without a gap. bitmap may be unaligned (it is

@@ -24,8 +24,6 @@
 #define DEFAULT_WBUF_BYTES MIB
 #define MIN_WBUF_BYTES (64u * 1024)
 #define SCAN_STEP (4u * MIB)           /* recovery reads a region this much at a time */
-#define MAX_HEADS 1024u
-#define MAX_DIM 1024u
 #define REC_HDR ((uint32_t)sizeof(struct cold_record_header))
 /* Domains over a lowered quota handled by one cold_set_domain_quota; the
  * rest at their next put. */

@@ -29,14 +29,6 @@ static uint64_t chunk_charge(const struct kvt_chunk_shape *s)
     return sizeof(struct kvt_chunk) + bitmap_bytes(s->tokens) + chunk_data_bytes(s);
 }
 
-static bool shape_ok(const struct kvt_chunk_shape *s)
-{
-    return s->tokens >= 1 && s->tokens <= KVT_CHUNK_MAX_TOKENS &&
-           s->heads >= 1 && s->heads <= 1024 &&
-           s->dim >= 1 && s->dim <= 1024 &&
-           chunk_row_bytes(s) != 0;          /* 0 for an unknown elem */
-}
-
 uint64_t hot_pool_cap(uint64_t budget_bytes)
 {
     uint64_t cap = budget_bytes / HOT_POOL_SHARE;
@@ -447,7 +439,7 @@ static int get_or_create(struct kvt_hot *hot, const struct kvt_chunk_key *key,
 
     if (created)
         *created = false;
-    if (!shape_ok(shape))
+    if (!chunk_shape_valid(shape))
         return -EINVAL;
     need = chunk_charge(shape);
 

@@ -126,7 +126,7 @@ static struct kvt_chunk_shape shape_for(const struct kvt_datapath *dp,
 {
     return (struct kvt_chunk_shape){
         .tokens = rq->ns->chunk_tokens, .heads = rq->ns->heads, .dim = rq->ns->dim,
-        .elem = dp->lossless ? (uint32_t)rq->elem : KVT_CHUNK_INT8,
+        .elem = dp->lossless ? (uint16_t)rq->elem : KVT_CHUNK_INT8,
     };
 }
 

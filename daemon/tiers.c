@@ -20,22 +20,6 @@ static void cold_log(void *arg, int level, const char *msg)
     log_msg(level, "cold tier: %s", msg);
 }
 
-/* Copy token tok's K/V rows (and scales) between two blocks of one shape. */
-static void copy_token(const struct kvt_chunk_shape *s, void *dst, void *src, uint32_t tok)
-{
-    struct kvt_chunk_view d, v;
-    size_t row = chunk_row_bytes(s), srow = s->heads;
-
-    chunk_view(s, dst, &d);
-    chunk_view(s, src, &v);
-    if (d.k_scale) {
-        memcpy(d.k_scale + tok * srow, v.k_scale + tok * srow, srow * sizeof(float));
-        memcpy(d.v_scale + tok * srow, v.v_scale + tok * srow, srow * sizeof(float));
-    }
-    memcpy(d.k + tok * row, v.k + tok * row, row);
-    memcpy(d.v + tok * row, v.v + tok * row, row);
-}
-
 /* *out = a copy of c's block with only its present tokens' rows, the rest
  * zero, or NULL when every token is present. Blocks are recycled
  * (cache/blocks.c), so where a chunk has no token its block may still hold
@@ -54,7 +38,7 @@ static int present_rows_copy(const struct kvt_chunk *c, void **out)
         return -ENOMEM;
     for (uint32_t tok = 0; tok < s->tokens; tok++)
         if (chunk_has(c, tok))
-            copy_token(s, *out, c->data, tok);
+            chunk_copy_token(s, *out, c->data, tok);
     return 0;
 }
 
@@ -346,7 +330,7 @@ static int merge_cold_locked(struct kvt_tiers *t, struct kvt_chunk *c, bool *hit
         for (uint32_t tok = 0; tok < shape->tokens; tok++) {
             bool cold_has = (present[tok / 64] >> (tok % 64)) & 1;
             if (cold_has && !chunk_has(c, tok)) {
-                copy_token(shape, c->data, data, tok);
+                chunk_copy_token(shape, c->data, data, tok);
                 chunk_set(c, tok);
             }
         }

@@ -167,6 +167,32 @@ static void test_chunk_layout(void **state)
     assert_ptr_equal(v.v, block + 10 * 30);
 
     assert_int_equal(chunk_row_bytes(&bad), 0);
+
+    /* With outliers: scales, then K's indices and values, V's, then int8. */
+    struct kvt_chunk_shape o2 = { 10, 3, 5, KVT_CHUNK_INT8, 2 };
+    size_t orow = 3 * 2 * 2;
+    assert_int_equal(chunk_outlier_row_bytes(&o2), orow);
+    assert_int_equal(chunk_outlier_row_bytes(&f16), 0);
+    assert_int_equal(chunk_data_bytes(&o2), 10 * 2 * (12 + 2 * orow + 15));
+    chunk_view(&o2, block, &v);
+    assert_ptr_equal(v.k_out_idx, (uint16_t *)(block + 2 * 10 * 12));
+    assert_ptr_equal(v.k_out_val, (uint16_t *)(block + 2 * 10 * 12 + 10 * orow));
+    assert_ptr_equal(v.v_out_idx, (uint16_t *)(block + 2 * 10 * 12 + 2 * 10 * orow));
+    assert_ptr_equal(v.v_out_val, (uint16_t *)(block + 2 * 10 * 12 + 3 * 10 * orow));
+    assert_ptr_equal(v.k, block + 2 * 10 * 12 + 4 * 10 * orow);
+    assert_ptr_equal(v.v, block + 2 * 10 * 12 + 4 * 10 * orow + 10 * 15);
+    chunk_view(&s8, block, &v);
+    assert_null(v.k_out_idx);
+    assert_null(v.v_out_val);
+
+    /* Outliers only in int8 mode, at most 16 and at most dim. */
+    assert_true(chunk_shape_valid(&o2));
+    struct kvt_chunk_shape o_lossless = { 10, 3, 5, 1, 2 }, o_many = { 10, 3, 5, KVT_CHUNK_INT8, 6 };
+    struct kvt_chunk_shape o_17 = { 10, 3, 64, KVT_CHUNK_INT8, 17 }, o_16 = { 10, 3, 64, KVT_CHUNK_INT8, 16 };
+    assert_false(chunk_shape_valid(&o_lossless));
+    assert_false(chunk_shape_valid(&o_many));
+    assert_false(chunk_shape_valid(&o_17));
+    assert_true(chunk_shape_valid(&o_16));
 }
 
 /* ---- basic operations ------------------------------------------------------ */
