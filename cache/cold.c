@@ -367,7 +367,9 @@ static void region_header_locked(struct kvt_cold *c)
     uint32_t r = (uint32_t)c->cur_region;
     struct cold_region_header h = { .magic = COLD_REGION_MAGIC };
 
-    h.version = COLD_FORMAT_VERSION;
+    /* Whatever version the region's earlier use had, this use is this
+     * build's (the file header was upgraded at open, cold_open.c). */
+    h.version = c->regions[r].version = COLD_FORMAT_VERSION;
     h.index = r;
     h.seq = c->regions[r].seq;
     memcpy(h.file_uuid, c->uuid, sizeof(h.file_uuid));

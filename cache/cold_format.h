@@ -31,6 +31,29 @@
  * can never be mistaken for a record of another file or forged without
  * reading the file (only the daemon can). The file header's own checksum
  * uses seed 0, as the seed is not known before it is read.
+ *
+ * Versions. Each header carries the format version it was written in:
+ *   1  the first format. The shape's last 4 bytes were a u32 elem (0, 1, 2 or
+ *      0xff), and an int8 data block had no outlier arrays.
+ *   2  the shape's last 4 bytes are u16 elem, u16 outliers (chunk.h), and an
+ *      int8 data block holds `outliers` f16 values and indices per token and
+ *      head. On a little-endian disk a version-1 shape reads as the same elem
+ *      with outliers 0, and a version-1 int8 block is exactly a version-2
+ *      block with outliers 0: nothing else changed.
+ * A build writes COLD_FORMAT_VERSION and reads COLD_FORMAT_VERSION_MIN up to
+ * it; it refuses a file header of any other version (a newer build's file
+ * is never read by guesswork). Opening a file of an older version upgrades
+ * it: once recovery succeeded, its file header is rewritten in this version
+ * and made durable before anything else is written, so a region header or
+ * record is never newer than the file header above it. Region headers and
+ * records of the older version stay where they are, readable, until their
+ * region is reused. The rules a reader applies:
+ *   - file header: MIN <= version <= COLD_FORMAT_VERSION, else refused;
+ *   - region header: MIN <= version <= the file header's version as found at
+ *     open, else the region is taken as unused;
+ *   - record: version == its region header's version (a region's use is
+ *     written by one process, in one version), and a version-1 chunk record
+ *     has outliers 0; a record breaking either is taken as torn.
  */
 #ifndef KVT_COLD_FORMAT_H
 #define KVT_COLD_FORMAT_H
@@ -44,14 +67,15 @@
 #endif
 
 #define COLD_BLOCK 4096u               /* O_DIRECT alignment and header blocks */
-#define COLD_FORMAT_VERSION 1u
+#define COLD_FORMAT_VERSION 2u            /* written by this build */
+#define COLD_FORMAT_VERSION_MIN 1u        /* the oldest this build reads */
 #define COLD_FILE_MAGIC "KVTCOLD1"     /* 8 bytes, no terminator on disk */
 #define COLD_REGION_MAGIC "KVTREGN1"
 #define COLD_RECORD_MAGIC 0x5254564bu  /* "KVTR" read as a little-endian u32 */
 
 struct cold_file_header {
     char     magic[8];         /*   0: COLD_FILE_MAGIC */
-    uint32_t version;          /*   8: COLD_FORMAT_VERSION */
+    uint32_t version;          /*   8: format version (see above) */
     uint32_t block_bytes;      /*  12: COLD_BLOCK */
     uint64_t region_bytes;     /*  16: size of every region */
     uint64_t file_bytes;       /*  24: 4096 + n_regions * region_bytes */
@@ -65,7 +89,7 @@ _Static_assert(sizeof(struct cold_file_header) == 128, "file header is 128 bytes
 
 struct cold_region_header {
     char     magic[8];         /*   0: COLD_REGION_MAGIC */
-    uint32_t version;          /*   8: COLD_FORMAT_VERSION */
+    uint32_t version;          /*   8: <= the file header's */
     uint32_t index;            /*  12: this region's number, guards misplaced copies */
     uint64_t seq;              /*  16: region sequence, >= 1; larger = newer use */
     uint8_t  file_uuid[16];    /*  24: cold_file_header.uuid */
@@ -85,11 +109,11 @@ enum cold_record_kind {
 
 struct cold_record_header {
     uint32_t magic;            /*   0: COLD_RECORD_MAGIC */
-    uint16_t version;          /*   4: COLD_FORMAT_VERSION */
+    uint16_t version;          /*   4: its region header's version */
     uint8_t  kind;             /*   6: enum cold_record_kind */
     uint8_t  flags;            /*   7: COLD_REC_LZ4 or 0 */
     struct kvt_chunk_key key;  /*   8: 40 bytes, chunk.h layout */
-    struct kvt_chunk_shape shape; /* 48: 16 bytes: tokens, heads, dim, elem */
+    struct kvt_chunk_shape shape; /* 48: 16 bytes: tokens, heads, dim, elem, outliers */
     uint64_t seq;              /*  64: record sequence, unique, grows with the log */
     uint64_t region_seq;       /*  72: seq of the region use it was written in */
     uint32_t raw_len;          /*  80: data block bytes = chunk_data_bytes(&shape) */

@@ -47,6 +47,7 @@ struct cold_entry {
  * order), so the list's tail is the region's oldest record. */
 struct cold_region {
     uint64_t seq;                      /* of its current use; 0 = never used */
+    uint32_t version;                  /* its header's format version: its records' */
     struct cold_entry *entries;
 };
 
@@ -91,6 +92,7 @@ struct kvt_cold {
     struct cold_io *io;
     uint8_t uuid[16];
     uint64_t seed;                     /* checksum seed, from the file header */
+    uint32_t file_version;             /* the file header's format version */
     uint32_t region_bytes, n_regions, max_record;
     uint64_t file_bytes;
     bool locks_ready;
@@ -176,8 +178,9 @@ int cold_fdatasync(struct kvt_cold *c);
 bool cold_shape_valid(const struct kvt_chunk_shape *s);
 /* Tokens present from token 0 without a gap; bitmap may be unaligned. */
 uint32_t cold_leading_tokens(const void *bitmap, uint32_t tokens);
-/* A record header's total bytes if it is sane and fits room, else -EBADMSG. */
-int64_t cold_record_check(const struct cold_record_header *h, uint64_t room);
+/* A record header's total bytes if it is sane, of format version (its
+ * region's) and fits room, else -EBADMSG. */
+int64_t cold_record_check(const struct cold_record_header *h, uint32_t version, uint64_t room);
 bool cold_record_sum_ok(const struct kvt_cold *c, uint8_t *rec, uint32_t n);
 uint64_t cold_region_base(const struct kvt_cold *c, uint32_t r);
 /* Log again the tombstones whose write failed, submit the partial write

@@ -179,7 +179,7 @@ static void scan_region(struct kvt_cold *c, struct recovery *rv, uint32_t r, uin
         }
         if (h.region_seq != c->regions[r].seq)
             break;                     /* left from an older use of the region */
-        n = cold_record_check(&h, c->region_bytes - p);
+        n = cold_record_check(&h, c->regions[r].version, c->region_bytes - p);
         if (n < 0 || scan_load(c, r, buf, &loaded, p + (uint64_t)n) < 0) {
             c->st.records_torn++;
             c->st.checksum_failures++;
@@ -204,11 +204,14 @@ static void scan_region(struct kvt_cold *c, struct recovery *rv, uint32_t r, uin
     }
 }
 
+/* A region header is never newer than its file's (cold_format.h): one that
+ * is was not written by a kvtierd into this file as it stands. */
 static bool region_header_ok(const struct kvt_cold *c, const struct cold_region_header *h,
                              uint32_t r)
 {
     return memcmp(h->magic, COLD_REGION_MAGIC, 8) == 0 &&
-           h->version == COLD_FORMAT_VERSION && h->index == r && h->seq >= 1 &&
+           h->version >= COLD_FORMAT_VERSION_MIN && h->version <= c->file_version &&
+           h->index == r && h->seq >= 1 &&
            memcmp(h->file_uuid, c->uuid, sizeof(c->uuid)) == 0 &&
            h->checksum == XXH3_64bits_withSeed(h, offsetof(struct cold_region_header, checksum),
                                               c->seed);
@@ -252,6 +255,7 @@ static int recover(struct kvt_cold *c)
         if (!region_header_ok(c, &h, r))
             continue;                  /* never used, or its header was torn */
         c->regions[r].seq = h.seq;
+        c->regions[r].version = h.version;
         order[used++] = (struct region_order){ h.seq, r };
     }
     qsort(order, used, sizeof(*order), region_order_cmp);
@@ -410,8 +414,16 @@ static int file_check(struct kvt_cold *c, const struct stat *st)
     if (rc < 0)
         return rc;
     bool ours = memcmp(h.magic, COLD_FILE_MAGIC, 8) == 0 &&
-                h.version == COLD_FORMAT_VERSION &&
                 h.checksum == XXH3_64bits(&h, offsetof(struct cold_file_header, checksum));
+    if (ours && (h.version < COLD_FORMAT_VERSION_MIN || h.version > COLD_FORMAT_VERSION)) {
+        /* Checked first: the other fields may mean something else in
+         * another version. */
+        cold_log(c, LOG_ERR, "cold: %s is a cold file of format %u, but this kvtierd reads "
+                 "formats %u to %u; left untouched. Run a kvtierd that reads format %u, or "
+                 "move the file aside to start with an empty cold tier", c->path, h.version,
+                 COLD_FORMAT_VERSION_MIN, COLD_FORMAT_VERSION, h.version);
+        return -EINVAL;
+    }
     if (ours && h.file_bytes == c->file_bytes && (uint64_t)st->st_size < h.file_bytes) {
         /* Cut short (a copy that stopped, a restore that failed): its tail
          * regions are gone, and reading them would fail at every fetch.
@@ -431,7 +443,51 @@ static int file_check(struct kvt_cold *c, const struct stat *st)
     }
     memcpy(c->uuid, h.uuid, sizeof(c->uuid));
     c->seed = h.seed;
+    c->file_version = h.version;
     return 0;
+}
+
+/* Rewrite an older file's header in this build's version, once recovery
+ * has read the file as it was. Durable before cold_open returns, so before
+ * the first region header or record of this version is written: a file
+ * never holds a region newer than its header says (cold_format.h). The
+ * header lies in the file's first sector, which a crash cannot leave half
+ * written. From now on a kvtierd that reads only the old version refuses
+ * the file by its version check. */
+static int file_upgrade(struct kvt_cold *c)
+{
+    struct cold_file_header h;
+    uint8_t *block = NULL;
+    uint32_t from = c->file_version;
+    int rc;
+
+    if (from == COLD_FORMAT_VERSION)
+        return 0;
+    if (posix_memalign((void **)&block, COLD_BLOCK, COLD_BLOCK) != 0)
+        return -ENOMEM;
+    rc = block_io(c, c->fd, block, 0, false);
+    if (rc < 0)
+        goto out;
+    memcpy(&h, block, sizeof(h));
+    h.version = COLD_FORMAT_VERSION;
+    h.checksum = XXH3_64bits(&h, offsetof(struct cold_file_header, checksum));
+    memcpy(block, &h, sizeof(h));
+    rc = block_io(c, c->fd, block, 0, true);
+    if (rc == 0 && fdatasync(c->fd) < 0)
+        rc = -errno;
+    if (rc < 0) {
+        char buf[64];
+        cold_log(c, LOG_ERR, "cold: cannot upgrade %s from format %u to %u: %s", c->path,
+                 from, COLD_FORMAT_VERSION, strerror_r(-rc, buf, sizeof(buf)));
+        goto out;
+    }
+    c->file_version = COLD_FORMAT_VERSION;
+    cold_log(c, LOG_NOTICE, "cold: cold file %s upgraded from format %u to %u; kvtierd "
+             "releases that read only format %u can no longer open it", c->path, from,
+             COLD_FORMAT_VERSION, from);
+out:
+    free(block);
+    return rc;
 }
 
 static int file_open(struct kvt_cold *c)
@@ -569,6 +625,9 @@ int cold_open(const struct kvt_cold_config *cfg, struct kvt_cold **out)
     if (rc < 0)
         goto err;
     rc = recover(c);
+    if (rc < 0)
+        goto err;
+    rc = file_upgrade(c);
     if (rc < 0)
         goto err;
     *out = c;

@@ -12,16 +12,21 @@
 #include "cold_int.h"
 
 /* Check a record header against everything it implies, before trusting any
- * length in it. room is how many bytes the region has from the record on.
- * Returns the record's total bytes or -EBADMSG. */
-int64_t cold_record_check(const struct cold_record_header *h, uint64_t room)
+ * length in it. version is its region header's (cold_format.h: a record is
+ * of its region's version); room is how many bytes the region has from the
+ * record on. Returns the record's total bytes or -EBADMSG. */
+int64_t cold_record_check(const struct cold_record_header *h, uint32_t version, uint64_t room)
 {
     uint64_t total;
 
-    if (h->magic != COLD_RECORD_MAGIC || h->version != COLD_FORMAT_VERSION)
+    if (h->magic != COLD_RECORD_MAGIC || h->version != version ||
+        version < COLD_FORMAT_VERSION_MIN || version > COLD_FORMAT_VERSION)
         return -EBADMSG;
     if (h->kind == COLD_REC_CHUNK) {
+        /* Version 1's shape ended in a u32 elem: bytes that now read as
+         * outliers were its high half, 0 in every valid version-1 shape. */
         if ((h->flags & ~COLD_REC_LZ4) || !cold_shape_valid(&h->shape) ||
+            (version == 1 && h->shape.outliers != 0) ||
             h->raw_len != chunk_data_bytes(&h->shape) ||
             h->stored_len == 0 || h->stored_len > h->raw_len ||
             (!(h->flags & COLD_REC_LZ4) && h->stored_len != h->raw_len))
@@ -52,13 +57,14 @@ bool cold_record_sum_ok(const struct kvt_cold *c, uint8_t *rec, uint32_t n)
 
 /* Verify a record read for e's key/seq and decode it into the outputs. */
 static int record_decode(const struct kvt_cold *c, uint8_t *rec, const struct cold_entry *e,
-                         struct kvt_chunk_shape *shape, uint64_t *present, void *data)
+                         uint32_t version, struct kvt_chunk_shape *shape, uint64_t *present,
+                         void *data)
 {
     struct cold_record_header h;
     uint32_t bitmap;
 
     memcpy(&h, rec, REC_HDR);
-    if (cold_record_check(&h, e->rec_bytes) != (int64_t)e->rec_bytes ||
+    if (cold_record_check(&h, version, e->rec_bytes) != (int64_t)e->rec_bytes ||
         h.kind != COLD_REC_CHUNK || h.seq != e->seq || h.raw_len != e->raw_len ||
         memcmp(&h.key, &e->key, sizeof(h.key)) != 0 ||
         !cold_record_sum_ok(c, rec, e->rec_bytes))
@@ -119,6 +125,7 @@ int cold_get(struct kvt_cold *c, const struct kvt_chunk_key *key,
         struct cold_entry copy;
         uint8_t *bounce = NULL;
         uint64_t a0, a1, disk_end;
+        uint32_t version;
 
         if (!e) {
             rc = -ENOENT;
@@ -129,6 +136,7 @@ int cold_get(struct kvt_cold *c, const struct kvt_chunk_key *key,
             return -ENOSPC;
         }
         copy = *e;
+        version = c->regions[copy.region].version;
         a0 = copy.off / COLD_BLOCK * COLD_BLOCK;
         a1 = round_up(copy.off + copy.rec_bytes, COLD_BLOCK);
         if (posix_memalign((void **)&bounce, COLD_BLOCK, a1 - a0) != 0) {
@@ -141,7 +149,8 @@ int cold_get(struct kvt_cold *c, const struct kvt_chunk_key *key,
 
         rc = disk_end > a0 ? c->io->ops->read(c->io, bounce, (uint32_t)(disk_end - a0), a0) : 0;
         if (rc == 0)
-            rc = record_decode(c, bounce + (copy.off - a0), &copy, shape, present, data);
+            rc = record_decode(c, bounce + (copy.off - a0), &copy, version, shape, present,
+                               data);
         free(bounce);
 
         pthread_mutex_lock(&c->lock);
