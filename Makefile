@@ -68,7 +68,7 @@ INTEG_TESTS := test_store_fetch test_prefix_sharing test_absent_and_length \
 	test_append_demoted test_drop_race test_drop_durable \
 	test_disk_full test_soak \
 	test_namespace_limits test_quota_below_chunk \
-	test_admin_backpressure test_admin_utf8
+	test_admin_backpressure test_admin_utf8 test_cold_format_v1
 TEST_BINS := $(addprefix $(B)/tests/,$(UNIT_TESTS) $(INTEG_TESTS))
 
 .PHONY: all deps run test test-build test-asan test-aarch64 bench soak install clean \
@@ -124,6 +124,7 @@ $(B)/tests/test_proto: $(B)/tests/test_proto.o $(B)/proto/proto.o
 $(addprefix $(B)/tests/,$(INTEG_TESTS)): %: %.o $(B)/tests/helpers.o $(B)/libkvtier.a $(addprefix $(B)/,$(SIMD_OBJS))
 
 $(B)/tests/test_soak: $(B)/tests/soak_client.o $(B)/tests/soak_events.o
+$(B)/tests/test_cold_format_v1: $(B)/tests/cold_file_edit.o
 
 $(B)/tests/bench: $(B)/tests/bench.o $(B)/libkvtier.a $(addprefix $(B)/,$(SIMD_OBJS))
 

@@ -88,8 +88,9 @@ static void track(pid_t pid, pid_t gone)
         }
 }
 
-/* nofile: RLIMIT_NOFILE of the daemon, 0 to inherit ours. */
-static void spawn(struct test_daemon *d, unsigned nofile, va_list ap)
+/* Fork and exec kvtierd with d's sockets, its stderr appended to d's log.
+ * nofile: RLIMIT_NOFILE of the daemon, 0 to inherit ours. */
+static void spawn_exec(struct test_daemon *d, unsigned nofile, va_list ap)
 {
     char bin[512];
     const char *argv[MAX_ARGS];
@@ -122,6 +123,11 @@ static void spawn(struct test_daemon *d, unsigned nofile, va_list ap)
         _exit(127);
     }
     track(d->pid, 0);
+}
+
+static void spawn(struct test_daemon *d, unsigned nofile, va_list ap)
+{
+    spawn_exec(d, nofile, ap);
     for (int i = 0; i < 500; i++) {         /* up to 5 s */
         if (test_socket_accepts(d->socket))
             return;
@@ -174,6 +180,28 @@ void daemon_restart(struct test_daemon *d, ...)
     va_start(ap, d);
     spawn(d, 0, ap);
     va_end(ap);
+}
+
+int daemon_start_status(struct test_daemon *d, ...)
+{
+    va_list ap;
+    int st;
+
+    va_start(ap, d);
+    spawn_exec(d, 0, ap);
+    va_end(ap);
+    for (int i = 0; i < 1000; i++) {         /* up to 10 s */
+        if (waitpid(d->pid, &st, WNOHANG) == d->pid) {
+            track(0, d->pid);
+            d->pid = 0;
+            return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+        }
+        if (test_socket_accepts(d->socket))
+            break;                          /* it started */
+        usleep(10000);
+    }
+    daemon_kill(d);
+    return -1;
 }
 
 int daemon_terminate(struct test_daemon *d)

@@ -34,6 +34,10 @@ void daemon_start(struct test_daemon *d, ...);
 void daemon_start_nofile(struct test_daemon *d, unsigned nofile, ...);
 /* Start again on the same dir and socket (restart), same flags list form. */
 void daemon_restart(struct test_daemon *d, ...);
+/* daemon_restart for a start that must fail: waits up to 10 s for kvtierd
+ * to exit and returns its exit status (128 + signal if killed), or -1 if it
+ * came up instead (then it is killed). */
+int daemon_start_status(struct test_daemon *d, ...);
 /* SIGTERM and wait; returns the wait status (0 if not running). Keeps the dir. */
 int daemon_terminate(struct test_daemon *d);
 /* SIGTERM and wait; asserts exit status 0. Keeps the dir. */
