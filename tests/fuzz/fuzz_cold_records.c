@@ -4,14 +4,18 @@
  * made (LLVMFuzzerInitialize), then cold_open rebuilds the index from it
  * and every key named in the input is looked up and read back with
  * cold_get. The input layout is in fuzz_input.h. With COLD_IN_FIX_SUMS the
- * harness rewrites each record's checksum (and region_seq) the way the
- * writer would, so the fuzzer reaches what lies behind the checksum: shapes,
- * lengths, LZ4 blocks, tombstones, sequence order.
+ * harness rewrites each record's checksum (and region_seq, and a version
+ * this build knows to the region's) the way the writer would, so the fuzzer
+ * reaches what lies behind the checksum: shapes, lengths, LZ4 blocks,
+ * tombstones, sequence order. With COLD_IN_V1 the file and region headers
+ * are of format 1, as a format-1 kvtierd left them (cold_format.h).
  *
  * Checked for every input, besides what the sanitizers catch:
  *   - cold_open of a file with valid headers succeeds, whatever the records;
+ *   - a file of format 1 is upgraded: its header is format 2 after open;
  *   - a record cold_get returns is one the file holds: some record of the
- *     input has its key, a checksum that verifies, its shape, its presence
+ *     input has its key, its region's version (and, in format 1, no
+ *     outliers), a checksum that verifies, its shape, its presence
  *     bitmap and (decompressed) its data; cold_lookup's leading tokens agree
  *     with the bitmap returned; bits past the shape's tokens are zero;
  *   - a record cold_get rejects as corrupt (-EBADMSG) is gone from the index
@@ -49,6 +53,7 @@
 static char dir[256], path[300];
 static uint8_t file_header[COLD_BLOCK], region_header[COLD_BLOCK];
 static uint64_t seed;
+static uint32_t region_version;        /* of this input's region headers */
 static uint8_t payload[2][PAYLOAD_MAX];
 static size_t payload_len[2];
 static uint8_t data_buf[DATA_CAP], want_buf[DATA_CAP];
@@ -109,6 +114,30 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
     return 0;
 }
 
+/* The template's file header, in format version. */
+static void put_file_header(int fd, uint32_t version)
+{
+    struct cold_file_header h;
+    uint8_t block[COLD_BLOCK];
+
+    memcpy(block, file_header, COLD_BLOCK);
+    memcpy(&h, block, sizeof(h));
+    h.version = version;
+    h.checksum = XXH3_64bits(&h, offsetof(struct cold_file_header, checksum));
+    memcpy(block, &h, sizeof(h));
+    FUZZ_CHECK(pwrite(fd, block, COLD_BLOCK, 0) == COLD_BLOCK, "%s", strerror(errno));
+}
+
+static uint32_t file_version(void)
+{
+    struct cold_file_header h;
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+
+    FUZZ_CHECK(fd >= 0 && pread(fd, &h, sizeof(h), 0) == sizeof(h), "%s", strerror(errno));
+    close(fd);
+    return h.version;
+}
+
 static void put_region_header(int fd, uint32_t r, uint64_t seq)
 {
     struct cold_region_header h;
@@ -118,6 +147,7 @@ static void put_region_header(int fd, uint32_t r, uint64_t seq)
     memcpy(&h, block, sizeof(h));
     h.index = r;
     h.seq = seq;
+    h.version = region_version;
     h.checksum = XXH3_64bits_withSeed(&h, offsetof(struct cold_region_header, checksum), seed);
     memcpy(block, &h, sizeof(h));
     FUZZ_CHECK(pwrite(fd, block, COLD_BLOCK, (off_t)(COLD_BLOCK + (uint64_t)r *
@@ -165,6 +195,10 @@ static void fix_records(uint8_t *p, size_t len, uint64_t region_seq)
             return;
         h.region_seq = region_seq;
         h.seq %= SEQ_LIMIT;
+        /* Versions this build knows become the region's; others stay, for
+         * the reader to refuse. */
+        if (h.version >= COLD_FORMAT_VERSION_MIN && h.version <= COLD_FORMAT_VERSION)
+            h.version = (uint16_t)region_version;
         memcpy(p + at, &h, REC_HDR);
         h.checksum = record_sum(p + at, n);
         memcpy(p + at, &h, REC_HDR);
@@ -192,6 +226,7 @@ static bool held_by_file(const struct kvt_chunk_key *key, const struct kvt_chunk
             struct cold_record_header h;
             memcpy(&h, p + at, REC_HDR);
             if (h.magic != COLD_RECORD_MAGIC || h.kind != COLD_REC_CHUNK ||
+                h.version != region_version || (h.version == 1 && h.shape.outliers) ||
                 memcmp(&h.key, key, sizeof(*key)) || memcmp(&h.shape, shape, sizeof(*shape)))
                 continue;
             uint64_t n = record_bytes(&h);
@@ -336,6 +371,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
      * 1 is in use and older. */
     uint64_t seq0 = (flags & COLD_IN_TWO_REGIONS) && !(flags & COLD_IN_R1_NEWER) ? 2 : 1;
     uint64_t seq1 = 3 - seq0;
+    region_version = flags & COLD_IN_V1 ? 1 : COLD_FORMAT_VERSION;
     if (flags & COLD_IN_FIX_SUMS) {
         fix_records(payload[0], payload_len[0], seq0);
         fix_records(payload[1], payload_len[1], seq1);
@@ -343,7 +379,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 
     int fd = open(path, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
     FUZZ_CHECK(fd >= 0 && ftruncate(fd, COLD_FUZZ_FILE_BYTES) == 0, "%s", strerror(errno));
-    FUZZ_CHECK(pwrite(fd, file_header, COLD_BLOCK, 0) == COLD_BLOCK, "%s", strerror(errno));
+    put_file_header(fd, region_version);
     put_region_header(fd, 0, seq0);
     if (flags & COLD_IN_TWO_REGIONS)
         put_region_header(fd, 1, seq1);
@@ -356,6 +392,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 
     int rc = cold_open(&cfg, &cold);
     FUZZ_CHECK(rc == 0, "cold_open of a file with valid headers: %d (%s)", rc, strerror(-rc));
+    FUZZ_CHECK(file_version() == COLD_FORMAT_VERSION, "the file header is format %u after "
+               "open, not %u", file_version(), COLD_FORMAT_VERSION);
     size_t n_keys = input_keys(keys);
     for (size_t i = 0; i < n_keys; i++)
         check_key(cold, &keys[i]);

@@ -43,6 +43,7 @@ enum frame_fd {
 #define COLD_IN_TWO_REGIONS 0x02u  /* region 1 is in use too */
 #define COLD_IN_R1_NEWER 0x04u     /* region 1's use is newer than region 0's */
 #define COLD_IN_PUT_REOPEN 0x08u   /* then put a record, close, reopen, get it */
+#define COLD_IN_V1 0x10u           /* file and region headers of format 1 */
 #define COLD_FUZZ_REGION_BYTES (1u << 20)
 #define COLD_FUZZ_FILE_BYTES (4096u + 2 * COLD_FUZZ_REGION_BYTES)
 

@@ -294,6 +294,7 @@ static void cold_seeds(void)
         { "two_regions", COLD_IN_FIX_SUMS | COLD_IN_TWO_REGIONS },
         { "two_regions_r1_newer", COLD_IN_FIX_SUMS | COLD_IN_TWO_REGIONS | COLD_IN_R1_NEWER |
                                   COLD_IN_PUT_REOPEN },
+        { "real_log_v1", COLD_IN_FIX_SUMS | COLD_IN_V1 | COLD_IN_PUT_REOPEN },
     };
     struct seed s;
     for (size_t i = 0; i < sizeof(variants) / sizeof(variants[0]); i++) {
