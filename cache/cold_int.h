@@ -174,8 +174,6 @@ void cold_io_error_locked(struct kvt_cold *c, int err, const char *what);
  * (lock not held). Returns 0 or -errno. */
 int cold_fdatasync(struct kvt_cold *c);
 bool cold_shape_valid(const struct kvt_chunk_shape *s);
-/* Tokens present from token 0 without a gap; bitmap may be unaligned. */
-uint32_t cold_leading_tokens(const void *bitmap, uint32_t tokens);
 /* A record header's total bytes if it is sane and fits room, else -EBADMSG. */
 int64_t cold_record_check(const struct cold_record_header *h, uint64_t room);
 bool cold_record_sum_ok(const struct kvt_cold *c, uint8_t *rec, uint32_t n);
