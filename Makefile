@@ -58,7 +58,7 @@ CORE_OBJS   := $(addprefix $(B)/,$(SIMD_OBJS) $(CACHE_OBJS) $(PROTO_OBJS) $(DAEM
 
 PROGS := $(B)/kvtierd $(B)/kvtierctl $(B)/libkvtier.so $(B)/libkvtier.so.0 $(B)/libkvtier.a
 
-UNIT_TESTS := test_simd test_simd_outliers test_hot test_cold test_proto
+UNIT_TESTS := test_simd test_simd_outliers test_hot test_hot_ops test_cold test_proto
 INTEG_TESTS := test_store_fetch test_prefix_sharing test_absent_and_length \
 	test_bad_input test_hot_budget test_isolation test_restart test_make_run test_cold_tier \
 	test_systemd_notify test_socket_activation test_install test_admin test_quotas \
@@ -117,6 +117,7 @@ TEST_LIBS = $(LDLIBS_ALL) $(shell pkg-config --libs cmocka 2>/dev/null)
 $(B)/tests/test_simd: $(B)/tests/test_simd.o $(addprefix $(B)/,$(SIMD_OBJS))
 $(B)/tests/test_simd_outliers: $(B)/tests/test_simd_outliers.o $(addprefix $(B)/,$(SIMD_OBJS))
 $(B)/tests/test_hot: $(B)/tests/test_hot.o $(addprefix $(B)/,$(HOT_MODULES))
+$(B)/tests/test_hot_ops: $(B)/tests/test_hot_ops.o $(addprefix $(B)/,$(HOT_MODULES))
 $(B)/tests/test_cold: $(B)/tests/test_cold.o $(addprefix $(B)/,$(COLD_MODULES))
 $(B)/tests/test_proto: $(B)/tests/test_proto.o $(B)/proto/proto.o
 $(addprefix $(B)/tests/,$(INTEG_TESTS)): %: %.o $(B)/tests/helpers.o $(B)/libkvtier.a $(addprefix $(B)/,$(SIMD_OBJS))
