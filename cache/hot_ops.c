@@ -39,19 +39,23 @@ static int get_filled(struct kvt_hot *hot, const struct kvt_chunk_key *key,
 
     for (int attempt = 0; attempt <= GONE_RETRIES; attempt++) {
         struct kvt_chunk *c;
-        hot_fill_fn fill;
-        void *arg;
+        hot_fill_fn fill = NULL;
+        void *arg = NULL;
         int rc = hot_get_or_create_wrlocked(hot, key, &shape, &c, created);
 
         if (rc)
             return rc;
-        pthread_mutex_lock(&hot->mu);
-        fill = hot->fill_fn;
-        arg = hot->fill_arg;
-        pthread_mutex_unlock(&hot->mu);
+        /* Only a creation reads the hook: a found chunk costs no mutex
+         * pass beyond the lookup and the final put. */
+        if (*created) {
+            pthread_mutex_lock(&hot->mu);
+            fill = hot->fill_fn;
+            arg = hot->fill_arg;
+            pthread_mutex_unlock(&hot->mu);
+        }
         /* Created: nobody else has seen its values yet, so the colder
          * copy's tokens are in before any store's rows and any write-back. */
-        if (*created && fill) {
+        if (fill) {
             struct kvt_chunk_shape other = c->shape;
 
             rc = fill(arg, &c->key, &c->shape, c->data, c->present, &other);
