@@ -44,7 +44,7 @@ SIMD_OBJS   := simd/simd.o simd/scalar.o simd/sse2.o simd/avx2.o
 # The cold tier alone (test_cold, the cold-record fuzz target use just it).
 COLD_MODULES   := cache/chunk.o cache/cold.o cache/cold_tomb.o cache/cold_read.o cache/cold_index.o cache/cold_open.o \
 	cache/cold_io.o cache/domain_bytes.o
-HOT_MODULES := cache/chunk.o cache/blocks.o cache/hot.o cache/hot_walk.o cache/hot_evict.o \
+HOT_MODULES := cache/chunk.o cache/blocks.o cache/hot.o cache/hot_ops.o cache/hot_walk.o cache/hot_evict.o \
 	cache/domain_bytes.o
 CACHE_OBJS  := $(sort $(HOT_MODULES) $(COLD_MODULES))
 PROTO_OBJS  := proto/proto.o
@@ -58,7 +58,8 @@ CORE_OBJS   := $(addprefix $(B)/,$(SIMD_OBJS) $(CACHE_OBJS) $(PROTO_OBJS) $(DAEM
 
 PROGS := $(B)/kvtierd $(B)/kvtierctl $(B)/libkvtier.so $(B)/libkvtier.so.0 $(B)/libkvtier.a
 
-UNIT_TESTS := test_simd test_simd_outliers test_hot test_cold test_cold_format test_proto
+UNIT_TESTS := test_simd test_simd_outliers test_hot test_hot_ops test_cold test_cold_format \
+	test_proto
 INTEG_TESTS := test_store_fetch test_prefix_sharing test_absent_and_length \
 	test_bad_input test_hot_budget test_isolation test_restart test_make_run test_cold_tier \
 	test_systemd_notify test_socket_activation test_install test_admin test_quotas \
@@ -68,7 +69,7 @@ INTEG_TESTS := test_store_fetch test_prefix_sharing test_absent_and_length \
 	test_append_demoted test_drop_race test_drop_durable \
 	test_disk_full test_soak \
 	test_namespace_limits test_quota_below_chunk \
-	test_admin_backpressure test_admin_utf8 test_cold_format_v1
+	test_admin_backpressure test_admin_utf8 test_cold_format_v1 test_outliers_change
 TEST_BINS := $(addprefix $(B)/tests/,$(UNIT_TESTS) $(INTEG_TESTS))
 
 .PHONY: all deps run test test-build test-asan test-aarch64 bench soak install clean \
@@ -117,6 +118,7 @@ TEST_LIBS = $(LDLIBS_ALL) $(shell pkg-config --libs cmocka 2>/dev/null)
 $(B)/tests/test_simd: $(B)/tests/test_simd.o $(addprefix $(B)/,$(SIMD_OBJS))
 $(B)/tests/test_simd_outliers: $(B)/tests/test_simd_outliers.o $(addprefix $(B)/,$(SIMD_OBJS))
 $(B)/tests/test_hot: $(B)/tests/test_hot.o $(addprefix $(B)/,$(HOT_MODULES))
+$(B)/tests/test_hot_ops: $(B)/tests/test_hot_ops.o $(addprefix $(B)/,$(HOT_MODULES))
 $(B)/tests/test_cold: $(B)/tests/test_cold.o $(addprefix $(B)/,$(COLD_MODULES))
 $(B)/tests/test_cold_format: $(B)/tests/test_cold_format.o $(B)/tests/cold_file_edit.o \
 	$(addprefix $(B)/,$(COLD_MODULES))
@@ -124,7 +126,7 @@ $(B)/tests/test_proto: $(B)/tests/test_proto.o $(B)/proto/proto.o
 $(addprefix $(B)/tests/,$(INTEG_TESTS)): %: %.o $(B)/tests/helpers.o $(B)/libkvtier.a $(addprefix $(B)/,$(SIMD_OBJS))
 
 $(B)/tests/test_soak: $(B)/tests/soak_client.o $(B)/tests/soak_events.o
-$(B)/tests/test_cold_format_v1: $(B)/tests/cold_file_edit.o
+$(B)/tests/test_cold_format_v1: $(B)/tests/cold_file_edit.o $(B)/cache/chunk.o
 
 $(B)/tests/bench: $(B)/tests/bench.o $(B)/libkvtier.a $(addprefix $(B)/,$(SIMD_OBJS))
 

@@ -1,5 +1,6 @@
 /* chunk.c - chunk layout: shape bounds, row, scale, outlier and block sizes,
- * pointers into a data block. */
+ * pointers into a data block, presence bitmaps, merging and copying tokens.
+ * Both tiers use these; neither repeats them. */
 #include "chunk.h"
 
 #include <string.h>
@@ -27,6 +28,21 @@ bool chunk_shape_valid(const struct kvt_chunk_shape *s)
     if (s->elem != KVT_CHUNK_INT8)
         return s->outliers == 0;
     return s->outliers <= KVT_CHUNK_MAX_OUTLIERS && s->outliers <= s->dim;
+}
+
+bool chunk_shape_compatible(const struct kvt_chunk_shape *a, const struct kvt_chunk_shape *b)
+{
+    return a->tokens == b->tokens && a->heads == b->heads && a->dim == b->dim &&
+           a->elem == b->elem;
+}
+
+uint16_t chunk_outliers_for(const struct kvt_chunk_shape *s, uint32_t outliers)
+{
+    if (s->elem != KVT_CHUNK_INT8)
+        return 0;
+    if (outliers > KVT_CHUNK_MAX_OUTLIERS)
+        outliers = KVT_CHUNK_MAX_OUTLIERS;
+    return (uint16_t)(outliers < s->dim ? outliers : s->dim);
 }
 
 /* Sizes are computed in size_t: with the shape bounds of chunk.h the largest
@@ -97,4 +113,77 @@ void chunk_copy_token(const struct kvt_chunk_shape *s, void *dst, const void *sr
     }
     memcpy(d.k + tok * row, v.k + tok * row, row);
     memcpy(d.v + tok * row, v.v + tok * row, row);
+}
+
+/* ---- presence bitmaps ------------------------------------------------------ */
+
+size_t chunk_bitmap_bytes(uint32_t tokens)
+{
+    return ((size_t)tokens + 63) / 64 * sizeof(uint64_t);
+}
+
+bool chunk_bits_range(const uint64_t *present, uint32_t tokens, uint32_t first, uint32_t n)
+{
+    uint32_t last, w, last_w;
+
+    if (n == 0)
+        return true;
+    if (n > tokens || first > tokens - n)
+        return false;
+    last = first + n - 1;
+    last_w = last / 64;
+    for (w = first / 64; w <= last_w; w++) {
+        uint64_t mask = ~UINT64_C(0);
+
+        if (w == first / 64)
+            mask &= ~UINT64_C(0) << (first % 64);
+        if (w == last_w)
+            mask &= ~UINT64_C(0) >> (63 - last % 64);
+        if ((present[w] & mask) != mask)
+            return false;
+    }
+    return true;
+}
+
+uint32_t chunk_bits_leading(const void *bitmap, uint32_t tokens)
+{
+    const uint8_t *b = bitmap;
+    uint32_t n = 0;
+
+    for (uint32_t w = 0; n < tokens; w++) {
+        uint64_t word;
+        memcpy(&word, b + (size_t)w * 8, 8);
+        if (word != ~UINT64_C(0)) {
+            n += (uint32_t)__builtin_ctzll(~word);
+            break;
+        }
+        n += 64;
+    }
+    return n < tokens ? n : tokens;
+}
+
+/* ---- tokens between blocks -------------------------------------------------- */
+
+uint32_t chunk_merge_image(const struct kvt_chunk_shape *s, void *dst, uint64_t *dst_present,
+                           const struct kvt_chunk_image *img)
+{
+    uint32_t copied = 0;
+
+    for (uint32_t tok = 0; tok < s->tokens; tok++) {
+        if (chunk_bit_has(img->present, tok) && !chunk_bit_has(dst_present, tok)) {
+            chunk_copy_token(s, dst, img->data, tok);
+            chunk_bit_set(dst_present, tok);
+            copied++;
+        }
+    }
+    return copied;
+}
+
+void chunk_copy_present(const struct kvt_chunk_shape *s, void *dst, const void *src,
+                        const uint64_t *present)
+{
+    memset(dst, 0, chunk_data_bytes(s));
+    for (uint32_t tok = 0; tok < s->tokens; tok++)
+        if (chunk_bit_has(present, tok))
+            chunk_copy_token(s, dst, src, tok);
 }

@@ -60,6 +60,13 @@ _Static_assert(sizeof(struct kvt_chunk_shape) == 16, "chunk shape is 16 bytes");
 
 /* True if every field is within the bounds above (and elem is known). */
 bool chunk_shape_valid(const struct kvt_chunk_shape *s);
+/* True if a and b have the same tokens, heads, dim and elem: chunks that
+ * differ only in outliers hold the same values in two int8 formats, and a
+ * chunk keeps the outliers it was created with. */
+bool chunk_shape_compatible(const struct kvt_chunk_shape *a, const struct kvt_chunk_shape *b);
+/* outliers clipped to dim, 0 in lossless mode: the value a new chunk of
+ * shape s (outliers = the daemon's setting) is created with. */
+uint16_t chunk_outliers_for(const struct kvt_chunk_shape *s, uint32_t outliers);
 
 /* Bytes of K (or V) values of one token: heads * dim * element size. */
 size_t chunk_row_bytes(const struct kvt_chunk_shape *s);
@@ -84,5 +91,51 @@ void chunk_view(const struct kvt_chunk_shape *s, void *data,
  * blocks of shape s. */
 void chunk_copy_token(const struct kvt_chunk_shape *s, void *dst, const void *src,
                       uint32_t tok);
+
+/* ---- presence bitmaps ------------------------------------------------------
+ * Which tokens of a chunk hold values: token t is bit t % 64 of the u64 word
+ * t / 64, ceil(tokens / 64) words, bits past tokens zero. The hot tier keeps
+ * one per chunk, the cold tier stores it in every record (cold_format.h). */
+
+/* Bytes of the bitmap of a chunk of `tokens` tokens (whole u64 words). */
+size_t chunk_bitmap_bytes(uint32_t tokens);
+static inline bool chunk_bit_has(const uint64_t *present, uint32_t tok)
+{
+    return (present[tok / 64] >> (tok % 64)) & 1;
+}
+static inline void chunk_bit_set(uint64_t *present, uint32_t tok)
+{
+    present[tok / 64] |= UINT64_C(1) << (tok % 64);
+}
+static inline void chunk_bit_clear(uint64_t *present, uint32_t tok)
+{
+    present[tok / 64] &= ~(UINT64_C(1) << (tok % 64));
+}
+/* True if tokens [first, first + n) of a `tokens`-token bitmap are all set
+ * (n == 0: true; a range past tokens: false). */
+bool chunk_bits_range(const uint64_t *present, uint32_t tokens, uint32_t first, uint32_t n);
+/* Tokens set from token 0 onward without a gap. bitmap may be unaligned (it
+ * is inside a packed record when the cold tier recovers). */
+uint32_t chunk_bits_leading(const void *bitmap, uint32_t tokens);
+
+/* A chunk as the tiers hand it to each other: the cold tier stores and
+ * returns these, the hot tier's write-back gives one to its caller. */
+struct kvt_chunk_image {
+    struct kvt_chunk_key key;
+    struct kvt_chunk_shape shape;
+    const uint64_t *present;   /* chunk_bitmap_bytes(shape.tokens) bytes */
+    const void *data;          /* chunk_data_bytes(&shape) bytes */
+};
+
+/* Copy into dst (bitmap dst_present) every token that the image has and
+ * dst lacks, setting its bit: tokens already in dst are newer and stay.
+ * The image's shape must equal s. Returns how many tokens were copied. */
+uint32_t chunk_merge_image(const struct kvt_chunk_shape *s, void *dst, uint64_t *dst_present,
+                           const struct kvt_chunk_image *img);
+/* Copy the rows of the tokens set in present from src to dst and zero the
+ * rest of dst, two blocks of shape s: an image that carries nothing but
+ * what the bitmap vouches for. */
+void chunk_copy_present(const struct kvt_chunk_shape *s, void *dst, const void *src,
+                        const uint64_t *present);
 
 #endif

@@ -102,25 +102,6 @@ bool cold_shape_valid(const struct kvt_chunk_shape *s)
     return chunk_shape_valid(s);
 }
 
-/* Tokens present from token 0 without a gap. bitmap may be unaligned (it is
- * inside a packed record during recovery). */
-uint32_t cold_leading_tokens(const void *bitmap, uint32_t tokens)
-{
-    const uint8_t *b = bitmap;
-    uint32_t n = 0;
-
-    for (uint32_t w = 0; n < tokens; w++) {
-        uint64_t word;
-        memcpy(&word, b + (size_t)w * 8, 8);
-        if (word != ~UINT64_C(0)) {
-            n += (uint32_t)__builtin_ctzll(~word);
-            break;
-        }
-        n += 64;
-    }
-    return n < tokens ? n : tokens;
-}
-
 /* ---- write buffers and the log ---------------------------------------- */
 
 uint64_t cold_region_base(const struct kvt_cold *c, uint32_t r)
@@ -512,7 +493,7 @@ int cold_put(struct kvt_cold *c, const struct kvt_chunk_image *img)
     if (!c || !img || !img->present || !img->data || !cold_shape_valid(&img->shape))
         return -EINVAL;
     raw = chunk_data_bytes(&img->shape);
-    bitmap = cold_bitmap_bytes(img->shape.tokens);
+    bitmap = chunk_bitmap_bytes(img->shape.tokens);
     room = c->max_record - REC_HDR - bitmap;      /* data bytes a record can hold */
     if (raw > LZ4_MAX_INPUT_SIZE)
         return -E2BIG;
@@ -545,7 +526,7 @@ int cold_put(struct kvt_cold *c, const struct kvt_chunk_image *img)
     h.stored_len = stored;
     memcpy(rec, &h, REC_HDR);
     memcpy(rec + REC_HDR, img->present, bitmap);
-    e->leading_tokens = cold_leading_tokens(img->present, img->shape.tokens);
+    e->leading_tokens = chunk_bits_leading(img->present, img->shape.tokens);
 
     pthread_mutex_lock(&c->put_lock);
     pthread_mutex_lock(&c->lock);

@@ -4,7 +4,8 @@
  *
  * The cold tier stores chunk images: a chunk key, its shape, its presence
  * bitmap and its data block (chunk.h). It copies what it is given; callers
- * own their buffers. All functions are thread-safe.
+ * own their buffers (struct kvt_chunk_image: chunk.h). All functions are
+ * thread-safe.
  */
 #ifndef KVT_COLD_H
 #define KVT_COLD_H
@@ -46,14 +47,6 @@ struct kvt_cold_config {
      * NULL: every such record counts as lost. */
     uint64_t (*unwritten)(void *arg, const struct kvt_chunk_key *keys, size_t n);
     void *unwritten_arg;
-};
-
-/* A chunk as handed to and returned by the cold tier. */
-struct kvt_chunk_image {
-    struct kvt_chunk_key key;
-    struct kvt_chunk_shape shape;
-    const uint64_t *present;   /* (shape.tokens + 63) / 64 words */
-    const void *data;          /* chunk_data_bytes(&shape) bytes */
 };
 
 struct kvt_cold_stats {

@@ -21,6 +21,7 @@
  * Record (chunk kind):
  *   +0              struct cold_record_header (96 bytes)
  *   +96             presence bitmap: ceil(tokens / 64) u64 words, never compressed
+ *                   (chunk_bitmap_bytes, chunk.h)
  *   +96 + bitmap    data block: stored_len bytes, an LZ4 block
  *                   (LZ4_compress_default) when flags has COLD_REC_LZ4, else the
  *                   raw data block of chunk.h (stored_len == raw_len)
@@ -123,11 +124,5 @@ struct cold_record_header {
 };
 _Static_assert(sizeof(struct cold_record_header) == 96, "record header is 96 bytes");
 _Static_assert(sizeof(struct kvt_chunk_shape) == 16, "chunk shape is 16 bytes");
-
-/* Bytes of a chunk record's presence bitmap. */
-static inline uint32_t cold_bitmap_bytes(uint32_t tokens)
-{
-    return (tokens + 63) / 64 * 8;
-}
 
 #endif

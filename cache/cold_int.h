@@ -176,8 +176,6 @@ void cold_io_error_locked(struct kvt_cold *c, int err, const char *what);
  * (lock not held). Returns 0 or -errno. */
 int cold_fdatasync(struct kvt_cold *c);
 bool cold_shape_valid(const struct kvt_chunk_shape *s);
-/* Tokens present from token 0 without a gap; bitmap may be unaligned. */
-uint32_t cold_leading_tokens(const void *bitmap, uint32_t tokens);
 /* A record header's total bytes if it is sane, of format version (its
  * region's) and fits room, else -EBADMSG. */
 int64_t cold_record_check(const struct cold_record_header *h, uint32_t version, uint64_t room);

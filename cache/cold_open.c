@@ -152,7 +152,7 @@ static void replay(struct kvt_cold *c, struct recovery *rv, const struct cold_re
     e->seq = h->seq;
     e->rec_bytes = n;
     e->raw_len = h->raw_len;
-    e->leading_tokens = cold_leading_tokens(rec + REC_HDR, h->shape.tokens);
+    e->leading_tokens = chunk_bits_leading(rec + REC_HDR, h->shape.tokens);
     e->region = r;
     cold_index_put(c, e);
 }

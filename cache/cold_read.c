@@ -31,7 +31,7 @@ int64_t cold_record_check(const struct cold_record_header *h, uint32_t version, 
             h->stored_len == 0 || h->stored_len > h->raw_len ||
             (!(h->flags & COLD_REC_LZ4) && h->stored_len != h->raw_len))
             return -EBADMSG;
-        total = (uint64_t)REC_HDR + cold_bitmap_bytes(h->shape.tokens) + h->stored_len;
+        total = (uint64_t)REC_HDR + chunk_bitmap_bytes(h->shape.tokens) + h->stored_len;
     } else if (h->kind == COLD_REC_TOMB_OBJECT || h->kind == COLD_REC_TOMB_NAMESPACE) {
         static const struct kvt_chunk_shape zero;
         if (h->flags || h->raw_len || h->stored_len ||
@@ -69,7 +69,7 @@ static int record_decode(const struct kvt_cold *c, uint8_t *rec, const struct co
         memcmp(&h.key, &e->key, sizeof(h.key)) != 0 ||
         !cold_record_sum_ok(c, rec, e->rec_bytes))
         return -EBADMSG;
-    bitmap = cold_bitmap_bytes(h.shape.tokens);
+    bitmap = chunk_bitmap_bytes(h.shape.tokens);
     memset(present, 0, KVT_CHUNK_MAX_TOKENS / 8);
     memcpy(present, rec + REC_HDR, bitmap);
     /* The bitmap is whole words on disk: bits past the chunk's tokens are

@@ -19,14 +19,9 @@
 
 /* ---- chunk memory ---------------------------------------------------------- */
 
-static size_t bitmap_bytes(uint32_t tokens)
-{
-    return ((size_t)tokens + 63) / 64 * sizeof(uint64_t);
-}
-
 static uint64_t chunk_charge(const struct kvt_chunk_shape *s)
 {
-    return sizeof(struct kvt_chunk) + bitmap_bytes(s->tokens) + chunk_data_bytes(s);
+    return sizeof(struct kvt_chunk) + chunk_bitmap_bytes(s->tokens) + chunk_data_bytes(s);
 }
 
 uint64_t hot_pool_cap(uint64_t budget_bytes)
@@ -49,7 +44,7 @@ static int chunk_alloc(const struct kvt_chunk_key *key,
 
     /* The bitmap rides behind the struct: one allocation, and its size is a
      * multiple of 8 so present[] is aligned. */
-    c = calloc(1, sizeof(*c) + bitmap_bytes(shape->tokens));
+    c = calloc(1, sizeof(*c) + chunk_bitmap_bytes(shape->tokens));
     if (!c)
         goto err;
     c->present = (uint64_t *)(c + 1);
@@ -407,6 +402,14 @@ void hot_set_evict_hook(struct kvt_hot *hot, hot_evict_fn fn, void *arg)
     pthread_mutex_unlock(&hot->mu);
 }
 
+void hot_set_fill_hook(struct kvt_hot *hot, hot_fill_fn fn, void *arg)
+{
+    pthread_mutex_lock(&hot->mu);
+    hot->fill_fn = fn;
+    hot->fill_arg = arg;
+    pthread_mutex_unlock(&hot->mu);
+}
+
 int hot_get(struct kvt_hot *hot, const struct kvt_chunk_key *key,
             struct kvt_chunk **out)
 {
@@ -418,6 +421,24 @@ int hot_get(struct kvt_hot *hot, const struct kvt_chunk_key *key,
     if (c) {
         chunk_touch(hot, c);
         *out = c;
+        rc = 0;
+    }
+    pthread_mutex_unlock(&hot->mu);
+    return rc;
+}
+
+int hot_redirty(struct kvt_hot *hot, const struct kvt_chunk_key *key)
+{
+    struct kvt_chunk *c;
+    int rc = -ENOENT;
+
+    pthread_mutex_lock(&hot->mu);
+    c = index_find(hot, key);
+    if (c) {
+        lru_remove(hot, c);
+        lru_push_head(hot, c);
+        c->touched = true;           /* abandons an eviction in progress */
+        c->dirty = true;
         rc = 0;
     }
     pthread_mutex_unlock(&hot->mu);
@@ -523,7 +544,9 @@ static int get_or_create(struct kvt_hot *hot, const struct kvt_chunk_key *key,
     rc = 0;
     goto out;
 found:
-    if (memcmp(&c->shape, shape, sizeof(*shape)) != 0) {
+    /* Another outliers value is another format of the same values: the
+     * chunk keeps its own (the caller works with c->shape). */
+    if (!chunk_shape_compatible(&c->shape, shape)) {
         rc = -EINVAL;
         goto out;
     }

@@ -1,11 +1,15 @@
-/* hot.h - RAM tier: chunk index, byte budget, LRU eviction, pinning.
+/* hot.h - RAM tier: chunk index, byte budget, LRU eviction, pinning, and
+ * the operations that write, read and write back a chunk's values.
  *
  * The hot tier owns chunk memory. Every chunk is found by its key in one hash
  * index and sits on one LRU list; both are guarded by the tier's mutex. The
  * values inside a chunk (its data block and presence bitmap) are guarded by
  * the chunk's own rwlock, so workers on different chunks never contend.
+ * Callers never touch either: they pass callbacks to hot_write, hot_read
+ * and hot_write_back, which run them under the right lock.
  *
- * Pinning: hot_get*() returns a pinned chunk; hot_put() unpins it. A pinned
+ * Pinning: every operation pins the chunk it works on while it runs, and
+ * hot_pin_dirty() returns pinned chunks; hot_put() unpins one. A pinned
  * chunk is never freed: eviction and drops unlink it from the index at once
  * (so new lookups miss) and free it when the last pin goes. Its bytes stay
  * charged to the budget until then, so the budget is never exceeded.
@@ -17,7 +21,6 @@
 #ifndef KVT_HOT_H
 #define KVT_HOT_H
 
-#include <pthread.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -25,38 +28,51 @@
 #include "chunk.h"
 
 struct kvt_hot;
-
-struct kvt_chunk {
-    struct kvt_chunk_key key;        /* immutable after creation */
-    struct kvt_chunk_shape shape;    /* immutable after creation */
-    pthread_rwlock_t lock;           /* guards present[], data and gone */
-    uint64_t *present;               /* bitmap of shape.tokens bits */
-    void *data;                      /* chunk_data_bytes(&shape), see chunk.h */
-    /* Set, under the write lock, once the chunk is unlinked by a drop or
-     * by hot_discard: what is written into it is lost and a write-back
-     * must skip it (its values may belong to a dropped object). */
-    bool gone;
-    /* Owned by hot.c, guarded by the tier mutex: */
-    uint32_t pins;
-    bool linked;                     /* in the index and the LRU list */
-    bool dirty;                      /* changed since last hot_mark_clean() */
-    bool touched;                    /* looked up since its evict hook began */
-    struct kvt_chunk *hash_next;
-    struct kvt_chunk *lru_prev, *lru_next;
-    struct kvt_chunk *drop_next;     /* a drop's pinned chunks to mark gone */
-    uint64_t charged_bytes;          /* what this chunk costs the budget */
-};
+/* A chunk: opaque outside cache/hot*.c (hot_int.h). The daemon holds
+ * pointers to pinned chunks (evict hook, hot_pin_dirty) and hands them back
+ * to hot_write_back and hot_put; everything inside is the tier's. */
+struct kvt_chunk;
 
 /* Called with the chunk pinned and not yet unlinked, from the thread that
  * evicts, before an LRU chunk is dropped for space: the seam for demotion
  * to a colder tier. It runs without the tier mutex; of the hot tier it may
- * call only hot_take_dirty().
+ * call only hot_write_back() on this chunk.
  * It runs without the tier mutex, so other threads carry on meanwhile; if one
  * of them looks the chunk up before the hook returns, the eviction of that
  * chunk is abandoned (a writer may have changed it after the hook's copy) and
  * the chunk stays in the tier. Lock order: a chunk's lock may be held while
  * taking the tier mutex, never the other way round. */
 typedef void (*hot_evict_fn)(void *arg, struct kvt_chunk *chunk);
+
+/* Called once for every chunk hot_write or hot_load creates, before any
+ * other thread can read, write or write back the chunk (it is linked but
+ * write-locked by its creator, so they wait): the seam for merging a colder
+ * copy in before any store's rows. data and present are the new chunk's
+ * block and bitmap (every token absent); the hook copies in what it has
+ * (chunk_merge_image) and sets those tokens' bits. Runs on the creating
+ * thread without the tier mutex, holding the chunk's write lock: it must
+ * not call the hot tier. Returns 0 (whether or not it found a copy), or
+ * -errno: the chunk is thrown away (unlinked and marked gone, so no store
+ * ever finds it half filled) and the caller gets the error; -ESTALE means
+ * the colder copy has *other's shape, which differs only in outliers: the
+ * chunk is thrown away and created again with *other, so that a chunk
+ * keeps the outliers its data was first written with. */
+typedef int (*hot_fill_fn)(void *arg, const struct kvt_chunk_key *key,
+                           const struct kvt_chunk_shape *shape, void *data,
+                           uint64_t *present, struct kvt_chunk_shape *other);
+
+/* Moves rows between a chunk's block and the caller: called by hot_write
+ * (to write) and hot_read (to read: data must not be changed then) with
+ * the chunk's lock held and its shape (which may differ from the one asked
+ * for in outliers: see hot_write). The callee computes the rows' places
+ * (chunk_view) itself. Returns 0 or -errno. */
+typedef int (*hot_rows_fn)(void *arg, const struct kvt_chunk_shape *shape, void *data);
+
+/* Given a consistent image of a chunk by hot_write_back: data holds the
+ * rows of present tokens only, zeros elsewhere (blocks are recycled and may
+ * hold another domain's bytes where no token is). Valid during the call.
+ * Returns 0 or -errno. */
+typedef int (*hot_image_fn)(void *arg, const struct kvt_chunk_image *img);
 
 struct kvt_hot_stats {
     uint64_t budget_bytes;
@@ -101,58 +117,79 @@ uint64_t hot_domain_used(struct kvt_hot *hot, uint32_t domain);
  * target_bytes or nothing more can go: the background demotion from the
  * high to the low watermark. Their blocks are pooled for the next stores. */
 void hot_evict_to(struct kvt_hot *hot, uint64_t target_bytes);
-/* Return whether the chunk was dirty and mark it clean, atomically. The
- * evict hook may call this (it runs without the tier mutex). Call it with
- * the chunk's lock held for reading, so no store slips between the test and
- * the copy that makes it clean. */
-bool hot_take_dirty(struct kvt_hot *hot, struct kvt_chunk *chunk);
 /* Pin up to max dirty chunks into out[], most recently used first; the
  * caller hot_put()s each. Returns how many. */
 size_t hot_pin_dirty(struct kvt_hot *hot, struct kvt_chunk **out, size_t max);
 /* Number of dirty chunks (a walk of every chunk: for progress reports). */
 uint64_t hot_count_dirty(struct kvt_hot *hot);
 
-/* Find and pin. Returns 0, or -ENOENT if absent. Marks it recently used. */
-int hot_get(struct kvt_hot *hot, const struct kvt_chunk_key *key,
-            struct kvt_chunk **out);
-/* Find, or create with all tokens absent, and pin. If the key's domain
- * would go over the domain quota, first evicts that domain's least recently
- * used unpinned chunks; then evicts least recently used unpinned chunks of
- * any domain to fit the budget. Returns 0, -EDQUOT if the chunk cannot fit
- * the domain's quota even after evicting every unpinned chunk of the domain
- * (some may have been evicted then), -ENOSPC if the chunk cannot
+/* ---- the chunk operations ---------------------------------------------------
+ * Every store, fetch and write-back goes through these: the tier finds the
+ * chunk, takes its lock, runs the caller's callback, keeps the presence bits
+ * and the dirty flag, and unpins, taking the tier mutex twice per call (a
+ * found chunk: once to find and pin, once to mark dirty and unpin). The
+ * chunk's rwlock guards its block, bitmap and gone mark; a write holds it
+ * for writing, so a racing read sees every token's old or new rows, never
+ * a mix. */
+
+/* Set the fill hook (NULL: none) for chunks created from now on. */
+void hot_set_fill_hook(struct kvt_hot *hot, hot_fill_fn fn, void *arg);
+
+/* Write tokens [tok, tok + n) of key's chunk: find it, or create it with
+ * every token absent and run the fill
+ * hook on it; then, holding its write lock, call fill(arg, shape, data),
+ * and when that returns 0 mark the tokens present and the chunk dirty. An
+ * existing chunk whose shape differs from *shape only in outliers is used
+ * with its own shape (fill sees it). When fill fails, its tokens' rows are
+ * garbage: the tokens are left (or made) absent, and the chunk is marked
+ * dirty only if some of them were present before (so the colder copy loses
+ * them too). A chunk dropped before the lock was taken is looked up again
+ * (a few times). A new chunk is charged to the budget and to its key's
+ * sharing domain: if the domain would go over the domain quota, that
+ * domain's least recently used unpinned chunks are evicted first; then
+ * those of any domain, to fit the budget. Returns 0, fill's error, the fill
+ * hook's, -EAGAIN (the chunk kept being dropped), -EDQUOT if the chunk
+ * cannot fit the domain's quota even after evicting every unpinned chunk
+ * of the domain (some may have been evicted then), -ENOSPC if it cannot
  * fit even after evicting every unpinned chunk (nothing is evicted then),
- * -ENOMEM, or -EINVAL if an existing chunk has a different shape or the
- * shape is outside chunk.h's bounds (or its elem is unknown). */
-int hot_get_or_create(struct kvt_hot *hot, const struct kvt_chunk_key *key,
-                      const struct kvt_chunk_shape *shape,
-                      struct kvt_chunk **out);
-/* hot_get_or_create, but the chunk comes back write-locked as well, and
- * *created says whether this call created it. A created chunk is locked
- * before any other thread can find it, so its creator can fill it (from a
- * colder tier) before anyone else reads, writes or writes back the chunk;
- * a found one is locked after the tier mutex is dropped. The caller
- * unlocks, then hot_put()s. */
-int hot_get_or_create_wrlocked(struct kvt_hot *hot, const struct kvt_chunk_key *key,
-                               const struct kvt_chunk_shape *shape,
-                               struct kvt_chunk **out, bool *created);
-/* Unlink a pinned chunk whose write lock the caller holds and mark it gone:
- * a creator that could not fill it throws it away, so that no store finds
- * it half filled. Threads that found it before see gone once they get the
- * lock. The caller still unlocks and hot_put()s. */
-void hot_discard(struct kvt_hot *hot, struct kvt_chunk *chunk);
+ * -ENOMEM, or -EINVAL if an existing chunk has another shape (beyond
+ * outliers) or the shape is outside chunk.h's bounds. */
+int hot_write(struct kvt_hot *hot, const struct kvt_chunk_key *key,
+              const struct kvt_chunk_shape *shape, uint32_t tok, uint32_t n,
+              hot_rows_fn fill, void *arg);
+/* Read tokens [tok, tok + n) of key's chunk: with its read lock held, call
+ * read(arg, shape, data). Returns read's result, or -ENOENT if the chunk is
+ * absent (or dropped) or lacks any of the tokens. Marks it recently used. */
+int hot_read(struct kvt_hot *hot, const struct kvt_chunk_key *key, uint32_t tok,
+             uint32_t n, hot_rows_fn read, void *arg);
+/* Bring key's chunk in through the fill hook if it is not in the tier:
+ * creates it with *shape and runs the hook; a chunk the hook gave no token
+ * is thrown away (no empty chunk left behind). Returns 0 if the chunk is in
+ * the tier now, -ENOENT if the hook found nothing (or there is no hook),
+ * the hook's errors, or hot_write's errors of finding or creating. */
+int hot_load(struct kvt_hot *hot, const struct kvt_chunk_key *key,
+             const struct kvt_chunk_shape *shape);
+/* If the pinned chunk changed since its last write-back and was not
+ * dropped, give fn a consistent image of it (see hot_image_fn) and mark it
+ * clean; the read lock is held across fn, so a store waits and marks it
+ * dirty again afterwards. If fn fails the chunk stays dirty (written again
+ * later). Returns 0 (also when there was nothing to write), fn's error or
+ * -ENOMEM. */
+int hot_write_back(struct kvt_hot *hot, struct kvt_chunk *chunk, hot_image_fn fn, void *arg);
+/* *tokens = tokens of key's chunk present from token 0 without a gap.
+ * Returns 0, or -ENOENT if the chunk is absent (or dropped). */
+int hot_leading_tokens(struct kvt_hot *hot, const struct kvt_chunk_key *key,
+                       uint32_t *tokens);
+/* Mark key's chunk dirty and recently used, as a lookup does (which also
+ * abandons an eviction whose hook runs). Takes no chunk lock. Returns 0 or
+ * -ENOENT. */
+int hot_redirty(struct kvt_hot *hot, const struct kvt_chunk_key *key);
+
 /* Bytes a chunk of this shape is charged against the budget and its
  * domain's quota (data block, bitmap, header): a quota below it fits none. */
 uint64_t hot_chunk_bytes(const struct kvt_chunk_shape *shape);
 /* Unpin; frees the chunk if it was unlinked and this was the last pin. */
 void hot_put(struct kvt_hot *hot, struct kvt_chunk *chunk);
-
-/* Mark the chunk changed (call after writing values under its lock). */
-void hot_mark_dirty(struct kvt_hot *hot, struct kvt_chunk *chunk);
-/* Mark the chunk unchanged: call once its values are in a colder tier, still
- * holding the chunk's lock (read) under which they were copied, so that a
- * write after the copy always marks it dirty again after this. */
-void hot_mark_clean(struct kvt_hot *hot, struct kvt_chunk *chunk);
 
 /* Drop every chunk whose key matches ns_id/obj_hi/obj_lo (any layer and
  * chunk index). Returns how many were dropped. Unpinned chunks are freed;
@@ -174,19 +211,5 @@ uint64_t hot_drop_namespace(struct kvt_hot *hot, uint64_t ns_id,
                             hot_progress_fn progress, void *arg);
 
 void hot_stats(struct kvt_hot *hot, struct kvt_hot_stats *out);
-
-/* Presence bitmap helpers; call with the chunk lock held. */
-static inline bool chunk_has(const struct kvt_chunk *c, uint32_t tok)
-{
-    return (c->present[tok / 64] >> (tok % 64)) & 1;
-}
-static inline void chunk_set(struct kvt_chunk *c, uint32_t tok)
-{
-    c->present[tok / 64] |= UINT64_C(1) << (tok % 64);
-}
-/* True if tokens [first, first + n) are all present. */
-bool chunk_has_range(const struct kvt_chunk *c, uint32_t first, uint32_t n);
-/* Number of tokens present from token 0 onward without a gap. */
-uint32_t chunk_leading_tokens(const struct kvt_chunk *c);
 
 #endif

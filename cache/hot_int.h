@@ -1,11 +1,35 @@
-/* hot_int.h - the hot tier's insides, shared by hot.c, hot_walk.c and
- * hot_evict.c. Nothing outside cache/hot*.c includes it. */
+/* hot_int.h - the hot tier's insides, shared by hot.c, hot_ops.c,
+ * hot_walk.c and hot_evict.c. Nothing outside cache/hot*.c includes it (but
+ * tests/test_hot.c, which checks the insides). */
 #ifndef KVT_HOT_INT_H
 #define KVT_HOT_INT_H
 
 #include "blocks.h"
 #include "domain_bytes.h"
 #include "hot.h"
+
+#include <pthread.h>
+
+struct kvt_chunk {
+    struct kvt_chunk_key key;        /* immutable after creation */
+    struct kvt_chunk_shape shape;    /* immutable after creation */
+    pthread_rwlock_t lock;           /* guards present[], data and gone */
+    uint64_t *present;               /* bitmap of shape.tokens bits (chunk.h) */
+    void *data;                      /* chunk_data_bytes(&shape), see chunk.h */
+    /* Set, under the write lock, once the chunk is unlinked by a drop or
+     * by hot_discard: what is written into it is lost and a write-back
+     * must skip it (its values may belong to a dropped object). */
+    bool gone;
+    /* Owned by hot.c, guarded by the tier mutex: */
+    uint32_t pins;
+    bool linked;                     /* in the index and the LRU list */
+    bool dirty;                      /* changed since last written back */
+    bool touched;                    /* looked up since its evict hook began */
+    struct kvt_chunk *hash_next;
+    struct kvt_chunk *lru_prev, *lru_next;
+    struct kvt_chunk *drop_next;     /* a drop's pinned chunks to mark gone */
+    uint64_t charged_bytes;          /* what this chunk costs the budget */
+};
 
 /* Accounting, all guarded by mu:
  *   used_bytes      = charged_bytes of every allocated chunk (linked, or
@@ -40,7 +64,45 @@ struct kvt_hot {
     struct kvt_chunk *orphans;
     hot_evict_fn evict_fn;
     void *evict_arg;
+    hot_fill_fn fill_fn;
+    void *fill_arg;
 };
+
+/* ---- chunk lookups (hot.c), under the operations of hot.h ------------------ */
+
+/* Find and pin. Returns 0, or -ENOENT if absent. Marks it recently used. */
+int hot_get(struct kvt_hot *hot, const struct kvt_chunk_key *key,
+            struct kvt_chunk **out);
+/* Find, or create with all tokens absent, and pin: the finding and
+ * creating of hot_write, with its errors. A found chunk whose shape differs
+ * from *shape only in outliers is returned (see hot_write). */
+int hot_get_or_create(struct kvt_hot *hot, const struct kvt_chunk_key *key,
+                      const struct kvt_chunk_shape *shape,
+                      struct kvt_chunk **out);
+/* hot_get_or_create, but the chunk comes back write-locked as well, and
+ * *created says whether this call created it. A created chunk is locked
+ * before any other thread can find it, so its creator can fill it (from a
+ * colder tier) before anyone else reads, writes or writes back the chunk;
+ * a found one is locked after the tier mutex is dropped. The caller
+ * unlocks, then hot_put()s. */
+int hot_get_or_create_wrlocked(struct kvt_hot *hot, const struct kvt_chunk_key *key,
+                               const struct kvt_chunk_shape *shape,
+                               struct kvt_chunk **out, bool *created);
+/* Unlink a pinned chunk whose write lock the caller holds and mark it gone:
+ * a creator that could not fill it throws it away, so that no store finds
+ * it half filled. Threads that found it before see gone once they get the
+ * lock. The caller still unlocks and hot_put()s. */
+void hot_discard(struct kvt_hot *hot, struct kvt_chunk *chunk);
+/* Mark the chunk changed (after writing values under its lock) / unchanged
+ * (once its values are in a colder tier, still holding the read lock under
+ * which they were copied, so that a write after the copy always marks it
+ * dirty again after this). */
+void hot_mark_dirty(struct kvt_hot *hot, struct kvt_chunk *chunk);
+void hot_mark_clean(struct kvt_hot *hot, struct kvt_chunk *chunk);
+/* Return whether the chunk was dirty and mark it clean, atomically. Call
+ * it with the chunk's lock held for reading, so no store slips between the
+ * test and the copy that makes it clean. */
+bool hot_take_dirty(struct kvt_hot *hot, struct kvt_chunk *chunk);
 
 /* hot.c. With mu held: pin a chunk; unlink it from the index and LRU (an
  * unpinned one goes on *to_free, chained through hash_next). */

@@ -1,6 +1,5 @@
 /* hot_walk.c - the hot tier's operations over many chunks: dirty scans for
- * flush, drops of an object or a namespace, stats, and the presence bitmap
- * helpers. */
+ * flush, drops of an object or a namespace, stats. */
 #include "hot_int.h"
 
 bool hot_take_dirty(struct kvt_hot *hot, struct kvt_chunk *chunk)
@@ -131,46 +130,4 @@ void hot_stats(struct kvt_hot *hot, struct kvt_hot_stats *out)
     out->quota_evictions = hot->quota_evictions;
     out->domain_quota_bytes = hot->domain_quota_bytes;
     pthread_mutex_unlock(&hot->mu);
-}
-
-/* ---- presence bitmap -------------------------------------------------------- */
-
-bool chunk_has_range(const struct kvt_chunk *c, uint32_t first, uint32_t n)
-{
-    uint32_t last, w, last_w;
-
-    if (n == 0)
-        return true;
-    if (n > c->shape.tokens || first > c->shape.tokens - n)
-        return false;
-    last = first + n - 1;
-    last_w = last / 64;
-    for (w = first / 64; w <= last_w; w++) {
-        uint64_t mask = ~UINT64_C(0);
-
-        if (w == first / 64)
-            mask &= ~UINT64_C(0) << (first % 64);
-        if (w == last_w)
-            mask &= ~UINT64_C(0) >> (63 - last % 64);
-        if ((c->present[w] & mask) != mask)
-            return false;
-    }
-    return true;
-}
-
-uint32_t chunk_leading_tokens(const struct kvt_chunk *c)
-{
-    uint32_t tokens = c->shape.tokens;
-    uint32_t n_words = (tokens + 63) / 64;
-
-    for (uint32_t w = 0; w < n_words; w++) {
-        uint64_t absent = ~c->present[w];
-
-        if (absent) {
-            uint32_t r = w * 64 + (uint32_t)__builtin_ctzll(absent);
-
-            return r < tokens ? r : tokens;
-        }
-    }
-    return tokens;
 }

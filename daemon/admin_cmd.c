@@ -561,7 +561,7 @@ static int cmd_flush(struct kvt_admin_conn *conn, const cJSON *req, cJSON *reply
 /* Keys that can change while running; SIGHUP applies the same set. */
 static const char *const live_keys[] = {
     "log-level", "poll-us", "hot-bytes", "hot-high-watermark", "hot-low-watermark",
-    "hot-quota", "cold-quota",
+    "hot-quota", "cold-quota", "outliers",
 };
 
 static bool is_live(const char *key)

@@ -13,7 +13,7 @@ static void usage(FILE *f)
     fprintf(f,
         "Usage: kvtierd [--config FILE] [--socket PATH] [--admin-socket PATH]\n"
         "               [--hot-bytes SIZE] [--cold-path FILE] [--cold-bytes SIZE]\n"
-        "               [--chunk-tokens N] [--quant int8|none] [--workers N]\n"
+        "               [--chunk-tokens N] [--quant int8|none] [--outliers N] [--workers N]\n"
         "               [--log-level err|warning|info|debug] [--dev] [--version] [--help]\n"
         "Every config key is also a flag: --KEY VALUE (see kvtierd(8)).\n"
         "--dev uses the embedded development config: sockets and cold file under ./var.\n");

@@ -116,6 +116,7 @@ int server_init(struct kvt_server *srv, const struct kvt_config *cfg,
 
     srv->dp.simd = simd_best();
     srv->dp.lossless = cfg->quant_none;
+    atomic_store(&srv->dp.outliers, cfg->outliers);
     rc = hot_create(cfg->hot_bytes, &srv->dp.hot);
     if (rc)
         return rc;
@@ -158,10 +159,11 @@ int server_init(struct kvt_server *srv, const struct kvt_config *cfg,
     if (srv->notify.timer_fd >= 0 &&
         epoll_ctl(srv->epfd, EPOLL_CTL_ADD, srv->notify.timer_fd, &ev) < 0)
         return -errno;
-    log_info("kvtierd %s serving %s: hot tier %llu MiB, %s, chunk %u tokens, %u workers, kernels %s",
+    log_info("kvtierd %s serving %s: hot tier %llu MiB, %s, %u outliers, chunk %u tokens, "
+             "%u workers, kernels %s",
              KVT_VERSION, cfg->socket, (unsigned long long)(cfg->hot_bytes >> 20),
-             cfg->quant_none ? "lossless" : "int8", cfg->chunk_tokens, cfg->workers,
-             srv->dp.simd->name);
+             cfg->quant_none ? "lossless" : "int8", cfg->quant_none ? 0 : cfg->outliers,
+             cfg->chunk_tokens, cfg->workers, srv->dp.simd->name);
     return 0;
 }
 
@@ -268,6 +270,9 @@ void server_apply_live(struct kvt_server *srv, const struct kvt_config *cfg)
     srv->cfg.hot_quota = cfg->hot_quota;
     srv->cfg.cold_quota = cfg->cold_quota;
     tiers_set_quotas(&srv->tiers, cfg->hot_quota, cfg->cold_quota);
+    /* Chunks created from now on; existing ones keep theirs. */
+    srv->cfg.outliers = cfg->outliers;
+    atomic_store(&srv->dp.outliers, cfg->outliers);
 }
 
 /* SIGHUP: re-read the config file and apply what can change live. */
@@ -287,9 +292,10 @@ static void reload(struct kvt_server *srv)
     }
     server_apply_live(srv, &cfg);
     log_info("SIGHUP: reloaded %s (log-level %s, poll-us %u, hot-bytes %llu, hot-quota %llu, "
-             "cold-quota %llu)", srv->config_path, log_level_name((int)cfg.log_level),
-             (unsigned)cfg.poll_us, (unsigned long long)cfg.hot_bytes,
-             (unsigned long long)cfg.hot_quota, (unsigned long long)cfg.cold_quota);
+             "cold-quota %llu, outliers %u)", srv->config_path,
+             log_level_name((int)cfg.log_level), (unsigned)cfg.poll_us,
+             (unsigned long long)cfg.hot_bytes, (unsigned long long)cfg.hot_quota,
+             (unsigned long long)cfg.cold_quota, (unsigned)cfg.outliers);
 }
 
 /* Returns true when the loop should stop. */

@@ -244,10 +244,7 @@ static const char *data_reason(struct kvt_session *s, int rc)
     case -ENOSPC: return "hot tier full of pinned chunks";
     case -EDQUOT: {
         /* The shape the hot tier charged (as dp_store builds it). */
-        struct kvt_chunk_shape shape = {
-            .tokens = s->ns->chunk_tokens, .heads = s->ns->heads, .dim = s->ns->dim,
-            .elem = s->srv->dp.lossless ? (uint16_t)s->elem : KVT_CHUNK_INT8,
-        };
+        struct kvt_chunk_shape shape = dp_chunk_shape(&s->srv->dp, s->ns, s->elem);
         struct kvt_hot_stats hs;
         uint64_t chunk = hot_chunk_bytes(&shape);
         hot_stats(s->srv->dp.hot, &hs);

@@ -121,73 +121,117 @@ int dp_plan(const struct dp_request *rq, size_t max_segments,
     return 0;
 }
 
-static struct kvt_chunk_shape shape_for(const struct kvt_datapath *dp,
-                                        const struct dp_request *rq)
+struct kvt_chunk_shape dp_chunk_shape(struct kvt_datapath *dp, const struct kvt_ns *ns,
+                                      enum kvt_elem elem)
 {
-    return (struct kvt_chunk_shape){
-        .tokens = rq->ns->chunk_tokens, .heads = rq->ns->heads, .dim = rq->ns->dim,
-        .elem = dp->lossless ? (uint16_t)rq->elem : KVT_CHUNK_INT8,
+    struct kvt_chunk_shape s = {
+        .tokens = ns->chunk_tokens, .heads = ns->heads, .dim = ns->dim,
+        .elem = dp->lossless ? (uint16_t)elem : KVT_CHUNK_INT8,
     };
+
+    s.outliers = chunk_outliers_for(&s, atomic_load_explicit(&dp->outliers,
+                                                              memory_order_relaxed));
+    return s;
 }
 
-/* Move n tokens between a chunk and the client's rows, in the direction
- * `to_chunk`. Called with the chunk lock held. */
-static void move_rows(struct kvt_datapath *dp, const struct dp_request *rq,
-                      struct kvt_chunk *c, const struct dp_segment *g, bool to_chunk)
-{
-    struct kvt_chunk_view cv;
-    const struct kvt_chunk_shape *s = &c->shape;
-    const size_t chunk_row = chunk_row_bytes(s);
-    const size_t groups = (size_t)g->n * s->heads;
-    uint8_t *client_k = rq->region + g->k_off, *client_v = rq->region + g->v_off;
+/* One segment's rows between a chunk and the client's region. */
+struct rows_move {
+    struct kvt_datapath *dp;
+    const struct dp_request *rq;
+    const struct dp_segment *g;
+};
 
-    chunk_view(s, c->data, &cv);
-    uint8_t *ck = cv.k + (size_t)g->tok * chunk_row, *cvv = cv.v + (size_t)g->tok * chunk_row;
-    if (s->elem == KVT_CHUNK_INT8) {
-        float *ks = cv.k_scale + (size_t)g->tok * s->heads;
-        float *vs = cv.v_scale + (size_t)g->tok * s->heads;
-        if (to_chunk) {
-            dp->simd->quantize((int8_t *)ck, ks, client_k, rq->elem, groups, s->dim);
-            dp->simd->quantize((int8_t *)cvv, vs, client_v, rq->elem, groups, s->dim);
-        } else {
-            dp->simd->dequantize(client_k, rq->elem, (int8_t *)ck, ks, groups, s->dim);
-            dp->simd->dequantize(client_v, rq->elem, (int8_t *)cvv, vs, groups, s->dim);
-        }
-    } else {
-        size_t n = groups * s->dim;
-        if (to_chunk) {
-            dp->simd->convert(ck, s->elem, client_k, rq->elem, n);
-            dp->simd->convert(cvv, s->elem, client_v, rq->elem, n);
-        } else {
-            dp->simd->convert(client_k, rq->elem, ck, s->elem, n);
-            dp->simd->convert(client_v, rq->elem, cvv, s->elem, n);
-        }
+/* hot_rows_fn: quantize or convert the client's rows into the chunk's
+ * (tok * row offsets into chunk_view's arrays), with the chunk's own
+ * shape: its outliers may be another setting's. Returns 0, or -EINVAL when
+ * quantize_outliers refuses NaN or Inf (the hot tier then keeps the tokens
+ * absent). */
+static int rows_to_chunk(void *arg, const struct kvt_chunk_shape *s, void *data)
+{
+    const struct rows_move *m = arg;
+    const struct dp_segment *g = m->g;
+    const struct kvt_simd_ops *simd = m->dp->simd;
+    const enum kvt_elem elem = m->rq->elem;
+    const size_t groups = (size_t)g->n * s->heads, row = chunk_row_bytes(s);
+    const uint8_t *client_k = m->rq->region + g->k_off, *client_v = m->rq->region + g->v_off;
+    struct kvt_chunk_view cv;
+    int rc;
+
+    chunk_view(s, data, &cv);
+    uint8_t *ck = cv.k + (size_t)g->tok * row, *cvv = cv.v + (size_t)g->tok * row;
+    if (s->elem != KVT_CHUNK_INT8) {
+        simd->convert(ck, s->elem, client_k, elem, groups * s->dim);
+        simd->convert(cvv, s->elem, client_v, elem, groups * s->dim);
+        return 0;
     }
+    float *ks = cv.k_scale + (size_t)g->tok * s->heads;
+    float *vs = cv.v_scale + (size_t)g->tok * s->heads;
+    if (!s->outliers) {
+        /* The plain layout, bit for bit as before outliers existed. */
+        simd->quantize((int8_t *)ck, ks, client_k, elem, groups, s->dim);
+        simd->quantize((int8_t *)cvv, vs, client_v, elem, groups, s->dim);
+        return 0;
+    }
+    size_t o = (size_t)g->tok * s->heads * s->outliers;
+    rc = simd->quantize_outliers((int8_t *)ck, ks, cv.k_out_idx + o, cv.k_out_val + o,
+                                 client_k, elem, groups, s->dim, s->outliers);
+    if (rc == 0)
+        rc = simd->quantize_outliers((int8_t *)cvv, vs, cv.v_out_idx + o, cv.v_out_val + o,
+                                     client_v, elem, groups, s->dim, s->outliers);
+    return rc;
+}
+
+/* hot_rows_fn: the inverse, into the client's region (the chunk is only read). */
+static int rows_from_chunk(void *arg, const struct kvt_chunk_shape *s, void *data)
+{
+    const struct rows_move *m = arg;
+    const struct dp_segment *g = m->g;
+    const struct kvt_simd_ops *simd = m->dp->simd;
+    const enum kvt_elem elem = m->rq->elem;
+    const size_t groups = (size_t)g->n * s->heads, row = chunk_row_bytes(s);
+    uint8_t *client_k = m->rq->region + g->k_off, *client_v = m->rq->region + g->v_off;
+    struct kvt_chunk_view cv;
+
+    chunk_view(s, data, &cv);
+    const uint8_t *ck = cv.k + (size_t)g->tok * row, *cvv = cv.v + (size_t)g->tok * row;
+    if (s->elem != KVT_CHUNK_INT8) {
+        simd->convert(client_k, elem, ck, s->elem, groups * s->dim);
+        simd->convert(client_v, elem, cvv, s->elem, groups * s->dim);
+        return 0;
+    }
+    const float *ks = cv.k_scale + (size_t)g->tok * s->heads;
+    const float *vs = cv.v_scale + (size_t)g->tok * s->heads;
+    if (!s->outliers) {
+        simd->dequantize(client_k, elem, (const int8_t *)ck, ks, groups, s->dim);
+        simd->dequantize(client_v, elem, (const int8_t *)cvv, vs, groups, s->dim);
+        return 0;
+    }
+    size_t o = (size_t)g->tok * s->heads * s->outliers;
+    simd->dequantize_outliers(client_k, elem, (const int8_t *)ck, ks, cv.k_out_idx + o,
+                              cv.k_out_val + o, groups, s->dim, s->outliers);
+    simd->dequantize_outliers(client_v, elem, (const int8_t *)cvv, vs, cv.v_out_idx + o,
+                              cv.v_out_val + o, groups, s->dim, s->outliers);
+    return 0;
 }
 
 int dp_store(struct kvt_datapath *dp, const struct dp_request *rq,
              const struct dp_segment *segs, size_t n)
 {
-    const struct kvt_chunk_shape shape = shape_for(dp, rq);
+    const struct kvt_chunk_shape shape = dp_chunk_shape(dp, rq->ns, rq->elem);
 
     for (size_t i = 0; i < n; i++) {
-        struct kvt_chunk *c;
-        /* Comes write-locked, and if it had left RAM, with its cold
-         * record's tokens already merged under the rows written here: a
-         * write-back never replaces the record with this store's tokens
-         * alone. That is one record read, on this thread (the loop's, for
-         * a small request), per chunk appended to after its demotion. The
-         * write lock makes each token's new K/V appear to readers all at
-         * once: a racing fetch sees old or new rows, never a mix. */
-        int rc = tiers_get_or_create(dp->tiers, &segs[i].key, &shape, &c);
+        struct rows_move m = { .dp = dp, .rq = rq, .g = &segs[i] };
+        /* One pass into the hot tier per segment: it finds or creates the
+         * chunk write-locked (a created one with its cold record's tokens
+         * already merged under the rows written here, so a write-back never
+         * replaces the record with this store's tokens alone: one record
+         * read, on this thread, per chunk appended to after its demotion),
+         * runs rows_to_chunk, then marks the tokens present and the chunk
+         * dirty. A racing fetch sees old or new rows, never a mix. */
+        int rc = tiers_write(dp->tiers, &segs[i].key, &shape, segs[i].tok, segs[i].n,
+                             rows_to_chunk, &m);
         if (rc)
             return rc;
-        move_rows(dp, rq, c, &segs[i], true);
-        for (uint32_t t = 0; t < segs[i].n; t++)
-            chunk_set(c, segs[i].tok + t);
-        pthread_rwlock_unlock(&c->lock);
-        hot_mark_dirty(dp->hot, c);
-        hot_put(dp->hot, c);
     }
     return 0;
 }
@@ -197,25 +241,15 @@ int dp_store(struct kvt_datapath *dp, const struct dp_request *rq,
 static int fetch_hot(struct kvt_datapath *dp, const struct dp_request *rq,
                      const struct dp_segment *g)
 {
-    struct kvt_chunk *c;
-    int rc = hot_get(dp->hot, &g->key, &c);
+    struct rows_move m = { .dp = dp, .rq = rq, .g = g };
 
-    if (rc)
-        return rc;
-    pthread_rwlock_rdlock(&c->lock);
-    if (chunk_has_range(c, g->tok, g->n))
-        move_rows(dp, rq, c, g, false);
-    else
-        rc = -ENOENT;
-    pthread_rwlock_unlock(&c->lock);
-    hot_put(dp->hot, c);
-    return rc;
+    return hot_read(dp->hot, &g->key, g->tok, g->n, rows_from_chunk, &m);
 }
 
 int dp_fetch(struct kvt_datapath *dp, const struct dp_request *rq,
              const struct dp_segment *segs, size_t n)
 {
-    const struct kvt_chunk_shape shape = shape_for(dp, rq);
+    const struct kvt_chunk_shape shape = dp_chunk_shape(dp, rq->ns, rq->elem);
     const struct kvt_chunk_key **missed = NULL;
     size_t *missed_at = NULL, n_missed = 0;
     int rc = 0;
@@ -258,18 +292,14 @@ out:
 /* Tokens present from token 0 of chunk key without a gap, or 0 if absent. */
 static uint32_t leading_tokens(struct kvt_datapath *dp, const struct kvt_chunk_key *key)
 {
-    struct kvt_chunk *c;
     uint32_t n;
 
-    if (hot_get(dp->hot, key, &c))
-        return tiers_cold_leading(dp->tiers, key);
-    pthread_rwlock_rdlock(&c->lock);
-    n = chunk_leading_tokens(c);
-    pthread_rwlock_unlock(&c->lock);
-    hot_put(dp->hot, c);
     /* A hot chunk holds every token of its cold copy: whoever creates it
-     * merges the record in first (tiers_get_or_create, tiers_promote), and
-     * later records are written from the chunk. So its own run is exact. */
+     * merges the record in first (the fill hook of tiers_write and
+     * tiers_promote), and later records are written from it. So its own
+     * run is exact. */
+    if (hot_leading_tokens(dp->hot, key, &n) != 0)
+        n = tiers_cold_leading(dp->tiers, key);
     return n;
 }
 

@@ -18,6 +18,10 @@ struct kvt_datapath {
     struct kvt_tiers *tiers;   /* demotion/promotion; its cold may be NULL */
     const struct kvt_simd_ops *simd;
     bool lossless;             /* --quant none */
+    /* Outliers per vector of chunks created from now on (config key
+     * `outliers`; the loop changes it on SIGHUP or config set, workers
+     * read it). A chunk keeps the value it was created with. */
+    _Atomic uint32_t outliers;
     atomic_ulong hot_hits;     /* fetched segments found in RAM */
     atomic_ulong hot_misses;   /* ... not found there (promoted or absent) */
 };
@@ -40,6 +44,11 @@ struct dp_request {
     const struct kvt_data_view *view;
 };
 
+/* The shape of a chunk created now for ns and a client of dtype elem:
+ * int8 (outliers = the setting, clipped to head_dim) or lossless in elem. */
+struct kvt_chunk_shape dp_chunk_shape(struct kvt_datapath *dp, const struct kvt_ns *ns,
+                                      enum kvt_elem elem);
+
 /* Bytes of one token's K (or V) in the client's dtype. */
 size_t dp_row_bytes(const struct kvt_ns *ns, enum kvt_elem elem);
 
@@ -55,7 +64,10 @@ int dp_plan(const struct dp_request *rq, size_t max_segments,
 
 /* Store or fetch segments [0, n). Fetch returns -ENOENT if any token is
  * absent from both tiers; chunks found only on the cold tier are promoted.
- * Store returns -ENOSPC if the hot tier cannot make room. */
+ * Store returns -ENOSPC if the hot tier cannot make room, -EINVAL when
+ * int8 with outliers meets NaN or Inf (that segment's tokens are not
+ * stored; earlier segments stay). Each chunk is read and written in the
+ * outliers it was created with. */
 int dp_store(struct kvt_datapath *dp, const struct dp_request *rq,
              const struct dp_segment *segs, size_t n);
 int dp_fetch(struct kvt_datapath *dp, const struct dp_request *rq,

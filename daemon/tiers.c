@@ -20,55 +20,22 @@ static void cold_log(void *arg, int level, const char *msg)
     log_msg(level, "cold tier: %s", msg);
 }
 
-/* *out = a copy of c's block with only its present tokens' rows, the rest
- * zero, or NULL when every token is present. Blocks are recycled
- * (cache/blocks.c), so where a chunk has no token its block may still hold
- * an earlier chunk's rows, perhaps another domain's: those must not reach
- * the disk. Only partly filled chunks (usually a context's last) pay for
- * the copy. Read lock held. Returns 0 or -ENOMEM. */
-static int present_rows_copy(const struct kvt_chunk *c, void **out)
+static int put_image(void *arg, const struct kvt_chunk_image *img)
 {
-    const struct kvt_chunk_shape *s = &c->shape;
+    struct kvt_tiers *t = arg;
 
-    *out = NULL;
-    if (chunk_has_range(c, 0, s->tokens))
-        return 0;
-    *out = calloc(1, chunk_data_bytes(s));
-    if (!*out)
-        return -ENOMEM;
-    for (uint32_t tok = 0; tok < s->tokens; tok++)
-        if (chunk_has(c, tok))
-            chunk_copy_token(s, *out, c->data, tok);
-    return 0;
+    return cold_put(t->cold, img);
 }
 
 /* Write a chunk's image to the cold tier if it changed since it was last
- * written. The read lock keeps stores out between the dirty test and the
- * copy, so a store after it marks the chunk dirty again. */
+ * written (hot_write_back: present rows only, under the chunk's read lock,
+ * skipped for a dropped chunk). A failed write leaves it dirty. */
 static int write_back(struct kvt_tiers *t, struct kvt_chunk *c)
 {
-    int rc = 0;
+    int rc = hot_write_back(t->hot, c, put_image, t);
 
-    pthread_rwlock_rdlock(&c->lock);
-    /* A dropped chunk is never written: its drop marks it gone under the
-     * write lock, so a write-back either finished before (and the drop's
-     * tombstone follows its record) or sees the mark. */
-    if (!c->gone && hot_take_dirty(t->hot, c)) {
-        void *copy;
-        rc = present_rows_copy(c, &copy);
-        if (rc == 0) {
-            struct kvt_chunk_image img = { .key = c->key, .shape = c->shape,
-                                           .present = c->present,
-                                           .data = copy ? copy : c->data };
-            rc = cold_put(t->cold, &img);
-            free(copy);
-        }
-        if (rc) {
-            hot_mark_dirty(t->hot, c);       /* not written: try again later */
-            atomic_fetch_add(&t->demote_errors, 1);
-        }
-    }
-    pthread_rwlock_unlock(&c->lock);
+    if (rc)
+        atomic_fetch_add(&t->demote_errors, 1);
     return rc;
 }
 
@@ -79,22 +46,16 @@ static int write_back(struct kvt_tiers *t, struct kvt_chunk *c)
  * eviction), which is what happens when the write failed inside its own
  * demotion's cold_put. A chunk no longer in RAM had its only copy in the
  * failed write: lost. Runs on the cold tier's threads or inside cold_put;
- * takes only the hot tier's mutex, never a chunk lock (write_back holds
- * one across cold_put). */
+ * takes only the hot tier's mutex, never a chunk lock (hot_redirty: a
+ * write-back holds one across cold_put). */
 static uint64_t take_back_unwritten(void *arg, const struct kvt_chunk_key *keys, size_t n)
 {
     struct kvt_tiers *t = arg;
     uint64_t lost = 0;
 
-    for (size_t i = 0; i < n; i++) {
-        struct kvt_chunk *c;
-        if (hot_get(t->hot, &keys[i], &c) != 0) {
+    for (size_t i = 0; i < n; i++)
+        if (hot_redirty(t->hot, &keys[i]) != 0)
             lost++;
-            continue;
-        }
-        hot_mark_dirty(t->hot, c);
-        hot_put(t->hot, c);
-    }
     return lost;
 }
 
@@ -107,6 +68,60 @@ static void demote(void *arg, struct kvt_chunk *c)
 
     if (write_back(t, c) == 0)
         atomic_fetch_add(&t->demotions, 1);
+}
+
+/* The hot tier's fill hook: a chunk it creates gets the tokens of key's
+ * cold record (hot_fill_fn), before anyone can see the chunk. The chunk is
+ * new and write-locked, and the caller holds drop_lock for reading, so a
+ * drop cannot come between the record read and the chunk holding its
+ * tokens. Returns 0 (no record, a record merged, or a corrupt record or
+ * one of another shape: a miss, as for a fetch), -EIO if the record could
+ * not be read or -ENOMEM: then the chunk lacks the record's tokens and is
+ * thrown away (a write-back would replace the record with the new tokens
+ * alone). A record whose shape differs only in outliers is -ESTALE with
+ * *other = its shape: the chunk is created again with the record's value
+ * and this runs again (one more record read, once per chunk that left RAM
+ * under another outliers setting). */
+static int fill_from_cold(void *arg, const struct kvt_chunk_key *key,
+                          const struct kvt_chunk_shape *shape, void *data,
+                          uint64_t *present, struct kvt_chunk_shape *other)
+{
+    struct kvt_tiers *t = arg;
+    uint64_t rec_present[KVT_CHUNK_MAX_TOKENS / 64];
+    struct kvt_chunk_shape got, roomy = *shape;
+    size_t bytes;
+    void *rec;
+    int rc;
+
+    if (cold_lookup(t->cold, key, NULL) != 0)
+        return 0;                    /* not on SSD: no I/O */
+    /* Room for the most outliers this geometry can have, so a record
+     * written under another setting still reads. */
+    roomy.outliers = chunk_outliers_for(shape, KVT_CHUNK_MAX_OUTLIERS);
+    bytes = chunk_data_bytes(&roomy);
+    rec = malloc(bytes);
+    if (!rec)
+        return -ENOMEM;
+    rc = cold_get(t->cold, key, &got, rec_present, rec, bytes);
+    if (rc == 0 && chunk_shape_compatible(&got, shape)) {
+        if (got.outliers != shape->outliers) {
+            *other = got;
+            rc = -ESTALE;
+        } else {
+            struct kvt_chunk_image img = { .key = *key, .shape = got,
+                                           .present = rec_present, .data = rec };
+            (void)chunk_merge_image(shape, data, present, &img);
+            atomic_fetch_add(&t->promotions, 1);
+        }
+    } else if (rc == -EIO || rc == -ENOMEM) {
+        log_debug("cold record of a hot chunk unreadable: %s", strerror(-rc));
+    } else {
+        if (rc)
+            log_debug("cold record of a hot chunk ignored: %s", strerror(-rc));
+        rc = 0;                      /* absent, corrupt, other shape: a miss */
+    }
+    free(rec);
+    return rc;
 }
 
 static void *demoter_main(void *arg)
@@ -204,6 +219,7 @@ int tiers_open(struct kvt_tiers *t, struct kvt_hot *hot, const struct kvt_config
              cs.uring ? "io_uring" : "pread/pwrite");
     cold_set_domain_quota(t->cold, cfg->cold_quota);
     hot_set_evict_hook(hot, demote, t);
+    hot_set_fill_hook(hot, fill_from_cold, t);
     rc = workers_start(PROMOTE_THREADS, &t->readers);
     if (rc)
         return rc;
@@ -227,8 +243,10 @@ void tiers_close(struct kvt_tiers *t)
     workers_stop(t->readers);
     t->readers = NULL;
     if (t->cold) {
-        if (t->hot)
+        if (t->hot) {
             hot_set_evict_hook(t->hot, NULL, NULL);
+            hot_set_fill_hook(t->hot, NULL, NULL);
+        }
         cold_close(t->cold);
         t->cold = NULL;
     }
@@ -304,122 +322,38 @@ int tiers_flush(struct kvt_tiers *t, uint64_t *lost_seen, tiers_progress_fn prog
     return rc ? -EIO : 0;
 }
 
-/* Fill the tokens c lacks from its key's cold record (hot tokens are
- * newer); c is write-locked, so nobody sees it half merged. Returns 0
- * (*hit: a record was merged), -EIO if the record could not be read or
- * -ENOMEM: then c lacks the record's tokens and must not be written back
- * as it is. A corrupt record (dropped by the cold tier) or one of another
- * shape is a miss, as for a fetch. */
-static int merge_cold_locked(struct kvt_tiers *t, struct kvt_chunk *c, bool *hit)
+int tiers_write(struct kvt_tiers *t, const struct kvt_chunk_key *key,
+                const struct kvt_chunk_shape *shape, uint32_t tok, uint32_t n,
+                hot_rows_fn fill, void *arg)
 {
-    uint64_t present[KVT_CHUNK_MAX_TOKENS / 64];
-    const struct kvt_chunk_shape *shape = &c->shape;
-    struct kvt_chunk_shape got;
-    size_t bytes = chunk_data_bytes(shape);
-    void *data;
     int rc;
 
-    *hit = false;
-    if (cold_lookup(t->cold, &c->key, NULL) != 0)
-        return 0;                    /* not on SSD: no I/O */
-    data = malloc(bytes);
-    if (!data)
-        return -ENOMEM;
-    rc = cold_get(t->cold, &c->key, &got, present, data, bytes);
-    if (rc == 0 && memcmp(&got, shape, sizeof(got)) == 0) {
-        for (uint32_t tok = 0; tok < shape->tokens; tok++) {
-            bool cold_has = (present[tok / 64] >> (tok % 64)) & 1;
-            if (cold_has && !chunk_has(c, tok)) {
-                chunk_copy_token(shape, c->data, data, tok);
-                chunk_set(c, tok);
-            }
-        }
-        *hit = true;
-    } else if (rc == -EIO || rc == -ENOMEM) {
-        log_debug("cold record of a hot chunk unreadable: %s", strerror(-rc));
-    } else {
-        if (rc)
-            log_debug("cold record of a hot chunk ignored: %s", strerror(-rc));
-        rc = 0;                      /* absent, corrupt, other shape: a miss */
-    }
-    free(data);
+    if (t->cold)
+        pthread_rwlock_rdlock(&t->drop_lock);
+    rc = hot_write(t->hot, key, shape, tok, n, fill, arg);
+    if (t->cold)
+        pthread_rwlock_unlock(&t->drop_lock);
     return rc;
-}
-
-/* How often a store looks again when the chunk it found was dropped (or
- * thrown away by a creator that could not fill it) before it got the lock. */
-#define GONE_RETRIES 8
-
-int tiers_get_or_create(struct kvt_tiers *t, const struct kvt_chunk_key *key,
-                        const struct kvt_chunk_shape *shape, struct kvt_chunk **out)
-{
-    for (int attempt = 0;; attempt++) {
-        struct kvt_chunk *c;
-        bool created, hit;
-        int rc;
-
-        if (t->cold)
-            pthread_rwlock_rdlock(&t->drop_lock);
-        rc = hot_get_or_create_wrlocked(t->hot, key, shape, &c, &created);
-        if (rc) {
-            if (t->cold)
-                pthread_rwlock_unlock(&t->drop_lock);
-            return rc;
-        }
-        /* Created: nobody else has seen it yet, so the cold tokens are
-         * in before any store's rows and any write-back. */
-        if (created && t->cold) {
-            rc = merge_cold_locked(t, c, &hit);
-            if (rc)
-                hot_discard(t->hot, c);
-            else if (hit)
-                atomic_fetch_add(&t->promotions, 1);
-        }
-        if (t->cold)
-            pthread_rwlock_unlock(&t->drop_lock);
-        if (rc == 0 && !c->gone) {
-            *out = c;
-            return 0;
-        }
-        pthread_rwlock_unlock(&c->lock);
-        hot_put(t->hot, c);
-        if (rc)
-            return rc;
-        if (attempt == GONE_RETRIES)
-            return -EAGAIN;
-    }
 }
 
 int tiers_promote(struct kvt_tiers *t, const struct kvt_chunk_key *key,
                   const struct kvt_chunk_shape *shape)
 {
-    struct kvt_chunk *c;
-    bool created, hit = false;
     int rc;
 
     /* A plain miss costs no I/O and leaves no empty chunk behind. */
     if (!t->cold || cold_lookup(t->cold, key, NULL) != 0)
         return -ENOENT;
+    /* The record is read by the fill hook under the new chunk's write
+     * lock: it is filled before anyone can store into it (and have a
+     * write-back replace the record with that store's tokens alone). A
+     * chunk already in RAM holds the record's tokens already. */
     pthread_rwlock_rdlock(&t->drop_lock);
-    rc = hot_get_or_create_wrlocked(t->hot, key, shape, &c, &created);
-    if (rc == 0) {
-        /* The record is read under the chunk's write lock: a chunk created
-         * here is filled before anyone can store into it (and have a
-         * write-back replace the record with that store's tokens alone). */
-        if (!c->gone)
-            rc = merge_cold_locked(t, c, &hit);
-        if (created && (rc || !hit))
-            hot_discard(t->hot, c);      /* no empty chunk left behind */
-        pthread_rwlock_unlock(&c->lock);
-        hot_put(t->hot, c);
-    }
+    rc = hot_load(t->hot, key, shape);
     pthread_rwlock_unlock(&t->drop_lock);
-    if (rc)
+    if (rc && rc != -ENOENT)
         log_debug("promotion failed: %s", strerror(-rc));
-    if (rc || !hit)
-        return -ENOENT;              /* corrupt or unreadable: a miss, never bad data */
-    atomic_fetch_add(&t->promotions, 1);
-    return 0;
+    return rc ? -ENOENT : 0;         /* corrupt or unreadable: a miss, never bad data */
 }
 
 struct promote_batch {

@@ -26,7 +26,7 @@ struct kvt_tiers {
     bool enforce_quota;               /* the demoter applies a new hot quota */
     pthread_mutex_t flush_lock;       /* one flush at a time */
     /* Drops exclude merges: a merge of a cold record into a hot chunk
-     * (tiers_get_or_create, tiers_promote) holds it for reading from its
+     * (tiers_write, tiers_promote) holds it for reading from its
      * cold lookup until the chunk holds the tokens; a drop holds it for
      * writing while it drops the hot chunks and logs the tombstone. So a
      * merge either ran before the drop (its chunk is linked, and dropped
@@ -79,23 +79,25 @@ int tiers_flush(struct kvt_tiers *t, uint64_t *lost_seen, tiers_progress_fn prog
  * cold tier): a new caller's tiers_flush cursor. */
 uint64_t tiers_records_lost(struct kvt_tiers *t);
 
-/* Find or create key's hot chunk for a store: pinned and write-locked, as
- * hot_get_or_create_wrlocked gives it. A chunk this call creates first
- * gets the tokens of key's cold record, if the cold tier holds one, before
- * any other thread can see the chunk: a write-back of it must never hold
- * fewer tokens than the record it replaces. That costs one record read per
- * chunk that left RAM and is written again (an append to a demoted
- * context), and none when the cold tier does not hold the key (an index
- * lookup, no I/O). Returns 0, -EIO when the cold record could not be read
- * (nothing is stored then: a write-back would replace the record with the
- * new tokens alone), -EAGAIN when the chunk kept being dropped under it,
- * or hot_get_or_create's errors. The caller unlocks, then hot_put()s. */
-int tiers_get_or_create(struct kvt_tiers *t, const struct kvt_chunk_key *key,
-                        const struct kvt_chunk_shape *shape, struct kvt_chunk **out);
+/* Store tokens [tok, tok + n) of key's chunk: hot_write under drop_lock.
+ * A chunk this call creates first gets the tokens of key's cold record, if
+ * the cold tier holds one, before any other thread can see the chunk (the
+ * fill hook): a write-back of it must never hold fewer tokens than the
+ * record it replaces. That costs one record read per chunk that left RAM
+ * and is written again (an append to a demoted context), and none when the
+ * cold tier does not hold the key (an index lookup, no I/O). A chunk
+ * created from a record keeps the record's outliers. Returns 0, -EIO when
+ * the cold record could not be read (nothing is stored then: a write-back
+ * would replace the record with the new tokens alone), or hot_write's
+ * errors (fill's among them). */
+int tiers_write(struct kvt_tiers *t, const struct kvt_chunk_key *key,
+                const struct kvt_chunk_shape *shape, uint32_t tok, uint32_t n,
+                hot_rows_fn fill, void *arg);
 
-/* Bring the cold copy of key into the hot tier, merging it under tokens the
- * hot chunk does not have (hot tokens are newer). Returns 0, or -ENOENT when
- * there is no usable cold copy (absent, corrupt, unreadable, other shape). */
+/* Bring the cold copy of key into the hot tier if the chunk is not there
+ * (hot_load; a chunk in RAM already holds its record's tokens). The chunk
+ * takes the record's outliers. Returns 0, or -ENOENT when there is no
+ * usable cold copy (absent, corrupt, unreadable, other shape). */
 int tiers_promote(struct kvt_tiers *t, const struct kvt_chunk_key *key,
                   const struct kvt_chunk_shape *shape);
 /* Promote n chunks of one shape at once, on the reader threads, so the disk

@@ -72,7 +72,7 @@ static void region_records(const struct cold_file_header *f, uint8_t *reg, uint6
         if (h.region_seq != region_seq)
             return;
         if (h.kind == COLD_REC_CHUNK)
-            len += cold_bitmap_bytes(h.shape.tokens) + (uint64_t)h.stored_len;
+            len += chunk_bitmap_bytes(h.shape.tokens) + (uint64_t)h.stored_len;
         if (h.shape.tokens > KVT_CHUNK_MAX_TOKENS || p + len > f->region_bytes)
             return;
         h.version = v;

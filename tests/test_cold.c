@@ -695,7 +695,7 @@ static void test_compression(void **state)
     struct tchunk z, r, big;
     struct kvt_cold_stats st0, st1, st2;
     struct kvt_cold *c = open_cold(env, COLD_BLOCK + 8 * MIB, MIB);
-    uint64_t overhead = sizeof(struct cold_record_header) + cold_bitmap_bytes(shape.tokens);
+    uint64_t overhead = sizeof(struct cold_record_header) + chunk_bitmap_bytes(shape.tokens);
 
     chunk_make(&z, key_of(7, 1, 0, 0), shape, 1, 1, COMPRESSIBLE);
     chunk_make(&r, key_of(7, 2, 0, 0), shape, 2, 1, RANDOM);
@@ -707,7 +707,7 @@ static void test_compression(void **state)
     cold_stats(c, &st2);
     assert_true(st2.used_bytes - st1.used_bytes <= r.bytes + overhead);
     assert_true(st2.used_bytes - st1.used_bytes >= r.bytes);
-    assert_int_equal(st2.raw_bytes_in, 2 * (z.bytes + cold_bitmap_bytes(shape.tokens)));
+    assert_int_equal(st2.raw_bytes_in, 2 * (z.bytes + chunk_bitmap_bytes(shape.tokens)));
     assert_int_equal(get_matches(c, &z), 0);
     assert_int_equal(get_matches(c, &r), 0);
 

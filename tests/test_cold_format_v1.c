@@ -41,14 +41,15 @@ static kvt_client *client(void)
 }
 
 /* The cold file lives in its own temp dir, made before the daemon's. A
- * daemon of today stores contexts 0..OLD-1 into it and stops. */
+ * daemon of today with outliers 0 (the only int8 layout format 1 had)
+ * stores contexts 0..OLD-1 into it and stops. */
 static int setup(void **state)
 {
     (void)state;
     snprintf(cold_dir, sizeof(cold_dir), "/var/tmp/kvtier-cold-v1-XXXXXX");
     assert_non_null(mkdtemp(cold_dir));
     snprintf(cold_path, sizeof(cold_path), "%s/cold.kvt", cold_dir);
-    daemon_start(&d, COLD_FLAGS, NULL);
+    daemon_start(&d, COLD_FLAGS, "--outliers", "0", NULL);
     kvt_client *c = client();
     CHECK_OK(test_store_contexts(c, &shape, 0, OLD));
     CHECK_OK(kvt_sync(c));

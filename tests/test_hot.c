@@ -60,7 +60,7 @@
 #include <stdint.h>
 #include <cmocka.h>
 
-#include "cache/hot.h"
+#include "cache/hot_int.h"
 
 #define ARRAY_LEN(a) (sizeof(a) / sizeof((a)[0]))
 
@@ -221,15 +221,15 @@ static void test_create_get_put(void **state)
         assert_key_equal(&c->key, &k);
         assert_memory_equal(&c->shape, s, sizeof(*s));
         assert_int_equal((uintptr_t)c->data % 64, 0);
-        assert_int_equal(chunk_leading_tokens(c), 0);
+        assert_int_equal(chunk_bits_leading(c->present, c->shape.tokens), 0);
         for (uint32_t t = 0; t < s->tokens; t++)
-            assert_false(chunk_has(c, t));
+            assert_false(chunk_bit_has(c->present, t));
         assert_int_equal(c->charged_bytes, charge_of(s));
 
         pthread_rwlock_wrlock(&c->lock);
         memset(c->data, 0x5a + (int)i, bytes);
         for (uint32_t t = 0; t < s->tokens; t++)
-            chunk_set(c, t);
+            chunk_bit_set(c->present, t);
         pthread_rwlock_unlock(&c->lock);
         hot_mark_dirty(hot, c);
         hot_put(hot, c);
@@ -238,7 +238,7 @@ static void test_create_get_put(void **state)
         assert_int_equal(hot_get(hot, &k, &again), 0);
         assert_ptr_equal(again, c);
         assert_true(again->dirty);
-        assert_int_equal(chunk_leading_tokens(again), s->tokens);
+        assert_int_equal(chunk_bits_leading(again->present, again->shape.tokens), s->tokens);
         for (size_t b = 0; b < bytes; b++)
             if (((uint8_t *)again->data)[b] != 0x5a + i)
                 fail_msg("byte %zu changed", b);
@@ -393,7 +393,7 @@ static void test_pinned_survives(void **state)
     hot_set_evict_hook(hot, record_hook, &log);
     assert_int_equal(hot_get_or_create(hot, &pinned_key, &small_shape, &pinned), 0);
     memset(pinned->data, 0xa5, bytes);
-    chunk_set(pinned, 0);
+    chunk_bit_set(pinned->present, 0);
 
     /* It is the oldest chunk, yet 20 inserts never evict it. */
     for (uint32_t i = 0; i < 20; i++) {
@@ -417,13 +417,13 @@ static void test_pinned_survives(void **state)
     /* A new chunk of the same key is a different chunk. */
     assert_int_equal(hot_get_or_create(hot, &pinned_key, &small_shape, &c), 0);
     assert_ptr_not_equal(c, pinned);
-    assert_false(chunk_has(c, 0));
+    assert_false(chunk_bit_has(c->present, 0));
     hot_put(hot, c);
     /* Under ASan a freed block would fail here. */
     for (size_t b = 0; b < bytes; b++)
         if (((uint8_t *)pinned->data)[b] != 0xa5)
             fail_msg("byte %zu of a pinned, dropped chunk changed", b);
-    assert_true(chunk_has(pinned, 0));
+    assert_true(chunk_bit_has(pinned->present, 0));
     hot_put(hot, pinned);
     hot_stats(hot, &st);
     assert_int_equal(st.used_bytes, st.chunks * charge);
@@ -485,7 +485,7 @@ static void test_lookup_during_hook_keeps_chunk(void **state)
      * ran with the tier mutex held. */
     assert_int_equal(hot_get(r.hot, &x, &c), 0);
     pthread_rwlock_wrlock(&c->lock);
-    chunk_set(c, 5);
+    chunk_bit_set(c->present, 5);
     pthread_rwlock_unlock(&c->lock);
     hot_mark_dirty(r.hot, c);
     hot_put(r.hot, c);
@@ -498,7 +498,7 @@ static void test_lookup_during_hook_keeps_chunk(void **state)
     assert_key_equal(&r.log.keys[1], &y);
     assert_int_equal(r.log.bad, 0);
     assert_int_equal(hot_get(r.hot, &x, &c), 0);
-    assert_true(chunk_has(c, 5));                  /* the write survived */
+    assert_true(chunk_bit_has(c->present, 5));                  /* the write survived */
     hot_put(r.hot, c);
     assert_false(is_present(r.hot, &y));
     assert_true(is_present(r.hot, &r.new_key));
@@ -862,7 +862,7 @@ static void test_block_pool(void **state)
         struct kvt_chunk_key k = make_key(1, 1, 1, 0, i);
         assert_int_equal(hot_get_or_create(hot, &k, &big_shape, &c), 0);
         memset(c->data, 0x5a, block);
-        chunk_set(c, 0);
+        chunk_bit_set(c->present, 0);
         hot_put(hot, c);
         assert_within_budget(hot);
     }
@@ -881,8 +881,8 @@ static void test_block_pool(void **state)
     for (uint32_t i = 0; i < 3; i++) {
         struct kvt_chunk_key k = make_key(2, 2, 2, 0, i);
         assert_int_equal(hot_get_or_create(hot, &k, &big_shape, &c), 0);
-        assert_false(chunk_has(c, 0));
-        assert_int_equal(chunk_leading_tokens(c), 0);
+        assert_false(chunk_bit_has(c->present, 0));
+        assert_int_equal(chunk_bits_leading(c->present, c->shape.tokens), 0);
         hot_put(hot, c);
     }
     hot_stats(hot, &st);
@@ -937,7 +937,7 @@ static bool ref_has_range(const struct kvt_chunk *c, uint32_t first, uint32_t n)
     if ((uint64_t)first + n > c->shape.tokens)
         return n == 0;
     for (uint32_t t = first; t < first + n; t++)
-        if (!chunk_has(c, t))
+        if (!chunk_bit_has(c->present, t))
             return false;
     return true;
 }
@@ -946,7 +946,7 @@ static uint32_t ref_leading(const struct kvt_chunk *c)
 {
     uint32_t t = 0;
 
-    while (t < c->shape.tokens && chunk_has(c, t))
+    while (t < c->shape.tokens && chunk_bit_has(c->present, t))
         t++;
     return t;
 }
@@ -956,47 +956,47 @@ static void check_bitmap_edges(struct kvt_chunk *c)
     uint32_t T = c->shape.tokens;
 
     clear_all(c);
-    assert_int_equal(chunk_leading_tokens(c), 0);
-    assert_true(chunk_has_range(c, 0, 0));
-    assert_true(chunk_has_range(c, T, 0));
-    assert_false(chunk_has_range(c, 0, 1));
-    assert_false(chunk_has_range(c, T - 1, 1));
+    assert_int_equal(chunk_bits_leading(c->present, c->shape.tokens), 0);
+    assert_true(chunk_bits_range(c->present, c->shape.tokens, 0, 0));
+    assert_true(chunk_bits_range(c->present, c->shape.tokens, T, 0));
+    assert_false(chunk_bits_range(c->present, c->shape.tokens, 0, 1));
+    assert_false(chunk_bits_range(c->present, c->shape.tokens, T - 1, 1));
 
     for (uint32_t t = 0; t < T; t++)
-        chunk_set(c, t);
-    assert_int_equal(chunk_leading_tokens(c), T);
-    assert_true(chunk_has_range(c, 0, T));
-    assert_true(chunk_has_range(c, T - 1, 1));
-    assert_false(chunk_has_range(c, 0, T + 1));   /* past the end */
-    assert_false(chunk_has_range(c, T, 1));
-    assert_false(chunk_has_range(c, 1, T));
-    assert_false(chunk_has_range(c, UINT32_MAX, 2));   /* first + n wraps */
-    assert_false(chunk_has_range(c, 1, UINT32_MAX));
+        chunk_bit_set(c->present, t);
+    assert_int_equal(chunk_bits_leading(c->present, c->shape.tokens), T);
+    assert_true(chunk_bits_range(c->present, c->shape.tokens, 0, T));
+    assert_true(chunk_bits_range(c->present, c->shape.tokens, T - 1, 1));
+    assert_false(chunk_bits_range(c->present, c->shape.tokens, 0, T + 1));   /* past the end */
+    assert_false(chunk_bits_range(c->present, c->shape.tokens, T, 1));
+    assert_false(chunk_bits_range(c->present, c->shape.tokens, 1, T));
+    assert_false(chunk_bits_range(c->present, c->shape.tokens, UINT32_MAX, 2));   /* first + n wraps */
+    assert_false(chunk_bits_range(c->present, c->shape.tokens, 1, UINT32_MAX));
 
     clear_bit(c, T - 1);
-    assert_int_equal(chunk_leading_tokens(c), T - 1);
-    assert_false(chunk_has_range(c, 0, T));
-    assert_true(chunk_has_range(c, 0, T - 1));
-    assert_false(chunk_has_range(c, T - 1, 1));
-    chunk_set(c, T - 1);
+    assert_int_equal(chunk_bits_leading(c->present, c->shape.tokens), T - 1);
+    assert_false(chunk_bits_range(c->present, c->shape.tokens, 0, T));
+    assert_true(chunk_bits_range(c->present, c->shape.tokens, 0, T - 1));
+    assert_false(chunk_bits_range(c->present, c->shape.tokens, T - 1, 1));
+    chunk_bit_set(c->present, T - 1);
 
     clear_bit(c, 0);
-    assert_int_equal(chunk_leading_tokens(c), 0);
-    assert_int_equal(chunk_has_range(c, 1, T - 1), true);
-    chunk_set(c, 0);
+    assert_int_equal(chunk_bits_leading(c->present, c->shape.tokens), 0);
+    assert_int_equal(chunk_bits_range(c->present, c->shape.tokens, 1, T - 1), true);
+    chunk_bit_set(c->present, 0);
 
     if (T > 64) {   /* a hole exactly on a word boundary */
         clear_bit(c, 64);
-        assert_int_equal(chunk_leading_tokens(c), 64);
-        assert_true(chunk_has_range(c, 0, 64));
-        assert_false(chunk_has_range(c, 63, 2));
-        assert_false(chunk_has_range(c, 64, 1));
-        assert_true(chunk_has_range(c, 65, T - 65));
-        chunk_set(c, 64);
+        assert_int_equal(chunk_bits_leading(c->present, c->shape.tokens), 64);
+        assert_true(chunk_bits_range(c->present, c->shape.tokens, 0, 64));
+        assert_false(chunk_bits_range(c->present, c->shape.tokens, 63, 2));
+        assert_false(chunk_bits_range(c->present, c->shape.tokens, 64, 1));
+        assert_true(chunk_bits_range(c->present, c->shape.tokens, 65, T - 65));
+        chunk_bit_set(c->present, 64);
         clear_bit(c, 63);
-        assert_int_equal(chunk_leading_tokens(c), 63);
-        assert_true(chunk_has_range(c, 64, T - 64));
-        assert_false(chunk_has_range(c, 0, 64));
+        assert_int_equal(chunk_bits_leading(c->present, c->shape.tokens), 63);
+        assert_true(chunk_bits_range(c->present, c->shape.tokens, 64, T - 64));
+        assert_false(chunk_bits_range(c->present, c->shape.tokens, 0, 64));
     }
 }
 
@@ -1013,14 +1013,14 @@ static void check_bitmap_random(struct kvt_chunk *c, uint64_t *seed)
         clear_all(c);
         for (uint32_t t = 0; t < T; t++)
             if (!sparse || rng_next(seed) % 2)
-                chunk_set(c, t);
+                chunk_bit_set(c->present, t);
         for (uint32_t h = 0; h < holes; h++)
             clear_bit(c, (uint32_t)(rng_next(seed) % T));
         if (pattern % 7 == 0)   /* a full prefix ending at a random point */
             for (uint32_t t = (uint32_t)(rng_next(seed) % T); t < T; t++)
                 clear_bit(c, t);
 
-        assert_int_equal(chunk_leading_tokens(c), ref_leading(c));
+        assert_int_equal(chunk_bits_leading(c->present, c->shape.tokens), ref_leading(c));
         for (int q = 0; q < 100; q++) {
             uint32_t first = (uint32_t)(rng_next(seed) % (T + 1));
             uint32_t n = (uint32_t)(rng_next(seed) % (T + 2 - first));
@@ -1034,9 +1034,9 @@ static void check_bitmap_random(struct kvt_chunk *c, uint64_t *seed)
                 first = T;
             if (n > T + 1 - first)
                 n = T + 1 - first;
-            if (chunk_has_range(c, first, n) != ref_has_range(c, first, n))
+            if (chunk_bits_range(c->present, c->shape.tokens, first, n) != ref_has_range(c, first, n))
                 fail_msg("T=%u first=%u n=%u: has_range %d, reference %d", T,
-                         first, n, chunk_has_range(c, first, n),
+                         first, n, chunk_bits_range(c->present, c->shape.tokens, first, n),
                          ref_has_range(c, first, n));
         }
     }
@@ -1115,7 +1115,7 @@ static int stress_check(const struct kvt_chunk *c)
     for (uint32_t t = 0; t < c->shape.tokens; t++) {
         uint8_t sig = stress_sig(&c->key, t), inv = (uint8_t)~sig;
 
-        if (!chunk_has(c, t))
+        if (!chunk_bit_has(c->present, t))
             continue;
         for (size_t b = 0; b < row; b++)
             bad += v.k[t * row + b] != sig || v.v[t * row + b] != inv;
@@ -1138,7 +1138,7 @@ static void stress_write(struct kvt_chunk *c, uint32_t t)
         v.k_scale[t * srow + h] = sig;
         v.v_scale[t * srow + h] = -sig;
     }
-    chunk_set(c, t);
+    chunk_bit_set(c->present, t);
 }
 
 static void stress_hook(void *arg, struct kvt_chunk *c)
@@ -1312,7 +1312,7 @@ static void *pool_worker_main(void *arg)
         unsigned char mark = (unsigned char)(1 + rand_r(&w->seed) % 250);
         pthread_rwlock_wrlock(&c->lock);
         memset(c->data, mark, n);
-        chunk_set(c, 0);
+        chunk_bit_set(c->present, 0);
         for (size_t off = 0; off < n; off += 4093)
             if (((unsigned char *)c->data)[off] != mark)
                 atomic_store(&w->ps->bad, 1);

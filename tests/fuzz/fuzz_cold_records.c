@@ -163,7 +163,7 @@ static uint64_t record_bytes(const struct cold_record_header *h)
         return REC_HDR;
     if (h->shape.tokens > KVT_CHUNK_MAX_TOKENS)
         return 0;
-    return REC_HDR + cold_bitmap_bytes(h->shape.tokens) + (uint64_t)h->stored_len;
+    return REC_HDR + chunk_bitmap_bytes(h->shape.tokens) + (uint64_t)h->stored_len;
 }
 
 static uint64_t record_sum(const uint8_t *rec, uint64_t n)
@@ -230,7 +230,7 @@ static bool held_by_file(const struct kvt_chunk_key *key, const struct kvt_chunk
                 memcmp(&h.key, key, sizeof(*key)) || memcmp(&h.shape, shape, sizeof(*shape)))
                 continue;
             uint64_t n = record_bytes(&h);
-            uint32_t bitmap = cold_bitmap_bytes(shape->tokens);
+            uint32_t bitmap = chunk_bitmap_bytes(shape->tokens);
             /* The stored bitmap as cold_get hands it back: bits past the
              * chunk's tokens cleared. */
             uint64_t stored_bits[KVT_CHUNK_MAX_TOKENS / 64] = { 0 };
