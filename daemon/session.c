@@ -28,6 +28,8 @@
 #define INLINE_BYTES (256u << 10)
 /* Bound on chunk segments per request: the plan's memory stays small. */
 #define MAX_SEGMENTS (1u << 20)
+/* The reason of a store refused by dp_check. */
+#define NONFINITE_REASON "stored values must be finite in int8 mode (NaN or Inf found)"
 
 static void rearm(struct kvt_session *s)
 {
@@ -259,6 +261,42 @@ static const char *data_reason(struct kvt_session *s, int rc)
     return NULL;
 }
 
+static void submit_parts(struct kvt_session *s, void (*fn)(struct work_item *))
+{
+    atomic_store(&s->parts_left, s->n_parts);
+    for (unsigned i = 0; i < s->n_parts; i++) {
+        s->parts[i].item.fn = fn;
+        workers_submit(s->srv->workers, &s->parts[i].item);
+    }
+}
+
+static void part_run(struct work_item *item);
+
+/* A split int8 store's first phase: each part checks its slice, and the
+ * last to finish either answers the refusal or submits the store parts.
+ * No part waits for another: with as many busy sessions as workers, a
+ * barrier inside a part would leave every worker waiting. */
+static void part_check_run(struct work_item *item)
+{
+    struct session_part *p = (struct session_part *)item;
+    struct kvt_session *s = p->s;
+
+    if (dp_check(&s->srv->dp, &s->rq, s->segs + p->first, p->count)) {
+        int zero = 0;
+        atomic_compare_exchange_strong(&s->status, &zero, -EINVAL);
+    }
+    if (atomic_fetch_sub_explicit(&s->parts_left, 1, memory_order_acq_rel) != 1)
+        return;
+    if (atomic_load(&s->status)) {
+        free(s->segs);
+        s->segs = NULL;
+        finish(s, s->op, s->seq, -EINVAL, 0, NONFINITE_REASON);
+        return;
+    }
+    /* Every part has returned from its check, so the items are free. */
+    submit_parts(s, part_run);
+}
+
 static void part_run(struct work_item *item)
 {
     struct session_part *p = (struct session_part *)item;
@@ -295,13 +333,17 @@ static int spans_request(struct kvt_session *s, const char **why)
         bytes += (uint64_t)s->segs[i].n * row * 2;
 
     unsigned workers = s->srv->cfg.workers;
+    /* A store is checked whole before any of it is written (dp_check):
+     * a refused one stores nothing. */
     if (bytes <= INLINE_BYTES || n_segs == 1 || workers < 2) {
         struct kvt_datapath *dp = &s->srv->dp;
-        rc = s->op == KVT_OP_STORE ? dp_store(dp, &s->rq, s->segs, n_segs)
+        int refused = s->op == KVT_OP_STORE ? dp_check(dp, &s->rq, s->segs, n_segs) : 0;
+        rc = refused ? refused
+           : s->op == KVT_OP_STORE ? dp_store(dp, &s->rq, s->segs, n_segs)
                                    : dp_fetch(dp, &s->rq, s->segs, n_segs);
         free(s->segs);
         s->segs = NULL;
-        *why = data_reason(s, rc);
+        *why = refused ? NONFINITE_REASON : data_reason(s, rc);
         return rc;
     }
 
@@ -312,15 +354,13 @@ static int spans_request(struct kvt_session *s, const char **why)
     if (parts > n_segs)
         parts = (unsigned)n_segs;
     atomic_store(&s->status, 0);
-    atomic_store(&s->parts_left, parts);
+    s->n_parts = parts;
     for (unsigned i = 0, first = 0; i < parts; i++) {
         size_t count = n_segs / parts + (i < n_segs % parts);
-        s->parts[i] = (struct session_part){ .item.fn = part_run, .s = s,
-                                             .first = first, .count = count };
+        s->parts[i] = (struct session_part){ .s = s, .first = first, .count = count };
         first += (unsigned)count;
     }
-    for (unsigned i = 0; i < parts; i++)
-        workers_submit(s->srv->workers, &s->parts[i].item);
+    submit_parts(s, s->op == KVT_OP_STORE && !s->srv->dp.lossless ? part_check_run : part_run);
     return 1;     /* answered by the last worker */
 }
 

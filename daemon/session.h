@@ -42,6 +42,7 @@ struct kvt_session {
     struct kvt_data_view view;
     struct dp_request rq;
     struct dp_segment *segs;
+    unsigned n_parts;                /* of a split request: parts[0..n_parts) */
     atomic_uint parts_left;
     atomic_int status;
     struct session_part parts[SESSION_MAX_PARTS];

@@ -236,6 +236,22 @@ int dp_store(struct kvt_datapath *dp, const struct dp_request *rq,
     return 0;
 }
 
+int dp_check(const struct kvt_datapath *dp, const struct dp_request *rq,
+             const struct dp_segment *segs, size_t n)
+{
+    const size_t row_elems = (size_t)rq->ns->heads * rq->ns->dim;
+
+    if (dp->lossless)
+        return 0;
+    for (size_t i = 0; i < n; i++) {
+        const size_t elems = (size_t)segs[i].n * row_elems;
+        if (dp->simd->check_finite(rq->region + segs[i].k_off, rq->elem, elems) ||
+            dp->simd->check_finite(rq->region + segs[i].v_off, rq->elem, elems))
+            return -EINVAL;
+    }
+    return 0;
+}
+
 /* Read one segment from its hot chunk: 0, or -ENOENT if the chunk or any
  * of the segment's tokens is missing there. */
 static int fetch_hot(struct kvt_datapath *dp, const struct dp_request *rq,

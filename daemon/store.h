@@ -62,6 +62,16 @@ int dp_validate(const struct dp_request *rq, const char **why);
 int dp_plan(const struct dp_request *rq, size_t max_segments,
             struct dp_segment **segs, size_t *n_segs);
 
+/* -EINVAL if any K or V row of segments [0, n) holds a NaN or +-Inf, in
+ * int8 mode (where they cannot be stored); 0 otherwise, and always 0 in
+ * lossless mode, which stores any bits. A store runs it over the whole
+ * request before dp_store writes any of it, so a refused request leaves
+ * every tier as it was. It reads the client's region as dp_store will,
+ * once more: a client that changes its buffers in between only gets its
+ * own values stored differently (quantize takes NaN and Inf as 0). */
+int dp_check(const struct kvt_datapath *dp, const struct dp_request *rq,
+             const struct dp_segment *segs, size_t n);
+
 /* Store or fetch segments [0, n). Fetch returns -ENOENT if any token is
  * absent from both tiers; chunks found only on the cold tier are promoted.
  * Store returns -ENOSPC if the hot tier cannot make room, -EINVAL when

@@ -343,6 +343,11 @@ KERNEL int any_nonfinite(const void *src, enum kvt_elem elem, size_t n)
     return _mm256_movemask_epi8(over) != 0;
 }
 
+static int avx2_check_finite(const void *src, enum kvt_elem elem, size_t n)
+{
+    return simd_elem_known(elem) && !any_nonfinite(src, elem, n) ? 0 : -EINVAL;
+}
+
 #define SIMD_OP(name) avx2_##name
 #include "outlier_ops.h"
 #undef SIMD_OP
@@ -372,6 +377,7 @@ const struct kvt_simd_ops simd_avx2_ops = {
     .quantize = avx2_quantize,
     .dequantize = avx2_dequantize,
     .convert = avx2_convert,
+    .check_finite = avx2_check_finite,
     .quantize_outliers = avx2_quantize_outliers,
     .dequantize_outliers = avx2_dequantize_outliers,
 };

@@ -297,6 +297,11 @@ static int any_nonfinite(const void *src, enum kvt_elem elem, size_t n)
     return group_max_abs_bits(src, elem, n) >= simd_inf_key(elem);
 }
 
+static int neon_check_finite(const void *src, enum kvt_elem elem, size_t n)
+{
+    return simd_elem_known(elem) && !any_nonfinite(src, elem, n) ? 0 : -EINVAL;
+}
+
 #define SIMD_OP(name) neon_##name
 #include "outlier_ops.h"
 #undef SIMD_OP
@@ -329,6 +334,7 @@ const struct kvt_simd_ops simd_neon_ops = {
     .quantize = neon_quantize,
     .dequantize = neon_dequantize,
     .convert = neon_convert,
+    .check_finite = neon_check_finite,
     .quantize_outliers = neon_quantize_outliers,
     .dequantize_outliers = neon_dequantize_outliers,
 };

@@ -63,6 +63,16 @@ static void scalar_convert(void *dst, enum kvt_elem dst_elem, const void *src,
         simd_store_one(dst, dst_elem, i, simd_load_one(src, src_elem, i));
 }
 
+static int scalar_check_finite(const void *src, enum kvt_elem elem, size_t n)
+{
+    if (!simd_elem_known(elem))
+        return -EINVAL;
+    for (size_t i = 0; i < n; i++)
+        if (!isfinite(simd_load_one(src, elem, i)))
+            return -EINVAL;
+    return 0;
+}
+
 /* ---- outliers ---------------------------------------------------------------- */
 
 float simd_topk_finish(const struct simd_topk *t, const void *src, enum kvt_elem elem,
@@ -182,6 +192,7 @@ const struct kvt_simd_ops simd_scalar_ops = {
     .quantize = scalar_quantize,
     .dequantize = scalar_dequantize,
     .convert = scalar_convert,
+    .check_finite = scalar_check_finite,
     .quantize_outliers = scalar_quantize_outliers,
     .dequantize_outliers = scalar_dequantize_outliers,
 };

@@ -73,6 +73,12 @@ struct kvt_simd_ops {
                              uint16_t *out_f16, const void *src, enum kvt_elem elem,
                              size_t n_groups, size_t dim, unsigned n_out);
 
+    /* 0 if each of the n elements at src (type elem) is finite, -EINVAL if
+     * any is NaN or +-Inf, or elem is unknown. -0 and subnormals are finite.
+     * Made for long arrays (a caller checks all its input before quantizing
+     * any): one pass of vector maxima, with no per-group work. */
+    int (*check_finite)(const void *src, enum kvt_elem elem, size_t n);
+
     /* Inverse of quantize_outliers. idx and vals_f16 may come from disk: an
      * index >= dim is skipped, and of repeated indices the later value wins. */
     void (*dequantize_outliers)(void *dst, enum kvt_elem elem, const int8_t *src,

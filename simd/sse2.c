@@ -366,6 +366,11 @@ static int any_nonfinite(const void *src, enum kvt_elem elem, size_t n)
     return group_max_abs_bits(src, elem, n) >= simd_inf_key(elem);
 }
 
+static int sse2_check_finite(const void *src, enum kvt_elem elem, size_t n)
+{
+    return simd_elem_known(elem) && !any_nonfinite(src, elem, n) ? 0 : -EINVAL;
+}
+
 #define SIMD_OP(name) sse2_##name
 #include "outlier_ops.h"
 #undef SIMD_OP
@@ -398,6 +403,7 @@ const struct kvt_simd_ops simd_sse2_ops = {
     .quantize = sse2_quantize,
     .dequantize = sse2_dequantize,
     .convert = sse2_convert,
+    .check_finite = sse2_check_finite,
     .quantize_outliers = sse2_quantize_outliers,
     .dequantize_outliers = sse2_dequantize_outliers,
 };

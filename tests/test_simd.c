@@ -17,12 +17,18 @@
  *    of the dtype, which is well inside the amax/127 promised (except that
  *    for f32 amax within ~2^-24 of FLT_MAX, 127 * scale rounds to Inf: a
  *    limit of the formula in simd.h, tolerated and noted where checked);
+ *  - check_finite of every backend finds a NaN (quiet, signalling, negative)
+ *    or +-Inf at every position of every length 1..64 (each lane of each
+ *    vector width, each tail) and at the ends and tails of longer arrays,
+ *    unaligned ones included, for f32, f16 and bf16; and passes -0,
+ *    subnormals and the largest finite value (Inf's bits minus one);
  *  - the reference conversions: f16 -> f32 -> f16 is exact for all 65536
  *    patterns (NaN stays NaN, made quiet, payload kept), f32 -> f16 and
  *    f32 -> bf16 round half to even (checked against an independent double
  *    computation on every tie, its neighbours and a stride over all f32,
  *    and against _Float16 casts where the compiler has them).
  */
+#include <errno.h>
 #include <float.h>
 #include <math.h>
 #include <stdio.h>
@@ -332,6 +338,7 @@ static void test_dispatch(void **state)
         assert_non_null(all[n]->quantize);
         assert_non_null(all[n]->dequantize);
         assert_non_null(all[n]->convert);
+        assert_non_null(all[n]->check_finite);
         found_best |= all[n] == simd_best();
         strncat(names, " ", sizeof(names) - strlen(names) - 1);
         strncat(names, all[n]->name, sizeof(names) - strlen(names) - 1);
@@ -630,6 +637,71 @@ static void test_convert(void **state)
     free(sample);
 }
 
+/* ---- tests: the finiteness check -------------------------------------------- */
+
+/* Lengths 1..64 put the bad value at every lane of every vector width and
+ * in every tail; longer ones at the ends, the first blocks and the tail. */
+static int finite_spot(size_t n, size_t at)
+{
+    return n <= 64 || at < 33 || at == n / 2 || at + 17 >= n;
+}
+
+static void test_check_finite(void **state)
+{
+    const struct kvt_simd_ops *const *all = simd_all();
+    const size_t longer[] = { 100, 129, 256, 1000, 4099 };
+    struct rng r = { 11 };
+
+    (void)state;
+    for (size_t t = 0; t < ARRAY_LEN(test_elems); t++) {
+        enum kvt_elem e = test_elems[t];
+        struct specials sp = specials_of(e);
+        /* finite, and all but the first one special: -0, subnormals, the
+         * largest finite (one below Inf's bits) */
+        const uint32_t finite[] = { 0, sp.sign, sp.min_sub, sp.min_sub | sp.sign,
+                                    sp.max_finite, sp.max_finite | sp.sign };
+        const uint32_t bad[] = { sp.qnan, sp.snan, sp.inf, sp.inf | sp.sign,
+                                 sp.qnan | sp.sign | 5 };
+
+        for (size_t li = 0; li < 64 + ARRAY_LEN(longer); li++) {
+            size_t n = li < 64 ? li + 1 : longer[li - 64], es = simd_elem_size(e);
+            unsigned char *mem = malloc(n * es + 1), *buf = mem + (li % 2);
+
+            assert_non_null(mem);
+            fill_gaussian(buf, e, 0, n, &r, 0);
+            for (size_t i = 0; i < n; i++)
+                if (rng_next(&r) % 3 == 0)
+                    put_raw(buf, e, i, finite[rng_next(&r) % ARRAY_LEN(finite)]);
+            for (size_t b = 0; all[b]; b++)
+                if (all[b]->check_finite(buf, e, n) != 0)
+                    fail_msg("%s %s n %zu: finite input refused", all[b]->name,
+                             elem_name(e), n);
+            for (size_t at = 0; at < n; at++) {
+                uint32_t keep = 0;
+
+                if (!finite_spot(n, at))
+                    continue;
+                memcpy(&keep, buf + at * es, es);   /* little-endian, as put_raw */
+                for (size_t v = 0; v < ARRAY_LEN(bad); v++) {
+                    put_raw(buf, e, at, bad[v]);
+                    for (size_t b = 0; all[b]; b++)
+                        if (all[b]->check_finite(buf, e, n) != -EINVAL)
+                            fail_msg("%s %s n %zu: 0x%x at %zu not found", all[b]->name,
+                                     elem_name(e), n, (unsigned)bad[v], at);
+                }
+                put_raw(buf, e, at, keep);
+            }
+            free(mem);
+        }
+    }
+    for (size_t b = 0; all[b]; b++) {
+        float x = 1.0f;
+
+        assert_int_equal(all[b]->check_finite(&x, (enum kvt_elem)7, 1), -EINVAL);
+        assert_int_equal(all[b]->check_finite(&x, KVT_ELEM_F32, 0), 0);
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -640,6 +712,7 @@ int main(void)
         cmocka_unit_test(test_quantize_edges),
         cmocka_unit_test(test_dequantize_any_input),
         cmocka_unit_test(test_convert),
+        cmocka_unit_test(test_check_finite),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);
