@@ -68,7 +68,8 @@ INTEG_TESTS := test_store_fetch test_prefix_sharing test_absent_and_length \
 	test_append_demoted test_drop_race test_drop_durable \
 	test_disk_full test_soak \
 	test_namespace_limits test_quota_below_chunk \
-	test_admin_backpressure test_admin_utf8
+	test_admin_backpressure test_admin_utf8 \
+	test_outlier_accuracy
 TEST_BINS := $(addprefix $(B)/tests/,$(UNIT_TESTS) $(INTEG_TESTS))
 
 .PHONY: all deps run test test-build test-asan test-aarch64 bench soak install clean \
