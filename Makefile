@@ -124,7 +124,7 @@ $(addprefix $(B)/tests/,$(INTEG_TESTS)): %: %.o $(B)/tests/helpers.o $(B)/libkvt
 
 $(B)/tests/test_soak: $(B)/tests/soak_client.o $(B)/tests/soak_events.o
 
-$(B)/tests/bench: $(B)/tests/bench.o $(B)/libkvtier.a $(addprefix $(B)/,$(SIMD_OBJS))
+$(B)/tests/bench: $(B)/tests/bench.o $(B)/tests/bench_outliers.o $(B)/libkvtier.a $(addprefix $(B)/,$(SIMD_OBJS))
 
 $(TEST_BINS) $(B)/tests/bench:
 	$(CC) $(ALL_CFLAGS) -o $@ $^ $(TEST_LIBS)
