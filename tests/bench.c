@@ -20,8 +20,7 @@
 
 #include "client/kvtier.h"
 #include "simd/simd.h"
-
-#define REPS 5
+#include "tests/bench.h"
 
 static const char *build_dir = "build";
 static char sock_path[100], dir_path[64];
@@ -48,7 +47,7 @@ static double median(double *v, int n)
     return v[n / 2];
 }
 
-static void die(const char *what, int rc)
+void die(const char *what, int rc)
 {
     fprintf(stderr, "bench: %s: %s\n", what, kvt_strerror(rc));
     if (daemon_pid > 0)
@@ -62,9 +61,14 @@ static void start_daemon(void)
     start_daemon_with("6G", "0", NULL);
 }
 
-static void start_daemon_with(const char *hot, const char *cold_bytes, const char *cold_path)
+/* Start kvtierd, with one more flag when flag is not NULL. Returns 0, or
+ * -ECHILD when the daemon exited during its start (a flag it refuses: its
+ * log's first line, saying why, is copied into why); its dir is gone then. */
+int try_start_daemon(const char *hot, const char *cold_bytes, const char *cold_path,
+                            const char *flag, const char *value, char *why, size_t why_len)
 {
-    char bin[512], log[300];
+    char bin[512], log[300], admin[300], cold[200], cmd[200];
+    const char *workers = getenv("KVTIER_BENCH_WORKERS") ? getenv("KVTIER_BENCH_WORKERS") : "2";
     if (!cold_path) {
         snprintf(dir_path, sizeof(dir_path), "/var/tmp/kvtier-bench-XXXXXX");
         if (!mkdtemp(dir_path))
@@ -73,19 +77,19 @@ static void start_daemon_with(const char *hot, const char *cold_bytes, const cha
     snprintf(sock_path, sizeof(sock_path), "%s/kvtier.sock", dir_path);
     snprintf(log, sizeof(log), "%s/kvtierd.log", dir_path);
     snprintf(bin, sizeof(bin), "%s/kvtierd", build_dir);
-    char admin[300];
     snprintf(admin, sizeof(admin), "%s/admin.sock", dir_path);
+    snprintf(cold, sizeof(cold), "%s/cold.kvt", dir_path);
+    const char *argv[] = {
+        bin, "--socket", sock_path, "--admin-socket", admin,
+        "--hot-bytes", hot, "--max-client-shm", "2G", "--log-level", "warning",
+        "--cold-bytes", cold_bytes, "--cold-path", cold_path ? cold_path : cold,
+        "--workers", workers, flag, value, NULL,
+    };
     daemon_pid = fork();
     if (daemon_pid == 0) {
         int fd = open(log, O_WRONLY | O_CREAT | O_TRUNC, 0644);
         dup2(fd, 2);
-        char cold[200];
-        snprintf(cold, sizeof(cold), "%s/cold.kvt", dir_path);
-        execl(bin, bin, "--socket", sock_path, "--admin-socket", admin,
-              "--hot-bytes", hot, "--max-client-shm", "2G", "--log-level", "warning",
-              "--cold-bytes", cold_bytes, "--cold-path", cold_path ? cold_path : cold,
-              "--workers", getenv("KVTIER_BENCH_WORKERS") ? getenv("KVTIER_BENCH_WORKERS") : "2",
-              (char *)NULL);
+        execv(bin, (char *const *)argv);
         _exit(127);
     }
     for (int i = 0; i < 500; i++) {
@@ -95,10 +99,30 @@ static void start_daemon_with(const char *hot, const char *cold_bytes, const cha
         int ok = connect(fd, (struct sockaddr *)&sa, sizeof(sa)) == 0;
         close(fd);
         if (ok)
-            return;
+            return 0;
+        if (waitpid(daemon_pid, NULL, WNOHANG) == daemon_pid) {
+            FILE *f = fopen(log, "r");
+            daemon_pid = 0;
+            if (!f || !fgets(why, (int)why_len, f))
+                snprintf(why, why_len, "(no log)");
+            why[strcspn(why, "\n")] = '\0';
+            if (f)
+                fclose(f);
+            snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir_path);
+            if (system(cmd) != 0)
+                fprintf(stderr, "bench: cannot remove %s\n", dir_path);
+            return -ECHILD;
+        }
         usleep(10000);
     }
     die("kvtierd did not start", -ETIMEDOUT);
+}
+
+static void start_daemon_with(const char *hot, const char *cold_bytes, const char *cold_path)
+{
+    char why[256];
+    if (try_start_daemon(hot, cold_bytes, cold_path, NULL, NULL, why, sizeof(why)))
+        die(why, -ECHILD);
 }
 
 static void stop_daemon_keep_dir(void)
@@ -108,7 +132,7 @@ static void stop_daemon_keep_dir(void)
     daemon_pid = 0;
 }
 
-static void stop_daemon(void)
+void stop_daemon(void)
 {
     char cmd[200];
     stop_daemon_keep_dir();
@@ -117,13 +141,13 @@ static void stop_daemon(void)
         fprintf(stderr, "bench: cannot remove %s\n", dir_path);
 }
 
-static void json_num(const char *key, double v)
+void json_num(const char *key, double v)
 {
     fprintf(json, "%s\n  \"%s\": %.6g", json_first ? "" : ",", key, v);
     json_first = 0;
 }
 
-static void row(const char *name, double gbs, double ref, double tok_s)
+void row(const char *name, double gbs, double ref, double tok_s)
 {
     printf("%-44s %8.2f GB/s  %5.2fx memcpy  %12.0f tokens/s\n", name, gbs, gbs / ref, tok_s);
 }
@@ -157,18 +181,7 @@ static void fill(void *buf, size_t bytes, unsigned seed)
 
 /* ---- shape 2: Llama-3-8B prefill ---------------------------------------------------- */
 
-#define L2_LAYERS 32
-#define L2_HEADS 8
-#define L2_DIM 128
-#define L2_TOKENS 2048
-
-struct prefill {
-    kvt_client *c;
-    kvt_span spans[L2_LAYERS];
-    size_t bytes;              /* client-side bytes, K and V */
-};
-
-static void prefill_setup(struct prefill *p, int shared, const char *model)
+void prefill_setup(struct prefill *p, int shared, const char *model)
 {
     kvt_model m = { model, L2_LAYERS, L2_HEADS, L2_DIM, KVT_F16, 0 };
     size_t span_bytes = (size_t)L2_TOKENS * L2_HEADS * L2_DIM * 2;
@@ -187,7 +200,7 @@ static void prefill_setup(struct prefill *p, int shared, const char *model)
     }
 }
 
-static void prefill_teardown(struct prefill *p, int shared)
+void prefill_teardown(struct prefill *p, int shared)
 {
     for (uint32_t l = 0; l < L2_LAYERS; l++) {
         if (shared) {
@@ -222,7 +235,7 @@ static double prefill_new_time(struct prefill *p)
 }
 
 /* Median seconds of REPS store (or fetch) batches of the whole prefill. */
-static double prefill_time(struct prefill *p, int fetch, const char *ctx)
+double prefill_time(struct prefill *p, int fetch, const char *ctx)
 {
     double t[REPS];
     for (int r = 0; r < REPS; r++) {
@@ -550,21 +563,34 @@ static void drop_page_cache(void)
     }
 }
 
-/* One admin request (a JSON line); dies unless the reply says "ok":true. */
-static void admin_request(const char *line)
+/* One admin request (a JSON line); its reply line into reply. Dies unless
+ * the reply says "ok":true. */
+void admin_query(const char *line, char *reply, size_t len)
 {
     struct sockaddr_un sa = { .sun_family = AF_UNIX };
-    char reply[4096];
+    size_t got = 0;
     int fd = socket(AF_UNIX, SOCK_STREAM, 0);
     snprintf(sa.sun_path, sizeof(sa.sun_path), "%s/admin.sock", dir_path);
     if (fd < 0 || connect(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0)
         die("admin connect", -errno);
     if (write(fd, line, strlen(line)) != (ssize_t)strlen(line) || write(fd, "\n", 1) != 1)
         die("admin write", -EIO);
-    ssize_t n = read(fd, reply, sizeof(reply) - 1);
+    while (got + 1 < len && !memchr(reply, '\n', got)) {
+        ssize_t n = read(fd, reply + got, len - 1 - got);
+        if (n <= 0)
+            break;
+        got += (size_t)n;
+    }
     close(fd);
-    if (n <= 0 || (reply[n] = '\0', !strstr(reply, "\"ok\":true")))
+    reply[got] = '\0';
+    if (!strstr(reply, "\"ok\":true"))
         die("admin request failed", -EIO);
+}
+
+static void admin_request(const char *line)
+{
+    char reply[4096];
+    admin_query(line, reply, sizeof(reply));
 }
 
 /* Seconds to fetch every prefill context of the cold bench. */
@@ -710,14 +736,20 @@ int main(int argc, char **argv)
     printf("%-44s %8.2f GB/s\n", "memcpy (1 thread)", ref);
     json_num("memcpy_gbs", ref);
 
-    /* KVTIER_BENCH_ONLY=calls (shapes 1 and 3) or cold (the cold tier):
-     * one part alone, for quick iterations. */
+    /* KVTIER_BENCH_ONLY=calls (shapes 1 and 3), cold (the cold tier) or
+     * outliers (shape 2 with outliers 0, 4, 8): one part alone, for quick
+     * iterations. */
     const char *only = getenv("KVTIER_BENCH_ONLY");
     if (only && !strcmp(only, "calls")) {
         bench_small_calls(1);
         bench_small_calls(0);
         bench_decode(1);
         bench_decode(0);
+        goto out;
+    }
+    if (only && !strcmp(only, "outliers")) {
+        stop_daemon();
+        bench_outliers(ref);
         goto out;
     }
     if (only && !strcmp(only, "cold")) {
@@ -740,6 +772,7 @@ int main(int argc, char **argv)
     json_num("clients_scaling", two / one);
 
     stop_daemon();
+    bench_outliers(ref);
     bench_lz4();
     bench_cold();
 out:

@@ -1,0 +1,52 @@
+/* bench.h - what bench.c shares with its sections in other files
+ * (bench_outliers.c): the daemon under test, the shape 2 prefill, and the
+ * table and bench.json output. */
+#ifndef KVT_TEST_BENCH_H
+#define KVT_TEST_BENCH_H
+
+#include <stddef.h>
+
+#include "client/kvtier.h"
+
+#define REPS 5                 /* each figure is the median of REPS runs */
+
+/* Shape 2: Llama-3-8B prefill. */
+#define L2_LAYERS 32
+#define L2_HEADS 8
+#define L2_DIM 128
+#define L2_TOKENS 2048
+
+struct prefill {
+    kvt_client *c;
+    kvt_span spans[L2_LAYERS];
+    size_t bytes;              /* client-side bytes, K and V */
+};
+
+/* Print what failed, kill the daemon, exit 1. */
+__attribute__((noreturn)) void die(const char *what, int rc);
+/* Start kvtierd, with one more flag when flag is not NULL. Returns 0, or
+ * -ECHILD when the daemon exited during its start (a flag it refuses: its
+ * log's first line, saying why, is copied into why); its dir is gone then. */
+int try_start_daemon(const char *hot, const char *cold_bytes, const char *cold_path,
+                     const char *flag, const char *value, char *why, size_t why_len);
+/* SIGTERM the daemon, wait, remove its dir. */
+void stop_daemon(void);
+/* One admin request (a JSON line); its reply line into reply. Dies unless
+ * the reply says "ok":true. */
+void admin_query(const char *line, char *reply, size_t len);
+
+/* A key of bench.json / a row of the table (ref: memcpy's GB/s). */
+void json_num(const char *key, double v);
+void row(const char *name, double gbs, double ref, double tok_s);
+
+/* Connect as model and make the 32 spans of K and V (shared: kvt_alloc
+ * buffers, else malloc'd); teardown frees them and disconnects. */
+void prefill_setup(struct prefill *p, int shared, const char *model);
+void prefill_teardown(struct prefill *p, int shared);
+/* Median seconds of REPS store (or fetch) batches of the whole prefill. */
+double prefill_time(struct prefill *p, int fetch, const char *ctx);
+
+/* bench_outliers.c: shape 2 with outliers = 0, 4 and 8. */
+void bench_outliers(double ref);
+
+#endif
