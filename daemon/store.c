@@ -325,18 +325,24 @@ int dp_stage(struct kvt_datapath *dp, const struct dp_request *rq,
     const size_t row_elems = (size_t)rq->ns->heads * rq->ns->dim;
     const struct kvt_chunk_shape shape = dp_chunk_shape(dp, rq->ns, rq->elem);
     const uint64_t stage_bytes = hot_chunk_bytes(&shape);
-    struct kvt_hot_stats hs;
+    struct kvt_hot_stats hs = { 0 };
+    bool have_budget = false;
     int rc = 0;
 
     if (dp->lossless)
         return 0;
-    hot_stats(dp->hot, &hs);
     for (size_t i = 0; i < n && rc == 0; i++) {
         struct dp_segment *g = &segs[i];
         const size_t elems = (size_t)g->n * row_elems;
+        const bool whole = g->tok == 0 && g->n == shape.tokens;
 
-        if (g->tok == 0 && g->n == shape.tokens &&
-            stage_reserve(dp, stage_bytes, hs.budget_bytes / DP_STAGE_SHARE)) {
+        /* Read once, and only by requests with a whole chunk: a decode
+         * step pays no tier mutex here. */
+        if (whole && !have_budget) {
+            hot_stats(dp->hot, &hs);
+            have_budget = true;
+        }
+        if (whole && stage_reserve(dp, stage_bytes, hs.budget_bytes / DP_STAGE_SHARE)) {
             struct rows_move m = { .dp = dp, .rq = rq, .g = g, .unchecked = true };
 
             g->stage_bytes = stage_bytes;
