@@ -58,7 +58,7 @@ CORE_OBJS   := $(addprefix $(B)/,$(SIMD_OBJS) $(CACHE_OBJS) $(PROTO_OBJS) $(DAEM
 
 PROGS := $(B)/kvtierd $(B)/kvtierctl $(B)/libkvtier.so $(B)/libkvtier.so.0 $(B)/libkvtier.a
 
-UNIT_TESTS := test_simd test_simd_outliers test_hot test_hot_ops test_cold test_cold_format \
+UNIT_TESTS := test_simd test_simd_outliers test_hot test_hot_ops test_hot_stage test_cold test_cold_format \
 	test_proto
 INTEG_TESTS := test_store_fetch test_prefix_sharing test_absent_and_length \
 	test_bad_input test_hot_budget test_isolation test_restart test_make_run test_cold_tier \
@@ -120,6 +120,7 @@ $(B)/tests/test_simd: $(B)/tests/test_simd.o $(addprefix $(B)/,$(SIMD_OBJS))
 $(B)/tests/test_simd_outliers: $(B)/tests/test_simd_outliers.o $(addprefix $(B)/,$(SIMD_OBJS))
 $(B)/tests/test_hot: $(B)/tests/test_hot.o $(addprefix $(B)/,$(HOT_MODULES))
 $(B)/tests/test_hot_ops: $(B)/tests/test_hot_ops.o $(addprefix $(B)/,$(HOT_MODULES))
+$(B)/tests/test_hot_stage: $(B)/tests/test_hot_stage.o $(addprefix $(B)/,$(HOT_MODULES))
 $(B)/tests/test_cold: $(B)/tests/test_cold.o $(addprefix $(B)/,$(COLD_MODULES))
 $(B)/tests/test_cold_format: $(B)/tests/test_cold_format.o $(B)/tests/cold_file_edit.o \
 	$(addprefix $(B)/,$(COLD_MODULES))

@@ -447,10 +447,12 @@ int hot_redirty(struct kvt_hot *hot, const struct kvt_chunk_key *key)
 
 /* hot_get_or_create; with created non-NULL, a chunk it creates is
  * write-locked before it is linked (nobody can wait for it yet) and
- * *created tells which happened. */
+ * *created tells which happened. With stage, it never looks key up: it
+ * makes a chunk as a creation would (same evictions, same charge) but
+ * leaves it unlinked, pinned once, on the orphan list (hot_stage_alloc). */
 static int get_or_create(struct kvt_hot *hot, const struct kvt_chunk_key *key,
                          const struct kvt_chunk_shape *shape,
-                         struct kvt_chunk **out, bool *created)
+                         struct kvt_chunk **out, bool *created, bool stage)
 {
     struct kvt_chunk *c, *fresh = NULL, *to_free = NULL;
     size_t data_bytes = chunk_data_bytes(shape);
@@ -465,7 +467,7 @@ static int get_or_create(struct kvt_hot *hot, const struct kvt_chunk_key *key,
     need = chunk_charge(shape);
 
     pthread_mutex_lock(&hot->mu);
-    c = index_find(hot, key);
+    c = stage ? NULL : index_find(hot, key);
     if (c)
         goto found;
     rc = domain_bytes_reserve(&hot->domain_used, key->domain);
@@ -486,7 +488,7 @@ static int get_or_create(struct kvt_hot *hot, const struct kvt_chunk_key *key,
     } while (rc == 0 && !hot_quota_fits(hot, key->domain, need));
     if (rc < 0) {
         /* The mutex was dropped around hooks: someone may have created it. */
-        c = index_find(hot, key);
+        c = stage ? NULL : index_find(hot, key);
         if (c)
             goto found;
         goto out;
@@ -524,6 +526,16 @@ static int get_or_create(struct kvt_hot *hot, const struct kvt_chunk_key *key,
     pthread_mutex_lock(&hot->mu);
     if (rc < 0) {
         uncharge(hot, key->domain, need);
+        goto out;
+    }
+    if (stage) {
+        /* An orphan with one pin: charged as a chunk, found by no lookup,
+         * freed (and uncharged) by its last hot_put like any orphan. */
+        fresh->pins = 1;
+        orphan_push(hot, fresh);
+        *out = fresh;
+        fresh = NULL;
+        rc = 0;
         goto out;
     }
     c = index_find(hot, key);
@@ -574,14 +586,43 @@ int hot_get_or_create(struct kvt_hot *hot, const struct kvt_chunk_key *key,
                       const struct kvt_chunk_shape *shape,
                       struct kvt_chunk **out)
 {
-    return get_or_create(hot, key, shape, out, NULL);
+    return get_or_create(hot, key, shape, out, NULL, false);
+}
+
+int hot_stage_chunk(struct kvt_hot *hot, const struct kvt_chunk_key *key,
+                    const struct kvt_chunk_shape *shape, struct kvt_chunk **out)
+{
+    return get_or_create(hot, key, shape, out, NULL, true);
+}
+
+int hot_link_staged(struct kvt_hot *hot, struct kvt_chunk *stage, struct kvt_chunk **found)
+{
+    struct kvt_chunk *c;
+    int rc = 0;
+
+    pthread_mutex_lock(&hot->mu);
+    c = index_find(hot, &stage->key);
+    if (c) {
+        chunk_touch(hot, c);         /* also abandons an eviction in progress */
+        *found = c;
+        rc = -EEXIST;
+    } else {
+        /* Every bit was set before this, without any lock: nobody could
+         * see the stage, and the mutex publishes it whole. */
+        orphan_remove(hot, stage);
+        stage->dirty = true;
+        chunk_link(hot, stage);
+        hot_chunk_unpin(hot, stage, NULL);   /* linked: never freed here */
+    }
+    pthread_mutex_unlock(&hot->mu);
+    return rc;
 }
 
 int hot_get_or_create_wrlocked(struct kvt_hot *hot, const struct kvt_chunk_key *key,
                                const struct kvt_chunk_shape *shape,
                                struct kvt_chunk **out, bool *created)
 {
-    int rc = get_or_create(hot, key, shape, out, created);
+    int rc = get_or_create(hot, key, shape, out, created, false);
 
     /* Pinned, so it stays while we wait (without the tier mutex: lock order). */
     if (rc == 0 && !*created)

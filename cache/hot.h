@@ -185,6 +185,36 @@ int hot_leading_tokens(struct kvt_hot *hot, const struct kvt_chunk_key *key,
  * -ENOENT. */
 int hot_redirty(struct kvt_hot *hot, const struct kvt_chunk_key *key);
 
+/* ---- staged chunks ----------------------------------------------------------
+ * A store that covers a whole chunk can write it aside first and link it
+ * later, so that it reads the client's rows once and can still be refused
+ * whole (NaN in int8) with nothing linked. A stage is a chunk nobody can
+ * find: the caller holds it until it commits or frees it, exactly once.
+ * While it exists it is charged to the budget and key's domain like a new
+ * chunk, next to the chunk it will replace: an overwrite needs twice its
+ * bytes for a moment. */
+
+/* Make a stage of key's chunk with *shape as a creation would (evicting LRU
+ * chunks for room, a pooled block preferred, charged), run fill(arg,
+ * shape, data) on its block (every token), and return it in *out with
+ * every token present. Returns 0, fill's error (the stage is freed), or
+ * hot_write's errors of creating (-ENOSPC, -EDQUOT, -ENOMEM, -EINVAL). */
+int hot_stage_alloc(struct kvt_hot *hot, const struct kvt_chunk_key *key,
+                    const struct kvt_chunk_shape *shape, hot_rows_fn fill, void *arg,
+                    struct kvt_chunk **out);
+/* Make the stage key's chunk: if the chunk is absent the stage becomes it
+ * (no fill hook: every token is overwritten); if it exists with the same
+ * shape, its block is swapped for the stage's under its write lock, every
+ * token marked present and the chunk dirty. Returns 0 (the stage is
+ * consumed), or -ESTALE if the chunk exists with other outliers (it keeps
+ * them: write its rows with hot_write), -EINVAL for another shape, -EAGAIN
+ * if it kept being dropped; on error the stage is still the caller's. A
+ * commit after a drop of the chunk is a store after the drop. */
+int hot_stage_commit(struct kvt_hot *hot, struct kvt_chunk *stage);
+/* Free a stage not committed (NULL is ignored): its block to the pool or
+ * the OS, its charge released. */
+void hot_stage_free(struct kvt_hot *hot, struct kvt_chunk *stage);
+
 /* Bytes a chunk of this shape is charged against the budget and its
  * domain's quota (data block, bitmap, header): a quota below it fits none. */
 uint64_t hot_chunk_bytes(const struct kvt_chunk_shape *shape);

@@ -88,6 +88,17 @@ int hot_get_or_create(struct kvt_hot *hot, const struct kvt_chunk_key *key,
 int hot_get_or_create_wrlocked(struct kvt_hot *hot, const struct kvt_chunk_key *key,
                                const struct kvt_chunk_shape *shape,
                                struct kvt_chunk **out, bool *created);
+/* hot_stage_alloc's allocation (hot.c): a chunk made as hot_get_or_create
+ * makes one (evictions, charge to the budget and key's domain, a pooled
+ * block preferred) but never linked: an orphan pinned once, which its last
+ * hot_put frees and uncharges. Returns 0 or get_or_create's errors. */
+int hot_stage_chunk(struct kvt_hot *hot, const struct kvt_chunk_key *key,
+                    const struct kvt_chunk_shape *shape, struct kvt_chunk **out);
+/* Link a staged chunk (every bit set) under its key as a new chunk, dirty,
+ * its pin dropped: 0, the stage is the tier's now. If a chunk has the key
+ * already: -EEXIST, that chunk found and pinned in *found, the stage
+ * untouched. */
+int hot_link_staged(struct kvt_hot *hot, struct kvt_chunk *stage, struct kvt_chunk **found);
 /* Unlink a pinned chunk whose write lock the caller holds and mark it gone:
  * a creator that could not fill it throws it away, so that no store finds
  * it half filled. Threads that found it before see gone once they get the

@@ -221,3 +221,69 @@ int hot_leading_tokens(struct kvt_hot *hot, const struct kvt_chunk_key *key,
     put_dirty(hot, c, false);
     return rc;
 }
+
+/* ---- staged chunks: a whole chunk written aside, swapped in later ---------- */
+
+int hot_stage_alloc(struct kvt_hot *hot, const struct kvt_chunk_key *key,
+                    const struct kvt_chunk_shape *shape, hot_rows_fn fill, void *arg,
+                    struct kvt_chunk **out)
+{
+    struct kvt_chunk *stage;
+    int rc = hot_stage_chunk(hot, key, shape, &stage);
+
+    if (rc)
+        return rc;
+    /* Nobody else can reach the stage: no lock is needed to fill it. */
+    rc = fill(arg, &stage->shape, stage->data);
+    if (rc) {
+        hot_put(hot, stage);
+        return rc;
+    }
+    for (uint32_t t = 0; t < stage->shape.tokens; t++)
+        chunk_bit_set(stage->present, t);
+    *out = stage;
+    return 0;
+}
+
+int hot_stage_commit(struct kvt_hot *hot, struct kvt_chunk *stage)
+{
+    for (int attempt = 0; attempt <= GONE_RETRIES; attempt++) {
+        struct kvt_chunk *c;
+        void *old;
+        int rc = hot_link_staged(hot, stage, &c);
+
+        if (rc == 0)
+            return 0;                /* a new chunk, made of the stage itself */
+        if (!chunk_shape_compatible(&c->shape, &stage->shape) ||
+            c->shape.outliers != stage->shape.outliers) {
+            rc = chunk_shape_compatible(&c->shape, &stage->shape) ? -ESTALE : -EINVAL;
+            put_dirty(hot, c, false);
+            return rc;
+        }
+        pthread_rwlock_wrlock(&c->lock);
+        if (c->gone) {               /* dropped before the lock: look again */
+            pthread_rwlock_unlock(&c->lock);
+            put_dirty(hot, c, false);
+            continue;
+        }
+        /* Under the write lock a racing read sees every token old (the
+         * block it had) or new (the stage's), never a mix; the old block
+         * leaves with the stage and its charge. */
+        old = c->data;
+        c->data = stage->data;
+        stage->data = old;
+        for (uint32_t t = 0; t < c->shape.tokens; t++)
+            chunk_bit_set(c->present, t);
+        pthread_rwlock_unlock(&c->lock);
+        put_dirty(hot, c, true);
+        hot_put(hot, stage);
+        return 0;
+    }
+    return -EAGAIN;
+}
+
+void hot_stage_free(struct kvt_hot *hot, struct kvt_chunk *stage)
+{
+    if (stage)
+        hot_put(hot, stage);
+}

@@ -28,7 +28,7 @@
 #define INLINE_BYTES (256u << 10)
 /* Bound on chunk segments per request: the plan's memory stays small. */
 #define MAX_SEGMENTS (1u << 20)
-/* The reason of a store refused by dp_check. */
+/* The reason of a store refused by dp_stage. */
 #define NONFINITE_REASON "stored values must be finite in int8 mode (NaN or Inf found)"
 
 static void rearm(struct kvt_session *s)
@@ -272,8 +272,9 @@ static void submit_parts(struct kvt_session *s, void (*fn)(struct work_item *))
 
 static void part_run(struct work_item *item);
 
-/* A split int8 store's first phase: each part checks its slice, and the
- * last to finish either answers the refusal or submits the store parts.
+/* A split int8 store's first phase: each part stages or checks its slice
+ * (dp_stage), and the last to finish either frees every stage and answers
+ * the refusal, or submits the store parts, which commit the stages.
  * No part waits for another: with as many busy sessions as workers, a
  * barrier inside a part would leave every worker waiting. */
 static void part_check_run(struct work_item *item)
@@ -281,13 +282,15 @@ static void part_check_run(struct work_item *item)
     struct session_part *p = (struct session_part *)item;
     struct kvt_session *s = p->s;
 
-    if (dp_check(&s->srv->dp, &s->rq, s->segs + p->first, p->count)) {
+    if (dp_stage(&s->srv->dp, &s->rq, s->segs + p->first, p->count)) {
         int zero = 0;
         atomic_compare_exchange_strong(&s->status, &zero, -EINVAL);
     }
     if (atomic_fetch_sub_explicit(&s->parts_left, 1, memory_order_acq_rel) != 1)
         return;
     if (atomic_load(&s->status)) {
+        for (unsigned i = 0; i < s->n_parts; i++)
+            dp_release(&s->srv->dp, s->segs + s->parts[i].first, s->parts[i].count);
         free(s->segs);
         s->segs = NULL;
         finish(s, s->op, s->seq, -EINVAL, 0, NONFINITE_REASON);
@@ -333,11 +336,11 @@ static int spans_request(struct kvt_session *s, const char **why)
         bytes += (uint64_t)s->segs[i].n * row * 2;
 
     unsigned workers = s->srv->cfg.workers;
-    /* A store is checked whole before any of it is written (dp_check):
+    /* A store is checked whole before any of it is linked (dp_stage):
      * a refused one stores nothing. */
     if (bytes <= INLINE_BYTES || n_segs == 1 || workers < 2) {
         struct kvt_datapath *dp = &s->srv->dp;
-        int refused = s->op == KVT_OP_STORE ? dp_check(dp, &s->rq, s->segs, n_segs) : 0;
+        int refused = s->op == KVT_OP_STORE ? dp_stage(dp, &s->rq, s->segs, n_segs) : 0;
         rc = refused ? refused
            : s->op == KVT_OP_STORE ? dp_store(dp, &s->rq, s->segs, n_segs)
                                    : dp_fetch(dp, &s->rq, s->segs, n_segs);

@@ -111,6 +111,8 @@ int dp_plan(const struct dp_request *rq, size_t max_segments,
             }
             g->tok = tok;
             g->n = take;
+            g->stage = NULL;
+            g->stage_bytes = 0;
             g->k_off = s->k_off + (uint64_t)done * row;
             g->v_off = s->v_off + (uint64_t)done * row;
             done += take;
@@ -139,13 +141,43 @@ struct rows_move {
     struct kvt_datapath *dp;
     const struct dp_request *rq;
     const struct dp_segment *g;
+    /* Rows not checked yet (a stage): outliers 0 must refuse NaN and Inf
+     * too, which plain quantize takes as 0. */
+    bool unchecked;
 };
+
+/* Bytes of client rows checked and quantized at a time when outliers are 0
+ * and the rows are unchecked: the check's read leaves them in L1 for the
+ * quantize, so the rows come from memory once. */
+#define CHECKED_SLICE_BYTES (16u << 10)
+
+/* quantize groups [0, n_groups) of src into dst/scales, refusing NaN and
+ * Inf: quantize_outliers with no outliers checks, then quantizes, the same
+ * bytes as quantize; run slice by slice so both read the rows from L1. */
+static int quantize_checked(const struct kvt_simd_ops *simd, int8_t *dst, float *scales,
+                            const uint8_t *src, enum kvt_elem elem, size_t n_groups,
+                            size_t dim)
+{
+    const size_t group_bytes = dim * simd_elem_size(elem);
+    size_t step = CHECKED_SLICE_BYTES / group_bytes;
+
+    if (step == 0)
+        step = 1;
+    for (size_t g = 0; g < n_groups; g += step) {
+        size_t take = n_groups - g < step ? n_groups - g : step;
+        int rc = simd->quantize_outliers(dst + g * dim, scales + g, NULL, NULL,
+                                         src + g * group_bytes, elem, take, dim, 0);
+        if (rc)
+            return rc;
+    }
+    return 0;
+}
 
 /* hot_rows_fn: quantize or convert the client's rows into the chunk's
  * (tok * row offsets into chunk_view's arrays), with the chunk's own
  * shape: its outliers may be another setting's. Returns 0, or -EINVAL when
- * quantize_outliers refuses NaN or Inf (the hot tier then keeps the tokens
- * absent). */
+ * quantize_outliers (or, for unchecked rows, quantize_checked) refuses NaN
+ * or Inf (the hot tier then keeps the tokens absent). */
 static int rows_to_chunk(void *arg, const struct kvt_chunk_shape *s, void *data)
 {
     const struct rows_move *m = arg;
@@ -166,6 +198,12 @@ static int rows_to_chunk(void *arg, const struct kvt_chunk_shape *s, void *data)
     }
     float *ks = cv.k_scale + (size_t)g->tok * s->heads;
     float *vs = cv.v_scale + (size_t)g->tok * s->heads;
+    if (!s->outliers && m->unchecked) {
+        rc = quantize_checked(simd, (int8_t *)ck, ks, client_k, elem, groups, s->dim);
+        if (rc == 0)
+            rc = quantize_checked(simd, (int8_t *)cvv, vs, client_v, elem, groups, s->dim);
+        return rc;
+    }
     if (!s->outliers) {
         /* The plain layout, bit for bit as before outliers existed. */
         simd->quantize((int8_t *)ck, ks, client_k, elem, groups, s->dim);
@@ -214,13 +252,48 @@ static int rows_from_chunk(void *arg, const struct kvt_chunk_shape *s, void *dat
     return 0;
 }
 
+/* Free seg's stage, if any, and give back its share of the allowance. */
+static void stage_release(struct kvt_datapath *dp, struct dp_segment *g)
+{
+    if (!g->stage)
+        return;
+    hot_stage_free(dp->hot, g->stage);
+    g->stage = NULL;
+    atomic_fetch_sub_explicit(&dp->staged_bytes, g->stage_bytes, memory_order_relaxed);
+}
+
+void dp_release(struct kvt_datapath *dp, struct dp_segment *segs, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        stage_release(dp, &segs[i]);
+}
+
+/* Commit seg's stage: 0 when it is the chunk now; 1 when the chunk keeps
+ * other outliers (the stage is freed, the rows go in place); or -errno. */
+static int stage_commit(struct kvt_datapath *dp, struct dp_segment *g)
+{
+    int rc = tiers_stage_commit(dp->tiers, g->stage);
+
+    if (rc == 0) {
+        g->stage = NULL;             /* the tier's now */
+        atomic_fetch_sub_explicit(&dp->staged_bytes, g->stage_bytes, memory_order_relaxed);
+        return 0;
+    }
+    stage_release(dp, g);
+    return rc == -ESTALE ? 1 : rc;
+}
+
 int dp_store(struct kvt_datapath *dp, const struct dp_request *rq,
-             const struct dp_segment *segs, size_t n)
+             struct dp_segment *segs, size_t n)
 {
     const struct kvt_chunk_shape shape = dp_chunk_shape(dp, rq->ns, rq->elem);
+    int rc = 0;
 
-    for (size_t i = 0; i < n; i++) {
+    for (size_t i = 0; i < n && rc == 0; i++) {
         struct rows_move m = { .dp = dp, .rq = rq, .g = &segs[i] };
+
+        if (segs[i].stage && (rc = stage_commit(dp, &segs[i])) <= 0)
+            continue;
         /* One pass into the hot tier per segment: it finds or creates the
          * chunk write-locked (a created one with its cold record's tokens
          * already merged under the rows written here, so a write-back never
@@ -228,28 +301,69 @@ int dp_store(struct kvt_datapath *dp, const struct dp_request *rq,
          * read, on this thread, per chunk appended to after its demotion),
          * runs rows_to_chunk, then marks the tokens present and the chunk
          * dirty. A racing fetch sees old or new rows, never a mix. */
-        int rc = tiers_write(dp->tiers, &segs[i].key, &shape, segs[i].tok, segs[i].n,
-                             rows_to_chunk, &m);
-        if (rc)
-            return rc;
+        rc = tiers_write(dp->tiers, &segs[i].key, &shape, segs[i].tok, segs[i].n,
+                         rows_to_chunk, &m);
     }
-    return 0;
+    dp_release(dp, segs, n);         /* after an error: stages not reached */
+    return rc;
 }
 
-int dp_check(const struct kvt_datapath *dp, const struct dp_request *rq,
-             const struct dp_segment *segs, size_t n)
+/* Whether a stage of bytes fits the allowance now (reserving it if so). */
+static bool stage_reserve(struct kvt_datapath *dp, uint64_t bytes, uint64_t allowance)
+{
+    uint64_t was = atomic_fetch_add_explicit(&dp->staged_bytes, bytes, memory_order_relaxed);
+
+    if (was + bytes <= allowance)
+        return true;
+    atomic_fetch_sub_explicit(&dp->staged_bytes, bytes, memory_order_relaxed);
+    return false;
+}
+
+int dp_stage(struct kvt_datapath *dp, const struct dp_request *rq,
+             struct dp_segment *segs, size_t n)
 {
     const size_t row_elems = (size_t)rq->ns->heads * rq->ns->dim;
+    const struct kvt_chunk_shape shape = dp_chunk_shape(dp, rq->ns, rq->elem);
+    const uint64_t stage_bytes = hot_chunk_bytes(&shape);
+    struct kvt_hot_stats hs = { 0 };
+    bool have_budget = false;
+    int rc = 0;
 
     if (dp->lossless)
         return 0;
-    for (size_t i = 0; i < n; i++) {
-        const size_t elems = (size_t)segs[i].n * row_elems;
-        if (dp->simd->check_finite(rq->region + segs[i].k_off, rq->elem, elems) ||
-            dp->simd->check_finite(rq->region + segs[i].v_off, rq->elem, elems))
-            return -EINVAL;
+    for (size_t i = 0; i < n && rc == 0; i++) {
+        struct dp_segment *g = &segs[i];
+        const size_t elems = (size_t)g->n * row_elems;
+        const bool whole = g->tok == 0 && g->n == shape.tokens;
+
+        /* Read once, and only by requests with a whole chunk: a decode
+         * step pays no tier mutex here. */
+        if (whole && !have_budget) {
+            hot_stats(dp->hot, &hs);
+            have_budget = true;
+        }
+        if (whole && stage_reserve(dp, stage_bytes, hs.budget_bytes / DP_STAGE_SHARE)) {
+            struct rows_move m = { .dp = dp, .rq = rq, .g = g, .unchecked = true };
+
+            g->stage_bytes = stage_bytes;
+            rc = hot_stage_alloc(dp->hot, &g->key, &shape, rows_to_chunk, &m, &g->stage);
+            if (rc == 0 || rc == -EINVAL) {
+                if (rc)
+                    atomic_fetch_sub_explicit(&dp->staged_bytes, stage_bytes,
+                                              memory_order_relaxed);
+                continue;
+            }
+            /* No room for a stage (or memory): check it, write it in place. */
+            atomic_fetch_sub_explicit(&dp->staged_bytes, stage_bytes, memory_order_relaxed);
+            rc = 0;
+        }
+        if (dp->simd->check_finite(rq->region + g->k_off, rq->elem, elems) ||
+            dp->simd->check_finite(rq->region + g->v_off, rq->elem, elems))
+            rc = -EINVAL;
     }
-    return 0;
+    if (rc)
+        dp_release(dp, segs, n);
+    return rc;
 }
 
 /* Read one segment from its hot chunk: 0, or -ENOENT if the chunk or any

@@ -22,6 +22,10 @@ struct kvt_datapath {
      * `outliers`; the loop changes it on SIGHUP or config set, workers
      * read it). A chunk keeps the value it was created with. */
     _Atomic uint32_t outliers;
+    /* Bytes of whole-chunk stages (dp_stage) not yet committed or freed:
+     * at most the hot budget / DP_STAGE_SHARE, so the old chunks and the
+     * in-place writes of other segments keep room under a tight budget. */
+    atomic_ulong staged_bytes;
     atomic_ulong hot_hits;     /* fetched segments found in RAM */
     atomic_ulong hot_misses;   /* ... not found there (promoted or absent) */
 };
@@ -33,7 +37,15 @@ struct dp_segment {
     struct kvt_chunk_key key;
     uint32_t tok, n;
     uint64_t k_off, v_off;
+    /* A whole chunk's rows quantized aside by dp_stage (NULL: none), to be
+     * committed by dp_store or freed by dp_release; its charge. */
+    struct kvt_chunk *stage;
+    uint64_t stage_bytes;
 };
+
+/* Stages may take up to this share of the hot budget at once (a half):
+ * an overwrite's stage lives beside the chunk it replaces. */
+#define DP_STAGE_SHARE 2
 
 /* A request bound to its session; everything in it has been validated. */
 struct dp_request {
@@ -62,24 +74,34 @@ int dp_validate(const struct dp_request *rq, const char **why);
 int dp_plan(const struct dp_request *rq, size_t max_segments,
             struct dp_segment **segs, size_t *n_segs);
 
-/* -EINVAL if any K or V row of segments [0, n) holds a NaN or +-Inf, in
- * int8 mode (where they cannot be stored); 0 otherwise, and always 0 in
- * lossless mode, which stores any bits. A store runs it over the whole
- * request before dp_store writes any of it, so a refused request leaves
- * every tier as it was. It reads the client's region as dp_store will,
- * once more: a client that changes its buffers in between only gets its
- * own values stored differently (quantize takes NaN and Inf as 0). */
-int dp_check(const struct kvt_datapath *dp, const struct dp_request *rq,
-             const struct dp_segment *segs, size_t n);
+/* A store's first phase, in int8 mode (0 at once in lossless mode, which
+ * stores any bits): -EINVAL if any K or V row of segments [0, n) holds a
+ * NaN or +-Inf, 0 otherwise. A segment that covers a whole chunk is
+ * quantized into a stage (hot_stage_alloc: charged to the budget and the
+ * domain, may evict LRU chunks as a creation does; at most the budget /
+ * DP_STAGE_SHARE of stages at once), so its rows are read once; any other
+ * (or one with no room for a stage) is only checked, its rows read again
+ * by dp_store. Nothing is linked here, so a refused request leaves every
+ * tier as it was: on -EINVAL the stages of [0, n) are freed already. A
+ * client that changes its buffers in between only gets its own values
+ * stored differently (quantize takes NaN and Inf as 0). */
+int dp_stage(struct kvt_datapath *dp, const struct dp_request *rq,
+             struct dp_segment *segs, size_t n);
+/* Free the stages of segments [0, n) (a refusal elsewhere in the request). */
+void dp_release(struct kvt_datapath *dp, struct dp_segment *segs, size_t n);
 
 /* Store or fetch segments [0, n). Fetch returns -ENOENT if any token is
  * absent from both tiers; chunks found only on the cold tier are promoted.
- * Store returns -ENOSPC if the hot tier cannot make room, -EINVAL when
- * int8 with outliers meets NaN or Inf (that segment's tokens are not
- * stored; earlier segments stay). Each chunk is read and written in the
- * outliers it was created with. */
+ * Store is the second phase: a staged segment's stage becomes its chunk
+ * (swapped in under the chunk's write lock; a chunk that keeps other
+ * outliers gets the rows written in place instead), the others are written
+ * in place. It returns -ENOSPC if the hot tier cannot make room, -EINVAL
+ * when int8 with outliers meets NaN or Inf (that segment's tokens are not
+ * stored; earlier segments stay); every stage of [0, n) is committed or
+ * freed when it returns. Each chunk is read and written in the outliers it
+ * was created with. */
 int dp_store(struct kvt_datapath *dp, const struct dp_request *rq,
-             const struct dp_segment *segs, size_t n);
+             struct dp_segment *segs, size_t n);
 int dp_fetch(struct kvt_datapath *dp, const struct dp_request *rq,
              const struct dp_segment *segs, size_t n);
 

@@ -336,6 +336,21 @@ int tiers_write(struct kvt_tiers *t, const struct kvt_chunk_key *key,
     return rc;
 }
 
+int tiers_stage_commit(struct kvt_tiers *t, struct kvt_chunk *stage)
+{
+    int rc;
+
+    /* No cold record is merged (every token is new), but a drop must still
+     * come wholly before or after the chunk's linking: a write-back of it
+     * between the drop's hot phase and its tombstone would be lost to it. */
+    if (t->cold)
+        pthread_rwlock_rdlock(&t->drop_lock);
+    rc = hot_stage_commit(t->hot, stage);
+    if (t->cold)
+        pthread_rwlock_unlock(&t->drop_lock);
+    return rc;
+}
+
 int tiers_promote(struct kvt_tiers *t, const struct kvt_chunk_key *key,
                   const struct kvt_chunk_shape *shape)
 {

@@ -93,6 +93,11 @@ uint64_t tiers_records_lost(struct kvt_tiers *t);
 int tiers_write(struct kvt_tiers *t, const struct kvt_chunk_key *key,
                 const struct kvt_chunk_shape *shape, uint32_t tok, uint32_t n,
                 hot_rows_fn fill, void *arg);
+/* Make a whole-chunk stage (hot_stage_alloc) its key's chunk:
+ * hot_stage_commit under drop_lock, so a drop comes wholly before the
+ * commit (which is then a store after it) or after. Returns as
+ * hot_stage_commit does (the stage is still the caller's on error). */
+int tiers_stage_commit(struct kvt_tiers *t, struct kvt_chunk *stage);
 
 /* Bring the cold copy of key into the hot tier if the chunk is not there
  * (hot_load; a chunk in RAM already holds its record's tokens). The chunk

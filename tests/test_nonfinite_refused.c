@@ -9,11 +9,18 @@
  *    token of every layer then fetches as before, bit for bit, the tokens
  *    that were absent are still absent (kvt_length unchanged, fetch
  *    -ENOENT), and the hot tier holds no new chunk;
+ *    and the same with the bad value in a segment that covers a whole
+ *    chunk over existing tokens (quantized aside into a stage in the first
+ *    phase: the stage is freed, hot used_bytes is as before) as well as in
+ *    a partial one (only checked);
  *  - the same into a context that does not exist: -EINVAL, kvt_length 0,
  *    kvt_fetch -ENOENT, no new chunk; and for a token-addressed store;
  *  - the same for requests large enough to be split across the workers
  *    (above session.c's INLINE_BYTES), and two clients sending such
  *    requests at once, refused and accepted ones in turn, all answered;
+ *  - under a hot budget too tight to stage a whole request (stages may
+ *    take half of it), a large overwrite is stored all the same and reads
+ *    back within the int8 bound, and a refused one still answers -EINVAL;
  *  - finite values that look special (-0, subnormals, the largest finite
  *    value) are stored, not refused;
  * and a --quant none daemon stores NaN (quiet and signalling, with
@@ -70,8 +77,8 @@ static kvt_client *connect_as(const struct shape *s, kvt_dtype dt, int di)
     return c;
 }
 
-/* stats' hot.chunks. */
-static double hot_chunks(void)
+/* stats' hot.<field>. */
+static double hot_stat(const char *field)
 {
     static char reply[1 << 16];
     double v;
@@ -79,12 +86,17 @@ static double hot_chunks(void)
     CHECK_OK(admin_request(&d, "{\"cmd\":\"stats\"}", reply, sizeof(reply)));
     cJSON *r = cJSON_Parse(reply);
     assert_non_null(r);
-    cJSON *f = cJSON_GetObjectItem(cJSON_GetObjectItem(r, "hot"), "chunks");
+    cJSON *f = cJSON_GetObjectItem(cJSON_GetObjectItem(r, "hot"), field);
     if (!cJSON_IsNumber(f))
-        fail_msg("stats has no hot.chunks: %s", reply);
+        fail_msg("stats has no hot.%s: %s", field, reply);
     v = f->valuedouble;
     cJSON_Delete(r);
     return v;
+}
+
+static double hot_chunks(void)
+{
+    return hot_stat("chunks");
 }
 
 /* K and V buffers for every layer of a store of s->tokens tokens. */
@@ -132,16 +144,30 @@ static uint8_t *fetch_all(kvt_client *c, const char *ctx, const struct shape *s,
 
 /* Where the bad value goes: element 0 of the first segment's K (first
  * span, first token), or the last element of the last segment's V (last
- * span, last token): the first and the last row the request writes. */
-enum spot { SPOT_FIRST, SPOT_LAST };
+ * span, last token): the first and the last row the request writes, both
+ * in partial segments (start and start + tokens are not chunk-aligned);
+ * or the middle of the first whole chunk's V in a middle span, a segment
+ * that covers a chunk of old tokens (staged, not only checked). */
+enum spot { SPOT_FIRST, SPOT_LAST, SPOT_WHOLE };
 
 static void poison(struct batch *b, const struct shape *s, kvt_dtype dt, enum spot at, float bad)
 {
-    if (at == SPOT_FIRST)
+    if (at == SPOT_FIRST) {
         test_from_f32(b->spans[0].k, dt, 0, bad);
-    else
+    } else if (at == SPOT_LAST) {
         test_from_f32(b->spans[s->layers - 1].v, dt,
                       (size_t)s->tokens * elems_per_row(s) - 1, bad);
+    } else {
+        size_t tok = (s->chunk - s->start % s->chunk) % s->chunk + s->chunk / 2;
+        test_from_f32(b->spans[s->layers / 2].v, dt,
+                      tok * elems_per_row(s) + elems_per_row(s) / 2, bad);
+    }
+}
+
+static const char *spot_name(enum spot at)
+{
+    return at == SPOT_FIRST ? "first (partial)" : at == SPOT_LAST ? "last (partial)"
+                                                                  : "a whole-chunk";
 }
 
 static void expect_refused(kvt_client *c, int rc, const char *what)
@@ -156,7 +182,7 @@ static void expect_refused(kvt_client *c, int rc, const char *what)
  * first absent token of every layer is still absent, no chunk was added. */
 static void expect_unchanged(kvt_client *c, const char *ctx, const struct shape *s,
                              kvt_dtype dt, const uint8_t *before, double chunks,
-                             const char *what)
+                             double used, const char *what)
 {
     size_t bytes = (size_t)s->old_tokens * row_bytes(s, dt) * 2 * s->layers;
     uint32_t len = 99;
@@ -176,6 +202,9 @@ static void expect_unchanged(kvt_client *c, const char *ctx, const struct shape 
         CHECK_RC(kvt_fetch(c, ctx, l, s->old_tokens, 1, one, one + row_bytes(s, dt)), -ENOENT);
     if (hot_chunks() != chunks)
         fail_msg("%s: hot chunks %.0f, want %.0f", what, hot_chunks(), chunks);
+    /* A stage left behind would still be charged. */
+    if (used >= 0 && hot_stat("used_bytes") != used)
+        fail_msg("%s: hot used_bytes %.0f, want %.0f", what, hot_stat("used_bytes"), used);
     free(one);
 }
 
@@ -200,17 +229,16 @@ static void refuse_all_cases(const struct shape *s)
             batch_free(&old, s);
             before = fetch_all(c, ctx, s, dt, s->old_tokens);
         }
-        double chunks = hot_chunks();
+        double chunks = hot_chunks(), used = hot_stat("used_bytes");
         for (size_t v = 0; v < 3; v++)
-            for (enum spot at = SPOT_FIRST; at <= SPOT_LAST; at++) {
+            for (enum spot at = SPOT_FIRST; at <= SPOT_WHOLE; at++) {
                 snprintf(what, sizeof(what), "%s, %s in the %s segment, %u old tokens",
-                         dtype_names[di], bad_names[v], at == SPOT_FIRST ? "first" : "last",
-                         s->old_tokens);
+                         dtype_names[di], bad_names[v], spot_name(at), s->old_tokens);
                 batch_fill(&next, s, dt, s->start, s->tokens, 20);
                 poison(&next, s, dt, at, bad[v]);
                 expect_refused(c, kvt_store_batch(c, ctx, next.spans, s->layers), what);
                 batch_free(&next, s);
-                expect_unchanged(c, ctx, s, dt, before, chunks, what);
+                expect_unchanged(c, ctx, s, dt, before, chunks, used, what);
             }
         free(before);
         kvt_disconnect(c);
@@ -285,6 +313,55 @@ static void refused_split_into_new_context(void **state)
     s.old_tokens = 0;
     start_int8();
     refuse_all_cases(&s);
+    stop();
+}
+
+/* A budget of 3 MiB: stages may take 1.5 MiB, about 3/4 of the large
+ * request's whole chunks, and the old context takes most of the rest, so
+ * the other segments fall back to the check and the in-place write. */
+static void tight_budget_stores_and_refuses(void **state)
+{
+    (void)state;
+    const struct shape *s = &large;
+    struct batch old, next;
+    const uint32_t end = s->start + s->tokens;
+    size_t bytes = (size_t)end * row_bytes(s, KVT_F16) * 2 * s->layers;
+    uint32_t len = 0;
+
+    daemon_start(&d, "--hot-bytes", "3M", "--workers", "2", NULL);
+    kvt_client *c = connect_as(s, KVT_F16, 0);
+    batch_fill(&old, s, KVT_F16, 0, s->old_tokens, 10);
+    CHECK_OK(kvt_store_batch(c, "tight", old.spans, s->layers));
+    batch_free(&old, s);
+    for (enum spot at = SPOT_FIRST; at <= SPOT_WHOLE; at++) {
+        batch_fill(&next, s, KVT_F16, s->start, s->tokens, 20);
+        poison(&next, s, KVT_F16, at, NAN);
+        expect_refused(c, kvt_store_batch(c, "tight", next.spans, s->layers), spot_name(at));
+        batch_free(&next, s);
+    }
+    /* Tokens [0, start) from seed 10, the rest from seed 20. */
+    batch_fill(&old, s, KVT_F16, 0, s->start, 10);
+    CHECK_OK(kvt_store_batch(c, "tight", old.spans, s->layers));
+    batch_free(&old, s);
+    batch_fill(&next, s, KVT_F16, s->start, s->tokens, 20);
+    CHECK_OK(kvt_store_batch(c, "tight", next.spans, s->layers));
+    batch_free(&next, s);
+    CHECK_OK(kvt_length(c, "tight", &len));
+    assert_int_equal(len, end);
+    uint8_t *all = fetch_all(c, "tight", s, KVT_F16, end);
+    size_t rb = (size_t)end * row_bytes(s, KVT_F16), sb = (size_t)s->start * row_bytes(s, KVT_F16);
+    for (uint32_t l = 0; l < s->layers; l++) {
+        const uint8_t *k = all + rb * 2 * l, *v = k + rb;
+        assert_int_equal(test_check(k, KVT_F16, 10, l, 0, s->start, s->heads, s->dim, 0), 0);
+        assert_int_equal(test_check(v, KVT_F16, 11, l, 0, s->start, s->heads, s->dim, 0), 0);
+        assert_int_equal(test_check(k + sb, KVT_F16, 20, l, s->start, s->tokens, s->heads,
+                                    s->dim, 0), 0);
+        assert_int_equal(test_check(v + sb, KVT_F16, 21, l, s->start, s->tokens, s->heads,
+                                    s->dim, 0), 0);
+    }
+    assert_true(bytes > 0);
+    free(all);
+    kvt_disconnect(c);
     stop();
 }
 
@@ -429,6 +506,7 @@ int main(void)
         cmocka_unit_test(refused_split_over_existing_context),
         cmocka_unit_test(refused_split_into_new_context),
         cmocka_unit_test(split_refusals_from_two_clients),
+        cmocka_unit_test(tight_budget_stores_and_refuses),
         cmocka_unit_test(special_finite_values_stored),
         cmocka_unit_test(quant_none_keeps_nonfinite),
     };
