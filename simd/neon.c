@@ -298,6 +298,7 @@ static int any_nonfinite(const void *src, enum kvt_elem elem, size_t n)
 }
 
 #define SIMD_OP(name) neon_##name
+#include "outlier_scan_block.h"
 #include "outlier_ops.h"
 #undef SIMD_OP
 
