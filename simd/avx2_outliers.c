@@ -138,6 +138,7 @@ KERNEL void sort4(enum kvt_elem elem, __m256i *x)
 KERNEL void largest_keys(enum kvt_elem elem, int c, const unsigned char *const g[SEL_GROUPS],
                          size_t dim, __m256i *out)
 {
+    const unsigned char *next = g[SEL_GROUPS - 1] + dim * (elem == KVT_ELEM_F32 ? 4 : 2);
     const size_t per = elem == KVT_ELEM_F32 ? 8 : 16, width = elem == KVT_ELEM_F32 ? 4 : 2;
     const size_t full = dim / per * per;
     const int n1 = c / 2, n2 = c / 3, n3 = c / 4;
@@ -163,6 +164,11 @@ KERNEL void largest_keys(enum kvt_elem elem, int c, const unsigned char *const g
     for (int i = 0; i < c; i++)
         top[i] = top1[i / 2] = top2[i / 3] = top3[i / 4] = _mm256_setzero_si256();
     for (size_t i = 0; i < full; i += per) {
+        /* the next block, a chunk's worth (as many bytes as this one
+         * reads) per chunk: the hardware's prefetch follows eight
+         * streams less well than one */
+        for (size_t b = 0; b < SEL_GROUPS * per * width; b += 64)
+            _mm_prefetch((const char *)next + i * SEL_GROUPS * width + b, _MM_HINT_T0);
 #pragma GCC unroll 8
         for (int k = 0; k < SEL_GROUPS; k++)
             x[k] = key_vec(g[k], elem, i);
@@ -265,39 +271,52 @@ KERNEL __m256 keys_to_f32(enum kvt_elem elem, __m256i key)
  * i + j). Each vector is loaded once for both: its keys are compared, and
  * its halves converted. */
 KERNEL uint32_t quantize32_outliers(int8_t *dst, const unsigned char *p, enum kvt_elem elem,
-                                    size_t i, __m256 inv, __m256i t)
+                                    size_t i, __m256 inv, __m256i t, uint32_t *equal)
 {
     const __m256i unlane = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
     __m256i q[4], above, b;
 
     if (elem == KVT_ELEM_F32) {
-        __m256i c[4];
+        __m256i key[4];
 
         for (int k = 0; k < 4; k++) {
             __m256i raw = _mm256_loadu_si256((const __m256i *)(p + (i + 8 * (size_t)k) * 4));
 
-            c[k] = _mm256_cmpgt_epi32(_mm256_and_si256(raw, _mm256_set1_epi32(0x7fffffff)), t);
+            key[k] = _mm256_and_si256(raw, _mm256_set1_epi32(0x7fffffff));
             q[k] = quantize8_f32(_mm256_castsi256_ps(raw), inv);
         }
         /* packed as q is below, so unlane puts it in order too */
-        above = _mm256_permutevar8x32_epi32(_mm256_packs_epi16(_mm256_packs_epi32(c[0], c[1]),
-                                                               _mm256_packs_epi32(c[2], c[3])),
-                                            unlane);
+        above = _mm256_permutevar8x32_epi32(_mm256_packs_epi16(
+            _mm256_packs_epi32(_mm256_cmpgt_epi32(key[0], t), _mm256_cmpgt_epi32(key[1], t)),
+            _mm256_packs_epi32(_mm256_cmpgt_epi32(key[2], t), _mm256_cmpgt_epi32(key[3], t))),
+            unlane);
+        if (equal)
+            *equal = (uint32_t)_mm256_movemask_epi8(_mm256_permutevar8x32_epi32(_mm256_packs_epi16(
+                _mm256_packs_epi32(_mm256_cmpeq_epi32(key[0], t), _mm256_cmpeq_epi32(key[1], t)),
+                _mm256_packs_epi32(_mm256_cmpeq_epi32(key[2], t), _mm256_cmpeq_epi32(key[3], t))),
+                unlane));
     } else {
-        __m256i raw[2], c[2];
+        __m256i key[2];
 
         for (int k = 0; k < 2; k++) {
-            raw[k] = _mm256_loadu_si256((const __m256i *)(p + (i + 16 * (size_t)k) * 2));
-            c[k] = _mm256_cmpgt_epi16(_mm256_and_si256(raw[k], _mm256_set1_epi16(0x7fff)), t);
+            key[k] = _mm256_and_si256(_mm256_loadu_si256(
+                         (const __m256i *)(p + (i + 16 * (size_t)k) * 2)), _mm256_set1_epi16(0x7fff));
             /* converted from memory again: a load is cheaper than the
-             * shuffle that would take the high half of raw */
+             * shuffle that would take the high half of the keys' */
             q[2 * k] = quantize8_f32(load8(p, elem, i + 16 * (size_t)k), inv);
             q[2 * k + 1] = quantize8_f32(load8(p, elem, i + 16 * (size_t)k + 8), inv);
         }
-        above = _mm256_permute4x64_epi64(_mm256_packs_epi16(c[0], c[1]), 0xd8);
+        above = _mm256_permute4x64_epi64(_mm256_packs_epi16(_mm256_cmpgt_epi16(key[0], t),
+                                                            _mm256_cmpgt_epi16(key[1], t)), 0xd8);
+        if (equal)
+            *equal = (uint32_t)_mm256_movemask_epi8(_mm256_permute4x64_epi64(
+                _mm256_packs_epi16(_mm256_cmpeq_epi16(key[0], t), _mm256_cmpeq_epi16(key[1], t)),
+                0xd8));
     }
+    /* No lane but an outlier's can leave [-127, 127] (|x| <= amax): their
+     * saturated q are the ones set to 0, so no clamp is needed. */
     b = _mm256_packs_epi16(_mm256_packs_epi32(q[0], q[1]), _mm256_packs_epi32(q[2], q[3]));
-    b = _mm256_max_epi8(_mm256_permutevar8x32_epi32(b, unlane), _mm256_set1_epi8(-127));
+    b = _mm256_permutevar8x32_epi32(b, unlane);
     _mm256_storeu_si256((__m256i *)(dst + i), _mm256_andnot_si256(above, b));
     return (uint32_t)_mm256_movemask_epi8(above);
 }
@@ -355,14 +374,23 @@ KERNEL void store_outliers(const unsigned char *p, enum kvt_elem elem, const uin
     float v[SIMD_OUTLIERS_MAX] = { 0 };
     uint16_t h[SIMD_OUTLIERS_MAX];
 
-    /* one position at a time: a wider read of pos, just written in
-     * 16-bit pieces, would wait for those stores to retire */
+    /* One position at a time: a wider read of pos, just written in 16-bit
+     * pieces, would wait for those stores to retire. The bits are read
+     * here, not through simd_load_one, whose bf16 case is a call. */
     for (unsigned j = 0; j < n_out; j++) {
+        uint32_t bits = 0;
+
         idx[j] = pos[j];
-        if (elem == KVT_ELEM_F16)
-            memcpy(&f16[j], p + (size_t)pos[j] * 2, 2);
+        if (elem == KVT_ELEM_F32)
+            memcpy(&bits, p + (size_t)pos[j] * 4, 4);
         else
-            v[j] = simd_load_one(p, elem, pos[j]);
+            memcpy(&bits, p + (size_t)pos[j] * 2, 2);
+        if (elem == KVT_ELEM_BF16)      /* the top half of an f32 */
+            bits <<= 16;
+        if (elem == KVT_ELEM_F16)
+            f16[j] = (uint16_t)bits;
+        else
+            memcpy(&v[j], &bits, 4);
     }
     if (elem == KVT_ELEM_F16)
         return;
@@ -371,70 +399,91 @@ KERNEL void store_outliers(const unsigned char *p, enum kvt_elem elem, const uin
     memcpy(f16, h, n_out * 2);
 }
 
-/* One group's q, with the lanes whose key exceeds t set to 0, and the
- * positions of those lanes appended to pos at *n. */
-KERNEL void quantize_masked(int per_word, int8_t *dst, const unsigned char *p, enum kvt_elem elem,
-                            size_t dim, float inv_scalar, __m256i t, uint16_t *pos, unsigned *n)
+/* From a word's keys equal to T (eq, bit j: element base + j), the lowest
+ * ones while *ties last: their q set to 0, and returned as a mask. */
+KERNEL uint64_t take_ties(int8_t *dst, size_t base, uint64_t eq, unsigned *ties)
+{
+    uint64_t taken = 0;
+
+    for (; *ties && eq; --*ties, eq &= eq - 1) {
+        taken |= eq & -eq;
+        dst[base + (unsigned)__builtin_ctzll(eq)] = 0;
+    }
+    return taken;
+}
+
+/* One group's q and outliers, T given (rest): every key above T, and
+ * while ties last the lowest-index keys equal to it (with_ties a constant:
+ * groups without ties, nearly all of them, skip that work). q of the
+ * outliers is 0; their positions are appended to pos at *n. */
+KERNEL void quantize_masked(int per_word, int with_ties, int8_t *dst, const unsigned char *p,
+                            enum kvt_elem elem, size_t dim, float inv_scalar, uint32_t rest,
+                            unsigned ties, uint16_t *pos, unsigned *n)
 {
     const __m256 inv = _mm256_set1_ps(inv_scalar);
+    const __m256i t = key_set1(elem, rest);
     const size_t full = dim / 32 * 32;
+    uint32_t eq0 = 0, eq1 = 0;
     size_t i = 0;
 
     for (; i + 64 <= full; i += 64) {
-        uint64_t word = quantize32_outliers(dst, p, elem, i, inv, t);
+        uint64_t word = quantize32_outliers(dst, p, elem, i, inv, t, with_ties ? &eq0 : NULL);
 
-        word |= (uint64_t)quantize32_outliers(dst, p, elem, i + 32, inv, t) << 32;
+        word |= (uint64_t)quantize32_outliers(dst, p, elem, i + 32, inv, t,
+                                              with_ties ? &eq1 : NULL) << 32;
+        if (with_ties)
+            word |= take_ties(dst, i, eq0 | (uint64_t)eq1 << 32, &ties);
         append_positions(per_word, pos, n, word, i);
     }
     if (i < full) {
-        append_positions(per_word, pos, n, quantize32_outliers(dst, p, elem, i, inv, t), i);
+        uint64_t word = quantize32_outliers(dst, p, elem, i, inv, t, with_ties ? &eq0 : NULL);
+
+        if (with_ties)
+            word |= take_ties(dst, i, eq0, &ties);
+        append_positions(per_word, pos, n, word, i);
         i += 32;
     }
-    if (i < dim) {      /* the last few: q one by one, the mask from a copy */
-        uint32_t word = key_mask32(p, elem, i, dim, t, 0);
+    if (i < dim) {      /* the last few: q one by one, the masks from a copy */
+        uint64_t word = key_mask32(p, elem, i, dim, t, 0);
 
         for (size_t j = i; j < dim; j++)
             dst[j] = word >> (j - i) & 1 ? 0
                    : simd_quantize_one(simd_load_one(p, elem, j), inv_scalar);
+        if (with_ties)
+            word |= take_ties(dst, i, key_mask32(p, elem, i, dim, t, 1), &ties);
         append_positions(per_word, pos, n, word, i);
     }
 }
 
-/* One group whose n_out outliers are exactly its keys above T (rest). */
-KERNEL void quantize_group_outliers(int per_word, int8_t *dst, const unsigned char *p,
-                                    enum kvt_elem elem, size_t dim, unsigned n_out, float inv,
-                                    uint32_t rest, uint16_t *idx, uint16_t *f16)
+/* One group: q, then the n_out outliers' indices and values. ties: how
+ * many keys equal to T are outliers (n_out less the count above T). */
+KERNEL void quantize_group_outliers(int per_word, int with_ties, int8_t *dst,
+                                    const unsigned char *p, enum kvt_elem elem, size_t dim,
+                                    unsigned n_out, float inv, uint32_t rest, unsigned ties,
+                                    uint16_t *idx, uint16_t *f16)
 {
     uint16_t pos[2 * SIMD_OUTLIERS_MAX];
     unsigned n = 0;
 
-    quantize_masked(per_word, dst, p, elem, dim, inv, key_set1(elem, rest), pos, &n);
+    quantize_masked(per_word, with_ties, dst, p, elem, dim, inv, rest, ties, pos, &n);
     store_outliers(p, elem, pos, n_out, idx, f16);
 }
 
-/* The same for a group with ties at T (fewer than n_out keys above it):
- * the lowest-index keys equal to T join the outliers, their q set to 0
- * afterwards. Rare on real data, so written plainly. */
-KERNEL void quantize_group_ties(int8_t *dst, const unsigned char *p, enum kvt_elem elem,
-                                size_t dim, unsigned n_out, float inv, uint32_t rest,
-                                uint16_t *idx, uint16_t *f16)
+KERNEL void group_ties_typed(enum kvt_elem elem, int8_t *dst, const unsigned char *p, size_t dim,
+                             unsigned n_out, float inv, uint32_t rest, unsigned ties,
+                             uint16_t *idx, uint16_t *f16)
 {
-    const __m256i t = key_set1(elem, rest);
-    uint16_t pos[2 * SIMD_OUTLIERS_MAX];
-    unsigned n = 0;
+    quantize_group_outliers(4, 1, dst, p, elem, dim, n_out, inv, rest, ties, idx, f16);
+}
 
-    quantize_masked(1, dst, p, elem, dim, inv, t, pos, &n);
-    for (size_t i = 0; i < dim && n < n_out; i += 32)
-        for (uint32_t eq = key_mask32(p, elem, i, dim, t, 1); eq && n < n_out; eq &= eq - 1) {
-            uint16_t at = (uint16_t)(i + (unsigned)__builtin_ctz(eq));
-            unsigned j = n++;
-
-            dst[at] = 0;
-            for (; j > 0 && pos[j - 1] > at; j--)   /* into index order */
-                pos[j] = pos[j - 1];
-            pos[j] = at;
-        }
-    store_outliers(p, elem, pos, n_out, idx, f16);
+/* A group with ties at T, rare on most data: out of line, so that its
+ * code does not crowd the registers of the common path's. */
+static __attribute__((noinline)) void group_with_ties(enum kvt_elem elem, int8_t *dst,
+                                                      const unsigned char *p, size_t dim,
+                                                      unsigned n_out, float inv, uint32_t rest,
+                                                      unsigned ties, uint16_t *idx, uint16_t *f16)
+{
+    SIMD_BY_ELEM(group_ties_typed, elem, dst, p, dim, n_out, inv, rest, ties, idx, f16);
 }
 
 KERNEL int outlier_block_of(enum kvt_elem elem, const unsigned char *const group[SEL_GROUPS],
@@ -455,7 +504,8 @@ KERNEL int outlier_block_of(enum kvt_elem elem, const unsigned char *const group
     _mm256_storeu_si256((__m256i *)rest, rest_v);
     _mm256_storeu_si256((__m256i *)n_above, above_v);
     simd_group_scale_inv8(amax, scale, inv);
-    memcpy(scales, scale, n * sizeof(float));
+    for (size_t k = 0; k < n; k++)
+        scales[k] = scale[k];
     for (size_t k = 0; k < n; k++) {
         int8_t *qk = q + k * dim;
         uint16_t *ik = idx + k * n_out, *fk = f16 + k * n_out;
@@ -464,13 +514,14 @@ KERNEL int outlier_block_of(enum kvt_elem elem, const unsigned char *const group
             if ((rc = simd_quantize_outliers_group(qk, &scales[k], ik, fk, g[k], elem, dim,
                                                    n_out)) < 0)
                 return rc;
-        } else if (n_above[k] < n_out) {
-            quantize_group_ties(qk, g[k], elem, dim, n_out, inv[k], rest[k], ik, fk);
+        } else if (n_above[k] < n_out) {   /* ties at T: rare on most data */
+            group_with_ties(elem, qk, g[k], dim, n_out, inv[k], rest[k], n_out - n_above[k],
+                            ik, fk);
         } else {
             /* as many positions per 64-bit word without a branch as it
              * can hold (or is likely to, from 7 on) */
 #define GROUP_OUTLIERS(per_word) \
-    quantize_group_outliers(per_word, qk, g[k], elem, dim, n_out, inv[k], rest[k], ik, fk)
+    quantize_group_outliers(per_word, 0, qk, g[k], elem, dim, n_out, inv[k], rest[k], 0, ik, fk)
             switch (n_out) {
             case 1:  GROUP_OUTLIERS(1); break;
             case 2:  GROUP_OUTLIERS(2); break;
