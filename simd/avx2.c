@@ -154,8 +154,9 @@ KERNEL void quantize_group_fast(int8_t *dst, const void *src, enum kvt_elem elem
 }
 
 /* n (1..8) consecutive groups. Groups holding NaN or Inf (which must read
- * as 0) or whose 127 / amax overflowed are rare: scalar.c does those. */
-KERNEL void quantize_block(int8_t *dst, float *scales, const unsigned char *src,
+ * as 0) or whose 127 / amax overflowed are rare: scalar.c does those.
+ * Returns whether a group held NaN or Inf. */
+KERNEL int quantize_block(int8_t *dst, float *scales, const unsigned char *src,
                            enum kvt_elem elem, size_t n, size_t dim)
 {
     const size_t group_bytes = dim * (elem == KVT_ELEM_F32 ? 4 : 2);
@@ -164,7 +165,7 @@ KERNEL void quantize_block(int8_t *dst, float *scales, const unsigned char *src,
     float scale_of[BLOCK], inv_of[BLOCK];
     __m256i partial[BLOCK], max_bits;
     __m256 amax, scale, inv;
-    int rare;
+    int nonfinite, rare;
 
     for (size_t k = 0; k < BLOCK; k++)
         partial[k] = k < n ? group_abs_max(src + k * group_bytes, elem, dim) : _mm256_setzero_si256();
@@ -183,9 +184,9 @@ KERNEL void quantize_block(int8_t *dst, float *scales, const unsigned char *src,
     scale = _mm256_div_ps(amax, _mm256_set1_ps(127.0f));
     inv = _mm256_and_ps(_mm256_div_ps(_mm256_set1_ps(127.0f), amax),
                         _mm256_cmp_ps(amax, _mm256_setzero_ps(), _CMP_GT_OQ));
-    rare = _mm256_movemask_ps(_mm256_castsi256_ps(
-               _mm256_cmpgt_epi32(max_bits, _mm256_set1_epi32((int)inf_bits - 1))))
-         | _mm256_movemask_ps(_mm256_cmp_ps(inv, _mm256_set1_ps(FLT_MAX), _CMP_GT_OQ));
+    nonfinite = _mm256_movemask_ps(_mm256_castsi256_ps(
+                    _mm256_cmpgt_epi32(max_bits, _mm256_set1_epi32((int)inf_bits - 1))));
+    rare = nonfinite | _mm256_movemask_ps(_mm256_cmp_ps(inv, _mm256_set1_ps(FLT_MAX), _CMP_GT_OQ));
 
     if (n == BLOCK) {
         _mm256_storeu_ps(scales, scale);
@@ -200,16 +201,21 @@ KERNEL void quantize_block(int8_t *dst, float *scales, const unsigned char *src,
         else
             quantize_group_fast(dst + k * dim, src + k * group_bytes, elem, dim, inv_of[k]);
     }
+    return nonfinite;
 }
 
-KERNEL void quantize_groups(enum kvt_elem elem, int8_t *dst, float *scales,
-                            const void *src, size_t n_groups, size_t dim)
+/* Returns whether a group held NaN or Inf. */
+KERNEL int quantize_groups(enum kvt_elem elem, int8_t *dst, float *scales,
+                           const void *src, size_t n_groups, size_t dim)
 {
     const size_t group_bytes = dim * (elem == KVT_ELEM_F32 ? 4 : 2);
+    int nonfinite = 0;
 
     for (size_t g = 0; g < n_groups; g += BLOCK)
-        quantize_block(dst + g * dim, scales + g, (const unsigned char *)src + g * group_bytes,
-                       elem, n_groups - g < BLOCK ? n_groups - g : BLOCK, dim);
+        nonfinite |= quantize_block(dst + g * dim, scales + g,
+                                    (const unsigned char *)src + g * group_bytes, elem,
+                                    n_groups - g < BLOCK ? n_groups - g : BLOCK, dim);
+    return nonfinite;
 }
 
 static void avx2_quantize(int8_t *dst, float *scales, const void *src,
@@ -254,16 +260,21 @@ KERNEL int outlier_block(enum kvt_elem elem, const unsigned char *const group[SI
     return simd_avx2_outlier_block(elem, group, n, dim, n_out, q, scales, idx, f16);
 }
 
-/* Whether any of the n elements at src is NaN or Inf (group_abs_max's
- * partial maxima are below 2^31 and 2^15, so signed compares are exact). */
-KERNEL int any_nonfinite(const void *src, enum kvt_elem elem, size_t n)
+/* quantize for quantize_outliers with n_out == 0 (outlier_ops.h): -EINVAL
+ * for NaN or Inf, which quantize's first pass sees anyway. */
+KERNEL void quantize_groups_finite(enum kvt_elem elem, int *rc, int8_t *dst, float *scales,
+                                   const void *src, size_t n_groups, size_t dim)
 {
-    __m256i m = group_abs_max(src, elem, n);
-    __m256i over = elem == KVT_ELEM_F32
-        ? _mm256_cmpgt_epi32(m, _mm256_set1_epi32((int)SIMD_F32_ABS_INF - 1))
-        : _mm256_cmpgt_epi16(m, _mm256_set1_epi16((short)(simd_inf_key(elem) - 1)));
+    *rc = quantize_groups(elem, dst, scales, src, n_groups, dim) ? -EINVAL : 0;
+}
 
-    return _mm256_movemask_epi8(over) != 0;
+KERNEL int quantize_finite(int8_t *dst, float *scales, const void *src, enum kvt_elem elem,
+                           size_t n_groups, size_t dim)
+{
+    int rc = -EINVAL;
+
+    SIMD_BY_ELEM(quantize_groups_finite, elem, &rc, dst, scales, src, n_groups, dim);
+    return rc;
 }
 
 #define SIMD_OP(name) avx2_##name

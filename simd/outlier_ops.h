@@ -2,11 +2,11 @@
  * dequantize_outliers (simd.h), written once. sse2.c, avx2.c and neon.c
  * each include it after their own KERNEL outlier_block (quantize up to
  * SIMD_OUTLIER_BLOCK groups with their outliers: avx2_outliers.c for AVX2,
- * outlier_scan_block.h for the others), their any_nonfinite and their
- * plain quantize and dequantize, with SIMD_OP(name) naming the backend's
- * functions (such as avx2_##name): so every backend compiles it with its
- * own instruction set, and the three cannot drift apart. No include
- * guard: it is meant to be included once per backend. */
+ * outlier_scan_block.h for the others), their quantize_finite (quantize,
+ * or -EINVAL for NaN / Inf) and their plain dequantize, with SIMD_OP(name)
+ * naming the backend's functions (such as avx2_##name): so every backend
+ * compiles it with its own instruction set, and the three cannot drift
+ * apart. No include guard: it is meant to be included once per backend. */
 
 /* Groups go in blocks of SIMD_OUTLIER_BLOCK through the backend's
  * outlier_block, which returns 0 or -EINVAL (NaN / Inf). */
@@ -37,12 +37,8 @@ static int SIMD_OP(quantize_outliers)(int8_t *dst, float *scales, uint16_t *out_
 
     if ((rc = simd_outliers_args_ok(elem, dim, n_out)) < 0)
         return rc;
-    if (n_out == 0) {   /* plain quantize, once the input is known finite */
-        if (any_nonfinite(src, elem, n_groups * dim))
-            return -EINVAL;
-        SIMD_OP(quantize)(dst, scales, src, elem, n_groups, dim);
-        return 0;
-    }
+    if (n_out == 0)     /* plain quantize of input known finite */
+        return quantize_finite(dst, scales, src, elem, n_groups, dim);
     rc = -EINVAL;
     SIMD_BY_ELEM(quantize_outliers_groups, elem, &rc, dst, scales, out_idx, out_f16, src,
                  n_groups, dim, n_out);

@@ -360,10 +360,15 @@ KERNEL int outlier_scan(struct simd_topk *t, const void *src, enum kvt_elem elem
     return 0;
 }
 
-/* Whether any of the n elements at src is NaN or Inf. */
-static int any_nonfinite(const void *src, enum kvt_elem elem, size_t n)
+/* quantize for quantize_outliers with n_out == 0 (outlier_ops.h): -EINVAL
+ * for NaN or Inf, looked for first. */
+static int quantize_finite(int8_t *dst, float *scales, const void *src, enum kvt_elem elem,
+                           size_t n_groups, size_t dim)
 {
-    return group_max_abs_bits(src, elem, n) >= simd_inf_key(elem);
+    if (group_max_abs_bits(src, elem, n_groups * dim) >= simd_inf_key(elem))
+        return -EINVAL;
+    sse2_quantize(dst, scales, src, elem, n_groups, dim);
+    return 0;
 }
 
 #define SIMD_OP(name) sse2_##name
