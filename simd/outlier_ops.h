@@ -50,8 +50,19 @@ static void SIMD_OP(dequantize_outliers)(void *dst, enum kvt_elem elem, const in
                                      const uint16_t *vals_f16, size_t n_groups, size_t dim,
                                      unsigned n_out)
 {
+    /* In runs of about 16 KiB of output, so that the outliers are written
+     * over values still in L1: patching the whole output after
+     * dequantizing all of it cost a third of the time on 4 MiB. */
+    const size_t group_bytes = dim * simd_elem_size(elem);
+    const size_t run = group_bytes && group_bytes < 16384 ? 16384 / group_bytes : 1;
+
     if (!simd_elem_known(elem))
         return;
-    SIMD_OP(dequantize)(dst, elem, src, scales, n_groups, dim);
-    simd_patch_outliers(dst, elem, idx, vals_f16, n_groups, dim, n_out);
+    for (size_t g = 0; g < n_groups; g += run) {
+        size_t n = n_groups - g < run ? n_groups - g : run;
+        unsigned char *out = (unsigned char *)dst + g * group_bytes;
+
+        SIMD_OP(dequantize)(out, elem, src + g * dim, scales + g, n, dim);
+        simd_patch_outliers(out, elem, idx + g * n_out, vals_f16 + g * n_out, n, dim, n_out);
+    }
 }
