@@ -40,7 +40,7 @@ SAN_FLAGS := -fsanitize=fuzzer-no-link,address,undefined -fno-omit-frame-pointer
 endif
 
 # ---- object lists ----------------------------------------------------------
-SIMD_OBJS   := simd/simd.o simd/scalar.o simd/sse2.o simd/avx2.o
+SIMD_OBJS   := simd/simd.o simd/scalar.o simd/sse2.o simd/avx2.o simd/avx2_outliers.o
 # The cold tier alone (test_cold, the cold-record fuzz target use just it).
 COLD_MODULES   := cache/chunk.o cache/cold.o cache/cold_tomb.o cache/cold_read.o cache/cold_index.o cache/cold_open.o \
 	cache/cold_io.o cache/domain_bytes.o
@@ -85,7 +85,7 @@ $(B)/%.o: %.c
 
 # Kernels get their instruction sets per file; dispatch decides at run time.
 $(B)/simd/sse2.o: ALL_CFLAGS += -msse2
-$(B)/simd/avx2.o: ALL_CFLAGS += -mavx2 -mf16c
+$(B)/simd/avx2.o $(B)/simd/avx2_outliers.o: ALL_CFLAGS += -mavx2 -mf16c
 # clang 14's __builtin_cpu_supports does not know "f16c": in the fuzz build
 # the kernel dispatch table alone is built by gcc, uninstrumented (the
 # kernels themselves are clang's, with the sanitizers).
@@ -141,7 +141,7 @@ test-build: all $(TEST_BINS)
 AARCH64_CC ?= aarch64-linux-gnu-gcc
 A64 := $(B)/aarch64
 A64_SIMD := simd/simd.c simd/scalar.c simd/neon.c
-$(A64)/test_simd $(A64)/test_simd_outliers: $(A64)/%: tests/%.c $(A64_SIMD) simd/simd.h simd/kernels.h simd/outlier_ops.h \
+$(A64)/test_simd $(A64)/test_simd_outliers: $(A64)/%: tests/%.c $(A64_SIMD) simd/simd.h simd/kernels.h simd/outlier_ops.h simd/outlier_scan_block.h \
 	tests/simd_util.h
 	@mkdir -p $(A64)
 	$(AARCH64_CC) -std=gnu11 $(WARN) -O2 -D_GNU_SOURCE -I. -ffp-contract=off \

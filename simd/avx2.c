@@ -1,33 +1,7 @@
 /* avx2.c - AVX2 + F16C backend (no FMA): the hot path, meant to run near memcpy speed. */
-#include <immintrin.h>
+#include "avx2_common.h"
 
-#include "kernels.h"
-
-/* The kernels below take the element type as a parameter and are forced
- * inline into one caller per type, so every loop is compiled for one
- * constant type and the switches fold away. */
-#define KERNEL static inline __attribute__((always_inline))
-
-/* Round to nearest even without raising exceptions, for vcvtps2ph. */
-#define F16_RNE (_MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC)
-
-/* ---- eight elements <-> eight f32 lanes ------------------------------------ */
-
-KERNEL __m256 load8(const void *src, enum kvt_elem elem, size_t i)
-{
-    const unsigned char *p = src;
-
-    switch (elem) {
-    case KVT_ELEM_F16:
-        return _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(p + i * 2)));
-    case KVT_ELEM_BF16:   /* bf16 is the top half of an f32 */
-        return _mm256_castsi256_ps(_mm256_slli_epi32(
-            _mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)(p + i * 2))), 16));
-    case KVT_ELEM_F32:
-        break;
-    }
-    return _mm256_loadu_ps((const float *)(p + i * 4));
-}
+/* ---- eight elements <-> eight f32 lanes (load8 is in avx2_common.h) ------- */
 
 /* simd_f32_to_bf16 on eight lanes. */
 KERNEL __m128i f32x8_to_bf16(__m256 x)
@@ -141,16 +115,9 @@ KERNEL __m256i reduce8_u32(const __m256i a[BLOCK])
                             _mm256_permute2x128_si256(c[0], c[1], 0x31));
 }
 
-/* q for eight lanes. Adding 1.5 * 2^23 rounds any |v| < 2^22 to an integer,
- * half to even in the default rounding mode exactly as cvtps2dq would, and
- * leaves it in the low mantissa bits. An add instead of cvtps2dq because
- * the latter competes with vcvtph2ps for the conversion pipes: with both,
- * the f16 path ran at about half the speed. */
 KERNEL __m256i quantize8(const void *src, enum kvt_elem elem, size_t i, __m256 inv)
 {
-    __m256 v = _mm256_add_ps(_mm256_mul_ps(load8(src, elem, i), inv), _mm256_set1_ps(0x1.8p23f));
-
-    return _mm256_sub_epi32(_mm256_castps_si256(v), _mm256_set1_epi32(0x4b400000));
+    return quantize8_f32(load8(src, elem, i), inv);
 }
 
 /* Second pass over a group whose values are all finite and whose inv is
@@ -187,8 +154,9 @@ KERNEL void quantize_group_fast(int8_t *dst, const void *src, enum kvt_elem elem
 }
 
 /* n (1..8) consecutive groups. Groups holding NaN or Inf (which must read
- * as 0) or whose 127 / amax overflowed are rare: scalar.c does those. */
-KERNEL void quantize_block(int8_t *dst, float *scales, const unsigned char *src,
+ * as 0) or whose 127 / amax overflowed are rare: scalar.c does those.
+ * Returns whether a group held NaN or Inf. */
+KERNEL int quantize_block(int8_t *dst, float *scales, const unsigned char *src,
                            enum kvt_elem elem, size_t n, size_t dim)
 {
     const size_t group_bytes = dim * (elem == KVT_ELEM_F32 ? 4 : 2);
@@ -197,7 +165,7 @@ KERNEL void quantize_block(int8_t *dst, float *scales, const unsigned char *src,
     float scale_of[BLOCK], inv_of[BLOCK];
     __m256i partial[BLOCK], max_bits;
     __m256 amax, scale, inv;
-    int rare;
+    int nonfinite, rare;
 
     for (size_t k = 0; k < BLOCK; k++)
         partial[k] = k < n ? group_abs_max(src + k * group_bytes, elem, dim) : _mm256_setzero_si256();
@@ -216,9 +184,9 @@ KERNEL void quantize_block(int8_t *dst, float *scales, const unsigned char *src,
     scale = _mm256_div_ps(amax, _mm256_set1_ps(127.0f));
     inv = _mm256_and_ps(_mm256_div_ps(_mm256_set1_ps(127.0f), amax),
                         _mm256_cmp_ps(amax, _mm256_setzero_ps(), _CMP_GT_OQ));
-    rare = _mm256_movemask_ps(_mm256_castsi256_ps(
-               _mm256_cmpgt_epi32(max_bits, _mm256_set1_epi32((int)inf_bits - 1))))
-         | _mm256_movemask_ps(_mm256_cmp_ps(inv, _mm256_set1_ps(FLT_MAX), _CMP_GT_OQ));
+    nonfinite = _mm256_movemask_ps(_mm256_castsi256_ps(
+                    _mm256_cmpgt_epi32(max_bits, _mm256_set1_epi32((int)inf_bits - 1))));
+    rare = nonfinite | _mm256_movemask_ps(_mm256_cmp_ps(inv, _mm256_set1_ps(FLT_MAX), _CMP_GT_OQ));
 
     if (n == BLOCK) {
         _mm256_storeu_ps(scales, scale);
@@ -233,16 +201,21 @@ KERNEL void quantize_block(int8_t *dst, float *scales, const unsigned char *src,
         else
             quantize_group_fast(dst + k * dim, src + k * group_bytes, elem, dim, inv_of[k]);
     }
+    return nonfinite;
 }
 
-KERNEL void quantize_groups(enum kvt_elem elem, int8_t *dst, float *scales,
-                            const void *src, size_t n_groups, size_t dim)
+/* Returns whether a group held NaN or Inf. */
+KERNEL int quantize_groups(enum kvt_elem elem, int8_t *dst, float *scales,
+                           const void *src, size_t n_groups, size_t dim)
 {
     const size_t group_bytes = dim * (elem == KVT_ELEM_F32 ? 4 : 2);
+    int nonfinite = 0;
 
     for (size_t g = 0; g < n_groups; g += BLOCK)
-        quantize_block(dst + g * dim, scales + g, (const unsigned char *)src + g * group_bytes,
-                       elem, n_groups - g < BLOCK ? n_groups - g : BLOCK, dim);
+        nonfinite |= quantize_block(dst + g * dim, scales + g,
+                                    (const unsigned char *)src + g * group_bytes, elem,
+                                    n_groups - g < BLOCK ? n_groups - g : BLOCK, dim);
+    return nonfinite;
 }
 
 static void avx2_quantize(int8_t *dst, float *scales, const void *src,
@@ -278,57 +251,30 @@ static void avx2_dequantize(void *dst, enum kvt_elem elem, const int8_t *src,
     SIMD_BY_ELEM(dequantize_groups, elem, dst, src, scales, n_groups, dim);
 }
 
-/* ---- quantize with outliers ----------------------------------------------------- */
+/* ---- quantize with outliers (the selection is in avx2_outliers.c) --------------- */
 
-/* Offers the group's elements to t: a first pass takes lane maxima over
- * blocks of eight f32 or sixteen 16-bit keys for simd_topk_floor, the
- * second offers only the lanes whose key beats thresh (keys are below 2^31
- * and 2^15, so the signed compares are exact; thresh -1 passes all). */
-KERNEL int outlier_scan(struct simd_topk *t, const void *src, enum kvt_elem elem, size_t dim)
+KERNEL int outlier_block(enum kvt_elem elem, const unsigned char *const group[SIMD_OUTLIER_BLOCK],
+                         size_t n, size_t dim, unsigned n_out, int8_t *q, float *scales,
+                         uint16_t *idx, uint16_t *f16)
 {
-    const unsigned char *p = src;
-    const int is_f32 = elem == KVT_ELEM_F32;
-    const size_t block = is_f32 ? 8 : 16, width = is_f32 ? 4 : 2, full = dim / block * block;
-    const __m256i abs_mask = is_f32 ? _mm256_set1_epi32(0x7fffffff) : _mm256_set1_epi16(0x7fff);
-    uint32_t lane_max[16];
-    uint16_t max16[16];
-    size_t i;
-    int rc;
+    return simd_avx2_outlier_block(elem, group, n, dim, n_out, q, scales, idx, f16);
+}
 
-    if (full) {
-        __m256i acc = _mm256_setzero_si256();
+/* quantize for quantize_outliers with n_out == 0 (outlier_ops.h): -EINVAL
+ * for NaN or Inf, which quantize's first pass sees anyway. */
+KERNEL void quantize_groups_finite(enum kvt_elem elem, int *rc, int8_t *dst, float *scales,
+                                   const void *src, size_t n_groups, size_t dim)
+{
+    *rc = quantize_groups(elem, dst, scales, src, n_groups, dim) ? -EINVAL : 0;
+}
 
-        for (i = 0; i < full; i += block) {
-            __m256i a = _mm256_and_si256(abs_mask,
-                                         _mm256_loadu_si256((const __m256i *)(p + i * width)));
+KERNEL int quantize_finite(int8_t *dst, float *scales, const void *src, enum kvt_elem elem,
+                           size_t n_groups, size_t dim)
+{
+    int rc = -EINVAL;
 
-            acc = is_f32 ? _mm256_max_epu32(acc, a) : _mm256_max_epu16(acc, a);
-        }
-        if (is_f32) {
-            _mm256_storeu_si256((__m256i *)lane_max, acc);
-        } else {
-            _mm256_storeu_si256((__m256i *)max16, acc);
-            for (int k = 0; k < 16; k++)
-                lane_max[k] = max16[k];
-        }
-        if ((rc = simd_topk_floor(t, lane_max, (unsigned)block)) < 0)
-            return rc;
-    }
-    for (i = 0; i < full; i += block) {
-        __m256i a = _mm256_and_si256(abs_mask, _mm256_loadu_si256((const __m256i *)(p + i * width)));
-        uint64_t lanes = is_f32
-            ? (unsigned)_mm256_movemask_ps(_mm256_castsi256_ps(
-                  _mm256_cmpgt_epi32(a, _mm256_set1_epi32(t->thresh))))
-            : (unsigned)_mm256_movemask_epi8(
-                  _mm256_cmpgt_epi16(a, _mm256_set1_epi16((short)t->thresh))) & 0x55555555u;
-
-        if (lanes && (rc = simd_topk_offer_lanes(t, src, elem, i, lanes, is_f32 ? 1 : 2)) < 0)
-            return rc;
-    }
-    for (i = full; i < dim; i++)
-        if ((rc = simd_topk_offer(t, src, elem, i)) < 0)
-            return rc;
-    return 0;
+    SIMD_BY_ELEM(quantize_groups_finite, elem, &rc, dst, scales, src, n_groups, dim);
+    return rc;
 }
 
 /* Whether any of the n elements at src is NaN or Inf (group_abs_max's

@@ -44,6 +44,23 @@ static inline float simd_group_inv(float amax)
     return amax > 0.0f ? 127.0f / amax : 0.0f;
 }
 
+/* simd_group_scale and simd_group_inv of eight groups at once, in GCC's
+ * generic vectors so that every backend compiles it for its own
+ * instruction set: the same IEEE divisions, and no branch per group. */
+typedef float simd_v8f __attribute__((vector_size(32)));
+typedef int32_t simd_v8i __attribute__((vector_size(32)));
+
+static inline void simd_group_scale_inv8(const float amax[8], float scale[8], float inv[8])
+{
+    simd_v8f a, s, r;
+
+    memcpy(&a, amax, sizeof(a));
+    s = a / 127.0f;
+    r = (simd_v8f)((simd_v8i)(127.0f / a) & (a > 0.0f));
+    memcpy(scale, &s, sizeof(s));
+    memcpy(inv, &r, sizeof(r));
+}
+
 /* q for one element: x must be finite (non-finite inputs count as 0) and
  * |x| <= amax, so |x * inv| <= 127 * (1 + 2^-23) and the clamp only makes
  * the [-127, 127] promise explicit. lrintf rounds half to even in the
@@ -166,6 +183,9 @@ static inline int simd_convert_trivial(void *dst, enum kvt_elem dst_elem, const 
  * skips would have been refused. */
 #define SIMD_OUTLIERS_MAX 16
 
+/* Groups per call of a backend's outlier_block (outlier_ops.h). */
+#define SIMD_OUTLIER_BLOCK 8
+
 struct simd_topk {
     unsigned n, cap;                        /* cap = n_out + 1 */
     int32_t thresh;                         /* a key must exceed it: -1 until full */
@@ -272,6 +292,19 @@ static inline int simd_topk_floor(struct simd_topk *t, const uint32_t *lane_max,
         return -EINVAL;
     t->thresh = (int32_t)floor_key - 1;
     return 0;
+}
+
+/* A key (sign-cleared bits) as the f32 |x| it stands for, exactly. */
+static inline float simd_key_to_f32(enum kvt_elem elem, uint32_t key)
+{
+    float f;
+
+    if (elem == KVT_ELEM_F16)
+        return simd_f16_to_f32((uint16_t)key);
+    if (elem == KVT_ELEM_BF16)
+        key <<= 16;
+    memcpy(&f, &key, 4);
+    return f;
 }
 
 /* The checks every backend's quantize_outliers makes before any work:

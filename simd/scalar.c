@@ -79,7 +79,6 @@ float simd_topk_finish(const struct simd_topk *t, const void *src, enum kvt_elem
                        unsigned n_out, uint16_t *out_idx, uint16_t *out_f16)
 {
     uint32_t rest = t->n > n_out ? t->key[n_out] : 0;   /* the (n_out + 1)-th largest */
-    float amax;
 
     /* The list is by magnitude; the stored order is by index. */
     for (unsigned j = 0; j < n_out; j++) {
@@ -92,14 +91,7 @@ float simd_topk_finish(const struct simd_topk *t, const void *src, enum kvt_elem
     }
     for (unsigned j = 0; j < n_out; j++)
         out_f16[j] = simd_f32_to_f16(simd_load_one(src, elem, out_idx[j]));
-
-    if (elem == KVT_ELEM_F32)
-        memcpy(&amax, &rest, 4);
-    else if (elem == KVT_ELEM_F16)
-        amax = simd_f16_to_f32((uint16_t)rest);
-    else
-        amax = simd_bf16_to_f32((uint16_t)rest);
-    return amax;
+    return simd_key_to_f32(elem, rest);
 }
 
 int simd_quantize_outliers_group(int8_t *dst, float *scale, uint16_t *out_idx,

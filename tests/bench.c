@@ -715,6 +715,112 @@ static void bench_lz4(void)
     free(out);
 }
 
+/* ---- simd kernels ----------------------------------------------------------------------------
+ * The conversions behind a store and a fetch, alone on one thread with
+ * simd_best(): f16 groups of 128 (one token's head, as shape 2 stores
+ * them), 4 MiB of input (in cache), each figure the median of SIMD_REPS
+ * calls, beside memcpy of the same bytes. "keys": Gaussian with channels
+ * x30 and x10, as real keys are; the others run on fill()'s data. */
+#define SIMD_REPS 21
+#define SIMD_DIM 128
+
+enum simd_kernel { K_QUANTIZE, K_QUANTIZE_OUTLIERS, K_DEQUANTIZE_OUTLIERS };
+
+struct simd_run {
+    const struct kvt_simd_ops *ops;
+    const uint16_t *src;
+    int8_t *q;
+    float *scales;
+    uint16_t *idx, *vals, *out;
+    size_t groups;
+};
+
+static double simd_gbs(const struct simd_run *k, enum simd_kernel which, unsigned n_out)
+{
+    double t[SIMD_REPS];
+    int rc = 0;
+
+    if (which == K_DEQUANTIZE_OUTLIERS)
+        rc = k->ops->quantize_outliers(k->q, k->scales, k->idx, k->vals, k->src, KVT_ELEM_F16,
+                                       k->groups, SIMD_DIM, n_out);
+    for (int r = 0; r < SIMD_REPS && rc == 0; r++) {
+        double t0 = now_s();
+
+        if (which == K_QUANTIZE)
+            k->ops->quantize(k->q, k->scales, k->src, KVT_ELEM_F16, k->groups, SIMD_DIM);
+        else if (which == K_QUANTIZE_OUTLIERS)
+            rc = k->ops->quantize_outliers(k->q, k->scales, k->idx, k->vals, k->src,
+                                           KVT_ELEM_F16, k->groups, SIMD_DIM, n_out);
+        else
+            k->ops->dequantize_outliers(k->out, KVT_ELEM_F16, k->q, k->scales, k->idx, k->vals,
+                                        k->groups, SIMD_DIM, n_out);
+        t[r] = now_s() - t0;
+    }
+    if (rc < 0)
+        die("quantize_outliers", rc);
+    return (double)(k->groups * SIMD_DIM * 2) / median(t, SIMD_REPS) / 1e9;
+}
+
+static void simd_row(const char *name, const char *key, double gbs, double ref, double quant)
+{
+    char json_key[80];
+
+    printf("%-44s %8.2f GB/s  %5.2fx memcpy", name, gbs, gbs / ref);
+    if (quant > 0)
+        printf("  %3.0f %% of quantize", 100 * gbs / quant);
+    printf("\n");
+    snprintf(json_key, sizeof(json_key), "simd_%s_gbs", key);
+    json_num(json_key, gbs);
+    snprintf(json_key, sizeof(json_key), "simd_%s_ratio", key);
+    json_num(json_key, gbs / ref);
+}
+
+static void bench_simd(void)
+{
+    const size_t bytes = 4u << 20, groups = bytes / 2 / SIMD_DIM, n = groups * SIMD_DIM;
+    uint16_t *src = malloc(bytes), *keys = malloc(bytes), *out = malloc(bytes);
+    struct simd_run k = { simd_best(), src, malloc(n), malloc(groups * sizeof(float)),
+                          malloc(groups * 16 * 2), malloc(groups * 16 * 2), out, groups };
+    unsigned seed = 777;
+    double ref, quant;
+
+    if (!src || !keys || !out || !k.q || !k.scales || !k.idx || !k.vals)
+        die("bench_simd", -ENOMEM);
+    memset(out, 0, bytes);      /* every page touched before the clock runs */
+    memset(k.q, 0, n);
+    fill(src, bytes, 99);
+    for (size_t i = 0; i < n; i++) {
+        double u1, u2, g;
+        size_t ch = i % SIMD_DIM;
+
+        seed = seed * 1103515245u + 12345u; u1 = ((seed >> 8) + 1.0) / 16777217.0;
+        seed = seed * 1103515245u + 12345u; u2 = ((seed >> 8) + 1.0) / 16777217.0;
+        g = sqrt(-2 * log(u1)) * cos(2 * M_PI * u2);
+        g *= ch == 3 || ch == 40 ? 30 : ch == 77 || ch == 120 ? 10 : 1;
+        keys[i] = simd_f32_to_f16((float)g);
+    }
+    simd_gbs(&k, K_QUANTIZE_OUTLIERS, 16);      /* warm up, outputs touched */
+    ref = memcpy_gbs(bytes);
+    printf("simd kernels (%s, f16 dim %d, %zu MiB; memcpy of the same bytes %.2f GB/s)\n",
+           k.ops->name, SIMD_DIM, bytes >> 20, ref);
+    json_num("simd_memcpy_gbs", ref);
+    quant = simd_gbs(&k, K_QUANTIZE, 0);
+    simd_row("simd quantize", "quantize", quant, ref, 0);
+    simd_row("simd quantize_outliers n_out 0", "quantize_outliers0",
+             simd_gbs(&k, K_QUANTIZE_OUTLIERS, 0), ref, quant);
+    simd_row("simd quantize_outliers n_out 4", "quantize_outliers4",
+             simd_gbs(&k, K_QUANTIZE_OUTLIERS, 4), ref, quant);
+    simd_row("simd quantize_outliers n_out 8", "quantize_outliers8",
+             simd_gbs(&k, K_QUANTIZE_OUTLIERS, 8), ref, quant);
+    k.src = keys;
+    simd_row("simd quantize_outliers n_out 4, keys", "quantize_outliers4_keys",
+             simd_gbs(&k, K_QUANTIZE_OUTLIERS, 4), ref, quant);
+    k.src = src;
+    simd_row("simd dequantize_outliers n_out 4", "dequantize_outliers4",
+             simd_gbs(&k, K_DEQUANTIZE_OUTLIERS, 4), ref, 0);
+    free(src); free(keys); free(out); free(k.q); free(k.scales); free(k.idx); free(k.vals);
+}
+
 int main(int argc, char **argv)
 {
     char json_path[300];
@@ -737,8 +843,8 @@ int main(int argc, char **argv)
     json_num("memcpy_gbs", ref);
 
     /* KVTIER_BENCH_ONLY=calls (shapes 1 and 3), cold (the cold tier) or
-     * outliers (shape 2 with outliers 0, 4, 8): one part alone, for quick
-     * iterations. */
+     * outliers (shape 2 with outliers 0, 4, 8) or simd (the kernels): one
+     * part alone, for quick iterations. */
     const char *only = getenv("KVTIER_BENCH_ONLY");
     if (only && !strcmp(only, "calls")) {
         bench_small_calls(1);
@@ -755,6 +861,11 @@ int main(int argc, char **argv)
     if (only && !strcmp(only, "cold")) {
         stop_daemon();
         bench_cold();
+        goto out;
+    }
+    if (only && !strcmp(only, "simd")) {
+        stop_daemon();
+        bench_simd();
         goto out;
     }
     bench_overhead();
@@ -774,6 +885,7 @@ int main(int argc, char **argv)
     stop_daemon();
     bench_outliers(ref);
     bench_lz4();
+    bench_simd();
     bench_cold();
 out:
     if (daemon_pid)

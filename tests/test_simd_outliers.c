@@ -6,8 +6,11 @@
  *    dequantized output to "scalar", for f32, f16 and bf16, dims 1..1024
  *    (fixed odd and even sizes plus random ones), n_out 0..16, on Gaussian
  *    data with planted outlier channels x10 / x30, many ties of magnitude
- *    (both signs), all-equal vectors, zeros, f16 subnormals and amax so
- *    small that 127 / amax overflows; unaligned buffers included;
+ *    (both signs), all-equal vectors, zeros, f16 subnormals, amax so small
+ *    that 127 / amax overflows, magnitudes near the top of each type's
+ *    range and runs of adjacent outliers; unaligned buffers included; also
+ *    for calls of up to 23 groups, whose blocks of eight mix groups taking
+ *    different paths, and for vectors of 2048 to 65536 elements;
  *  - the reference picks, for each group, the n_out largest |x| with ties to
  *    the lower index (checked against a naive selection here), stores them
  *    by ascending index with their f16 values, sets their q to 0 and scales
@@ -16,8 +19,9 @@
  *    outlier within f16 rounding plus the dtype's;
  *  - on keys with 4 channels x30 the relative RMS error of the other
  *    channels is <= 1 % with n_out = 4 (printed, with the n_out = 0 figure);
- *  - NaN or +-Inf anywhere (quiet or signalling, any group, any position)
- *    gives -EINVAL from every backend, as do n_out > 16, n_out > dim and an
+ *  - NaN or +-Inf anywhere (quiet or signalling, any group of a call of 3
+ *    or 11, any position, the last lane of the last group included) gives
+ *    -EINVAL from every backend, as do n_out > 16, n_out > dim and an
  *    unknown type; n_out == 0 on finite input equals plain quantize; an f32
  *    outlier beyond f16's range is kept as Inf (documented, not refused);
  *  - dequantize_outliers skips indices >= dim (it writes nothing outside
@@ -44,6 +48,7 @@ static const enum kvt_elem test_elems[] = { KVT_ELEM_F32, KVT_ELEM_F16, KVT_ELEM
 static const size_t fixed_dims[] = { 1, 2, 3, 7, 8, 15, 16, 17, 31, 33, 64, 100, 128, 129, 256, 1024 };
 
 #define MAX_OUT 16
+#define MAX_CHECKED_DIM 1024    /* the naive selection's reach; longer ones only vs scalar */
 
 /* ---- helpers (the kernels' tests run alone under qemu, without helpers.c) ---- */
 
@@ -70,11 +75,11 @@ static const struct kvt_simd_ops *scalar_ops(void)
 
 /* ---- inputs ------------------------------------------------------------------ */
 
-enum { N_PATTERNS = 8 };
+enum { N_PATTERNS = 10 };
 
 /* One group of pattern `pattern`. Magnitudes stay below 65504 / 300 before
- * the planted x30 and x10, so kept values fit in f16 (larger ones would be
- * Inf: what to do with those is the caller's choice). */
+ * the planted x30 and x10, so kept values fit in f16, except in pattern 8
+ * (larger ones become Inf: what to do with those is the caller's choice). */
 static void fill_group(void *buf, enum kvt_elem e, size_t first, size_t dim, int pattern,
                        struct rng *r)
 {
@@ -114,6 +119,15 @@ static void fill_group(void *buf, enum kvt_elem e, size_t first, size_t dim, int
         case 7:     /* one channel x30 among integers that tie at .5 when scaled */
             x = i == dim / 2 ? 3810.0 : (double)((int)(i % 254) - 127) + (i % 2 ? 0.5 : -0.5);
             break;
+        case 8:     /* near the top of the type's range (f16: 65504; others 1e38) */
+            x = (e == KVT_ELEM_F16 ? 65504.0 : 1e38) * (0.5 + 0.5 * rng_unit(r)) *
+                (rng_next(r) % 2 ? -1 : 1);
+            break;
+        case 9:     /* a run of 20 adjacent outliers, all distinct, from dim / 4 */
+            x = rng_gauss(r);
+            if (i >= dim / 4 && i < dim / 4 + 20)
+                x = (double)(i - dim / 4 + 1) * 100.0 * (i % 2 ? -1 : 1);
+            break;
         }
         put_f32(buf, e, first + i, (float)x);
     }
@@ -126,7 +140,7 @@ static void fill_group(void *buf, enum kvt_elem e, size_t first, size_t dim, int
 static void naive_outliers(const void *src, enum kvt_elem e, size_t first, size_t dim,
                            unsigned n_out, uint16_t *idx, double *rest_amax)
 {
-    unsigned char taken[1024] = { 0 };
+    unsigned char taken[MAX_CHECKED_DIM] = { 0 };
 
     for (unsigned j = 0; j < n_out; j++) {
         size_t best = dim;
@@ -154,7 +168,7 @@ static void check_reference(const void *src, enum kvt_elem e, size_t n_groups, s
 {
     for (size_t g = 0; g < n_groups; g++) {
         uint16_t want_idx[MAX_OUT];
-        unsigned char is_out[1024] = { 0 };
+        unsigned char is_out[MAX_CHECKED_DIM] = { 0 };
         double R, bound;
 
         naive_outliers(src, e, g * dim, dim, n_out, want_idx, &R);
@@ -171,7 +185,10 @@ static void check_reference(const void *src, enum kvt_elem e, size_t n_groups, s
                          simd_f32_to_f16(x));
             if (q[at] != 0)
                 fail_msg("%s: q at outlier %zu is %d", what, at, q[at]);
-            if (!(err <= half_ulp(KVT_ELEM_F16, fabs(x)) + half_ulp(e, fabs(x) * (1 + 0x1p-10))))
+            if (fabs(x) >= 65520.0) {   /* kept as Inf of its sign (simd.h) */
+                if (!(isinf(yv) && (yv < 0) == (x < 0)))
+                    fail_msg("%s %s: outlier %zu came back %a for %a", what, elem_name(e), at, yv, x);
+            } else if (!(err <= half_ulp(KVT_ELEM_F16, fabs(x)) + half_ulp(e, fabs(x) * (1 + 0x1p-10))))
                 fail_msg("%s %s: outlier %zu came back %a for %a", what, elem_name(e), at, yv, x);
             is_out[want_idx[j]] = 1;
         }
@@ -250,7 +267,9 @@ static void check_backends(const void *src_in, enum kvt_elem e, size_t n_groups,
     assert_int_equal(scalar->quantize_outliers(ref.q, ref.scales, ref.idx, ref.f16, src, e,
                                                n_groups, dim, n_out), 0);
     scalar->dequantize_outliers(ref.y, e, ref.q, ref.scales, ref.idx, ref.f16, n_groups, dim, n_out);
-    check_reference(src, e, n_groups, dim, n_out, ref.q, ref.scales, ref.idx, ref.f16, ref.y, what);
+    if (dim <= MAX_CHECKED_DIM)
+        check_reference(src, e, n_groups, dim, n_out, ref.q, ref.scales, ref.idx, ref.f16, ref.y,
+                        what);
 
     snprintf(label, sizeof(label), "%s %s dim %zu groups %zu n_out %u", what, elem_name(e),
              dim, n_groups, n_out);
@@ -330,6 +349,41 @@ static void test_random_shapes(void **state)
     }
 }
 
+/* Calls of more groups than one block of eight, neighbours taking
+ * different patterns (so different paths within one block), and short
+ * last blocks. */
+static void test_many_groups(void **state)
+{
+    const size_t dims[] = { 16, 64, 100, 128, 256 };
+    const size_t groups[] = { 7, 8, 9, 16, 17, 23 };
+    const unsigned outs[] = { 1, 4, 8, 15, 16 };
+    struct rng r = { 77 };
+
+    (void)state;
+    for (size_t t = 0; t < ARRAY_LEN(test_elems); t++)
+        for (size_t d = 0; d < ARRAY_LEN(dims); d++)
+            for (size_t g = 0; g < ARRAY_LEN(groups); g++)
+                for (size_t o = 0; o < ARRAY_LEN(outs); o++)
+                    run_shape(&r, test_elems[t], dims[d], groups[g], outs[o],
+                              (int)((d + g + o) % N_PATTERNS), (g + o) % 4);
+}
+
+/* Vectors longer than the naive check reaches, up to the 65536 elements
+ * whose indices still fit in 16 bits: every backend against scalar. */
+static void test_long_vectors(void **state)
+{
+    const size_t dims[] = { 2048, 4097, 65536 };
+    const unsigned outs[] = { 1, 16 };
+    struct rng r = { 91 };
+
+    (void)state;
+    for (size_t t = 0; t < ARRAY_LEN(test_elems); t++)
+        for (size_t d = 0; d < ARRAY_LEN(dims); d++)
+            for (size_t o = 0; o < ARRAY_LEN(outs); o++)
+                run_shape(&r, test_elems[t], dims[d], dims[d] > 4097 ? 2 : 9, outs[o],
+                          (int)(t + d + o) % N_PATTERNS, 1);
+}
+
 /* Relative RMS error over the non-planted channels of keys whose channels
  * 3, 40, 77, 120 are x30, as real keys' are. */
 static double keys_rel_rms(const struct kvt_simd_ops *ops, enum kvt_elem e, unsigned n_out)
@@ -397,9 +451,9 @@ static void test_nonfinite_refused(void **state)
     for (size_t t = 0; t < ARRAY_LEN(test_elems); t++)
         for (size_t d = 0; d < ARRAY_LEN(dims); d++)
             for (size_t o = 0; o < ARRAY_LEN(outs); o++)
-                for (int kind = 0; kind < 4; kind++) {
+                for (int kind = 0; kind < 8; kind++) {
                     enum kvt_elem e = test_elems[t];
-                    size_t dim = dims[d], ng = 3, at;
+                    size_t dim = dims[d], ng = kind < 4 ? 3 : 11, at;
                     unsigned n_out = outs[o];
                     void *src = malloc(ng * dim * simd_elem_size(e));
                     const float bad[] = { NAN, INFINITY, -INFINITY, -NAN };
@@ -414,9 +468,9 @@ static void test_nonfinite_refused(void **state)
                     for (size_t g = 0; g < ng; g++)
                         fill_group(src, e, g * dim, dim, 0, &r);
                     /* first element, last, or anywhere in any group */
-                    at = kind == 0 ? 0 : kind == 1 ? ng * dim - 1 : rng_next(&r) % (ng * dim);
-                    put_f32(src, e, at, bad[kind]);
-                    if (kind == 3)  /* a signalling NaN, raw */
+                    at = kind % 4 == 0 ? 0 : kind % 4 == 1 ? ng * dim - 1 : rng_next(&r) % (ng * dim);
+                    put_f32(src, e, at, bad[kind % 4]);
+                    if (kind % 4 == 3)  /* a signalling NaN, raw */
                         put_raw(src, e, at, e == KVT_ELEM_F32 ? 0x7f800001u
                                           : e == KVT_ELEM_F16 ? 0x7c01u : 0x7f81u);
                     for (size_t b = 0; all[b]; b++)
@@ -519,6 +573,8 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_fixed_shapes),
         cmocka_unit_test(test_random_shapes),
+        cmocka_unit_test(test_many_groups),
+        cmocka_unit_test(test_long_vectors),
         cmocka_unit_test(test_keys_rms),
         cmocka_unit_test(test_nonfinite_refused),
         cmocka_unit_test(test_bad_arguments),
