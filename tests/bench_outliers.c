@@ -9,17 +9,17 @@
 
 #include "tests/bench.h"
 
-/* Hot tier bytes per token held: chunk bytes (used less pooled blocks)
- * over the tokens of every context the contexts command lists. */
+/* Hot tier bytes per token held: the chunks' bytes (stats' used_bytes,
+ * which leaves out the pool of free blocks) over the tokens of every
+ * context the contexts command lists. */
 static double hot_bytes_per_token(void)
 {
     char reply[8192];
-    double used, pooled, tokens = 0;
+    double used, tokens = 0;
     admin_query("{\"cmd\":\"stats\"}", reply, sizeof(reply));
     cJSON *r = cJSON_Parse(reply);
     const cJSON *hot = cJSON_GetObjectItemCaseSensitive(r, "hot");
     used = cJSON_GetNumberValue(cJSON_GetObjectItemCaseSensitive(hot, "used_bytes"));
-    pooled = cJSON_GetNumberValue(cJSON_GetObjectItemCaseSensitive(hot, "pooled_bytes"));
     cJSON_Delete(r);
     admin_query("{\"cmd\":\"contexts\"}", reply, sizeof(reply));
     r = cJSON_Parse(reply);
@@ -27,9 +27,9 @@ static double hot_bytes_per_token(void)
     cJSON_ArrayForEach(ctx, cJSON_GetObjectItemCaseSensitive(r, "contexts"))
         tokens += cJSON_GetNumberValue(cJSON_GetObjectItemCaseSensitive(ctx, "tokens"));
     cJSON_Delete(r);
-    if (!(tokens > 0) || isnan(used) || isnan(pooled))
+    if (!(tokens > 0) || isnan(used))
         die("hot tier stats", -EIO);
-    return (used - pooled) / tokens;
+    return used / tokens;
 }
 
 /* Shape 2's store and fetch on a daemon started with --outliers N, for N
