@@ -39,9 +39,9 @@
 #include "cache/cold.h"
 #include "cache/cold_format.h"
 #include "tests/cold_file_edit.h"
+#include "tests/disk_dir.h"
 
 #define MIB (1024u * 1024u)
-#define TMPFS_MAGIC_NUMBER 0x01021994
 #define BITMAP_WORDS (KVT_CHUNK_MAX_TOKENS / 64)
 #define FILE_BYTES (COLD_BLOCK + 8 * MIB)      /* 8 regions of 1 MiB */
 #define REGION_BYTES MIB
@@ -80,20 +80,10 @@ static int logged(const struct env *env, const char *text)
 
 static int setup(void **state)
 {
-    static const char *bases[] = { "/var/tmp", "." };
     struct env *env = calloc(1, sizeof(*env));
 
     assert_non_null(env);
-    for (size_t i = 0; i < 2; i++) {
-        struct statfs sf;
-        if (statfs(bases[i], &sf) == 0 && sf.f_type == TMPFS_MAGIC_NUMBER)
-            continue;
-        snprintf(env->dir, sizeof(env->dir), "%s/kvt-test-cold-format.XXXXXX", bases[i]);
-        if (mkdtemp(env->dir))
-            break;
-        env->dir[0] = 0;
-    }
-    assert_true(env->dir[0] != 0);
+    assert_true(test_disk_dir_make(env->dir, sizeof(env->dir), "cold-format"));
     snprintf(env->path, sizeof(env->path), "%s/cold.kvt", env->dir);
     *state = env;
     return 0;
@@ -102,19 +92,7 @@ static int setup(void **state)
 static int teardown(void **state)
 {
     struct env *env = *state;
-    DIR *d = opendir(env->dir);
-    struct dirent *de;
-    char p[600];
-
-    while (d && (de = readdir(d))) {
-        if (strcmp(de->d_name, ".") && strcmp(de->d_name, "..")) {
-            snprintf(p, sizeof(p), "%s/%s", env->dir, de->d_name);
-            unlink(p);
-        }
-    }
-    if (d)
-        closedir(d);
-    rmdir(env->dir);
+    test_disk_dir_remove(env->dir);
     free(env);
     return 0;
 }
