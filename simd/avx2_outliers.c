@@ -537,20 +537,37 @@ KERNEL int outlier_block_of(enum kvt_elem elem, const unsigned char *const group
     return 0;
 }
 
-KERNEL void outlier_block_typed(enum kvt_elem elem, int *rc,
-                                const unsigned char *const group[SEL_GROUPS], size_t n, size_t dim,
-                                unsigned n_out, int8_t *q, float *scales, uint16_t *idx,
-                                uint16_t *f16)
+/* One function per element type (outlier_block_of inlined with it as a
+ * constant): all three in one function made it too large for GCC to track
+ * its variables for the debugger. */
+#define OUTLIER_BLOCK_ARGS \
+    const unsigned char *const group[SEL_GROUPS], size_t n, size_t dim, unsigned n_out, \
+    int8_t *q, float *scales, uint16_t *idx, uint16_t *f16
+
+static __attribute__((noinline)) int outlier_block_f16(OUTLIER_BLOCK_ARGS)
 {
-    *rc = outlier_block_of(elem, group, n, dim, n_out, q, scales, idx, f16);
+    return outlier_block_of(KVT_ELEM_F16, group, n, dim, n_out, q, scales, idx, f16);
 }
 
-int simd_avx2_outlier_block(enum kvt_elem elem, const unsigned char *const group[SEL_GROUPS],
-                            size_t n, size_t dim, unsigned n_out, int8_t *q, float *scales,
-                            uint16_t *idx, uint16_t *f16)
+static __attribute__((noinline)) int outlier_block_bf16(OUTLIER_BLOCK_ARGS)
 {
-    int rc = -EINVAL;
+    return outlier_block_of(KVT_ELEM_BF16, group, n, dim, n_out, q, scales, idx, f16);
+}
 
-    SIMD_BY_ELEM(outlier_block_typed, elem, &rc, group, n, dim, n_out, q, scales, idx, f16);
-    return rc;
+static __attribute__((noinline)) int outlier_block_f32(OUTLIER_BLOCK_ARGS)
+{
+    return outlier_block_of(KVT_ELEM_F32, group, n, dim, n_out, q, scales, idx, f16);
+}
+
+int simd_avx2_outlier_block(enum kvt_elem elem, OUTLIER_BLOCK_ARGS)
+{
+    switch (elem) {
+    case KVT_ELEM_F16:
+        return outlier_block_f16(group, n, dim, n_out, q, scales, idx, f16);
+    case KVT_ELEM_BF16:
+        return outlier_block_bf16(group, n, dim, n_out, q, scales, idx, f16);
+    case KVT_ELEM_F32:
+        return outlier_block_f32(group, n, dim, n_out, q, scales, idx, f16);
+    }
+    return -EINVAL;
 }

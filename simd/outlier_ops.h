@@ -54,7 +54,7 @@ static void SIMD_OP(dequantize_outliers)(void *dst, enum kvt_elem elem, const in
      * over values still in L1: patching the whole output after
      * dequantizing all of it cost a third of the time on 4 MiB. */
     const size_t group_bytes = dim * simd_elem_size(elem);
-    const size_t run = group_bytes && group_bytes < 16384 ? 16384 / group_bytes : 1;
+    const size_t run = group_bytes >= 16384 ? 1 : group_bytes ? 16384 / group_bytes : n_groups + 1;
 
     if (!simd_elem_known(elem))
         return;
