@@ -289,11 +289,6 @@ KERNEL int any_nonfinite(const void *src, enum kvt_elem elem, size_t n)
     return _mm256_movemask_epi8(over) != 0;
 }
 
-static int avx2_check_finite(const void *src, enum kvt_elem elem, size_t n)
-{
-    return simd_elem_known(elem) && !any_nonfinite(src, elem, n) ? 0 : -EINVAL;
-}
-
 #define SIMD_OP(name) avx2_##name
 #include "outlier_ops.h"
 #undef SIMD_OP

@@ -1,9 +1,10 @@
-/* outlier_ops.h - a vector backend's quantize_outliers and
- * dequantize_outliers (simd.h), written once. sse2.c, avx2.c and neon.c
+/* outlier_ops.h - a vector backend's quantize_outliers,
+ * dequantize_outliers and check_finite (simd.h), written once. sse2.c, avx2.c and neon.c
  * each include it after their own KERNEL outlier_block (quantize up to
  * SIMD_OUTLIER_BLOCK groups with their outliers: avx2_outliers.c for AVX2,
  * outlier_scan_block.h for the others), their quantize_finite (quantize,
- * or -EINVAL for NaN / Inf) and their plain dequantize, with SIMD_OP(name)
+ * or -EINVAL for NaN / Inf), their any_nonfinite and their plain
+ * dequantize, with SIMD_OP(name)
  * naming the backend's functions (such as avx2_##name): so every backend
  * compiles it with its own instruction set, and the three cannot drift
  * apart. No include guard: it is meant to be included once per backend. */
@@ -65,4 +66,9 @@ static void SIMD_OP(dequantize_outliers)(void *dst, enum kvt_elem elem, const in
         SIMD_OP(dequantize)(out, elem, src + g * dim, scales + g, n, dim);
         simd_patch_outliers(out, elem, idx + g * n_out, vals_f16 + g * n_out, n, dim, n_out);
     }
+}
+
+static int SIMD_OP(check_finite)(const void *src, enum kvt_elem elem, size_t n)
+{
+    return simd_elem_known(elem) && !any_nonfinite(src, elem, n) ? 0 : -EINVAL;
 }

@@ -1,8 +1,26 @@
 /* outlier_scan_block.h - outlier_block (outlier_ops.h) for a backend
  * that selects with its KERNEL outlier_scan, into the sorted list of
- * kernels.h: sse2.c and neon.c include it after outlier_scan and
- * quantize_group_fast, before outlier_ops.h. No include guard: it is
- * meant to be included once per backend. */
+ * kernels.h, and the any_nonfinite and quantize_finite outlier_ops.h
+ * wants, from the backend's group_max_abs_bits and plain quantize: sse2.c
+ * and neon.c include it after outlier_scan, quantize_group_fast,
+ * group_max_abs_bits and their quantize, before outlier_ops.h. No include
+ * guard: it is meant to be included once per backend. */
+
+/* Whether any of the n elements at src is NaN or Inf. */
+static int any_nonfinite(const void *src, enum kvt_elem elem, size_t n)
+{
+    return group_max_abs_bits(src, elem, n) >= simd_inf_key(elem);
+}
+
+/* quantize, or -EINVAL for NaN or Inf, looked for first. */
+static int quantize_finite(int8_t *dst, float *scales, const void *src, enum kvt_elem elem,
+                           size_t n_groups, size_t dim)
+{
+    if (any_nonfinite(src, elem, n_groups * dim))
+        return -EINVAL;
+    SIMD_OP(quantize)(dst, scales, src, elem, n_groups, dim);
+    return 0;
+}
 
 /* Each group's outliers by the scan first, then the block's divisions
  * together (no longer waiting on one group's selection each), then the

@@ -360,27 +360,6 @@ KERNEL int outlier_scan(struct simd_topk *t, const void *src, enum kvt_elem elem
     return 0;
 }
 
-/* quantize for quantize_outliers with n_out == 0 (outlier_ops.h): -EINVAL
- * for NaN or Inf, looked for first. */
-static int quantize_finite(int8_t *dst, float *scales, const void *src, enum kvt_elem elem,
-                           size_t n_groups, size_t dim)
-{
-    if (group_max_abs_bits(src, elem, n_groups * dim) >= simd_inf_key(elem))
-        return -EINVAL;
-    sse2_quantize(dst, scales, src, elem, n_groups, dim);
-    return 0;
-}
-
-static int any_nonfinite(const void *src, enum kvt_elem elem, size_t n)
-{
-    return group_max_abs_bits(src, elem, n) >= simd_inf_key(elem);
-}
-
-static int sse2_check_finite(const void *src, enum kvt_elem elem, size_t n)
-{
-    return simd_elem_known(elem) && !any_nonfinite(src, elem, n) ? 0 : -EINVAL;
-}
-
 #define SIMD_OP(name) sse2_##name
 #include "outlier_scan_block.h"
 #include "outlier_ops.h"
