@@ -23,40 +23,7 @@
 #include <stdint.h>
 #include <cmocka.h>
 
-#include "cache/hot_int.h"
-
-static const struct kvt_chunk_shape shape4 = { 64, 2, 8, KVT_CHUNK_INT8, 4 };
-static const struct kvt_chunk_shape shape0 = { 64, 2, 8, KVT_CHUNK_INT8, 0 };
-/* Blocks this big are pooled and handed to the next chunk of their size. */
-static const struct kvt_chunk_shape big4 = { 64, 32, 64, KVT_CHUNK_INT8, 4 };
-
-static struct kvt_chunk_key key_of(uint32_t idx)
-{
-    return (struct kvt_chunk_key){ .ns_id = 7, .obj_hi = 1, .obj_lo = 2, .domain = 1,
-                                   .chunk_idx = idx };
-}
-
-struct rows {
-    uint32_t tok, n;
-    uint8_t byte;
-    int rc;                         /* what the callback returns */
-    struct kvt_chunk_shape seen;
-    int calls;
-};
-
-/* Writes `byte` into the K rows of [tok, tok + n), or fails after writing. */
-static int write_rows(void *arg, const struct kvt_chunk_shape *s, void *data)
-{
-    struct rows *r = arg;
-    struct kvt_chunk_view cv;
-
-    chunk_view(s, data, &cv);
-    memset(cv.k + (size_t)r->tok * chunk_row_bytes(s), r->byte,
-           (size_t)r->n * chunk_row_bytes(s));
-    r->seen = *s;
-    r->calls++;
-    return r->rc;
-}
+#include "tests/hot_util.h"
 
 static int read_rows(void *arg, const struct kvt_chunk_shape *s, void *data)
 {

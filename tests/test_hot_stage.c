@@ -24,37 +24,9 @@
 #include <stdint.h>
 #include <cmocka.h>
 
-#include "cache/hot_int.h"
+#include "tests/hot_util.h"
 
-static const struct kvt_chunk_shape shape4 = { 64, 2, 8, KVT_CHUNK_INT8, 4 };
-static const struct kvt_chunk_shape shape0 = { 64, 2, 8, KVT_CHUNK_INT8, 0 };
 static const struct kvt_chunk_shape other = { 64, 4, 8, KVT_CHUNK_INT8, 4 };
-/* Blocks this big are pooled when freed. */
-static const struct kvt_chunk_shape big4 = { 64, 32, 64, KVT_CHUNK_INT8, 4 };
-
-static struct kvt_chunk_key key_of(uint32_t idx)
-{
-    return (struct kvt_chunk_key){ .ns_id = 7, .obj_hi = 1, .obj_lo = 2, .domain = 1,
-                                   .chunk_idx = idx };
-}
-
-struct rows {
-    uint32_t tok, n;
-    uint8_t byte;
-    int rc;
-};
-
-/* Writes `byte` into the K rows of [tok, tok + n) (n = 0: every token). */
-static int write_rows(void *arg, const struct kvt_chunk_shape *s, void *data)
-{
-    struct rows *r = arg;
-    struct kvt_chunk_view cv;
-    uint32_t n = r->n ? r->n : s->tokens;
-
-    chunk_view(s, data, &cv);
-    memset(cv.k + (size_t)r->tok * chunk_row_bytes(s), r->byte, (size_t)n * chunk_row_bytes(s));
-    return r->rc;
-}
 
 /* Reads every token's first and last K byte; byte = 0 if they differ. */
 static int read_rows(void *arg, const struct kvt_chunk_shape *s, void *data)
