@@ -11,6 +11,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "client/batch.h"
+#include "client/copier.h"
 #include "client/prefix.h"
 #include "client/region.h"
 #include "proto/proto.h"
@@ -38,6 +40,9 @@ struct kvt_client {
     size_t send_max;                 /* largest message the socket can send */
     char last_error[KVT_REASON_MAX];
     uint64_t spin_ns;                /* poll this long for a reply, then sleep */
+    bool resend;                     /* call_begin lost the connection */
+    struct copier *copier;           /* copy path helpers, made on first need */
+    bool copier_tried;
 };
 
 static size_t dtype_bytes(kvt_dtype t)
@@ -160,18 +165,21 @@ static ssize_t receive_reply(kvt_client *c, struct kvt_reply *rep)
     }
 }
 
-/* Send one request and wait for its reply. Connection loss is returned as
- * such so the caller can reconnect; everything else is the daemon's answer. */
-static int transact(kvt_client *c, void *msg, size_t len, int pass_fd,
-                    struct kvt_reply *rep)
+/* Send a request; its reply is collected by await_reply. */
+static int send_request(kvt_client *c, void *msg, size_t len, int pass_fd)
 {
     struct kvt_msg_hdr *h = msg;
-    int rc;
 
     h->seq = ++c->seq;
-    rc = send_with_fd(c->fd, msg, len, pass_fd);
-    if (rc)
-        return rc;
+    return send_with_fd(c->fd, msg, len, pass_fd);
+}
+
+/* Wait for the reply to the request `msg` that was sent last. Connection
+ * loss is returned as such so the caller can reconnect; everything else is
+ * the daemon's answer. */
+static int await_reply(kvt_client *c, const void *msg, struct kvt_reply *rep)
+{
+    const struct kvt_msg_hdr *h = msg;
     ssize_t n = receive_reply(c, rep);
     if (n < 0)
         return (int)n;
@@ -184,6 +192,13 @@ static int transact(kvt_client *c, void *msg, size_t len, int pass_fd,
     rep->reason[sizeof(rep->reason) - 1] = '\0';
     snprintf(c->last_error, sizeof(c->last_error), "%s", rep->reason);
     return rep->status;
+}
+
+static int transact(kvt_client *c, void *msg, size_t len, int pass_fd,
+                    struct kvt_reply *rep)
+{
+    int rc = send_request(c, msg, len, pass_fd);
+    return rc ? rc : await_reply(c, msg, rep);
 }
 
 static void drop_connection(kvt_client *c)
@@ -244,24 +259,48 @@ err:
 
 /* One request with transparent reconnect: if the daemon went away (restart),
  * attach again with the same region and resend once. Requests are idempotent
- * (stores overwrite, fetches read), so a resend is safe. */
-static int call(kvt_client *c, void *msg, size_t len, struct kvt_reply *rep)
+ * (stores overwrite, fetches read), so a resend is safe.
+ *
+ * call_begin sends and call_end collects the reply, so that the copy path
+ * can stage its next request while the daemon works on this one; `msg`
+ * must stay as it is until call_end returns. One call at a time. */
+static int call_begin(kvt_client *c, void *msg, size_t len)
 {
     int rc = 0;
 
     c->last_error[0] = '\0';
-    for (int attempt = 0; attempt < 2; attempt++) {
-        if (c->fd < 0) {
-            rc = attach(c);
-            if (rc)
-                return rc;
-        }
-        rc = transact(c, msg, len, -1, rep);
-        if (!connection_lost(rc) && rc != -EPROTO)
-            return rc;
+    c->resend = false;
+    if (c->fd < 0 && (rc = attach(c)))
+        return rc;
+    rc = send_request(c, msg, len, -1);
+    if (connection_lost(rc)) {
         drop_connection(c);
+        c->resend = true;
+        return 0;
     }
     return rc;
+}
+
+static int call_end(kvt_client *c, void *msg, size_t len, struct kvt_reply *rep)
+{
+    int rc = c->resend ? -ECONNRESET : await_reply(c, msg, rep);
+
+    c->resend = false;
+    if (!connection_lost(rc) && rc != -EPROTO)
+        return rc;
+    drop_connection(c);
+    if ((rc = attach(c)))
+        return rc;
+    rc = transact(c, msg, len, -1, rep);
+    if (connection_lost(rc) || rc == -EPROTO)
+        drop_connection(c);
+    return rc;
+}
+
+static int call(kvt_client *c, void *msg, size_t len, struct kvt_reply *rep)
+{
+    int rc = call_begin(c, msg, len);
+    return rc ? rc : call_end(c, msg, len, rep);
 }
 
 /* ---- connection ------------------------------------------------------------ */
@@ -364,6 +403,7 @@ void kvt_disconnect(kvt_client *c)
     if (!c)
         return;
     drop_connection(c);
+    copier_destroy(c->copier);
     region_destroy(&c->region);
     free(c->msg);
     free(c->socket_path);
@@ -483,148 +523,155 @@ static int check_spans(kvt_client *c, const struct target *t,
     return 0;
 }
 
-/* One piece of a span sent in one request: tokens [tok, tok + n) of it. */
-struct piece {
-    size_t span;
-    uint32_t tok, n;
-    bool k_shared, v_shared;    /* buffer already in the region: zero copy */
-    uint64_t k_off, v_off;
-};
-
-/* Store or fetch spans. Spans whose buffers live in the region go by offset;
- * the others are staged through a temporary region block, in as many
- * requests as the staging bound and the daemon's span limit require. */
-static int spans_op(kvt_client *c, uint16_t op, const struct target *t,
-                    const kvt_span *spans, size_t n_spans)
+/* How many pieces one request may carry: the daemon's span limit and
+ * what fits in a frame beside the name or keys. Returns 0 or -E2BIG. */
+static int max_pieces(kvt_client *c, const struct target *t, size_t n_spans, size_t *out)
 {
-    const size_t row = c->row_bytes;
-    const bool store = op == KVT_OP_STORE;
-    struct piece *pieces = NULL;
-    int rc = check_spans(c, t, spans, n_spans);
-    if (rc)
-        return rc;
-
     size_t frame_max = c->info.max_frame ? c->info.max_frame : KVT_FRAME_MAX;
     if (c->send_max && frame_max > c->send_max)
         frame_max = c->send_max;
     size_t fixed = proto_data_size(t->name_len, t->n_keys, 0);
     if (fixed == 0 || fixed + sizeof(struct kvt_wire_span) > frame_max)
         return refuse(c, -E2BIG, "too many tokens to leave room for a span in one request");
-    size_t frame_room = frame_max - fixed;
-    size_t max_batch = frame_room / sizeof(struct kvt_wire_span);
-    if (c->info.max_spans && max_batch > c->info.max_spans)
-        max_batch = c->info.max_spans;
-    if (max_batch == 0)
+    size_t n = (frame_max - fixed) / sizeof(struct kvt_wire_span);
+    if (c->info.max_spans && n > c->info.max_spans)
+        n = c->info.max_spans;
+    if (n == 0)
         return -E2BIG;
-    /* A batch holds at most one piece per span: a span is split only when
-     * the staging room runs out, and that ends the batch. */
-    if (max_batch > n_spans)
-        max_batch = n_spans;
-    pieces = calloc(max_batch, sizeof(*pieces));
-    if (!pieces)
-        return -ENOMEM;
+    *out = n < n_spans ? n : n_spans;
+    return 0;
+}
 
-    size_t si = 0;
-    uint32_t done = 0;          /* tokens of spans[si] already sent */
-    while (si < n_spans) {
-        size_t stage_cap = region_largest_free(&c->region);
-        if (stage_cap > STAGE_MAX_BYTES)
-            stage_cap = STAGE_MAX_BYTES;
-        size_t staged = 0, nb = 0;
+/* Plan the batch at `at`. The first stage of a call takes at most half of
+ * the largest free block, so that the next one fits beside it while the
+ * first is in flight (`busy`); when it does not, -EBUSY says to plan again
+ * once the stage in flight is released. */
+static int plan_next(kvt_client *c, const kvt_span *spans, size_t n_spans, size_t max_batch,
+                     struct batch_cursor *at, struct batch *b, bool busy)
+{
+    size_t cap = region_largest_free(&c->region);
+    if (!busy && at->span == 0 && at->done == 0)
+        cap /= 2;               /* the first stage leaves room for a second */
+    if (cap > STAGE_MAX_BYTES)
+        cap = STAGE_MAX_BYTES;
+    int rc = batch_plan(&c->region, c->row_bytes, spans, n_spans, max_batch, cap, at, b);
+    if (rc == -ENOMEM && !busy && cap < region_largest_free(&c->region))
+        rc = batch_plan(&c->region, c->row_bytes, spans, n_spans, max_batch,
+                        region_largest_free(&c->region), at, b);
+    if (rc == -ENOMEM)
+        return busy ? -EBUSY : refuse(c, -ENOMEM, "shared memory region too full to stage one token");
+    return rc;
+}
 
-        while (si < n_spans && nb < max_batch) {
-            const kvt_span *s = &spans[si];
-            size_t bytes = (size_t)s->n_tokens * row;
-            struct piece *p = &pieces[nb];
-            uint64_t off;
+/* Send batch b: build its request and start the call. */
+static int send_batch(kvt_client *c, uint16_t op, const struct target *t,
+                      const kvt_span *spans, const struct batch *b, size_t *len)
+{
+    struct kvt_wire_span *ws = build_request(c, op, t, (uint32_t)b->n, len);
+    if (!ws)
+        return *len ? -ENOMEM : -E2BIG;
+    for (size_t i = 0; i < b->n; i++) {
+        const struct batch_piece *p = &b->pieces[i];
+        const kvt_span *s = &spans[p->span];
+        ws[i] = (struct kvt_wire_span){ .layer = s->layer,
+                                        .token_start = s->token_start + p->tok,
+                                        .n_tokens = p->n,
+                                        .k_off = p->k_off, .v_off = p->v_off };
+    }
+    return call_begin(c, c->msg, *len);
+}
 
-            p->span = si;
-            p->tok = done;
-            p->k_shared = region_contains(&c->region, s->k, bytes, &off);
-            if (p->k_shared)
-                p->k_off = off + (size_t)done * row;
-            p->v_shared = region_contains(&c->region, s->v, bytes, &off);
-            if (p->v_shared)
-                p->v_off = off + (size_t)done * row;
-            size_t per_tok = (p->k_shared ? 0 : row) + (p->v_shared ? 0 : row);
-            uint32_t take = s->n_tokens - done;
-            if (per_tok) {
-                /* 2 * REGION_ALIGN: room for aligning the K and V arrays. */
-                size_t used = staged + 2 * REGION_ALIGN;
-                size_t room = stage_cap > used ? (stage_cap - used) / per_tok : 0;
-                if (room == 0)
-                    break;
-                if (room < take)
-                    take = (uint32_t)room;
-                staged += (size_t)take * per_tok + 2 * REGION_ALIGN;
-            }
-            p->n = take;
-            nb++;
-            done += take;
-            if (done == s->n_tokens) {
-                si++;
-                done = 0;
-            }
-        }
-        if (nb == 0) {
-            rc = refuse(c, -ENOMEM, "shared memory region too full to stage one token");
-            goto out;
-        }
+static struct copier *copy_helpers(kvt_client *c)
+{
+    if (!c->copier_tried) {
+        unsigned n = copier_threads_wanted();
+        c->copier_tried = true;
+        if (n > 1 && copier_create(n - 1, &c->copier))
+            c->copier = NULL;       /* copy alone: slower, still correct */
+    }
+    return c->copier;
+}
 
-        uint8_t *stage = staged ? region_alloc(&c->region, staged) : NULL;
-        if (staged && !stage) {
+/* Store or fetch spans. Spans whose buffers live in the region go by offset;
+ * the others are staged through region blocks, in as many requests as the
+ * staging bound and the daemon's span limit require. Two stages take turns
+ * so the copying overlaps the daemon's work: a store copies batch i+1 in
+ * while the daemon converts batch i; a fetch copies batch i out while the
+ * daemon fills batch i+1. */
+static int spans_op(kvt_client *c, uint16_t op, const struct target *t,
+                    const kvt_span *spans, size_t n_spans)
+{
+    const bool store = op == KVT_OP_STORE;
+    struct batch b[2] = { 0 };
+    struct batch_cursor at = { 0, 0 };
+    struct kvt_reply rep;
+    size_t max_batch, len = 0;
+    int rc = check_spans(c, t, spans, n_spans);
+    if (!rc)
+        rc = max_pieces(c, t, n_spans, &max_batch);
+    if (rc)
+        return rc;
+    for (int i = 0; i < 2; i++) {
+        b[i].pieces = calloc(max_batch, sizeof(*b[i].pieces));
+        b[i].parts = calloc(2 * max_batch, sizeof(*b[i].parts));
+        if (!b[i].pieces || !b[i].parts) {
             rc = -ENOMEM;
             goto out;
         }
-        size_t len;
-        struct kvt_wire_span *ws = build_request(c, op, t, (uint32_t)nb, &len);
-        if (!ws) {
-            region_free(&c->region, stage);
-            rc = len ? -ENOMEM : -E2BIG;
-            goto out;
-        }
-        size_t at = stage ? (size_t)(stage - c->region.base) : 0;
-        for (size_t i = 0; i < nb; i++) {
-            struct piece *p = &pieces[i];
-            const kvt_span *s = &spans[p->span];
-            size_t bytes = (size_t)p->n * row, skip = (size_t)p->tok * row;
-            if (!p->k_shared) {
-                p->k_off = at;
-                if (store)
-                    memcpy(c->region.base + at, (const uint8_t *)s->k + skip, bytes);
-                at += (bytes + REGION_ALIGN - 1) & ~(size_t)(REGION_ALIGN - 1);
-            }
-            if (!p->v_shared) {
-                p->v_off = at;
-                if (store)
-                    memcpy(c->region.base + at, (const uint8_t *)s->v + skip, bytes);
-                at += (bytes + REGION_ALIGN - 1) & ~(size_t)(REGION_ALIGN - 1);
-            }
-            ws[i] = (struct kvt_wire_span){ .layer = s->layer,
-                                            .token_start = s->token_start + p->tok,
-                                            .n_tokens = p->n,
-                                            .k_off = p->k_off, .v_off = p->v_off };
-        }
+    }
+    struct copier *cp = copy_helpers(c);
+    struct batch *now = &b[0], *next = &b[1];
 
-        struct kvt_reply rep;
-        rc = call(c, c->msg, len, &rep);
-        if (rc == 0 && !store) {
-            for (size_t i = 0; i < nb; i++) {
-                struct piece *p = &pieces[i];
-                const kvt_span *s = &spans[p->span];
-                size_t bytes = (size_t)p->n * row, skip = (size_t)p->tok * row;
-                if (!p->k_shared)
-                    memcpy((uint8_t *)s->k + skip, c->region.base + p->k_off, bytes);
-                if (!p->v_shared)
-                    memcpy((uint8_t *)s->v + skip, c->region.base + p->v_off, bytes);
-            }
+    if ((rc = plan_next(c, spans, n_spans, max_batch, &at, now, false)))
+        goto out;
+    if (store)
+        batch_copy(now, &c->region, c->row_bytes, spans, true, cp);
+    if ((rc = send_batch(c, op, t, spans, now, &len)))
+        goto out;
+    for (;;) {
+        bool more = at.span < n_spans, staged_next = false;
+        if (store && more) {
+            rc = plan_next(c, spans, n_spans, max_batch, &at, next, true);
+            if (rc && rc != -EBUSY)
+                goto out;
+            staged_next = rc == 0;
+            if (staged_next)
+                batch_copy(next, &c->region, c->row_bytes, spans, true, cp);
         }
-        region_free(&c->region, stage);
+        rc = call_end(c, c->msg, len, &rep);
         if (rc)
             goto out;
+        if (!store && more) {
+            rc = plan_next(c, spans, n_spans, max_batch, &at, next, true);
+            if (rc && rc != -EBUSY)
+                goto out;
+            staged_next = rc == 0;
+            if (staged_next && (rc = send_batch(c, op, t, spans, next, &len)))
+                goto out;
+        }
+        if (!store)
+            batch_copy(now, &c->region, c->row_bytes, spans, false, cp);
+        batch_release(&c->region, now);
+        if (!more)
+            break;
+        if (!staged_next) {             /* the region had room for one stage */
+            if ((rc = plan_next(c, spans, n_spans, max_batch, &at, next, false)))
+                goto out;
+            if (store)
+                batch_copy(next, &c->region, c->row_bytes, spans, true, cp);
+        }
+        if ((store || !staged_next) && (rc = send_batch(c, op, t, spans, next, &len)))
+            goto out;
+        struct batch *done = now;
+        now = next;
+        next = done;
     }
 out:
-    free(pieces);
+    for (int i = 0; i < 2; i++) {
+        batch_release(&c->region, &b[i]);
+        free(b[i].pieces);
+        free(b[i].parts);
+    }
     return rc;
 }
 
