@@ -25,9 +25,8 @@ void copier_run(struct copier *cp, const struct copy_part *parts, size_t n_parts
 void copier_destroy(struct copier *cp);
 
 /* The copy threads a client uses, its own included: $KVTIER_COPY_THREADS
- * (1..16), else half of the CPUs this process may run on, at least 2 where
- * it may run on 2 and at most 8. The daemon converts on its workers while
- * the client copies, so the copy gets the other half. */
+ * (1..16), else a quarter of the CPUs this process may run on, at least 2
+ * where it may run on 2 and at most 8 (copier.c has the measurements). */
 unsigned copier_threads_wanted(void);
 
 #endif
