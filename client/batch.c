@@ -31,6 +31,7 @@ int batch_plan(struct kvt_region *r, size_t row, const kvt_span *spans, size_t n
 
     b->n = 0;
     b->stage = NULL;
+    b->staged_bytes = 0;
     /* A batch holds at most one piece per span: a span is split only when
      * the staging room runs out, and that ends the batch. */
     while (cur.span < n_spans && b->n < max_pieces) {
@@ -75,6 +76,7 @@ int batch_plan(struct kvt_region *r, size_t row, const kvt_span *spans, size_t n
             b->n = 0;
             return -ENOMEM;
         }
+        b->staged_bytes = staged;
     }
     place_staged(b, r, row);
     *at = cur;
@@ -106,5 +108,6 @@ void batch_release(struct kvt_region *r, struct batch *b)
 {
     region_free(r, b->stage);
     b->stage = NULL;
+    b->staged_bytes = 0;
     b->n = 0;
 }

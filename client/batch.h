@@ -24,6 +24,7 @@ struct batch {
     struct copy_part *parts;     /* room for 2 * max_pieces, likewise */
     size_t n;
     uint8_t *stage;              /* region block for the staged rows, or NULL */
+    size_t staged_bytes;         /* its size */
 };
 
 /* Where the next batch starts: span index and tokens of it already sent. */

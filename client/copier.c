@@ -17,7 +17,7 @@
 
 /* Below this, waking the helpers (20-60 us on an idle vCPU) costs more than
  * they save. */
-#define SHARE_MIN_BYTES (1u << 20)
+#define SHARE_MIN_BYTES (COPIER_MIN_BYTES / 2)
 
 struct copier {
     pthread_mutex_t lock;

@@ -13,6 +13,9 @@ struct copy_part {
 
 struct copier;
 
+/* Copies smaller than this stay on the caller's thread. */
+#define COPIER_MIN_BYTES (2u << 20)
+
 /* Start `threads` helper threads (1..COPIER_MAX_THREADS). Returns 0 or
  * -errno; *out owns them until copier_destroy. */
 #define COPIER_MAX_THREADS 15

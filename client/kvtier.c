@@ -619,11 +619,12 @@ static int spans_op(kvt_client *c, uint16_t op, const struct target *t,
             goto out;
         }
     }
-    struct copier *cp = copy_helpers(c);
     struct batch *now = &b[0], *next = &b[1];
 
     if ((rc = plan_next(c, spans, n_spans, max_batch, &at, now, false)))
         goto out;
+    /* The first batch is the largest: small calls never start helpers. */
+    struct copier *cp = now->staged_bytes >= COPIER_MIN_BYTES ? copy_helpers(c) : NULL;
     if (store)
         batch_copy(now, &c->region, c->row_bytes, spans, true, cp);
     if ((rc = send_batch(c, op, t, spans, now, &len)))
