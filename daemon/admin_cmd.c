@@ -13,6 +13,7 @@
 #include <string.h>
 #include <xxhash.h>
 
+#include "daemon/admin_remote.h"
 #include "daemon/admin_text.h"
 #include "daemon/job.h"
 #include "daemon/log.h"
@@ -122,6 +123,7 @@ static int cmd_stats(struct kvt_admin_conn *conn, const cJSON *req, cJSON *reply
     add_u64(tiers, "demotions", atomic_load(&srv->tiers.demotions));
     add_u64(tiers, "promotions", atomic_load(&srv->tiers.promotions));
     add_u64(tiers, "demote_errors", atomic_load(&srv->tiers.demote_errors));
+    admin_remote_stats(&srv->tiers, reply);
     add_domains(srv, reply);
     add_u64(reply, "clients", srv->n_sessions);
     cJSON *conns = cJSON_AddObjectToObject(reply, "connections");

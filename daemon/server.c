@@ -124,6 +124,9 @@ int server_init(struct kvt_server *srv, const struct kvt_config *cfg,
     rc = tiers_open(&srv->tiers, srv->dp.hot, cfg);
     if (rc)
         return rc;
+    rc = tiers_remote_open(&srv->tiers, cfg);
+    if (rc)
+        return rc;
     rc = workers_start(cfg->workers, &srv->workers);
     if (rc) {
         log_err("cannot start %u workers: %s", cfg->workers, strerror(-rc));

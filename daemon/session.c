@@ -385,9 +385,22 @@ static int op_length(struct kvt_session *s, uint64_t *value, const char **why)
     return 0;
 }
 
+static void match_run(struct work_item *item)
+{
+    struct session_part *p = (struct session_part *)item;
+
+    finish(p->s, KVT_OP_MATCH, p->s->seq, 0, dp_match(&p->s->srv->dp, &p->s->rq), NULL);
+}
+
+/* A match that may ask the pool waits on the network: a worker does it. */
 static int op_match(struct kvt_session *s, uint64_t *value, const char **why)
 {
     (void)why;
+    if (tiers_remote_serves(&s->srv->tiers, s->ns)) {
+        s->parts[0] = (struct session_part){ .item.fn = match_run, .s = s };
+        workers_submit(s->srv->workers, &s->parts[0].item);
+        return 1;
+    }
     *value = dp_match(&s->srv->dp, &s->rq);
     return 0;
 }
@@ -427,17 +440,23 @@ static int op_drop(struct kvt_session *s, uint64_t *value, const char **why)
 static void sync_run(struct work_item *item)
 {
     struct session_part *p = (struct session_part *)item;
-    int rc = tiers_flush(&p->s->srv->tiers, &p->s->lost_seen, NULL, NULL);
+    struct kvt_tiers *t = &p->s->srv->tiers;
+    /* The client's earlier stores are queued for the pool already (one
+     * request at a time per session), so draining covers them. The pool
+     * is a cache: its failures are counted in stats, not this reply's. */
+    tiers_remote_sync(t);
+    int rc = t->cold ? tiers_flush(t, &p->s->lost_seen, NULL, NULL) : 0;
 
     finish(p->s, KVT_OP_SYNC, p->s->seq, rc, 0,
            rc ? "writing the hot tier to the cold tier failed" : NULL);
 }
 
-/* A flush waits for the disk: a worker does it, the loop serves on. */
+/* A flush waits for the disk (and the pool's writes): a worker does it,
+ * the loop serves on. */
 static int op_sync(struct kvt_session *s, uint64_t *value, const char **why)
 {
     (void)value;
-    if (!s->srv->tiers.cold) {
+    if (!s->srv->tiers.cold && !s->srv->tiers.remote) {
         *why = "this daemon has no cold tier (cold-bytes 0)";
         return -EOPNOTSUPP;
     }

@@ -1,0 +1,399 @@
+/* remote.c - the remote tier: record names, records, the writer queue, reads. */
+#include "cache/remote.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define XXH_STATIC_LINKING_ONLY   /* XXH3_state_t on the stack */
+#include <xxhash.h>
+
+#include "cache/remote_format.h"
+
+#define WRITERS_MAX 16
+/* Records asked for in one round trip: a batch's answers are what the
+ * deadline bounds, so it stays a few MiB on common shapes. */
+#define GET_BATCH 64
+
+struct put_job {
+    struct put_job *next;
+    struct kvt_remote_name name;
+    struct kvt_chunk_key key;
+    uint64_t ticket;
+};
+
+struct kvt_remote {
+    struct remote_pool *pool;
+    struct remote_seal *seal;
+    uint32_t timeout_ms, queue_max;
+    size_t n_servers;
+    remote_source_fn source;
+    void *source_arg;
+    /* The queue: FIFO, tickets in order. A writer takes the head and keeps
+     * its ticket in busy[] until done, so `done_upto` (every ticket below
+     * it tried) is the least of the busy tickets and the head's. */
+    pthread_mutex_t mu;
+    pthread_cond_t work, done;
+    struct put_job *head, *tail;
+    uint64_t n_queued, next_ticket;
+    uint64_t busy[WRITERS_MAX];       /* ticket in hand, 0 = idle */
+    bool stopping;
+    pthread_t threads[WRITERS_MAX];
+    unsigned n_threads;
+    /* Counters, under mu (cheap next to a network round trip). */
+    struct kvt_remote_stats st;
+};
+
+void remote_scope(const char *domain_name, const char *ns_name, uint32_t layers,
+                  uint32_t heads, uint32_t dim, uint32_t chunk_tokens,
+                  struct kvt_remote_scope *out)
+{
+    XXH3_state_t st;
+    uint32_t geo[4] = { layers, heads, dim, chunk_tokens };
+
+    /* NUL-separated, so ("ab", "c") and ("a", "bc") differ. */
+    XXH3_128bits_reset(&st);
+    XXH3_128bits_update(&st, "kvtier remote scope 1", 22);
+    XXH3_128bits_update(&st, domain_name, strlen(domain_name) + 1);
+    XXH3_128bits_update(&st, ns_name, strlen(ns_name) + 1);
+    XXH3_128bits_update(&st, geo, sizeof(geo));
+    XXH128_hash_t h = XXH3_128bits_digest(&st);
+    out->hi = h.high64;
+    out->lo = h.low64;
+}
+
+void remote_record_name(const struct kvt_remote_scope *scope, const struct kvt_chunk_key *key,
+                        struct kvt_remote_name *out)
+{
+    int n = snprintf(out->s, sizeof(out->s), "kvt1/%016" PRIx64 "%016" PRIx64 "/%016" PRIx64
+                     "%016" PRIx64 "/%" PRIu32 "/%" PRIu32, scope->hi, scope->lo,
+                     key->obj_hi, key->obj_lo, key->layer, key->chunk_idx);
+    out->len = (uint32_t)n;
+}
+
+static uint64_t lowest_unfinished(struct kvt_remote *r)
+{
+    uint64_t low = r->head ? r->head->ticket : r->next_ticket;
+
+    for (unsigned i = 0; i < r->n_threads; i++)
+        if (r->busy[i] && r->busy[i] < low)
+            low = r->busy[i];
+    return low;
+}
+
+struct emit_ctx {
+    struct kvt_remote *r;
+    const struct kvt_remote_name *name;
+    void *buf;
+    size_t cap;
+    int rc;
+};
+
+/* Build a record from img and store it. */
+static int emit_record(void *arg, const struct kvt_chunk_image *img)
+{
+    struct emit_ctx *e = arg;
+    struct kvt_remote *r = e->r;
+    const size_t bm = chunk_bitmap_bytes(img->shape.tokens);
+    const size_t data = chunk_data_bytes(&img->shape);
+    const size_t len = sizeof(struct kvt_remote_record_header) + bm + data;
+    struct kvt_remote_record_header *h;
+    uint64_t t0;
+    int rc;
+
+    if (!chunk_shape_valid(&img->shape))
+        return -EINVAL;
+    if (len > e->cap) {
+        void *nb = realloc(e->buf, len);
+        if (!nb)
+            return -ENOMEM;
+        e->buf = nb;
+        e->cap = len;
+    }
+    h = e->buf;
+    memset(h, 0, sizeof(*h));
+    h->magic = REMOTE_RECORD_MAGIC;
+    h->version = REMOTE_RECORD_VERSION;
+    h->payload_bytes = (uint32_t)(bm + data);
+    h->shape = img->shape;
+    memcpy((uint8_t *)e->buf + sizeof(*h), img->present, bm);
+    memcpy((uint8_t *)e->buf + sizeof(*h) + bm, img->data, data);
+    rc = remote_seal_close(r->seal, e->name->s, e->name->len, e->buf, len);
+    if (rc)
+        return rc;
+    t0 = remote_now_ns();
+    rc = r->pool->ops->set(r->pool, e->name->s, e->name->len, e->buf, len);
+    uint64_t ns = remote_now_ns() - t0;
+    pthread_mutex_lock(&r->mu);
+    r->st.puts++;
+    r->st.put_ns_total += ns;
+    if (ns > r->st.put_ns_max)
+        r->st.put_ns_max = ns;
+    if (rc == 0)
+        r->st.bytes_written += len;
+    else if (rc == -E2BIG)
+        r->st.too_large++;
+    else
+        r->st.put_errors++;
+    pthread_mutex_unlock(&r->mu);
+    return rc;
+}
+
+static void *writer_main(void *arg)
+{
+    struct kvt_remote *r = arg;
+    struct emit_ctx e = { .r = r };
+    unsigned me;
+
+    pthread_mutex_lock(&r->mu);
+    me = r->n_threads++;     /* set before any other thread reads busy[] */
+    pthread_cond_broadcast(&r->done);
+    for (;;) {
+        while (!r->head && !r->stopping)
+            pthread_cond_wait(&r->work, &r->mu);
+        if (!r->head)
+            break;           /* stopping, and the queue is empty */
+        struct put_job *j = r->head;
+        r->head = j->next;
+        if (!r->head)
+            r->tail = NULL;
+        r->n_queued--;
+        r->busy[me] = j->ticket;
+        pthread_mutex_unlock(&r->mu);
+
+        e.name = &j->name;
+        int rc = r->source(r->source_arg, &j->key, emit_record, &e);
+        pthread_mutex_lock(&r->mu);
+        if (rc == -ENOENT)
+            r->st.put_gone++;     /* dropped or evicted everywhere first */
+        r->busy[me] = 0;
+        pthread_cond_broadcast(&r->done);
+        free(j);
+    }
+    pthread_mutex_unlock(&r->mu);
+    free(e.buf);
+    return NULL;
+}
+
+int remote_open(const struct kvt_remote_config *cfg, struct kvt_remote **out, const char **why)
+{
+    struct kvt_remote *r = calloc(1, sizeof(*r));
+    unsigned writers = cfg->writers ? cfg->writers : 2;
+    int rc;
+
+    *why = NULL;
+    if (!r)
+        return -ENOMEM;
+    if (writers > WRITERS_MAX)
+        writers = WRITERS_MAX;
+    pthread_mutex_init(&r->mu, NULL);
+    pthread_cond_init(&r->work, NULL);
+    pthread_cond_init(&r->done, NULL);
+    r->timeout_ms = cfg->timeout_ms;
+    r->queue_max = cfg->queue_max ? cfg->queue_max : 65536;
+    r->source = cfg->source;
+    r->source_arg = cfg->source_arg;
+    r->next_ticket = 1;
+    rc = remote_seal_create(cfg->key, &r->seal);
+    if (rc)
+        goto err;
+    r->st.sealed = cfg->key != NULL;
+    /* A connection for each writer and as many again for readers. */
+    struct remote_pool_config pc = { .servers = cfg->servers, .replicas = cfg->replicas,
+                                     .timeout_ms = cfg->timeout_ms,
+                                     .handles = writers + 16 };
+    rc = remote_pool_open_memcached(&pc, &r->pool, why);
+    if (rc)
+        goto err;
+    struct remote_server_stats tmp[REMOTE_SERVERS_MAX];
+    r->n_servers = r->pool->ops->servers(r->pool, tmp, REMOTE_SERVERS_MAX);
+    for (unsigned i = 0; i < writers; i++) {
+        rc = -pthread_create(&r->threads[i], NULL, writer_main, r);
+        if (rc)
+            goto err;
+        /* n_threads is counted by each thread; wait for it to be, so
+         * remote_close joins exactly what started. */
+        pthread_mutex_lock(&r->mu);
+        while (r->n_threads <= i)
+            pthread_cond_wait(&r->done, &r->mu);
+        pthread_mutex_unlock(&r->mu);
+    }
+    *out = r;
+    return 0;
+err:
+    remote_close(r);
+    return rc;
+}
+
+void remote_close(struct kvt_remote *r)
+{
+    if (!r)
+        return;
+    pthread_mutex_lock(&r->mu);
+    r->stopping = true;
+    pthread_cond_broadcast(&r->work);
+    pthread_mutex_unlock(&r->mu);
+    for (unsigned i = 0; i < r->n_threads; i++)
+        pthread_join(r->threads[i], NULL);
+    while (r->head) {
+        struct put_job *j = r->head;
+        r->head = j->next;
+        free(j);
+    }
+    if (r->pool)
+        r->pool->ops->close(r->pool);
+    remote_seal_free(r->seal);
+    pthread_mutex_destroy(&r->mu);
+    pthread_cond_destroy(&r->work);
+    pthread_cond_destroy(&r->done);
+    free(r);
+}
+
+int remote_put_async(struct kvt_remote *r, const struct kvt_remote_name *name,
+                     const struct kvt_chunk_key *key)
+{
+    struct put_job *j = malloc(sizeof(*j));
+    int rc = 0;
+
+    pthread_mutex_lock(&r->mu);
+    /* The pool is a cache: a store must never wait for it, so past the
+     * bound writes are dropped (the chunk is still in the local tiers). */
+    if (!j || r->n_queued >= r->queue_max || r->stopping) {
+        r->st.put_dropped++;
+        rc = -ENOSPC;
+        free(j);
+        goto out;
+    }
+    j->next = NULL;
+    j->name = *name;
+    j->key = *key;
+    j->ticket = r->next_ticket++;
+    if (r->tail)
+        r->tail->next = j;
+    else
+        r->head = j;
+    r->tail = j;
+    r->n_queued++;
+    pthread_cond_signal(&r->work);
+out:
+    pthread_mutex_unlock(&r->mu);
+    return rc;
+}
+
+void remote_drain(struct kvt_remote *r)
+{
+    pthread_mutex_lock(&r->mu);
+    uint64_t upto = r->next_ticket;
+    while (lowest_unfinished(r) < upto && r->n_threads)
+        pthread_cond_wait(&r->done, &r->mu);
+    pthread_mutex_unlock(&r->mu);
+}
+
+/* Check an item found under name and open it in place; fill img. */
+static int record_open(struct kvt_remote *r, const struct kvt_remote_name *name, void *item,
+                       size_t len, struct kvt_chunk_image *img)
+{
+    const struct kvt_remote_record_header *h = item;
+
+    if (len < sizeof(*h))
+        return -EBADMSG;
+    if (h->magic != REMOTE_RECORD_MAGIC || h->version != REMOTE_RECORD_VERSION ||
+        h->seal != remote_seal_kind(r->seal) || !chunk_shape_valid(&h->shape))
+        return -EBADMSG;
+    const size_t bm = chunk_bitmap_bytes(h->shape.tokens);
+    const size_t data = chunk_data_bytes(&h->shape);
+    if (h->payload_bytes != bm + data || len != sizeof(*h) + bm + data)
+        return -EBADMSG;
+    if (remote_seal_open(r->seal, name->s, name->len, item, len))
+        return -EBADMSG;
+    img->shape = h->shape;
+    img->present = (const uint64_t *)((uint8_t *)item + sizeof(*h));
+    img->data = (uint8_t *)item + sizeof(*h) + bm;
+    return 0;
+}
+
+struct get_ctx {
+    struct kvt_remote *r;
+    const struct kvt_remote_name *names;
+    const struct kvt_chunk_key *const *keys;
+    remote_image_fn got;
+    void *arg;
+    size_t accepted, rejected, bytes;
+};
+
+static void got_item(void *arg, size_t idx, const void *value, size_t len)
+{
+    struct get_ctx *g = arg;
+    struct kvt_chunk_image img = { .key = *g->keys[idx] };
+    /* A copy: the seal opens in place, and the value is libmemcached's. */
+    void *item = malloc(len ? len : 1);
+
+    g->bytes += len;
+    if (!item)
+        return;
+    memcpy(item, value, len);
+    int rc = record_open(g->r, &g->names[idx], item, len, &img);
+    if (rc == 0)
+        rc = g->got(g->arg, idx, &img);
+    if (rc == 0)
+        g->accepted++;
+    else if (rc == -EBADMSG)
+        g->rejected++;
+    free(item);
+}
+
+size_t remote_get_many(struct kvt_remote *r, const struct kvt_remote_name *names,
+                       const struct kvt_chunk_key *const *keys, size_t n,
+                       remote_image_fn got, void *arg)
+{
+    struct get_ctx g = { .r = r, .got = got, .arg = arg };
+    const char *ptrs[GET_BATCH];
+    size_t lens[GET_BATCH], total = 0, errors = 0;
+    uint64_t t0 = remote_now_ns();
+    /* A dead server costs one timeout (then its clone skips it), so a call
+     * waits at most the timeout per server, whatever the batches. */
+    const uint64_t deadline = t0 + (uint64_t)r->timeout_ms * 1000000u * r->n_servers;
+
+    for (size_t at = 0; at < n; at += GET_BATCH) {
+        size_t m = n - at < GET_BATCH ? n - at : GET_BATCH;
+        for (size_t i = 0; i < m; i++) {
+            ptrs[i] = names[at + i].s;
+            lens[i] = names[at + i].len;
+        }
+        g.names = names + at;
+        g.keys = keys + at;
+        size_t before = g.accepted;
+        int rc = r->pool->ops->get_many(r->pool, ptrs, lens, m, deadline, got_item, &g);
+        total += g.accepted - before;
+        if (rc)
+            errors++;
+        if (remote_now_ns() > deadline)
+            break;           /* the rest are misses */
+    }
+    uint64_t ns = remote_now_ns() - t0;
+    pthread_mutex_lock(&r->mu);
+    r->st.gets += n;
+    r->st.hits += total;
+    r->st.misses += n - total;
+    r->st.rejected += g.rejected;
+    r->st.errors += errors;
+    r->st.bytes_read += g.bytes;
+    r->st.get_calls++;
+    r->st.get_ns_total += ns;
+    if (ns > r->st.get_ns_max)
+        r->st.get_ns_max = ns;
+    pthread_mutex_unlock(&r->mu);
+    return total;
+}
+
+void remote_stats(struct kvt_remote *r, struct kvt_remote_stats *out)
+{
+    pthread_mutex_lock(&r->mu);
+    *out = r->st;
+    out->queued = r->n_queued;
+    pthread_mutex_unlock(&r->mu);
+    out->n_servers = r->pool->ops->servers(r->pool, out->servers, REMOTE_SERVERS_MAX);
+}

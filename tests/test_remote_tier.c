@@ -1,0 +1,399 @@
+/* test_remote_tier.c - proves the remote tier (API.md, "Beyond one host")
+ * with real memcached servers on loopback ports and two kvtierd as two
+ * hosts (own sockets, own cold files, nothing shared but the pool):
+ *  - a 4096-token prefix stored and synced on host A is matched whole and
+ *    fetched within the int8 bound by a fresh host B, and counted in B's
+ *    stats (remote hits, promotions, servers up);
+ *  - with one of 3 servers killed, remote-replicas = 1 still serves all of
+ *    it, remote-replicas = 0 misses what lived there, and no call takes
+ *    longer than remote-timeout-ms per server plus a margin (also with a
+ *    server that hangs instead of dying);
+ *  - garbage planted under a record's name, a record copied under another
+ *    name, and a host with another key (or none) are misses, never wrong
+ *    values, and counted as rejected in stats. */
+#include "tests/helpers.h"
+#include "tests/memcached_util.h"
+
+#include <cjson/cJSON.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+
+#include "cache/remote.h"
+#include "client/prefix.h"
+
+#define LAYERS 2
+#define HEADS 4
+#define DIM 64
+#define CHUNK 256
+#define N_TOK 4096
+#define N_CHUNKS (N_TOK / CHUNK)
+#define SEED 41
+#define TIMEOUT_MS 300
+/* Per server: the timeout, plus room for a loaded (or sanitized) build. */
+#define MARGIN_MS 400
+#define MODEL "remote-model"
+#define DOMAIN "team-a"
+
+static int32_t tokens[N_TOK];
+static char key_a[128], key_b[128], dir[64];
+
+static uint64_t now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+static void write_key(const char *path, char fill)
+{
+    char hex[65];
+    memset(hex, fill, 64);
+    hex[64] = '\n';
+    FILE *f = fopen(path, "w");
+    assert_non_null(f);
+    assert_int_equal(fwrite(hex, 1, 65, f), 65);
+    fclose(f);
+    chmod(path, 0600);
+}
+
+static int setup(void **state)
+{
+    (void)state;
+    for (int i = 0; i < N_TOK; i++)
+        tokens[i] = 5000 + i * 13;
+    snprintf(dir, sizeof(dir), "/var/tmp/kvtier-remote-XXXXXX");
+    assert_non_null(mkdtemp(dir));
+    snprintf(key_a, sizeof(key_a), "%s/a.key", dir);
+    snprintf(key_b, sizeof(key_b), "%s/b.key", dir);
+    write_key(key_a, 'a');
+    write_key(key_b, 'b');
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    char cmd[128];
+    (void)state;
+    snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);
+    return system(cmd) == 0 ? 0 : -1;
+}
+
+struct host {
+    struct test_daemon d;
+    char cold[128];
+};
+
+/* A host of the pool: its own sockets and cold file; key NULL: no seal. */
+static void host_start(struct host *h, const struct mc_pool *p, const char *replicas,
+                       const char *key, const char *name)
+{
+    char domain[96];
+    snprintf(h->cold, sizeof(h->cold), "%s/%s.cold", dir, name);
+    unlink(h->cold);
+    snprintf(domain, sizeof(domain), DOMAIN ":%u", (unsigned)getuid());
+    if (key)
+        daemon_start(&h->d, "--remote", p->list, "--remote-replicas", replicas,
+                     "--remote-timeout-ms", "300", "--remote-domain", domain,
+                     "--remote-key-file", key, "--cold-path", h->cold, "--cold-bytes", "16M",
+                     "--cold-region-bytes", "1M", "--chunk-tokens", "256", NULL);
+    else
+        daemon_start(&h->d, "--remote", p->list, "--remote-replicas", replicas,
+                     "--remote-timeout-ms", "300", "--remote-domain", domain,
+                     "--cold-path", h->cold, "--cold-bytes", "16M",
+                     "--cold-region-bytes", "1M", "--chunk-tokens", "256", NULL);
+}
+
+static void host_stop(struct host *h)
+{
+    daemon_stop(&h->d);
+    daemon_cleanup(&h->d);
+    unlink(h->cold);
+}
+
+static kvt_client *connect_host(struct host *h, kvt_dtype dt)
+{
+    kvt_model m = test_model(MODEL, LAYERS, HEADS, DIM, dt, CHUNK);
+    kvt_client *c = NULL;
+    CHECK_OK(kvt_connect(h->d.socket, &m, &c));
+    return c;
+}
+
+/* Host A: store the whole prefix by tokens, then sync (the pool too). */
+static void store_prefix(struct host *a)
+{
+    kvt_client *c = connect_host(a, KVT_F16);
+    size_t bytes = (size_t)N_TOK * HEADS * DIM * 2;
+    kvt_span spans[LAYERS];
+
+    for (uint32_t l = 0; l < LAYERS; l++) {
+        spans[l] = (kvt_span){ l, 0, N_TOK, malloc(bytes), malloc(bytes) };
+        test_fill(spans[l].k, KVT_F16, SEED, l, 0, N_TOK, HEADS, DIM);
+        test_fill(spans[l].v, KVT_F16, SEED + 1, l, 0, N_TOK, HEADS, DIM);
+    }
+    CHECK_OK(kvt_store_tokens(c, tokens, N_TOK, spans, LAYERS));
+    CHECK_OK(kvt_sync(c));
+    for (uint32_t l = 0; l < LAYERS; l++) {
+        free(spans[l].k);
+        free(spans[l].v);
+    }
+    kvt_disconnect(c);
+}
+
+/* Host B: match, then fetch what matched; every value within the bound.
+ * Returns the tokens matched; *slowest_ms the longest call. */
+static uint32_t match_and_fetch(struct host *b, uint64_t *slowest_ms)
+{
+    kvt_client *c = connect_host(b, KVT_F32);
+    size_t bytes = (size_t)N_TOK * HEADS * DIM * 4;
+    kvt_span spans[LAYERS];
+    uint32_t n = 0;
+
+    uint64_t t0 = now_ms();
+    CHECK_OK(kvt_match_tokens(c, tokens, N_TOK, &n));
+    uint64_t t1 = now_ms();
+    *slowest_ms = t1 - t0;
+    assert_true(n % CHUNK == 0 || n == N_TOK);
+    if (n) {
+        for (uint32_t l = 0; l < LAYERS; l++)
+            spans[l] = (kvt_span){ l, 0, n, malloc(bytes), malloc(bytes) };
+        CHECK_OK(kvt_fetch_tokens(c, tokens, n, spans, LAYERS));
+        uint64_t t2 = now_ms();
+        if (t2 - t1 > *slowest_ms)
+            *slowest_ms = t2 - t1;
+        for (uint32_t l = 0; l < LAYERS; l++) {
+            assert_int_equal(test_check(spans[l].k, KVT_F32, SEED, l, 0, n, HEADS, DIM, 0), 0);
+            assert_int_equal(test_check(spans[l].v, KVT_F32, SEED + 1, l, 0, n, HEADS, DIM, 0), 0);
+            free(spans[l].k);
+            free(spans[l].v);
+        }
+    }
+    /* Past the match: absent, never made up. */
+    if (n < N_TOK) {
+        spans[0] = (kvt_span){ 0, 0, N_TOK, malloc(bytes), malloc(bytes) };
+        CHECK_RC(kvt_fetch_tokens(c, tokens, N_TOK, spans, 1), -ENOENT);
+        free(spans[0].k);
+        free(spans[0].v);
+    }
+    kvt_disconnect(c);
+    return n;
+}
+
+/* A number of B's stats: remote.<field>. */
+static double remote_stat(struct host *h, const char *field)
+{
+    static char reply[1 << 16];
+    CHECK_OK(admin_request(&h->d, "{\"cmd\":\"stats\"}", reply, sizeof(reply)));
+    cJSON *r = cJSON_Parse(reply);
+    assert_non_null(r);
+    const cJSON *rem = cJSON_GetObjectItemCaseSensitive(r, "remote");
+    assert_true(cJSON_IsObject(rem));
+    double v = cJSON_GetNumberValue(cJSON_GetObjectItemCaseSensitive(rem, field));
+    cJSON_Delete(r);
+    return v;
+}
+
+/* How many of the pool's servers B's stats list in state `state`. */
+static int servers_in_state(struct host *h, const char *state)
+{
+    static char reply[1 << 16];
+    int n = 0;
+    CHECK_OK(admin_request(&h->d, "{\"cmd\":\"stats\"}", reply, sizeof(reply)));
+    cJSON *r = cJSON_Parse(reply);
+    const cJSON *s;
+    cJSON_ArrayForEach(s, cJSON_GetObjectItemCaseSensitive(
+                              cJSON_GetObjectItemCaseSensitive(r, "remote"), "servers"))
+        n += !strcmp(cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(s, "state")), state);
+    cJSON_Delete(r);
+    return n;
+}
+
+static void prefix_stored_on_one_host_is_fetched_on_another(void **state)
+{
+    struct mc_pool p;
+    struct host a, b;
+    uint64_t slowest;
+    (void)state;
+
+    int rc = mc_start(&p, 3, 64, "1m");
+    if (rc == -ENOENT)
+        skip();
+    CHECK_OK(rc);
+    host_start(&a, &p, "1", key_a, "a");
+    store_prefix(&a);
+    assert_true(remote_stat(&a, "puts") >= N_CHUNKS * LAYERS);
+    assert_int_equal(remote_stat(&a, "put_errors"), 0);
+    assert_int_equal(remote_stat(&a, "queued"), 0);
+
+    host_start(&b, &p, "1", key_a, "b");
+    assert_int_equal(match_and_fetch(&b, &slowest), N_TOK);
+    assert_int_equal(remote_stat(&b, "hits"), N_CHUNKS * LAYERS);
+    assert_int_equal(remote_stat(&b, "promotions"), N_CHUNKS * LAYERS);
+    assert_int_equal(remote_stat(&b, "rejected"), 0);
+    assert_true(remote_stat(&b, "bytes_read") > (double)N_TOK * LAYERS * HEADS * DIM * 2);
+    assert_int_equal(servers_in_state(&b, "up"), 3);
+    /* Promoted: a second match is served locally, asking the pool nothing. */
+    double gets = remote_stat(&b, "gets");
+    assert_int_equal(match_and_fetch(&b, &slowest), N_TOK);
+    assert_int_equal(remote_stat(&b, "gets"), gets);
+    host_stop(&b);
+    host_stop(&a);
+    mc_stop(&p);
+}
+
+/* A stores with `replicas`, one server of three dies (or hangs), then a
+ * fresh B matches: returns the tokens B got. */
+static uint32_t with_one_server_down(const char *replicas, int hang, double *misses)
+{
+    struct mc_pool p;
+    struct host a, b;
+    uint64_t slowest;
+
+    CHECK_OK(mc_start(&p, 3, 64, "1m"));
+    host_start(&a, &p, replicas, key_a, "a");
+    store_prefix(&a);
+    host_stop(&a);
+    if (hang)
+        mc_pause(&p, 1, 1);
+    else
+        mc_kill(&p, 1);
+    host_start(&b, &p, replicas, key_a, "b");
+    uint32_t n = match_and_fetch(&b, &slowest);
+    print_message("replicas %s, server %s: matched %u, slowest call %llu ms\n", replicas,
+                  hang ? "hung" : "killed", n, (unsigned long long)slowest);
+    assert_true(slowest <= 3 * (TIMEOUT_MS + MARGIN_MS));
+    *misses = remote_stat(&b, "misses");
+    assert_int_equal(remote_stat(&b, "rejected"), 0);
+    assert_true(servers_in_state(&b, "down") <= 1);
+    host_stop(&b);
+    mc_stop(&p);
+    return n;
+}
+
+static void replicas_survive_a_dead_server(void **state)
+{
+    double misses;
+    (void)state;
+    if (access("/usr/bin/memcached", X_OK))
+        skip();
+    assert_int_equal(with_one_server_down("1", 0, &misses), N_TOK);
+    assert_int_equal(misses, 0);
+}
+
+static void without_replicas_a_dead_server_is_a_miss(void **state)
+{
+    double misses;
+    (void)state;
+    if (access("/usr/bin/memcached", X_OK))
+        skip();
+    /* 32 records over 3 servers: the dead one held some of them. */
+    assert_true(with_one_server_down("0", 0, &misses) < N_TOK);
+    assert_true(misses >= 1);
+}
+
+static void a_hung_server_costs_at_most_its_timeout(void **state)
+{
+    double misses;
+    (void)state;
+    if (access("/usr/bin/memcached", X_OK))
+        skip();
+    (void)with_one_server_down("0", 1, &misses);
+}
+
+/* The name A's daemon gives the record of (chunk, layer). */
+static void record_name(uint32_t chunk, uint32_t layer, struct kvt_remote_name *out)
+{
+    struct kvt_wire_key keys[N_CHUNKS];
+    struct kvt_remote_scope scope;
+    CHECK_OK(prefix_keys(tokens, N_TOK, CHUNK, keys));
+    remote_scope(DOMAIN, MODEL, LAYERS, HEADS, DIM, CHUNK, &scope);
+    struct kvt_chunk_key k = { .obj_hi = keys[chunk].hi, .obj_lo = keys[chunk].lo,
+                               .layer = layer };
+    remote_record_name(&scope, &k, out);
+}
+
+/* Put val under name on every server (wherever ketama and replicas look). */
+static void plant(const struct mc_pool *p, const char *name, const void *val, size_t len)
+{
+    for (int i = 0; i < p->n; i++)
+        CHECK_OK(mc_set(p, i, name, val, len));
+}
+
+static void bad_records_are_misses_and_counted(void **state)
+{
+    struct mc_pool p;
+    struct host a, b;
+    struct kvt_remote_name n00, n10, n01;
+    uint64_t slowest;
+    void *rec = NULL;
+    ssize_t len = -1;
+    (void)state;
+
+    int rc = mc_start(&p, 3, 64, "1m");
+    if (rc == -ENOENT)
+        skip();
+    CHECK_OK(rc);
+    host_start(&a, &p, "0", key_a, "a");
+    store_prefix(&a);
+    host_stop(&a);
+    record_name(0, 0, &n00);
+    record_name(1, 0, &n10);
+    record_name(0, 1, &n01);
+    /* The daemon's names are the ones computed here: a record is there. */
+    for (int i = 0; i < p.n && len < 0; i++)
+        len = mc_get(&p, i, n10.s, &rec);
+    assert_true(len > 64);
+
+    /* Another key: every record fails to open. */
+    host_start(&b, &p, "0", key_b, "b");
+    assert_int_equal(match_and_fetch(&b, &slowest), 0);
+    assert_true(remote_stat(&b, "rejected") >= 1);
+    host_stop(&b);
+    /* No key: sealed records are not plain ones. */
+    host_start(&b, &p, "0", NULL, "b");
+    assert_int_equal(match_and_fetch(&b, &slowest), 0);
+    assert_true(remote_stat(&b, "rejected") >= 1);
+    host_stop(&b);
+
+    /* Chunk 1's record under chunk 0's name, and under layer 1's. */
+    plant(&p, n00.s, rec, (size_t)len);
+    host_start(&b, &p, "0", key_a, "b");
+    assert_int_equal(match_and_fetch(&b, &slowest), 0);
+    assert_true(remote_stat(&b, "rejected") >= 1);
+    host_stop(&b);
+    plant(&p, n00.s, "x", 1);
+    plant(&p, n01.s, rec, (size_t)len);
+    host_start(&b, &p, "0", key_a, "b");
+    assert_int_equal(match_and_fetch(&b, &slowest), 0);
+    assert_true(remote_stat(&b, "rejected") >= 2);   /* n00's garbage too */
+    host_stop(&b);
+
+    /* Garbage of a record's own length, and a record with one bit flipped. */
+    char *junk = malloc((size_t)len);
+    memset(junk, 0x5a, (size_t)len);
+    plant(&p, n00.s, junk, (size_t)len);
+    plant(&p, n01.s, junk, (size_t)len);
+    memcpy(junk, rec, (size_t)len);
+    junk[len / 2] ^= 1;
+    plant(&p, n10.s, junk, (size_t)len);
+    host_start(&b, &p, "0", key_a, "b");
+    assert_int_equal(match_and_fetch(&b, &slowest), 0);
+    assert_true(remote_stat(&b, "rejected") >= 2);
+    host_stop(&b);
+    free(junk);
+    free(rec);
+    mc_stop(&p);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(prefix_stored_on_one_host_is_fetched_on_another),
+        cmocka_unit_test(replicas_survive_a_dead_server),
+        cmocka_unit_test(without_replicas_a_dead_server_is_a_miss),
+        cmocka_unit_test(a_hung_server_costs_at_most_its_timeout),
+        cmocka_unit_test(bad_records_are_misses_and_counted),
+    };
+    return cmocka_run_group_tests(tests, setup, teardown);
+}
