@@ -140,7 +140,8 @@ $(B)/tests/test_remote_tier: $(B)/tests/memcached_util.o $(addprefix $(B)/,$(REM
 	$(B)/cache/chunk.o
 $(B)/tests/test_remote_tier: TEST_LIBS += $(REMOTE_LIBS)
 
-$(B)/tests/bench: $(B)/tests/bench.o $(B)/tests/bench_outliers.o $(B)/libkvtier.a $(addprefix $(B)/,$(SIMD_OBJS))
+$(B)/tests/bench: $(B)/tests/bench.o $(B)/tests/bench_outliers.o $(B)/tests/bench_remote.o \
+	$(B)/tests/helpers.o $(B)/tests/memcached_util.o $(B)/libkvtier.a $(addprefix $(B)/,$(SIMD_OBJS))
 
 $(TEST_BINS) $(B)/tests/bench:
 	$(CC) $(ALL_CFLAGS) -o $@ $^ $(TEST_LIBS)

@@ -31,6 +31,7 @@ struct remote_pool_config {
 struct remote_server_stats {
     char host[REMOTE_HOST_MAX];
     uint16_t port;
+    bool seen;                 /* false: no operation has reached it yet */
     bool up;                   /* false: its last operation failed */
     uint64_t hits, misses, errors, bytes_read, bytes_written;
 };

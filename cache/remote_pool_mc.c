@@ -98,6 +98,7 @@ static void account(struct mc_pool *p, int i, bool ok, uint64_t hit, uint64_t mi
     if (i < 0)
         return;
     struct remote_server_stats *s = &p->srv[i];
+    s->seen = true;
     s->up = ok;
     s->errors += !ok;
     s->hits += hit;
@@ -259,7 +260,7 @@ static int mc_get_many(struct remote_pool *base, const char *const *names, const
         int s = server_of(p, h, names[i], lens[i]);
         if (s >= 0 && found[i]) {
             p->srv[s].hits++;
-            p->srv[s].up = true;
+            p->srv[s].up = p->srv[s].seen = true;
         } else if (s >= 0) {
             p->srv[s].misses++;
         }
@@ -358,7 +359,6 @@ static int parse_servers(struct mc_pool *p, const char *list, const char **why)
         struct remote_server_stats *s = &p->srv[p->n_servers++];
         snprintf(s->host, sizeof(s->host), "%s", host);
         s->port = (uint16_t)port;
-        s->up = true;               /* until an operation says otherwise */
     }
     if (p->n_servers == 0) {
         *why = "remote: no server in the list";

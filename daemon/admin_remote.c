@@ -49,7 +49,7 @@ void admin_remote_stats(struct kvt_tiers *t, cJSON *reply)
         cJSON *o = cJSON_CreateObject();
         cJSON_AddStringToObject(o, "host", s->host);
         add_u64(o, "port", s->port);
-        cJSON_AddStringToObject(o, "state", s->up ? "up" : "down");
+        cJSON_AddStringToObject(o, "state", !s->seen ? "unknown" : s->up ? "up" : "down");
         add_u64(o, "hits", s->hits);
         add_u64(o, "misses", s->misses);
         add_u64(o, "errors", s->errors);
