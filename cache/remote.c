@@ -14,9 +14,11 @@
 #include "cache/remote_format.h"
 
 #define WRITERS_MAX 16
-/* Records asked for in one round trip: a batch's answers are what the
- * deadline bounds, so it stays a few MiB on common shapes. */
-#define GET_BATCH 64
+/* Records asked for in one round trip: a few MiB on common shapes. */
+#define GET_BATCH 32
+/* Batches in flight at once in one remote_get_many (each on a handle of
+ * its own: the pool keeps 16 for readers). */
+#define GET_THREADS 4
 
 struct put_job {
     struct put_job *next;
@@ -319,14 +321,24 @@ struct get_ctx {
     struct kvt_remote *r;
     const struct kvt_remote_name *names;
     const struct kvt_chunk_key *const *keys;
+    size_t n, first_batch, stride;     /* this thread's batches */
+    uint64_t deadline;
     remote_image_fn got;
     void *arg;
-    size_t accepted, rejected, bytes;
+    size_t accepted, rejected, bytes, errors;
+};
+
+/* One batch's answers arrive with names relative to the batch. */
+struct batch_ctx {
+    struct get_ctx *g;
+    size_t at;
 };
 
 static void got_item(void *arg, size_t idx, const void *value, size_t len)
 {
-    struct get_ctx *g = arg;
+    struct batch_ctx *bc = arg;
+    struct get_ctx *g = bc->g;
+    idx += bc->at;
     struct kvt_chunk_image img = { .key = *g->keys[idx] };
     /* A copy: the seal opens in place, and the value is libmemcached's. */
     void *item = malloc(len ? len : 1);
@@ -345,48 +357,81 @@ static void got_item(void *arg, size_t idx, const void *value, size_t len)
     free(item);
 }
 
+static void *get_batches(void *arg)
+{
+    struct get_ctx *g = arg;
+    const char *ptrs[GET_BATCH];
+    size_t lens[GET_BATCH];
+
+    for (size_t b = g->first_batch; b * GET_BATCH < g->n; b += g->stride) {
+        size_t at = b * GET_BATCH, m = g->n - at < GET_BATCH ? g->n - at : GET_BATCH;
+        struct batch_ctx bc = { .g = g, .at = at };
+        for (size_t i = 0; i < m; i++) {
+            ptrs[i] = g->names[at + i].s;
+            lens[i] = g->names[at + i].len;
+        }
+        if (g->r->pool->ops->get_many(g->r->pool, ptrs, lens, m, g->deadline, got_item, &bc))
+            g->errors++;
+        if (remote_now_ns() > g->deadline)
+            break;           /* the rest are misses */
+    }
+    return NULL;
+}
+
 size_t remote_get_many(struct kvt_remote *r, const struct kvt_remote_name *names,
                        const struct kvt_chunk_key *const *keys, size_t n,
                        remote_image_fn got, void *arg)
 {
-    struct get_ctx g = { .r = r, .got = got, .arg = arg };
-    const char *ptrs[GET_BATCH];
-    size_t lens[GET_BATCH], total = 0, errors = 0;
+    struct get_ctx g[GET_THREADS];
+    pthread_t th[GET_THREADS];
+    bool started[GET_THREADS] = { false };
+    size_t batches = (n + GET_BATCH - 1) / GET_BATCH;
+    size_t threads = batches < GET_THREADS ? batches : GET_THREADS;
     uint64_t t0 = remote_now_ns();
     /* A dead server costs one timeout (then its clone skips it), so a call
      * waits at most the timeout per server, whatever the batches. */
     const uint64_t deadline = t0 + (uint64_t)r->timeout_ms * 1000000u * r->n_servers;
+    struct get_ctx sum = { 0 };
 
-    for (size_t at = 0; at < n; at += GET_BATCH) {
-        size_t m = n - at < GET_BATCH ? n - at : GET_BATCH;
-        for (size_t i = 0; i < m; i++) {
-            ptrs[i] = names[at + i].s;
-            lens[i] = names[at + i].len;
-        }
-        g.names = names + at;
-        g.keys = keys + at;
-        size_t before = g.accepted;
-        int rc = r->pool->ops->get_many(r->pool, ptrs, lens, m, deadline, got_item, &g);
-        total += g.accepted - before;
-        if (rc)
-            errors++;
-        if (remote_now_ns() > deadline)
-            break;           /* the rest are misses */
+    if (n == 0)
+        return 0;
+    /* Several batches in flight: one connection's round trips and one
+     * core's decryption would otherwise bound a large match. got() runs
+     * on these threads at once (the caller's hook is thread-safe). */
+    for (size_t t = 0; t < threads; t++) {
+        g[t] = (struct get_ctx){ .r = r, .names = names, .keys = keys, .n = n,
+                                 .first_batch = t, .stride = threads, .deadline = deadline,
+                                 .got = got, .arg = arg };
+        if (t > 0)
+            started[t] = pthread_create(&th[t], NULL, get_batches, &g[t]) == 0;
+    }
+    get_batches(&g[0]);
+    for (size_t t = 1; t < threads; t++) {
+        if (started[t])
+            pthread_join(th[t], NULL);
+        else
+            get_batches(&g[t]);     /* no thread: do its share here */
+    }
+    for (size_t t = 0; t < threads; t++) {
+        sum.accepted += g[t].accepted;
+        sum.rejected += g[t].rejected;
+        sum.bytes += g[t].bytes;
+        sum.errors += g[t].errors;
     }
     uint64_t ns = remote_now_ns() - t0;
     pthread_mutex_lock(&r->mu);
     r->st.gets += n;
-    r->st.hits += total;
-    r->st.misses += n - total;
-    r->st.rejected += g.rejected;
-    r->st.errors += errors;
-    r->st.bytes_read += g.bytes;
+    r->st.hits += sum.accepted;
+    r->st.misses += n - sum.accepted;
+    r->st.rejected += sum.rejected;
+    r->st.errors += sum.errors;
+    r->st.bytes_read += sum.bytes;
     r->st.get_calls++;
     r->st.get_ns_total += ns;
     if (ns > r->st.get_ns_max)
         r->st.get_ns_max = ns;
     pthread_mutex_unlock(&r->mu);
-    return total;
+    return sum.accepted;
 }
 
 void remote_stats(struct kvt_remote *r, struct kvt_remote_stats *out)
