@@ -100,8 +100,12 @@ int mc_start(struct mc_pool *p, int n, unsigned mem_mb, const char *item_max)
                 dup2(null, 1);
                 dup2(null, 2);
             }
+            /* memcached refuses an item size below its slab chunk size
+             * (512 KiB): items of some KiB need a smaller one. */
+            const char *small = item_max[strlen(item_max) - 1] == 'k' ? "-o" : NULL;
             execl(bin, bin, "-l", "127.0.0.1", "-p", port, "-U", "0", "-m", mem,
-                  "-I", item_max, "-t", "2", "-u", "root", (char *)NULL);
+                  "-I", item_max, "-t", "2", "-u", "root", small, "slab_chunk_max=16384",
+                  (char *)NULL);
             _exit(127);
         }
         p->pid[i] = pid;

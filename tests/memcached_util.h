@@ -17,7 +17,7 @@ struct mc_pool {
     char list[MC_MAX * 24];      /* "memcached://127.0.0.1:P1,127.0.0.1:P2" */
 };
 
-/* Start n servers (memcached -m mem_mb -I item_max, e.g. "1m") on free
+/* Start n servers (memcached -m mem_mb -I item_max, e.g. "1m" or "64k") on free
  * loopback ports and wait until each accepts. Returns 0, or -errno (the
  * caller skips the test when memcached is not installed: -ENOENT). Servers
  * are killed at exit even if the test fails. */

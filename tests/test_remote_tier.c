@@ -10,7 +10,9 @@
  *    server that hangs instead of dying);
  *  - garbage planted under a record's name, a record copied under another
  *    name, and a host with another key (or none) are misses, never wrong
- *    values, and counted as rejected in stats. */
+ *    values, and counted as rejected in stats;
+ *  - another domain name sees none of the records; a record over the
+ *    servers' item size is refused (never split) and counted. */
 #include "tests/helpers.h"
 #include "tests/memcached_util.h"
 
@@ -37,6 +39,7 @@
 #define DOMAIN "team-a"
 
 static int32_t tokens[N_TOK];
+static const char *domain_name = DOMAIN;   /* the hosts' remote-domain */
 static char key_a[128], key_b[128], dir[64];
 
 static uint64_t now_ms(void)
@@ -92,7 +95,7 @@ static void host_start(struct host *h, const struct mc_pool *p, const char *repl
     char domain[96];
     snprintf(h->cold, sizeof(h->cold), "%s/%s.cold", dir, name);
     unlink(h->cold);
-    snprintf(domain, sizeof(domain), DOMAIN ":%u", (unsigned)getuid());
+    snprintf(domain, sizeof(domain), "%s:%u", domain_name, (unsigned)getuid());
     if (key)
         daemon_start(&h->d, "--remote", p->list, "--remote-replicas", replicas,
                      "--remote-timeout-ms", "300", "--remote-domain", domain,
@@ -393,6 +396,60 @@ static void bad_records_are_misses_and_counted(void **state)
     mc_stop(&p);
 }
 
+/* A host whose domain has another pool name sees none of A's records
+ * (they are absent for it, not rejected); A itself still serves them. */
+static void domains_stay_apart_in_the_pool(void **state)
+{
+    struct mc_pool p;
+    struct host a, b;
+    uint64_t slowest;
+    (void)state;
+
+    int rc = mc_start(&p, 3, 64, "1m");
+    if (rc == -ENOENT)
+        skip();
+    CHECK_OK(rc);
+    host_start(&a, &p, "1", key_a, "a");
+    store_prefix(&a);
+    domain_name = "team-b";
+    host_start(&b, &p, "1", key_a, "b");
+    domain_name = DOMAIN;
+    assert_int_equal(match_and_fetch(&b, &slowest), 0);
+    assert_true(remote_stat(&b, "misses") >= 1);
+    assert_int_equal(remote_stat(&b, "hits"), 0);
+    assert_int_equal(remote_stat(&b, "rejected"), 0);
+    host_stop(&b);
+    assert_int_equal(match_and_fetch(&a, &slowest), N_TOK);
+    host_stop(&a);
+    mc_stop(&p);
+}
+
+/* Records are never split: servers whose item size (-I) is below a record
+ * refuse it, counted as too_large; the host serves its own copy still. */
+static void records_over_the_item_size_are_refused_and_counted(void **state)
+{
+    struct mc_pool p;
+    struct host a, b;
+    uint64_t slowest;
+    (void)state;
+
+    int rc = mc_start(&p, 1, 64, "64k");
+    if (rc == -ENOENT)
+        skip();
+    CHECK_OK(rc);
+    host_start(&a, &p, "0", key_a, "a");
+    store_prefix(&a);
+    assert_true(remote_stat(&a, "too_large") >= N_CHUNKS * LAYERS);
+    assert_int_equal(remote_stat(&a, "too_large"), remote_stat(&a, "puts"));
+    assert_int_equal(remote_stat(&a, "bytes_written"), 0);
+    assert_int_equal(match_and_fetch(&a, &slowest), N_TOK);
+    host_start(&b, &p, "0", key_a, "b");
+    assert_int_equal(match_and_fetch(&b, &slowest), 0);
+    host_stop(&b);
+    host_stop(&a);
+    mc_stop(&p);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -401,6 +458,8 @@ int main(void)
         cmocka_unit_test(without_replicas_a_dead_server_is_a_miss),
         cmocka_unit_test(a_hung_server_costs_at_most_its_timeout),
         cmocka_unit_test(bad_records_are_misses_and_counted),
+        cmocka_unit_test(domains_stay_apart_in_the_pool),
+        cmocka_unit_test(records_over_the_item_size_are_refused_and_counted),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
