@@ -285,20 +285,29 @@ static int stage_commit(struct kvt_datapath *dp, struct dp_segment *g)
 
 /* Token-addressed chunks are the same on every host: queue them for the
  * pool (tiers_remote_write returns at once; the store's reply does not
- * wait for the network). */
+ * wait for the network). Only segments that reach their chunk's end: a
+ * partial tail's key changes with every token appended to it, so writing
+ * tails would send a whole record per decoded token, for a key no longer
+ * prompt will match. */
 static void write_through(struct kvt_datapath *dp, const struct dp_request *rq,
                           const struct dp_segment *segs, size_t n)
 {
     const struct kvt_chunk_key *keys[64];
+    size_t m = 0;
 
     if (!tiers_remote_serves(dp->tiers, rq->ns))
         return;
-    for (size_t at = 0; at < n; at += 64) {
-        size_t m = n - at < 64 ? n - at : 64;
-        for (size_t i = 0; i < m; i++)
-            keys[i] = &segs[at + i].key;
-        tiers_remote_write(dp->tiers, rq->ns, keys, m);
+    for (size_t i = 0; i < n; i++) {
+        if (segs[i].tok + segs[i].n != rq->ns->chunk_tokens)
+            continue;
+        keys[m++] = &segs[i].key;
+        if (m == 64 || i + 1 == n) {
+            tiers_remote_write(dp->tiers, rq->ns, keys, m);
+            m = 0;
+        }
     }
+    if (m)
+        tiers_remote_write(dp->tiers, rq->ns, keys, m);
 }
 
 int dp_store(struct kvt_datapath *dp, const struct dp_request *rq,
