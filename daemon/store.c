@@ -283,12 +283,16 @@ static int stage_commit(struct kvt_datapath *dp, struct dp_segment *g)
     return rc == -ESTALE ? 1 : rc;
 }
 
+static uint32_t leading_tokens(struct kvt_datapath *dp, const struct kvt_chunk_key *key);
+
 /* Token-addressed chunks are the same on every host: queue them for the
  * pool (tiers_remote_write returns at once; the store's reply does not
- * wait for the network). Only segments that reach their chunk's end: a
- * partial tail's key changes with every token appended to it, so writing
- * tails would send a whole record per decoded token, for a key no longer
- * prompt will match. */
+ * wait for the network). Only chunks this store left complete (every
+ * token present): a partial tail's key changes with every token a decode
+ * appends, so writing tails would send a record per decoded token for a
+ * key no longer prompt matches; and a chunk whose tokens came in two
+ * requests (a span the client split where its staging room ran out) is
+ * written once, when its second part makes it whole, not once per part. */
 static void write_through(struct kvt_datapath *dp, const struct dp_request *rq,
                           const struct dp_segment *segs, size_t n)
 {
@@ -298,10 +302,13 @@ static void write_through(struct kvt_datapath *dp, const struct dp_request *rq,
     if (!tiers_remote_serves(dp->tiers, rq->ns))
         return;
     for (size_t i = 0; i < n; i++) {
-        if (segs[i].tok + segs[i].n != rq->ns->chunk_tokens)
+        /* Segments of one chunk are adjacent: look at its last. */
+        if (i + 1 < n && !memcmp(&segs[i].key, &segs[i + 1].key, sizeof(segs[i].key)))
+            continue;
+        if (leading_tokens(dp, &segs[i].key) != rq->ns->chunk_tokens)
             continue;
         keys[m++] = &segs[i].key;
-        if (m == 64 || i + 1 == n) {
+        if (m == 64) {
             tiers_remote_write(dp->tiers, rq->ns, keys, m);
             m = 0;
         }

@@ -36,8 +36,10 @@ static int copy_hot_rows(void *arg, const struct kvt_chunk_shape *s, void *data)
     return 0;
 }
 
-/* The remote tier's source hook: the chunk's leading tokens from RAM, or
- * its cold record when it left RAM before the writer came to it. */
+/* The remote tier's source hook: the chunk from RAM, or its cold record
+ * when it left RAM before the writer came to it. Only a complete chunk is
+ * emitted (-ENOENT otherwise): a record of some leading tokens, written
+ * before or after the whole one, could be the copy the pool keeps. */
 static int remote_source(void *arg, const struct kvt_chunk_key *key, remote_emit_fn emit,
                          void *ctx)
 {
@@ -49,7 +51,7 @@ static int remote_source(void *arg, const struct kvt_chunk_key *key, remote_emit
         hot_read(t->hot, key, 0, c.lead, copy_hot_rows, &c) == 0) {
         struct kvt_chunk_image img = { .key = *key, .shape = c.shape,
                                        .present = c.present, .data = c.data };
-        rc = emit(ctx, &img);
+        rc = c.lead == c.shape.tokens ? emit(ctx, &img) : -ENOENT;
         free(c.data);
         return rc;
     }
@@ -70,7 +72,8 @@ static int remote_source(void *arg, const struct kvt_chunk_key *key, remote_emit
         if (rc == 0) {
             struct kvt_chunk_image img = { .key = *key, .shape = got, .present = c.present,
                                            .data = buf };
-            rc = emit(ctx, &img);
+            rc = chunk_bits_leading(c.present, got.tokens) == got.tokens ? emit(ctx, &img)
+                                                                         : -ENOENT;
         }
         free(buf);
         if (rc != -ENOSPC)

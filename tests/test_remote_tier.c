@@ -12,7 +12,8 @@
  *    name, and a host with another key (or none) are misses, never wrong
  *    values, and counted as rejected in stats;
  *  - another domain name sees none of the records; a record over the
- *    servers' item size is refused (never split) and counted. */
+ *    servers' item size is refused (never split) and counted;
+ *  - only completed chunks are written through, each once. */
 #include "tests/helpers.h"
 #include "tests/memcached_util.h"
 
@@ -31,6 +32,7 @@
 #define CHUNK 256
 #define N_TOK 4096
 #define N_CHUNKS (N_TOK / CHUNK)
+#define TAIL 100                /* a partial last chunk past N_TOK */
 #define SEED 41
 #define TIMEOUT_MS 300
 /* Per server: the timeout, plus room for a loaded (or sanitized) build. */
@@ -38,7 +40,7 @@
 #define MODEL "remote-model"
 #define DOMAIN "team-a"
 
-static int32_t tokens[N_TOK];
+static int32_t tokens[N_TOK + TAIL];
 static const char *domain_name = DOMAIN;   /* the hosts' remote-domain */
 static char key_a[128], key_b[128], dir[64];
 
@@ -64,7 +66,7 @@ static void write_key(const char *path, char fill)
 static int setup(void **state)
 {
     (void)state;
-    for (int i = 0; i < N_TOK; i++)
+    for (int i = 0; i < N_TOK + TAIL; i++)
         tokens[i] = 5000 + i * 13;
     snprintf(dir, sizeof(dir), "/var/tmp/kvtier-remote-XXXXXX");
     assert_non_null(mkdtemp(dir));
@@ -88,9 +90,10 @@ struct host {
     char cold[128];
 };
 
-/* A host of the pool: its own sockets and cold file; key NULL: no seal. */
-static void host_start(struct host *h, const struct mc_pool *p, const char *replicas,
-                       const char *key, const char *name)
+/* A host of the pool: its own sockets and cold file; key NULL: no seal;
+ * timeout_ms its remote-timeout-ms. */
+static void host_start_timeout(struct host *h, const struct mc_pool *p, const char *replicas,
+                               const char *key, const char *name, const char *timeout_ms)
 {
     char domain[96];
     snprintf(h->cold, sizeof(h->cold), "%s/%s.cold", dir, name);
@@ -98,14 +101,20 @@ static void host_start(struct host *h, const struct mc_pool *p, const char *repl
     snprintf(domain, sizeof(domain), "%s:%u", domain_name, (unsigned)getuid());
     if (key)
         daemon_start(&h->d, "--remote", p->list, "--remote-replicas", replicas,
-                     "--remote-timeout-ms", "300", "--remote-domain", domain,
+                     "--remote-timeout-ms", timeout_ms, "--remote-domain", domain,
                      "--remote-key-file", key, "--cold-path", h->cold, "--cold-bytes", "16M",
                      "--cold-region-bytes", "1M", "--chunk-tokens", "256", NULL);
     else
         daemon_start(&h->d, "--remote", p->list, "--remote-replicas", replicas,
-                     "--remote-timeout-ms", "300", "--remote-domain", domain,
+                     "--remote-timeout-ms", timeout_ms, "--remote-domain", domain,
                      "--cold-path", h->cold, "--cold-bytes", "16M",
                      "--cold-region-bytes", "1M", "--chunk-tokens", "256", NULL);
+}
+
+static void host_start(struct host *h, const struct mc_pool *p, const char *replicas,
+                       const char *key, const char *name)
+{
+    host_start_timeout(h, p, replicas, key, name, "300");
 }
 
 static void host_stop(struct host *h)
@@ -225,7 +234,10 @@ static void prefix_stored_on_one_host_is_fetched_on_another(void **state)
     CHECK_OK(rc);
     host_start(&a, &p, "1", key_a, "a");
     store_prefix(&a);
-    assert_true(remote_stat(&a, "puts") >= N_CHUNKS * LAYERS);
+    /* One write per chunk: the client splits this store where its staging
+     * room runs out (inside layer 1's last chunk), and the chunk is written
+     * once, when complete, not once per part (which once made 33 of 32). */
+    assert_int_equal(remote_stat(&a, "puts"), N_CHUNKS * LAYERS);
     assert_int_equal(remote_stat(&a, "put_errors"), 0);
     assert_int_equal(remote_stat(&a, "queued"), 0);
 
@@ -450,6 +462,65 @@ static void records_over_the_item_size_are_refused_and_counted(void **state)
     mc_stop(&p);
 }
 
+/* Store tokens [from, to) of a call of n_tok tokens, every layer. */
+static void store_range(kvt_client *c, uint32_t n_tok, uint32_t from, uint32_t to)
+{
+    size_t bytes = (size_t)(to - from) * HEADS * DIM * 2;
+    kvt_span spans[LAYERS];
+
+    for (uint32_t l = 0; l < LAYERS; l++) {
+        spans[l] = (kvt_span){ l, from, to - from, malloc(bytes), malloc(bytes) };
+        test_fill(spans[l].k, KVT_F16, SEED, l, from, to - from, HEADS, DIM);
+        test_fill(spans[l].v, KVT_F16, SEED + 1, l, from, to - from, HEADS, DIM);
+    }
+    CHECK_OK(kvt_store_tokens(c, tokens, n_tok, spans, LAYERS));
+    for (uint32_t l = 0; l < LAYERS; l++) {
+        free(spans[l].k);
+        free(spans[l].v);
+    }
+}
+
+/* Only completed chunks go to the pool: a partial tail stays local, and a
+ * chunk whose tokens came in two stores (the later part first) is written
+ * once, when the second makes it whole. Another host matches up to the
+ * last chunk boundary and gets every value. */
+static void only_completed_chunks_are_written_through(void **state)
+{
+    struct mc_pool p;
+    struct host a, b;
+    uint64_t slowest;
+    uint32_t n = 0;
+    (void)state;
+
+    int rc = mc_start(&p, 3, 64, "1m");
+    if (rc == -ENOENT)
+        skip();
+    CHECK_OK(rc);
+    host_start(&a, &p, "0", key_a, "a");
+    kvt_client *c = connect_host(&a, KVT_F16);
+    store_range(c, N_TOK + TAIL, CHUNK + 44, N_TOK + TAIL);   /* chunk 1 incomplete */
+    store_range(c, N_TOK + TAIL, 0, CHUNK + 44);              /* ... now complete */
+    CHECK_OK(kvt_sync(c));
+    CHECK_OK(kvt_match_tokens(c, tokens, N_TOK + TAIL, &n));
+    assert_int_equal(n, N_TOK + TAIL);                        /* A has its tail */
+    kvt_disconnect(c);
+    assert_int_equal(remote_stat(&a, "puts"), N_CHUNKS * LAYERS);
+    assert_int_equal(remote_stat(&a, "put_gone"), 0);
+    assert_int_equal(remote_stat(&a, "put_errors"), 0);
+
+    host_start(&b, &p, "0", key_a, "b");
+    c = connect_host(&b, KVT_F32);
+    CHECK_OK(kvt_match_tokens(c, tokens, N_TOK + TAIL, &n));
+    kvt_disconnect(c);
+    assert_int_equal(n, N_TOK);
+    assert_true(remote_stat(&b, "misses") >= LAYERS);         /* the tails */
+    assert_int_equal(remote_stat(&b, "hits"), N_CHUNKS * LAYERS);
+    assert_int_equal(match_and_fetch(&b, &slowest), N_TOK);   /* values checked */
+    host_stop(&b);
+    host_stop(&a);
+    mc_stop(&p);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -460,6 +531,7 @@ int main(void)
         cmocka_unit_test(bad_records_are_misses_and_counted),
         cmocka_unit_test(domains_stay_apart_in_the_pool),
         cmocka_unit_test(records_over_the_item_size_are_refused_and_counted),
+        cmocka_unit_test(only_completed_chunks_are_written_through),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
