@@ -336,9 +336,14 @@ static int spans_request(struct kvt_session *s, const char **why)
         bytes += (uint64_t)s->segs[i].n * row * 2;
 
     unsigned workers = s->srv->cfg.workers;
+    bool small = bytes <= INLINE_BYTES || n_segs == 1 || workers < 2;
+    /* A fetch that may ask the pool waits on the network: never on the
+     * loop, which must keep serving everyone else meanwhile. A small one
+     * goes to a worker whole. */
+    bool may_wait = s->op == KVT_OP_FETCH && dp_fetch_may_ask_pool(&s->srv->dp, &s->rq);
     /* A store is checked whole before any of it is linked (dp_stage):
      * a refused one stores nothing. */
-    if (bytes <= INLINE_BYTES || n_segs == 1 || workers < 2) {
+    if (small && !may_wait) {
         struct kvt_datapath *dp = &s->srv->dp;
         int refused = s->op == KVT_OP_STORE ? dp_stage(dp, &s->rq, s->segs, n_segs) : 0;
         rc = refused ? refused
@@ -354,6 +359,8 @@ static int spans_request(struct kvt_session *s, const char **why)
      * large batch; segments carry at most chunk_tokens each, so slices of
      * equal count are close to equal in bytes. */
     unsigned parts = workers < SESSION_MAX_PARTS ? workers : SESSION_MAX_PARTS;
+    if (small)
+        parts = 1;
     if (parts > n_segs)
         parts = (unsigned)n_segs;
     atomic_store(&s->status, 0);

@@ -432,14 +432,18 @@ static void fetch_remote(struct kvt_datapath *dp, const struct dp_request *rq,
     tiers_remote_fetch(dp->tiers, rq->ns, missed, m);
 }
 
+bool dp_fetch_may_ask_pool(struct kvt_datapath *dp, const struct dp_request *rq)
+{
+    return rq->view->req->addr == KVT_ADDR_TOKENS && tiers_remote_serves(dp->tiers, rq->ns);
+}
+
 int dp_fetch(struct kvt_datapath *dp, const struct dp_request *rq,
              const struct dp_segment *segs, size_t n)
 {
     const struct kvt_chunk_shape shape = dp_chunk_shape(dp, rq->ns, rq->elem);
     const struct kvt_chunk_key **missed = NULL;
     size_t *missed_at = NULL, n_missed = 0;
-    const bool remote = rq->view->req->addr == KVT_ADDR_TOKENS &&
-                        tiers_remote_serves(dp->tiers, rq->ns);
+    const bool remote = dp_fetch_may_ask_pool(dp, rq);
     int rc = 0;
 
     for (size_t i = 0; i < n; i++) {

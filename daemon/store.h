@@ -107,6 +107,11 @@ int dp_store(struct kvt_datapath *dp, const struct dp_request *rq,
 int dp_fetch(struct kvt_datapath *dp, const struct dp_request *rq,
              const struct dp_segment *segs, size_t n);
 
+/* Whether dp_fetch of rq may ask the remote tier (token-addressed, and the
+ * pool serves its namespace): it may then wait on the network, so it must
+ * not run on the event loop. */
+bool dp_fetch_may_ask_pool(struct kvt_datapath *dp, const struct dp_request *rq);
+
 /* Leading tokens present in every layer of a named context. */
 uint32_t dp_length(struct kvt_datapath *dp, const struct dp_request *rq);
 /* Tokens of a token call whose chunks are present in every layer. Chunks

@@ -13,11 +13,13 @@
  *    values, and counted as rejected in stats;
  *  - another domain name sees none of the records; a record over the
  *    servers' item size is refused (never split) and counted;
- *  - only completed chunks are written through, each once. */
+ *  - only completed chunks are written through, each once; a fetch waiting
+ *    on a hung pool leaves the event loop serving. */
 #include "tests/helpers.h"
 #include "tests/memcached_util.h"
 
 #include <cjson/cJSON.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -521,6 +523,73 @@ static void only_completed_chunks_are_written_through(void **state)
     mc_stop(&p);
 }
 
+struct slow_fetch {
+    kvt_client *c;
+    int rc;
+    uint64_t ms;
+};
+
+static void *fetch_first_chunk(void *arg)
+{
+    struct slow_fetch *f = arg;
+    size_t bytes = (size_t)CHUNK * HEADS * DIM * 4;
+    kvt_span sp = { 0, 0, CHUNK, malloc(bytes), malloc(bytes) };
+    uint64_t t0 = now_ms();
+
+    f->rc = kvt_fetch_tokens(f->c, tokens, CHUNK, &sp, 1);
+    f->ms = now_ms() - t0;
+    free(sp.k);
+    free(sp.v);
+    return NULL;
+}
+
+/* A small fetch that must ask a hung pool waits for it on a worker: the
+ * event loop meanwhile answers the admin socket and other clients' local
+ * requests at once. */
+static void a_fetch_waiting_on_the_pool_leaves_the_loop_serving(void **state)
+{
+    struct mc_pool p;
+    struct host a, b;
+    static char reply[1 << 16];
+    (void)state;
+
+    int rc = mc_start(&p, 1, 64, "1m");
+    if (rc == -ENOENT)
+        skip();
+    CHECK_OK(rc);
+    host_start(&a, &p, "0", key_a, "a");
+    store_prefix(&a);
+    host_stop(&a);
+    mc_pause(&p, 0, 1);
+    host_start_timeout(&b, &p, "0", key_a, "b", "1500");
+    struct slow_fetch f = { .c = connect_host(&b, KVT_F32) };
+    kvt_client *other = connect_host(&b, KVT_F16);
+    size_t bytes = (size_t)16 * HEADS * DIM * 2;
+    void *k = calloc(1, bytes), *v = calloc(1, bytes);
+    pthread_t th;
+
+    assert_int_equal(pthread_create(&th, NULL, fetch_first_chunk, &f), 0);
+    usleep(200 * 1000);                     /* the fetch is waiting now */
+    uint64_t t0 = now_ms();
+    CHECK_OK(admin_request(&b.d, "{\"cmd\":\"stats\"}", reply, sizeof(reply)));
+    CHECK_OK(kvt_store(other, "local", 0, 0, 16, k, v));
+    CHECK_OK(kvt_fetch(other, "local", 0, 0, 16, k, v));
+    uint64_t loop_ms = now_ms() - t0;
+    assert_int_equal(pthread_join(th, NULL), 0);
+    print_message("fetch waiting on a hung pool: %llu ms; loop answered in %llu ms\n",
+                  (unsigned long long)f.ms, (unsigned long long)loop_ms);
+    CHECK_RC(f.rc, -ENOENT);
+    assert_true(f.ms >= 1000);              /* it did wait on the pool */
+    assert_true(f.ms <= 1500 + MARGIN_MS);
+    assert_true(loop_ms < 500);             /* while the loop did not */
+    free(k);
+    free(v);
+    kvt_disconnect(other);
+    kvt_disconnect(f.c);
+    host_stop(&b);
+    mc_stop(&p);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -532,6 +601,7 @@ int main(void)
         cmocka_unit_test(domains_stay_apart_in_the_pool),
         cmocka_unit_test(records_over_the_item_size_are_refused_and_counted),
         cmocka_unit_test(only_completed_chunks_are_written_through),
+        cmocka_unit_test(a_fetch_waiting_on_the_pool_leaves_the_loop_serving),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
