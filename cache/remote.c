@@ -43,6 +43,9 @@ struct kvt_remote {
     uint64_t n_queued, next_ticket;
     uint64_t busy[WRITERS_MAX];       /* ticket in hand, 0 = idle */
     bool stopping;
+    /* Set by remote_close: queued writes not started by then are dropped
+     * (CLOCK_MONOTONIC ns; 0 = none). */
+    uint64_t drop_after;
     pthread_t threads[WRITERS_MAX];
     unsigned n_threads;
     /* Counters, under mu (cheap next to a network round trip). */
@@ -163,6 +166,14 @@ static void *writer_main(void *arg)
         if (!r->head)
             r->tail = NULL;
         r->n_queued--;
+        if (r->drop_after && remote_now_ns() > r->drop_after) {
+            /* Closing, past the grace: the chunk stays in the local tiers,
+             * and a pool that is slow must not hold the exit. */
+            r->st.put_dropped++;
+            pthread_cond_broadcast(&r->done);
+            free(j);
+            continue;
+        }
         r->busy[me] = j->ticket;
         pthread_mutex_unlock(&r->mu);
 
@@ -236,6 +247,11 @@ void remote_close(struct kvt_remote *r)
         return;
     pthread_mutex_lock(&r->mu);
     r->stopping = true;
+    /* The queue may hold many writes, each a round trip to a server that
+     * may hang: the writes begun within one timeout per server are
+     * finished (each bounded by the timeout), the rest dropped. */
+    r->drop_after = remote_now_ns() +
+                    (uint64_t)r->timeout_ms * 1000000u * (r->n_servers ? r->n_servers : 1);
     pthread_cond_broadcast(&r->work);
     pthread_mutex_unlock(&r->mu);
     for (unsigned i = 0; i < r->n_threads; i++)

@@ -87,7 +87,10 @@ void remote_record_name(const struct kvt_remote_scope *scope, const struct kvt_c
 /* Set the pool client up and start the writers. Nothing is connected yet.
  * Returns 0, -EINVAL (*why says why), -ENOMEM. */
 int remote_open(const struct kvt_remote_config *cfg, struct kvt_remote **out, const char **why);
-/* Finish the queued writes (each bounded by the timeout), stop, free. */
+/* Stop and free: queued writes are done for up to timeout_ms per server,
+ * those not begun by then are dropped (counted in put_dropped); a write
+ * in hand is bounded by the timeout. So closing never waits on the pool
+ * much longer than 2 x timeout_ms per server, however long the queue. */
 void remote_close(struct kvt_remote *r);
 
 /* Queue a write of key's chunk under name; returns at once. Returns 0, or

@@ -6,6 +6,12 @@
  * free waits until its deadline at most). Each clone learns on its own
  * that a server is down and skips it for RETRY_S afterwards: after a
  * server dies every clone pays at most one timeout, then misses at once.
+ *
+ * libmemcached ejects only a server it cannot connect to. One that hangs
+ * (stopped, or its host wedged: the kernel still accepts connections)
+ * costs a full timeout on every operation, on every clone, forever: so
+ * the pool itself marks a server that timed out as hung for RETRY_S, and
+ * until then names it holds first are misses and failed writes at once.
  */
 #include "cache/remote_pool.h"
 
@@ -33,6 +39,7 @@ struct mc_pool {
     memcached_st **all;
     size_t n_servers;
     struct remote_server_stats srv[REMOTE_SERVERS_MAX];
+    uint64_t hung_until[REMOTE_SERVERS_MAX];   /* CLOCK_MONOTONIC ns, under mu */
 };
 
 uint64_t remote_now_ns(void)
@@ -107,8 +114,22 @@ static void account(struct mc_pool *p, int i, bool ok, uint64_t hit, uint64_t mi
     s->bytes_written += written;
 }
 
-/* A failed call: the server libmemcached last lost, if it knows it. */
-static void account_failure(struct mc_pool *p, memcached_st *h, int fallback)
+/* Whether server i (-1: unknown) timed out less than RETRY_S ago. */
+static bool is_hung(struct mc_pool *p, int i, uint64_t now)
+{
+    bool hung;
+
+    if (i < 0)
+        return false;
+    pthread_mutex_lock(&p->mu);
+    hung = p->hung_until[i] > now;
+    pthread_mutex_unlock(&p->mu);
+    return hung;
+}
+
+/* A failed call (under p->mu): the server libmemcached last lost, if it
+ * knows it; a timeout marks it hung for RETRY_S. */
+static void account_failure(struct mc_pool *p, memcached_st *h, int fallback, bool timed_out)
 {
     const memcached_instance_st *in = memcached_server_get_last_disconnect(h);
     int idx = fallback;
@@ -121,6 +142,8 @@ static void account_failure(struct mc_pool *p, memcached_st *h, int fallback)
                 idx = (int)i;
     }
     account(p, idx, false, 0, 0, 0, 0);
+    if (timed_out && idx >= 0)
+        p->hung_until[idx] = remote_now_ns() + (uint64_t)RETRY_S * 1000000000u;
 }
 
 static int mc_errno(memcached_return_t rc)
@@ -146,6 +169,10 @@ static int mc_set(struct remote_pool *base, const char *name, size_t name_len,
     int srv;
 
     srv = server_of(p, h, name, name_len);
+    if (is_hung(p, srv, remote_now_ns())) {
+        give_back(p, h);
+        return -ETIMEDOUT;
+    }
     rc = memcached_set(h, name, name_len, value, len, 0, 0);
     /* The text of "object too large" varies by server version. */
     if (rc == MEMCACHED_SERVER_ERROR || rc == MEMCACHED_E2BIG) {
@@ -157,7 +184,7 @@ static int mc_set(struct remote_pool *base, const char *name, size_t name_len,
     if (rc == MEMCACHED_SUCCESS || rc == MEMCACHED_E2BIG)
         account(p, srv, true, 0, 0, 0, rc == MEMCACHED_SUCCESS ? len : 0);
     else
-        account_failure(p, h, srv);
+        account_failure(p, h, srv, rc == MEMCACHED_TIMEOUT);
     pthread_mutex_unlock(&p->mu);
     give_back(p, h);
     return mc_errno(rc);
@@ -201,24 +228,58 @@ static size_t index_find(const struct name_index *ix, const char *const *names,
     return SIZE_MAX;
 }
 
-static int mc_get_many(struct remote_pool *base, const char *const *names, const size_t *lens,
-                       size_t n, uint64_t deadline_ns, remote_got_fn got, void *arg)
+/* The names of names[0..n) whose first server is not hung, into ask[]
+ * (their indices in at[]); returns how many. */
+static size_t names_to_ask(struct mc_pool *p, memcached_st *h, const char *const *names,
+                           const size_t *lens, size_t n, const char **ask, size_t *ask_lens,
+                           size_t *at)
+{
+    uint64_t now = remote_now_ns();
+    size_t m = 0;
+
+    for (size_t i = 0; i < n; i++) {
+        if (is_hung(p, server_of(p, h, names[i], lens[i]), now))
+            continue;
+        ask[m] = names[i];
+        ask_lens[m] = lens[i];
+        at[m++] = i;
+    }
+    return m;
+}
+
+static int mc_get_many(struct remote_pool *base, const char *const *all_names,
+                       const size_t *all_lens, size_t n_all, uint64_t deadline_ns,
+                       remote_got_fn got, void *arg)
 {
     struct mc_pool *p = (struct mc_pool *)base;
     struct name_index ix = { 0 };
     memcached_result_st res;
     memcached_return_t rc;
     bool *found = NULL;
+    const char **names = NULL;
+    size_t *lens = NULL, *at = NULL, n;
     memcached_st *h;
     int ret = 0;
 
-    if (n == 0)
+    if (n_all == 0)
         return 0;
     h = borrow(p, deadline_ns);
     if (!h)
         return -EBUSY;
-    found = calloc(n, sizeof(*found));
-    if (!found || index_build(&ix, names, lens, n)) {
+    found = calloc(n_all, sizeof(*found));
+    names = malloc(n_all * sizeof(*names));
+    lens = malloc(n_all * sizeof(*lens));
+    at = malloc(n_all * sizeof(*at));
+    if (!found || !names || !lens || !at) {
+        ret = -ENOMEM;
+        goto out;
+    }
+    n = names_to_ask(p, h, all_names, all_lens, n_all, names, lens, at);
+    if (n == 0) {
+        ret = -ETIMEDOUT;          /* all on hung servers: misses */
+        goto out;
+    }
+    if (index_build(&ix, names, lens, n)) {
         ret = -ENOMEM;
         goto out;
     }
@@ -226,7 +287,7 @@ static int mc_get_many(struct remote_pool *base, const char *const *names, const
     rc = memcached_mget(h, names, lens, n);
     if (rc != MEMCACHED_SUCCESS && rc != MEMCACHED_SOME_ERRORS) {
         pthread_mutex_lock(&p->mu);
-        account_failure(p, h, -1);
+        account_failure(p, h, -1, rc == MEMCACHED_TIMEOUT);
         pthread_mutex_unlock(&p->mu);
         ret = mc_errno(rc);
         goto done;
@@ -239,7 +300,7 @@ static int mc_get_many(struct remote_pool *base, const char *const *names, const
                               memcached_result_key_length(r));
         if (i != SIZE_MAX && !found[i]) {
             found[i] = true;
-            got(arg, i, memcached_result_value(r), memcached_result_length(r));
+            got(arg, at[i], memcached_result_value(r), memcached_result_length(r));
         }
         if (remote_now_ns() > deadline_ns) {
             /* Answers still on their way would be read by the next call
@@ -251,7 +312,7 @@ static int mc_get_many(struct remote_pool *base, const char *const *names, const
     }
     if (rc != MEMCACHED_END && rc != MEMCACHED_SUCCESS && rc != MEMCACHED_NOTFOUND && !ret) {
         pthread_mutex_lock(&p->mu);
-        account_failure(p, h, -1);
+        account_failure(p, h, -1, rc == MEMCACHED_TIMEOUT);
         pthread_mutex_unlock(&p->mu);
         ret = mc_errno(rc);
     }
@@ -266,11 +327,16 @@ static int mc_get_many(struct remote_pool *base, const char *const *names, const
         }
     }
     pthread_mutex_unlock(&p->mu);
+    if (!ret && n < n_all)
+        ret = -ETIMEDOUT;          /* some were on a hung server: misses */
 done:
     memcached_result_free(&res);
 out:
     free(ix.slot);
     free(found);
+    free(names);
+    free(lens);
+    free(at);
     give_back(p, h);
     return ret;
 }

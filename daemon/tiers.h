@@ -156,8 +156,9 @@ struct kvt_ns;
  * sharing domains, set the pool client up (no connection yet). Warns when
  * records will not be sealed. Returns 0 or -errno (logged). */
 int tiers_remote_open(struct kvt_tiers *t, const struct kvt_config *cfg);
-/* Finish the queued writes (bounded by the timeout each) and close. Must
- * run before the hot and cold tiers close: the writers read them. */
+/* Finish the queued writes for up to remote-timeout-ms per server, drop
+ * the rest, and close. Must run before the hot and cold tiers close: the
+ * writers read them. */
 void tiers_remote_close(struct kvt_tiers *t);
 /* Whether chunks of ns go to the pool (a remote tier, and ns's sharing
  * domain has a pool name). */

@@ -169,6 +169,14 @@ int tiers_remote_open(struct kvt_tiers *t, const struct kvt_config *cfg)
 
 void tiers_remote_close(struct kvt_tiers *t)
 {
+    if (t->remote) {
+        struct kvt_remote_stats st;
+        remote_stats(t->remote, &st);
+        if (st.queued)
+            log_info("remote tier: %llu writes queued at exit; those not done within "
+                     "remote-timeout-ms per server are dropped",
+                     (unsigned long long)st.queued);
+    }
     remote_close(t->remote);
     t->remote = NULL;
 }

@@ -14,7 +14,8 @@
  *  - another domain name sees none of the records; a record over the
  *    servers' item size is refused (never split) and counted;
  *  - only completed chunks are written through, each once; a fetch waiting
- *    on a hung pool leaves the event loop serving. */
+ *    on a hung pool leaves the event loop serving; a hung pool holds
+ *    neither kvt_sync nor SIGTERM past its timeouts. */
 #include "tests/helpers.h"
 #include "tests/memcached_util.h"
 
@@ -590,6 +591,43 @@ static void a_fetch_waiting_on_the_pool_leaves_the_loop_serving(void **state)
     mc_stop(&p);
 }
 
+/* Every server hung: kvt_sync returns within the timeouts (each writer
+ * pays one per server, then skips them), and SIGTERM with writes queued
+ * exits 0 promptly: the rest of the queue is dropped past the grace. */
+static void a_hung_pool_never_holds_sync_or_exit(void **state)
+{
+    struct mc_pool p;
+    struct host a;
+    (void)state;
+
+    int rc = mc_start(&p, 3, 64, "1m");
+    if (rc == -ENOENT)
+        skip();
+    CHECK_OK(rc);
+    for (int i = 0; i < p.n; i++)
+        mc_pause(&p, i, 1);
+    host_start(&a, &p, "0", key_a, "a");
+    uint64_t t0 = now_ms();
+    store_prefix(&a);                       /* store, then kvt_sync */
+    uint64_t sync_ms = now_ms() - t0;
+    assert_true(sync_ms <= 3 * (TIMEOUT_MS + MARGIN_MS));
+    assert_int_equal(remote_stat(&a, "queued"), 0);
+    assert_true(remote_stat(&a, "put_errors") >= 1);
+
+    /* Again without the sync, and stop at once: writes are queued. */
+    kvt_client *c = connect_host(&a, KVT_F16);
+    store_range(c, N_TOK, 0, N_TOK);
+    kvt_disconnect(c);
+    t0 = now_ms();
+    host_stop(&a);                          /* asserts exit status 0 */
+    uint64_t exit_ms = now_ms() - t0;
+    print_message("hung pool: store + sync %llu ms, SIGTERM to exit %llu ms\n",
+                  (unsigned long long)sync_ms, (unsigned long long)exit_ms);
+    /* The grace (a timeout per server), a write in hand, the final flush. */
+    assert_true(exit_ms <= 2 * 3 * (TIMEOUT_MS + MARGIN_MS));
+    mc_stop(&p);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -602,6 +640,7 @@ int main(void)
         cmocka_unit_test(records_over_the_item_size_are_refused_and_counted),
         cmocka_unit_test(only_completed_chunks_are_written_through),
         cmocka_unit_test(a_fetch_waiting_on_the_pool_leaves_the_loop_serving),
+        cmocka_unit_test(a_hung_pool_never_holds_sync_or_exit),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
