@@ -589,13 +589,18 @@ static int config_set_live(struct kvt_server *srv, const char *key, const cJSON 
         snprintf(err, errlen, "config set needs a \"value\" (string or number)");
         return -EINVAL;
     }
+    /* Refused before its value is parsed, so the reason is the one that
+     * holds whatever the value: the remote tier's keys name its servers,
+     * secret and domains, which are set up once at start. */
+    if (!is_live(key)) {
+        snprintf(err, errlen, "%s cannot change while running%s", key,
+                 !strncmp(key, "remote", 6) ? " (the remote tier's keys are read at start "
+                                              "only: restart kvtierd to change them)" : "");
+        return -EPERM;
+    }
     rc = config_set(&cfg, key, text, err, errlen);
     if (rc)
         return rc;
-    if (!is_live(key)) {
-        snprintf(err, errlen, "%s cannot change while running", key);
-        return -EPERM;
-    }
     rc = config_validate(&cfg, err, errlen);
     if (rc)
         return rc;

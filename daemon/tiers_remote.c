@@ -82,6 +82,15 @@ static int remote_source(void *arg, const struct kvt_chunk_key *key, remote_emit
     return rc == -EBADMSG || rc == -EIO ? -ENOENT : rc;
 }
 
+/* The local domain named `name` in the pool, or UINT32_MAX. */
+static uint32_t domain_named(const struct kvt_tiers *t, const char *name)
+{
+    for (uint32_t i = 0; i < t->n_rdomain; i++)
+        if (!strcmp(t->rdomain[i].name, name))
+            return t->rdomain[i].domain;
+    return UINT32_MAX;
+}
+
 /* The pool name of domain, or NULL when it has none. */
 static const char *domain_name(const struct kvt_tiers *t, uint32_t domain)
 {
@@ -135,6 +144,15 @@ int tiers_remote_open(struct kvt_tiers *t, const struct kvt_config *cfg)
     for (uint32_t i = 0; i < cfg->n_rdomain; i++) {
         uint32_t d = registry_domain(cfg, cfg->rdomain_uid[i]);
         const char *had = domain_name(t, d);
+        uint32_t other = domain_named(t, cfg->rdomain_name[i]);
+        /* One name for two domains here would join, through the pool, uids
+         * that share nothing on this host: their records have one name. */
+        if (other != UINT32_MAX && other != d) {
+            log_err("remote-domain %s names uids of two sharing domains here (%u and %u): "
+                    "put them in one share group or give them different names",
+                    cfg->rdomain_name[i], (unsigned)other, (unsigned)d);
+            return -EINVAL;
+        }
         if (had) {
             if (strcmp(had, cfg->rdomain_name[i]))
                 log_warn("remote-domain: uid %u is in the domain named %s already; "

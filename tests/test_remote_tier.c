@@ -15,7 +15,8 @@
  *    servers' item size is refused (never split) and counted;
  *  - only completed chunks are written through, each once; a fetch waiting
  *    on a hung pool leaves the event loop serving; a hung pool holds
- *    neither kvt_sync nor SIGTERM past its timeouts. */
+ *    neither kvt_sync nor SIGTERM past its timeouts; the remote keys are
+ *    read at start only. */
 #include "tests/helpers.h"
 #include "tests/memcached_util.h"
 
@@ -628,6 +629,49 @@ static void a_hung_pool_never_holds_sync_or_exit(void **state)
     mc_stop(&p);
 }
 
+/* The remote tier's keys are read at start only: config set refuses each
+ * with the reason, and one pool name for two domains of a host is refused
+ * at start (it would join them through the pool). */
+static void remote_keys_are_read_at_start_only(void **state)
+{
+    static const char *const keys[] = { "remote", "remote-replicas", "remote-timeout-ms",
+                                        "remote-key-file", "remote-domain" };
+    struct mc_pool p;
+    struct host a;
+    static char reply[1 << 16], req[512], domain[96], share[64];
+    (void)state;
+
+    int rc = mc_start(&p, 1, 64, "1m");
+    if (rc == -ENOENT)
+        skip();
+    CHECK_OK(rc);
+    host_start(&a, &p, "1", key_a, "a");
+    for (size_t i = 0; i < sizeof(keys) / sizeof(keys[0]); i++) {
+        snprintf(req, sizeof(req), "{\"cmd\":\"config\",\"op\":\"set\",\"key\":\"%s\","
+                 "\"value\":\"2\"}", keys[i]);
+        CHECK_OK(admin_request(&a.d, req, reply, sizeof(reply)));
+        cJSON *r = cJSON_Parse(reply);
+        const cJSON *err = cJSON_GetObjectItemCaseSensitive(r, "error");
+        assert_true(cJSON_IsString(err));
+        assert_non_null(strstr(err->valuestring, "read at start only"));
+        cJSON_Delete(r);
+    }
+    CHECK_OK(admin_request(&a.d, "{\"cmd\":\"config\",\"op\":\"get\","
+                                 "\"key\":\"remote-replicas\"}", reply, sizeof(reply)));
+    assert_non_null(strstr(reply, "\"value\":\"1\""));
+    daemon_stop(&a.d);                      /* keeps its dir for the starts below */
+
+    /* This uid and another, in two domains here, under one pool name. */
+    snprintf(domain, sizeof(domain), "dup:%u,%u", (unsigned)getuid(), (unsigned)getuid() + 4242);
+    assert_true(daemon_start_status(&a.d, "--remote", p.list, "--remote-domain", domain,
+                                    NULL) > 0);
+    /* In one share group they are one domain: it starts. */
+    snprintf(share, sizeof(share), "%u,%u", (unsigned)getuid(), (unsigned)getuid() + 4242);
+    daemon_restart(&a.d, "--remote", p.list, "--remote-domain", domain, "--share", share, NULL);
+    host_stop(&a);
+    mc_stop(&p);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -641,6 +685,7 @@ int main(void)
         cmocka_unit_test(only_completed_chunks_are_written_through),
         cmocka_unit_test(a_fetch_waiting_on_the_pool_leaves_the_loop_serving),
         cmocka_unit_test(a_hung_pool_never_holds_sync_or_exit),
+        cmocka_unit_test(remote_keys_are_read_at_start_only),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
