@@ -8,8 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define XXH_STATIC_LINKING_ONLY   /* XXH3_state_t on the stack */
-#include <xxhash.h>
+#include <openssl/evp.h>
 
 #include "cache/remote_format.h"
 
@@ -52,22 +51,31 @@ struct kvt_remote {
     struct kvt_remote_stats st;
 };
 
-void remote_scope(const char *domain_name, const char *ns_name, uint32_t layers,
+bool remote_scope(const char *domain_name, const char *ns_name, uint32_t layers,
                   uint32_t heads, uint32_t dim, uint32_t chunk_tokens,
                   struct kvt_remote_scope *out)
 {
-    XXH3_state_t st;
     uint32_t geo[4] = { layers, heads, dim, chunk_tokens };
+    uint8_t md[EVP_MAX_MD_SIZE];
+    unsigned md_len = 0;
+    EVP_MD_CTX *ctx = EVP_MD_CTX_new();
 
-    /* NUL-separated, so ("ab", "c") and ("a", "bc") differ. */
-    XXH3_128bits_reset(&st);
-    XXH3_128bits_update(&st, "kvtier remote scope 1", 22);
-    XXH3_128bits_update(&st, domain_name, strlen(domain_name) + 1);
-    XXH3_128bits_update(&st, ns_name, strlen(ns_name) + 1);
-    XXH3_128bits_update(&st, geo, sizeof(geo));
-    XXH128_hash_t h = XXH3_128bits_digest(&st);
-    out->hi = h.high64;
-    out->lo = h.low64;
+    /* SHA-256, not a fast hash: a client picks its namespace's name, and
+     * with a hash whose collisions can be searched for it could pick one
+     * whose scope is another domain's, and read that domain's records.
+     * NUL-separated, so ("ab", "c") and ("a", "bc") differ. */
+    bool ok = ctx && EVP_DigestInit_ex(ctx, EVP_sha256(), NULL) == 1 &&
+              EVP_DigestUpdate(ctx, "kvtier remote scope 2", 22) == 1 &&
+              EVP_DigestUpdate(ctx, domain_name, strlen(domain_name) + 1) == 1 &&
+              EVP_DigestUpdate(ctx, ns_name, strlen(ns_name) + 1) == 1 &&
+              EVP_DigestUpdate(ctx, geo, sizeof(geo)) == 1 &&
+              EVP_DigestFinal_ex(ctx, md, &md_len) == 1 && md_len >= 16;
+    EVP_MD_CTX_free(ctx);
+    if (ok) {
+        memcpy(&out->hi, md, 8);
+        memcpy(&out->lo, md + 8, 8);
+    }
+    return ok;
 }
 
 void remote_record_name(const struct kvt_remote_scope *scope, const struct kvt_chunk_key *key,

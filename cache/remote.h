@@ -36,8 +36,8 @@ struct kvt_remote_name {
     char s[REMOTE_NAME_MAX];
 };
 
-/* Who may read a record: XXH3-128 of the domain name and the namespace's
- * name and geometry (remote_scope). */
+/* Who may read a record: the first 128 bits of the SHA-256 of the domain
+ * name and the namespace's name and geometry (remote_scope). */
 struct kvt_remote_scope {
     uint64_t hi, lo;
 };
@@ -78,7 +78,9 @@ struct kvt_remote_stats {
     struct remote_server_stats servers[REMOTE_SERVERS_MAX];
 };
 
-void remote_scope(const char *domain_name, const char *ns_name, uint32_t layers,
+/* Returns false when the digest failed (out of memory): no scope, so the
+ * pool is not used for that call (never a shared fallback scope). */
+bool remote_scope(const char *domain_name, const char *ns_name, uint32_t layers,
                   uint32_t heads, uint32_t dim, uint32_t chunk_tokens,
                   struct kvt_remote_scope *out);
 void remote_record_name(const struct kvt_remote_scope *scope, const struct kvt_chunk_key *key,

@@ -107,8 +107,7 @@ static bool scope_of(const struct kvt_tiers *t, const struct kvt_ns *ns,
 
     if (!name)
         return false;
-    remote_scope(name, ns->name, ns->layers, ns->heads, ns->dim, ns->chunk_tokens, out);
-    return true;
+    return remote_scope(name, ns->name, ns->layers, ns->heads, ns->dim, ns->chunk_tokens, out);
 }
 
 bool tiers_remote_serves(struct kvt_tiers *t, const struct kvt_ns *ns)

@@ -333,7 +333,7 @@ static void record_name(uint32_t chunk, uint32_t layer, struct kvt_remote_name *
     struct kvt_wire_key keys[N_CHUNKS];
     struct kvt_remote_scope scope;
     CHECK_OK(prefix_keys(tokens, N_TOK, CHUNK, keys));
-    remote_scope(DOMAIN, MODEL, LAYERS, HEADS, DIM, CHUNK, &scope);
+    assert_true(remote_scope(DOMAIN, MODEL, LAYERS, HEADS, DIM, CHUNK, &scope));
     struct kvt_chunk_key k = { .obj_hi = keys[chunk].hi, .obj_lo = keys[chunk].lo,
                                .layer = layer };
     remote_record_name(&scope, &k, out);
