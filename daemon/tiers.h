@@ -46,6 +46,7 @@ struct kvt_tiers {
     uint32_t n_rdomain;               /* sharing domains with a pool name */
     struct { uint32_t domain; char name[CONFIG_RDOMAIN_NAME]; } rdomain[CONFIG_RDOMAIN_MAX];
     atomic_ulong remote_promotions;   /* chunks brought in from the pool */
+    bool remote_lossless;             /* quant none: int8 records are refused */
 };
 
 /* Open the cold tier (if cfg->cold_bytes), rebuilding its index from the

@@ -124,6 +124,7 @@ int tiers_remote_open(struct kvt_tiers *t, const struct kvt_config *cfg)
 
     if (!cfg->remote[0])
         return 0;
+    t->remote_lossless = cfg->quant_none;
     if (have_key) {
         rc = remote_seal_read_key(cfg->remote_key_file, key, &why);
         if (rc) {
@@ -249,6 +250,10 @@ static int promote_record(void *arg, size_t idx, const struct kvt_chunk_image *i
      * host with another idea of the namespace: not this one's data. */
     if (img->shape.tokens != f->ns->chunk_tokens || img->shape.heads != f->ns->heads ||
         img->shape.dim != f->ns->dim)
+        return -EBADMSG;
+    /* A lossless host serves the values stored, exactly: a record a host
+     * in int8 mode quantized would make it serve approximations. */
+    if (f->t->remote_lossless && img->shape.elem == KVT_CHUNK_INT8)
         return -EBADMSG;
     if (lead == 0)
         return -ENOENT;

@@ -96,8 +96,9 @@ struct host {
 
 /* A host of the pool: its own sockets and cold file; key NULL: no seal;
  * timeout_ms its remote-timeout-ms. */
-static void host_start_timeout(struct host *h, const struct mc_pool *p, const char *replicas,
-                               const char *key, const char *name, const char *timeout_ms)
+static void host_start_flags(struct host *h, const struct mc_pool *p, const char *replicas,
+                             const char *key, const char *name, const char *timeout_ms,
+                             const char *flag, const char *value)
 {
     char domain[96];
     snprintf(h->cold, sizeof(h->cold), "%s/%s.cold", dir, name);
@@ -107,12 +108,18 @@ static void host_start_timeout(struct host *h, const struct mc_pool *p, const ch
         daemon_start(&h->d, "--remote", p->list, "--remote-replicas", replicas,
                      "--remote-timeout-ms", timeout_ms, "--remote-domain", domain,
                      "--remote-key-file", key, "--cold-path", h->cold, "--cold-bytes", "16M",
-                     "--cold-region-bytes", "1M", "--chunk-tokens", "256", NULL);
+                     "--cold-region-bytes", "1M", "--chunk-tokens", "256", flag, value, NULL);
     else
         daemon_start(&h->d, "--remote", p->list, "--remote-replicas", replicas,
                      "--remote-timeout-ms", timeout_ms, "--remote-domain", domain,
                      "--cold-path", h->cold, "--cold-bytes", "16M",
-                     "--cold-region-bytes", "1M", "--chunk-tokens", "256", NULL);
+                     "--cold-region-bytes", "1M", "--chunk-tokens", "256", flag, value, NULL);
+}
+
+static void host_start_timeout(struct host *h, const struct mc_pool *p, const char *replicas,
+                               const char *key, const char *name, const char *timeout_ms)
+{
+    host_start_flags(h, p, replicas, key, name, timeout_ms, NULL, NULL);
 }
 
 static void host_start(struct host *h, const struct mc_pool *p, const char *replicas,
@@ -371,6 +378,11 @@ static void bad_records_are_misses_and_counted(void **state)
         len = mc_get(&p, i, n10.s, &rec);
     assert_true(len > 64);
 
+    /* A lossless host: A's int8 records would make it serve approximations. */
+    host_start_flags(&b, &p, "0", key_a, "b", "300", "--quant", "none");
+    assert_int_equal(match_and_fetch(&b, &slowest), 0);
+    assert_true(remote_stat(&b, "rejected") >= 1);
+    host_stop(&b);
     /* Another key: every record fails to open. */
     host_start(&b, &p, "0", key_b, "b");
     assert_int_equal(match_and_fetch(&b, &slowest), 0);
