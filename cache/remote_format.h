@@ -9,7 +9,9 @@
  *          data block, chunk_data_bytes(&shape) bytes (chunk.h), the rows of
  *          absent tokens zeroed
  *        sealed (seal == REMOTE_SEAL_AES256GCM): the payload is AES-256-GCM
- *        ciphertext under the pool key and `nonce`, and `tag` is its GCM tag;
+ *        ciphertext under the record's own key, HMAC-SHA256(pool key,
+ *        "kvtier remote record key 1" || key_salt), and `nonce`, and `tag`
+ *        is its GCM tag; key_salt and nonce are random per record;
  *        plain (REMOTE_SEAL_XXH3): the payload is as above and `tag` is the
  *        XXH3-128 of the item's name, the header with tag zeroed, and the
  *        payload, low 64 bits first.
@@ -37,18 +39,24 @@
 #define REMOTE_RECORD_VERSION 1
 #define REMOTE_SEAL_XXH3 0
 #define REMOTE_SEAL_AES256GCM 1
+#define REMOTE_SALT_BYTES 8
 #define REMOTE_NONCE_BYTES 12
 #define REMOTE_TAG_BYTES 16
 
+/* Why a key per record: many hosts seal under one pool key with no shared
+ * counter, so nonces are random, and random 96-bit GCM nonces under one
+ * key are good for 2^32 records (NIST SP 800-38D), which a busy fleet
+ * writes in hours; one repeat would leak the key's GHASH subkey. With the
+ * salt, a nonce repeat matters only under a repeated salt too: 160 random
+ * bits per record. */
 struct kvt_remote_record_header {
     uint32_t magic;            /* REMOTE_RECORD_MAGIC */
     uint16_t version;          /* REMOTE_RECORD_VERSION */
     uint16_t seal;             /* REMOTE_SEAL_* */
     uint32_t payload_bytes;    /* bytes after this header */
-    uint32_t reserved;         /* 0 */
     struct kvt_chunk_shape shape;
+    uint8_t key_salt[REMOTE_SALT_BYTES]; /* random per record; 0 when plain */
     uint8_t nonce[REMOTE_NONCE_BYTES];   /* random per record; 0 when plain */
-    uint32_t pad;              /* 0 */
     uint8_t tag[REMOTE_TAG_BYTES];
 };
 _Static_assert(sizeof(struct kvt_remote_record_header) == 64, "remote record header is 64 bytes");

@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include <openssl/evp.h>
+#include <openssl/hmac.h>
 #include <openssl/rand.h>
 #include <openssl/crypto.h>
 #include <xxhash.h>
@@ -70,6 +71,20 @@ static XXH128_hash_t plain_sum(const char *name, size_t name_len, const uint8_t 
     return sum;
 }
 
+/* The record's own key: HMAC-SHA256(pool key, label || salt). */
+static bool record_key(const struct remote_seal *s, const uint8_t salt[REMOTE_SALT_BYTES],
+                       uint8_t out[32])
+{
+    static const char label[] = "kvtier remote record key 1";
+    uint8_t msg[sizeof(label) + REMOTE_SALT_BYTES];
+    unsigned out_len = 0;
+
+    memcpy(msg, label, sizeof(label));
+    memcpy(msg + sizeof(label), salt, REMOTE_SALT_BYTES);
+    return HMAC(EVP_sha256(), s->key, REMOTE_KEY_BYTES, msg, sizeof(msg), out, &out_len) &&
+           out_len == 32;
+}
+
 /* One GCM pass over the payload in place; enc 1 seals, 0 opens (then
  * tag is checked). */
 static int gcm(const struct remote_seal *s, int enc, const char *name, size_t name_len,
@@ -78,16 +93,17 @@ static int gcm(const struct remote_seal *s, int enc, const char *name, size_t na
     struct kvt_remote_record_header *hp = (void *)item, aad;
     EVP_CIPHER_CTX *ctx = EVP_CIPHER_CTX_new();
     int out_len, rc = enc ? -EIO : -EBADMSG;
-    uint8_t *p = item + sizeof(aad);
+    uint8_t *p = item + sizeof(aad), key[32];
     size_t left = len - sizeof(aad);
 
     if (!ctx)
         return enc ? -EIO : -EBADMSG;
     memcpy(&aad, item, sizeof(aad));
     memset(aad.tag, 0, sizeof(aad.tag));
-    if (EVP_CipherInit_ex(ctx, EVP_aes_256_gcm(), NULL, NULL, NULL, enc) != 1 ||
+    if (!record_key(s, hp->key_salt, key) ||
+        EVP_CipherInit_ex(ctx, EVP_aes_256_gcm(), NULL, NULL, NULL, enc) != 1 ||
         EVP_CIPHER_CTX_ctrl(ctx, EVP_CTRL_GCM_SET_IVLEN, REMOTE_NONCE_BYTES, NULL) != 1 ||
-        EVP_CipherInit_ex(ctx, NULL, NULL, s->key, hp->nonce, enc) != 1 ||
+        EVP_CipherInit_ex(ctx, NULL, NULL, key, hp->nonce, enc) != 1 ||
         EVP_CipherUpdate(ctx, NULL, &out_len, (const uint8_t *)name, (int)name_len) != 1 ||
         EVP_CipherUpdate(ctx, NULL, &out_len, (const uint8_t *)&aad, sizeof(aad)) != 1)
         goto out;
@@ -107,6 +123,7 @@ static int gcm(const struct remote_seal *s, int enc, const char *name, size_t na
         goto out;
     rc = 0;
 out:
+    OPENSSL_cleanse(key, sizeof(key));
     EVP_CIPHER_CTX_free(ctx);
     return rc;
 }
@@ -119,16 +136,17 @@ int remote_seal_close(const struct remote_seal *s, const char *name, size_t name
     h->seal = remote_seal_kind(s);
     memset(h->tag, 0, sizeof(h->tag));
     if (!s->sealed) {
+        memset(h->key_salt, 0, sizeof(h->key_salt));
         memset(h->nonce, 0, sizeof(h->nonce));
         XXH128_hash_t sum = plain_sum(name, name_len, item, len);
         memcpy(h->tag, &sum.low64, 8);
         memcpy(h->tag + 8, &sum.high64, 8);
         return 0;
     }
-    /* A random 96-bit nonce per record: records are written by many hosts
-     * under one key with no shared counter, and 2^32 records per key keep
-     * the chance of a repeat below 2^-32 (NIST SP 800-38D's bound). */
-    if (RAND_bytes(h->nonce, REMOTE_NONCE_BYTES) != 1)
+    /* A random salt (the record's key) and nonce: remote_format.h says
+     * why a key per record. */
+    if (RAND_bytes(h->key_salt, REMOTE_SALT_BYTES) != 1 ||
+        RAND_bytes(h->nonce, REMOTE_NONCE_BYTES) != 1)
         return -EIO;
     return gcm(s, 1, name, name_len, item, len);
 }

@@ -28,6 +28,7 @@
 #include <time.h>
 
 #include "cache/remote.h"
+#include "cache/remote_format.h"
 #include "client/prefix.h"
 
 #define LAYERS 2
@@ -357,7 +358,7 @@ static void bad_records_are_misses_and_counted(void **state)
 {
     struct mc_pool p;
     struct host a, b;
-    struct kvt_remote_name n00, n10, n01;
+    struct kvt_remote_name n00, n10, n01, n20;
     uint64_t slowest;
     void *rec = NULL;
     ssize_t len = -1;
@@ -377,6 +378,16 @@ static void bad_records_are_misses_and_counted(void **state)
     for (int i = 0; i < p.n && len < 0; i++)
         len = mc_get(&p, i, n10.s, &rec);
     assert_true(len > 64);
+    /* Each record has a salt (its own key) and a nonce of its own. */
+    void *rec2 = NULL;
+    ssize_t len2 = -1;
+    record_name(2, 0, &n20);
+    for (int i = 0; i < p.n && len2 < 0; i++)
+        len2 = mc_get(&p, i, n20.s, &rec2);
+    assert_int_equal(len2, len);
+    const struct kvt_remote_record_header *h1 = rec, *h2 = rec2;
+    assert_memory_not_equal(h1->key_salt, h2->key_salt, REMOTE_SALT_BYTES);
+    assert_memory_not_equal(h1->nonce, h2->nonce, REMOTE_NONCE_BYTES);
 
     /* A lossless host: A's int8 records would make it serve approximations. */
     host_start_flags(&b, &p, "0", key_a, "b", "300", "--quant", "none");
@@ -415,11 +426,15 @@ static void bad_records_are_misses_and_counted(void **state)
     memcpy(junk, rec, (size_t)len);
     junk[len / 2] ^= 1;
     plant(&p, n10.s, junk, (size_t)len);
+    /* And one with its salt edited: another key, so its tag fails. */
+    ((struct kvt_remote_record_header *)rec2)->key_salt[0] ^= 1;
+    plant(&p, n20.s, rec2, (size_t)len2);
     host_start(&b, &p, "0", key_a, "b");
     assert_int_equal(match_and_fetch(&b, &slowest), 0);
-    assert_true(remote_stat(&b, "rejected") >= 2);
+    assert_true(remote_stat(&b, "rejected") >= 4);
     host_stop(&b);
     free(junk);
+    free(rec2);
     free(rec);
     mc_stop(&p);
 }
