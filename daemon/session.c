@@ -263,10 +263,15 @@ static const char *data_reason(struct kvt_session *s, int rc)
 
 static void submit_parts(struct kvt_session *s, void (*fn)(struct work_item *))
 {
-    atomic_store(&s->parts_left, s->n_parts);
-    for (unsigned i = 0; i < s->n_parts; i++) {
+    /* Once the last part is submitted the parts may all finish, answer,
+     * and the loop close and free s: nothing of s is read after it. */
+    const unsigned n = s->n_parts;
+    struct kvt_workers *w = s->srv->workers;
+
+    atomic_store(&s->parts_left, n);
+    for (unsigned i = 0; i < n; i++) {
         s->parts[i].item.fn = fn;
-        workers_submit(s->srv->workers, &s->parts[i].item);
+        workers_submit(w, &s->parts[i].item);
     }
 }
 
