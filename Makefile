@@ -55,7 +55,7 @@ REMOTE_MODULES := cache/remote.o cache/remote_seal.o cache/remote_pool_mc.o
 CACHE_OBJS  := $(sort $(HOT_MODULES) $(COLD_MODULES) $(REMOTE_MODULES))
 PROTO_OBJS  := proto/proto.o
 DAEMON_OBJS := daemon/config.o daemon/log.o daemon/registry.o daemon/store.o daemon/admin.o daemon/admin_cmd.o daemon/admin_text.o daemon/job.o \
-	daemon/sockpath.o daemon/latency.o daemon/tiers.o daemon/tiers_remote.o daemon/admin_remote.o daemon/workers.o daemon/session.o daemon/server.o \
+	daemon/sockpath.o daemon/latency.o daemon/tiers.o daemon/tiers_remote.o daemon/admin_remote.o daemon/workers.o daemon/session.o daemon/session_attach.o daemon/server.o \
 	daemon/notify.o
 CLIENT_OBJS := client/kvtier.o client/region.o client/prefix.o
 
