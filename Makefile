@@ -16,6 +16,9 @@ CC       ?= cc
 VERSION  := 0.1.0
 
 PKGS     := liburing liblz4 libsystemd libcjson libxxhash
+# The remote tier's pool client and seal: the daemon's alone, so libkvtier
+# and its users never link them.
+REMOTE_PKGS := libmemcached libcrypto
 PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 PKG_LIBS   := $(shell pkg-config --libs $(PKGS) 2>/dev/null)
 
@@ -27,6 +30,7 @@ BASE_CFLAGS := -std=gnu11 $(WARN) -fPIC -D_GNU_SOURCE -DKVT_VERSION=\"$(VERSION)
 	-I. -Iclient -ffp-contract=off -fno-strict-aliasing $(PKG_CFLAGS)
 ALL_CFLAGS = $(BASE_CFLAGS) $(CFLAGS) $(SAN_FLAGS)
 LDLIBS_ALL = $(PKG_LIBS) -lpthread -lm
+REMOTE_LIBS := $(shell pkg-config --libs $(REMOTE_PKGS) 2>/dev/null)
 
 ifeq ($(SAN),1)
 SAN_FLAGS := -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
@@ -46,10 +50,12 @@ COLD_MODULES   := cache/chunk.o cache/cold.o cache/cold_tomb.o cache/cold_read.o
 	cache/cold_io.o cache/domain_bytes.o
 HOT_MODULES := cache/chunk.o cache/blocks.o cache/hot.o cache/hot_ops.o cache/hot_walk.o cache/hot_evict.o \
 	cache/domain_bytes.o
-CACHE_OBJS  := $(sort $(HOT_MODULES) $(COLD_MODULES))
+# The remote tier: records, seals and the libmemcached pool client.
+REMOTE_MODULES := cache/remote.o cache/remote_seal.o cache/remote_pool_mc.o
+CACHE_OBJS  := $(sort $(HOT_MODULES) $(COLD_MODULES) $(REMOTE_MODULES))
 PROTO_OBJS  := proto/proto.o
 DAEMON_OBJS := daemon/config.o daemon/log.o daemon/registry.o daemon/store.o daemon/admin.o daemon/admin_cmd.o daemon/admin_text.o daemon/job.o \
-	daemon/sockpath.o daemon/latency.o daemon/tiers.o daemon/workers.o daemon/session.o daemon/server.o \
+	daemon/sockpath.o daemon/latency.o daemon/tiers.o daemon/tiers_remote.o daemon/admin_remote.o daemon/workers.o daemon/session.o daemon/session_attach.o daemon/server.o \
 	daemon/notify.o
 CLIENT_OBJS := client/kvtier.o client/region.o client/prefix.o client/batch.o client/copier.o
 
@@ -70,7 +76,7 @@ INTEG_TESTS := test_store_fetch test_prefix_sharing test_absent_and_length \
 	test_disk_full test_soak \
 	test_namespace_limits test_quota_below_chunk \
 	test_admin_backpressure test_admin_utf8 test_cold_format_v1 test_outliers_change \
-	test_nonfinite_refused test_outlier_accuracy test_copy_path
+	test_nonfinite_refused test_outlier_accuracy test_copy_path test_remote_tier
 TEST_BINS := $(addprefix $(B)/tests/,$(UNIT_TESTS) $(INTEG_TESTS))
 
 .PHONY: all deps run test test-build test-asan test-aarch64 bench soak install clean \
@@ -95,7 +101,7 @@ $(B)/simd/simd.o: SAN_FLAGS :=
 endif
 
 $(B)/kvtierd: $(B)/daemon/main.o $(CORE_OBJS)
-	$(CC) $(ALL_CFLAGS) -o $@ $^ $(LDLIBS_ALL)
+	$(CC) $(ALL_CFLAGS) -o $@ $^ $(LDLIBS_ALL) $(REMOTE_LIBS)
 
 $(B)/libkvtier.so: $(LIB_OBJS) client/libkvtier.map
 	$(CC) $(ALL_CFLAGS) -shared -Wl,-soname,libkvtier.so.0 \
@@ -129,8 +135,13 @@ $(addprefix $(B)/tests/,$(INTEG_TESTS)): %: %.o $(B)/tests/helpers.o $(B)/libkvt
 
 $(B)/tests/test_soak: $(B)/tests/soak_client.o $(B)/tests/soak_events.o
 $(B)/tests/test_cold_format_v1: $(B)/tests/cold_file_edit.o $(B)/cache/chunk.o
+# The remote test names records as the daemon does (remote_record_name).
+$(B)/tests/test_remote_tier: $(B)/tests/memcached_util.o $(addprefix $(B)/,$(REMOTE_MODULES)) \
+	$(B)/cache/chunk.o
+$(B)/tests/test_remote_tier: TEST_LIBS += $(REMOTE_LIBS)
 
-$(B)/tests/bench: $(B)/tests/bench.o $(B)/tests/bench_outliers.o $(B)/libkvtier.a $(addprefix $(B)/,$(SIMD_OBJS))
+$(B)/tests/bench: $(B)/tests/bench.o $(B)/tests/bench_outliers.o $(B)/tests/bench_remote.o \
+	$(B)/tests/helpers.o $(B)/tests/memcached_util.o $(B)/libkvtier.a $(addprefix $(B)/,$(SIMD_OBJS))
 
 $(TEST_BINS) $(B)/tests/bench:
 	$(CC) $(ALL_CFLAGS) -o $@ $^ $(TEST_LIBS)
@@ -174,7 +185,7 @@ $(B)/tests/fuzz/fuzz_frames $(B)/tests/fuzz/fuzz_admin: %: %.o \
 	$(B)/tests/fuzz/fuzz_server.o $(B)/tests/fuzz/fuzz_util.o $(CORE_OBJS)
 $(B)/tests/fuzz/fuzz_cold_records: %: %.o $(B)/tests/fuzz/fuzz_util.o $(COLD_OBJS)
 $(FUZZ_BINS):
-	$(CC) $(ALL_CFLAGS) -fsanitize=fuzzer -o $@ $^ $(LDLIBS_ALL)
+	$(CC) $(ALL_CFLAGS) -fsanitize=fuzzer -o $@ $^ $(LDLIBS_ALL) $(REMOTE_LIBS)
 $(B)/tests/fuzz/make_corpus: $(B)/tests/fuzz/make_corpus.o $(B)/tests/fuzz/fuzz_util.o $(B)/proto/proto.o \
 	$(COLD_OBJS)
 	$(CC) $(ALL_CFLAGS) -o $@ $^ $(LDLIBS_ALL)

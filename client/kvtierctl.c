@@ -359,6 +359,13 @@ static void print_human(const char *cmd, const cJSON *reply)
     for (const cJSON *it = reply->child; it; it = it->next)
         if (cJSON_IsArray(it))
             print_table(it);
+    /* The pool's servers, one row each with its state. */
+    const cJSON *servers = cJSON_GetObjectItemCaseSensitive(
+        cJSON_GetObjectItemCaseSensitive(reply, "remote"), "servers");
+    if (cJSON_IsArray(servers)) {
+        printf("remote servers:\n");
+        print_table(servers);
+    }
 }
 
 /* ---- Prometheus ---------------------------------------------------------------------- */
@@ -400,6 +407,24 @@ static const struct metric metrics[] = {
     { "tiers", "demotions", "demotions_total", "counter", "Chunks written from the RAM tier to the cold tier." },
     { "tiers", "promotions", "promotions_total", "counter", "Chunks read back from the cold tier." },
     { "tiers", "demote_errors", "demote_errors_total", "counter", "Chunks that could not be written to the cold tier." },
+    { "remote", "gets", "remote_gets_total", "counter", "Records asked of the remote pool." },
+    { "remote", "hits", "remote_hits_total", "counter", "Remote records found and valid." },
+    { "remote", "misses", "remote_misses_total", "counter", "Remote records absent, rejected or not answered in time." },
+    { "remote", "rejected", "remote_rejected_total", "counter", "Remote records that failed their seal or checksum (misses)." },
+    { "remote", "errors", "remote_errors_total", "counter", "Remote reads that met a failing or slow server." },
+    { "remote", "puts", "remote_puts_total", "counter", "Records written through to the pool." },
+    { "remote", "put_errors", "remote_put_errors_total", "counter", "Writes to the pool that failed." },
+    { "remote", "too_large", "remote_too_large_total", "counter", "Records a server refused as larger than its item size (-I)." },
+    { "remote", "put_dropped", "remote_put_dropped_total", "counter", "Writes dropped because the queue was full." },
+    { "remote", "queued", "remote_queued", "gauge", "Writes waiting for the pool." },
+    { "remote", "bytes_read", "remote_read_bytes_total", "counter", "Record bytes read from the pool." },
+    { "remote", "bytes_written", "remote_written_bytes_total", "counter", "Record bytes written to the pool." },
+    { "remote", "promotions", "remote_promotions_total", "counter", "Chunks brought into RAM from the pool." },
+    { "remote", "get_us_mean", "remote_get_latency_mean_us", "gauge", "Mean time of one read call to the pool." },
+    { "remote", "get_us_max", "remote_get_latency_max_us", "gauge", "Longest read call to the pool." },
+    { "remote", "put_us_mean", "remote_put_latency_mean_us", "gauge", "Mean time of one record write." },
+    { "remote", "put_us_max", "remote_put_latency_max_us", "gauge", "Longest record write." },
+    { "remote", "sealed", "remote_sealed", "gauge", "1 when records are sealed with remote-key-file." },
     { NULL, "clients", "clients", "gauge", "Connected data clients." },
     { NULL, "requests", "requests_total", "counter", "Data requests served." },
     { NULL, "stores", "stores_total", "counter", "Successful store requests." },
@@ -412,6 +437,37 @@ static const struct metric metrics[] = {
     { "connections", "attach_timeouts", "connections_attach_timeouts_total", "counter", "Connections closed for not attaching within attach-timeout-ms." },
     { "connections", "accept_fd_shortages", "connections_accept_fd_shortages_total", "counter", "Accepts that failed for lack of fds or memory." },
 };
+
+/* One series per pool server and counter, labelled with its address. */
+static void print_remote_servers(const cJSON *remote)
+{
+    static const char *const field[] = { "hits", "misses", "errors", "bytes_read",
+                                         "bytes_written" };
+    const cJSON *servers = cJSON_GetObjectItemCaseSensitive(remote, "servers"), *s;
+
+    if (!cJSON_IsArray(servers))
+        return;
+    printf("# HELP kvtier_remote_server_up 1 when the server's last operation succeeded.\n"
+           "# TYPE kvtier_remote_server_up gauge\n");
+    cJSON_ArrayForEach(s, servers) {
+        const char *host = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(s, "host"));
+        const char *state = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(s, "state"));
+        double port = cJSON_GetNumberValue(cJSON_GetObjectItemCaseSensitive(s, "port"));
+        printf("kvtier_remote_server_up{server=\"%s:%.0f\"} %d\n", host ? host : "?", port,
+               state && !strcmp(state, "up"));
+    }
+    for (size_t f = 0; f < sizeof(field) / sizeof(field[0]); f++) {
+        printf("# HELP kvtier_remote_server_%s_total Per-server %s of the remote pool.\n"
+               "# TYPE kvtier_remote_server_%s_total counter\n", field[f], field[f], field[f]);
+        cJSON_ArrayForEach(s, servers) {
+            const char *host = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(s, "host"));
+            double port = cJSON_GetNumberValue(cJSON_GetObjectItemCaseSensitive(s, "port"));
+            double v = cJSON_GetNumberValue(cJSON_GetObjectItemCaseSensitive(s, field[f]));
+            printf("kvtier_remote_server_%s_total{server=\"%s:%.0f\"} %.0f\n", field[f],
+                   host ? host : "?", port, v);
+        }
+    }
+}
 
 static void print_metrics(const cJSON *reply)
 {
@@ -460,6 +516,7 @@ static void print_metrics(const cJSON *reply)
                        id->valuedouble, v->valuedouble);
         }
     }
+    print_remote_servers(cJSON_GetObjectItemCaseSensitive(reply, "remote"));
     printf("# HELP kvtier_cold_enabled 1 when the daemon has a cold tier.\n"
            "# TYPE kvtier_cold_enabled gauge\nkvtier_cold_enabled %d\n",
            cJSON_IsObject(cJSON_GetObjectItemCaseSensitive(reply, "cold")));

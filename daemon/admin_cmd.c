@@ -13,6 +13,7 @@
 #include <string.h>
 #include <xxhash.h>
 
+#include "daemon/admin_remote.h"
 #include "daemon/admin_text.h"
 #include "daemon/job.h"
 #include "daemon/log.h"
@@ -122,6 +123,7 @@ static int cmd_stats(struct kvt_admin_conn *conn, const cJSON *req, cJSON *reply
     add_u64(tiers, "demotions", atomic_load(&srv->tiers.demotions));
     add_u64(tiers, "promotions", atomic_load(&srv->tiers.promotions));
     add_u64(tiers, "demote_errors", atomic_load(&srv->tiers.demote_errors));
+    admin_remote_stats(&srv->tiers, reply);
     add_domains(srv, reply);
     add_u64(reply, "clients", srv->n_sessions);
     cJSON *conns = cJSON_AddObjectToObject(reply, "connections");
@@ -587,13 +589,18 @@ static int config_set_live(struct kvt_server *srv, const char *key, const cJSON 
         snprintf(err, errlen, "config set needs a \"value\" (string or number)");
         return -EINVAL;
     }
+    /* Refused before its value is parsed, so the reason is the one that
+     * holds whatever the value: the remote tier's keys name its servers,
+     * secret and domains, which are set up once at start. */
+    if (!is_live(key)) {
+        snprintf(err, errlen, "%s cannot change while running%s", key,
+                 !strncmp(key, "remote", 6) ? " (the remote tier's keys are read at start "
+                                              "only: restart kvtierd to change them)" : "");
+        return -EPERM;
+    }
     rc = config_set(&cfg, key, text, err, errlen);
     if (rc)
         return rc;
-    if (!is_live(key)) {
-        snprintf(err, errlen, "%s cannot change while running", key);
-        return -EPERM;
-    }
     rc = config_validate(&cfg, err, errlen);
     if (rc)
         return rc;

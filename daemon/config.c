@@ -12,7 +12,8 @@
 #include "daemon/log.h"
 #include "proto/proto.h"
 
-enum key_type { K_PATH, K_SIZE, K_U32, K_QUANT, K_LEVEL, K_MODE, K_SHARE, K_COLDIO };
+enum key_type { K_PATH, K_SIZE, K_U32, K_QUANT, K_LEVEL, K_MODE, K_SHARE, K_COLDIO,
+               K_REMOTE, K_RDOMAIN };
 
 struct key_def {
     const char *name;
@@ -49,6 +50,11 @@ static const struct key_def keys[] = {
     { "hot-quota",      K_SIZE,  OFF(hot_quota),      0, UINT64_C(1) << 44 },
     { "cold-quota",     K_SIZE,  OFF(cold_quota),     0, UINT64_C(1) << 50 },
     { "max-namespaces-per-uid", K_U32, OFF(max_ns_per_uid), 1, 65536 },
+    { "remote",         K_REMOTE, OFF(remote),        0, 0 },
+    { "remote-replicas", K_U32,  OFF(remote_replicas), 0, 8 },
+    { "remote-timeout-ms", K_U32, OFF(remote_timeout_ms), 1, 60000 },
+    { "remote-key-file", K_PATH, OFF(remote_key_file), 0, 0 },
+    { "remote-domain",  K_RDOMAIN, 0,                 0, 0 },
 };
 #define N_KEYS (sizeof(keys) / sizeof(keys[0]))
 
@@ -87,6 +93,10 @@ void config_defaults(struct kvt_config *cfg)
     cfg->socket_mode = 0666;
     cfg->hot_high_pct = 90;
     cfg->hot_low_pct = 80;
+    cfg->remote_replicas = 1;
+    /* A LAN round trip is well under 1 ms and a 1 MiB record a few ms:
+     * 200 ms means a server that is dead or stuck, not a busy one. */
+    cfg->remote_timeout_ms = 200;
 }
 
 void config_dev_defaults(struct kvt_config *cfg)
@@ -162,6 +172,51 @@ static int set_share(struct kvt_config *cfg, const char *value, char *err, size_
     return 0;
 }
 
+/* `remote-domain = NAME:UID[,UID...]` names, in the pool, the sharing
+ * domain those uids belong to here; every host that uses the same NAME
+ * shares it, whatever its uids. Each line names one domain. */
+static int set_rdomain(struct kvt_config *cfg, const char *value, char *err, size_t len)
+{
+    struct kvt_config tmp = *cfg;
+    const char *colon = strchr(value, ':');
+    char buf[512];
+    size_t name_len = colon ? (size_t)(colon - value) : 0;
+
+    if (!colon || name_len == 0 || name_len >= CONFIG_RDOMAIN_NAME)
+        return reason(err, len, -EINVAL, "remote-domain: expected NAME:UID[,UID...] with a "
+                      "name of 1..63 bytes%s", "");
+    for (size_t i = 0; i < name_len; i++)
+        if (!isalnum((unsigned char)value[i]) && !strchr("._-", value[i]))
+            return reason(err, len, -EINVAL, "remote-domain: a name is letters, digits, "
+                          "'.', '_' and '-'%s", "");
+    for (uint32_t i = 0; i < tmp.n_rdomain; i++)
+        if (strlen(tmp.rdomain_name[i]) == name_len &&
+            !memcmp(tmp.rdomain_name[i], value, name_len))
+            return reason(err, len, -EINVAL, "remote-domain: %s is named twice", value);
+    snprintf(buf, sizeof(buf), "%s", colon + 1);
+    int uids = 0;
+    for (char *save = NULL, *tok = strtok_r(buf, ", ", &save); tok;
+         tok = strtok_r(NULL, ", ", &save), uids++) {
+        char *end;
+        errno = 0;
+        unsigned long uid = strtoul(tok, &end, 10);
+        if (*end || errno || uid > UINT32_MAX - 1 || !isdigit((unsigned char)*tok))
+            return reason(err, len, -EINVAL, "remote-domain: '%s' is not a uid", tok);
+        for (uint32_t i = 0; i < tmp.n_rdomain; i++)
+            if (tmp.rdomain_uid[i] == (uid_t)uid)
+                return reason(err, len, -EINVAL, "remote-domain: uid %s is named twice", tok);
+        if (tmp.n_rdomain == CONFIG_RDOMAIN_MAX)
+            return reason(err, len, -ERANGE, "remote-domain: more than %s uids", "16");
+        tmp.rdomain_uid[tmp.n_rdomain] = (uid_t)uid;
+        memcpy(tmp.rdomain_name[tmp.n_rdomain], value, name_len);
+        tmp.rdomain_name[tmp.n_rdomain++][name_len] = '\0';
+    }
+    if (!uids)
+        return reason(err, len, -EINVAL, "remote-domain: no uid after '%s'", value);
+    *cfg = tmp;
+    return 0;
+}
+
 static const struct key_def *find_key(const char *name)
 {
     for (size_t i = 0; i < N_KEYS; i++)
@@ -228,6 +283,15 @@ int config_set(struct kvt_config *cfg, const char *key, const char *value,
         return 0;
     case K_SHARE:
         return set_share(cfg, value, err, len);
+    case K_RDOMAIN:
+        return set_rdomain(cfg, value, err, len);
+    case K_REMOTE:
+        /* Empty turns the tier off; the list itself is parsed at start,
+         * where a bad one stops kvtierd with its reason. */
+        if (strlen(value) >= CONFIG_REMOTE_MAX)
+            return reason(err, len, -EINVAL, "%s: server list too long", key);
+        snprintf((char *)field, CONFIG_REMOTE_MAX, "%s", value);
+        return 0;
     case K_COLDIO:
         if (strcmp(value, "uring") && strcmp(value, "pread"))
             return reason(err, len, -EINVAL, "%s: expected uring or pread", key);
@@ -256,6 +320,15 @@ int config_get(const struct kvt_config *cfg, const char *key, char *buf, size_t 
     case K_QUANT: snprintf(buf, len, "%s", *(const uint32_t *)field ? "none" : "int8"); break;
     case K_COLDIO: snprintf(buf, len, "%s", *(const uint32_t *)field ? "pread" : "uring"); break;
     case K_LEVEL: snprintf(buf, len, "%s", log_level_name((int)*(const uint32_t *)field)); break;
+    case K_REMOTE: snprintf(buf, len, "%s", (const char *)field); break;
+    case K_RDOMAIN: {
+        size_t at = 0;
+        buf[0] = '\0';
+        for (uint32_t i = 0; i < cfg->n_rdomain && at < len; i++)
+            at += (size_t)snprintf(buf + at, len - at, "%s%s:%u", i ? "," : "",
+                                   cfg->rdomain_name[i], (unsigned)cfg->rdomain_uid[i]);
+        break;
+    }
     case K_SHARE: {
         size_t at = 0;
         buf[0] = '\0';

@@ -9,6 +9,9 @@
 
 #define CONFIG_PATH_MAX 256
 #define CONFIG_SHARE_MAX 64     /* uids in all `share` groups together */
+#define CONFIG_REMOTE_MAX 2048  /* bytes of the `remote` server list */
+#define CONFIG_RDOMAIN_MAX 16   /* `remote-domain` names */
+#define CONFIG_RDOMAIN_NAME 64  /* bytes of one, NUL included */
 
 struct kvt_config {
     char socket[CONFIG_PATH_MAX];
@@ -40,6 +43,17 @@ struct kvt_config {
     uint32_t n_share;
     uid_t share_uid[CONFIG_SHARE_MAX];
     uint32_t share_group[CONFIG_SHARE_MAX];
+    /* The remote tier (API.md, "Beyond one host"). remote[0] == 0: none. */
+    char remote[CONFIG_REMOTE_MAX];
+    uint32_t remote_replicas;   /* extra copies of each record */
+    uint32_t remote_timeout_ms; /* bound on any wait on one server */
+    char remote_key_file[CONFIG_PATH_MAX];   /* "" = records checksummed only */
+    /* Names of sharing domains in the pool, the same on every host:
+     * rdomain_uid[i] belongs to the domain named rdomain_name[i]. A domain
+     * with no name is not shared through the pool. */
+    uint32_t n_rdomain;
+    uid_t rdomain_uid[CONFIG_RDOMAIN_MAX];
+    char rdomain_name[CONFIG_RDOMAIN_MAX][CONFIG_RDOMAIN_NAME];
 };
 
 /* Production defaults (sockets under /run/kvtier). */

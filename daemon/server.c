@@ -124,6 +124,9 @@ int server_init(struct kvt_server *srv, const struct kvt_config *cfg,
     rc = tiers_open(&srv->tiers, srv->dp.hot, cfg);
     if (rc)
         return rc;
+    rc = tiers_remote_open(&srv->tiers, cfg);
+    if (rc)
+        return rc;
     rc = workers_start(cfg->workers, &srv->workers);
     if (rc) {
         log_err("cannot start %u workers: %s", cfg->workers, strerror(-rc));
@@ -291,6 +294,16 @@ static void reload(struct kvt_server *srv)
         return;
     }
     server_apply_live(srv, &cfg);
+    /* The remote tier keeps what it started with: say so when the file
+     * now says otherwise, rather than let it look applied. */
+    if (strcmp(cfg.remote, srv->cfg.remote) || cfg.remote_replicas != srv->cfg.remote_replicas ||
+        cfg.remote_timeout_ms != srv->cfg.remote_timeout_ms ||
+        strcmp(cfg.remote_key_file, srv->cfg.remote_key_file) ||
+        cfg.n_rdomain != srv->cfg.n_rdomain ||
+        memcmp(cfg.rdomain_uid, srv->cfg.rdomain_uid, sizeof(cfg.rdomain_uid)) ||
+        memcmp(cfg.rdomain_name, srv->cfg.rdomain_name, sizeof(cfg.rdomain_name)))
+        log_warn("SIGHUP: the remote tier keys of %s differ from the running ones; they "
+                 "are read at start only and apply after a restart", srv->config_path);
     log_info("SIGHUP: reloaded %s (log-level %s, poll-us %u, hot-bytes %llu, hot-quota %llu, "
              "cold-quota %llu, outliers %u)", srv->config_path,
              log_level_name((int)cfg.log_level), (unsigned)cfg.poll_us,

@@ -283,6 +283,40 @@ static int stage_commit(struct kvt_datapath *dp, struct dp_segment *g)
     return rc == -ESTALE ? 1 : rc;
 }
 
+static uint32_t leading_tokens(struct kvt_datapath *dp, const struct kvt_chunk_key *key);
+
+/* Token-addressed chunks are the same on every host: queue them for the
+ * pool (tiers_remote_write returns at once; the store's reply does not
+ * wait for the network). Only chunks this store left complete (every
+ * token present): a partial tail's key changes with every token a decode
+ * appends, so writing tails would send a record per decoded token for a
+ * key no longer prompt matches; and a chunk whose tokens came in two
+ * requests (a span the client split where its staging room ran out) is
+ * written once, when its second part makes it whole, not once per part. */
+static void write_through(struct kvt_datapath *dp, const struct dp_request *rq,
+                          const struct dp_segment *segs, size_t n)
+{
+    const struct kvt_chunk_key *keys[64];
+    size_t m = 0;
+
+    if (!tiers_remote_serves(dp->tiers, rq->ns))
+        return;
+    for (size_t i = 0; i < n; i++) {
+        /* Segments of one chunk are adjacent: look at its last. */
+        if (i + 1 < n && !memcmp(&segs[i].key, &segs[i + 1].key, sizeof(segs[i].key)))
+            continue;
+        if (leading_tokens(dp, &segs[i].key) != rq->ns->chunk_tokens)
+            continue;
+        keys[m++] = &segs[i].key;
+        if (m == 64) {
+            tiers_remote_write(dp->tiers, rq->ns, keys, m);
+            m = 0;
+        }
+    }
+    if (m)
+        tiers_remote_write(dp->tiers, rq->ns, keys, m);
+}
+
 int dp_store(struct kvt_datapath *dp, const struct dp_request *rq,
              struct dp_segment *segs, size_t n)
 {
@@ -305,6 +339,8 @@ int dp_store(struct kvt_datapath *dp, const struct dp_request *rq,
                          rows_to_chunk, &m);
     }
     dp_release(dp, segs, n);         /* after an error: stages not reached */
+    if (rc == 0 && rq->view->req->addr == KVT_ADDR_TOKENS)
+        write_through(dp, rq, segs, n);
     return rc;
 }
 
@@ -376,19 +412,45 @@ static int fetch_hot(struct kvt_datapath *dp, const struct dp_request *rq,
     return hot_read(dp->hot, &g->key, g->tok, g->n, rows_from_chunk, &m);
 }
 
+/* The misses that RAM and SSD could not serve, from the pool: their
+ * chunks once each (segments of one chunk are adjacent). */
+static void fetch_remote(struct kvt_datapath *dp, const struct dp_request *rq,
+                         const struct dp_segment *segs, const struct kvt_chunk_key **missed,
+                         const size_t *missed_at, size_t n_missed)
+{
+    size_t m = 0;
+
+    for (size_t i = 0; i < n_missed; i++) {
+        const struct dp_segment *g = &segs[missed_at[i]];
+        uint32_t lead;
+        if (hot_leading_tokens(dp->hot, &g->key, &lead) == 0 && lead >= g->tok + g->n)
+            continue;                /* the cold tier had it */
+        if (m && !memcmp(missed[m - 1], &g->key, sizeof(g->key)))
+            continue;
+        missed[m++] = &g->key;      /* reuses the array: m <= i */
+    }
+    tiers_remote_fetch(dp->tiers, rq->ns, missed, m);
+}
+
+bool dp_fetch_may_ask_pool(struct kvt_datapath *dp, const struct dp_request *rq)
+{
+    return rq->view->req->addr == KVT_ADDR_TOKENS && tiers_remote_serves(dp->tiers, rq->ns);
+}
+
 int dp_fetch(struct kvt_datapath *dp, const struct dp_request *rq,
              const struct dp_segment *segs, size_t n)
 {
     const struct kvt_chunk_shape shape = dp_chunk_shape(dp, rq->ns, rq->elem);
     const struct kvt_chunk_key **missed = NULL;
     size_t *missed_at = NULL, n_missed = 0;
+    const bool remote = dp_fetch_may_ask_pool(dp, rq);
     int rc = 0;
 
     for (size_t i = 0; i < n; i++) {
         rc = fetch_hot(dp, rq, &segs[i]);
         atomic_fetch_add_explicit(rc == 0 ? &dp->hot_hits : &dp->hot_misses, 1,
                                   memory_order_relaxed);
-        if (rc == -ENOENT && dp->tiers->cold) {
+        if (rc == -ENOENT && (dp->tiers->cold || remote)) {
             /* Maybe on SSD: collect, and promote all misses at once so the
              * disk gets many reads in flight instead of one at a time. */
             if (!missed) {
@@ -408,8 +470,11 @@ int dp_fetch(struct kvt_datapath *dp, const struct dp_request *rq,
     }
     if (n_missed) {
         tiers_promote_many(dp->tiers, missed, n_missed, &shape);
-        /* A chunk still missing was absent or corrupt on SSD too, or evicted
-         * again in between (a hot tier smaller than one request). */
+        if (remote)
+            fetch_remote(dp, rq, segs, missed, missed_at, n_missed);
+        /* A chunk still missing was absent or corrupt on SSD (and in the
+         * pool) too, or evicted again in between (a hot tier smaller than
+         * one request). */
         for (size_t i = 0; i < n_missed && !rc; i++)
             rc = fetch_hot(dp, rq, &segs[missed_at[i]]);
     }
@@ -471,21 +536,68 @@ void dp_named_object(const struct dp_request *rq, uint64_t *hi, uint64_t *lo)
     object_of(rq, 0, hi, lo);
 }
 
-uint32_t dp_match(struct kvt_datapath *dp, const struct dp_request *rq)
+/* Tokens wanted of chunk i of a token call that matched `matched` so far. */
+static uint32_t chunk_want(const struct kvt_ns *ns, const struct kvt_data_req *r,
+                           uint32_t matched)
+{
+    return r->n_tokens - matched < ns->chunk_tokens ? r->n_tokens - matched
+                                                    : ns->chunk_tokens;
+}
+
+/* Ask the pool, once per match, for every chunk of every layer from chunk
+ * `first` on that RAM and SSD lack: one round trip for the whole rest of
+ * the prefix, whose hits land in the hot tier for the fetch that follows. */
+static void match_remote(struct kvt_datapath *dp, const struct dp_request *rq,
+                         uint32_t first, uint32_t matched)
 {
     const struct kvt_ns *ns = rq->ns;
     const struct kvt_data_req *r = rq->view->req;
-    uint32_t matched = 0;
+    size_t cap = (size_t)(r->n_keys - first) * ns->layers, n = 0;
+    struct kvt_chunk_key *keys = malloc(cap * sizeof(*keys));
+    const struct kvt_chunk_key **ptrs = malloc(cap * sizeof(*ptrs));
 
-    for (uint32_t i = 0; i < r->n_keys; i++) {
-        uint32_t want = r->n_tokens - matched < ns->chunk_tokens ?
-                        r->n_tokens - matched : ns->chunk_tokens;
+    if (!keys || !ptrs)
+        goto out;
+    for (uint32_t i = first; i < r->n_keys; i++) {
+        uint32_t want = chunk_want(ns, r, matched);
         struct kvt_chunk_key key = { .ns_id = ns->id, .domain = ns->domain,
                                      .obj_hi = rq->view->keys[i].hi,
                                      .obj_lo = rq->view->keys[i].lo };
         for (key.layer = 0; key.layer < ns->layers; key.layer++)
-            if (leading_tokens(dp, &key) < want)
+            if (leading_tokens(dp, &key) < want) {
+                keys[n] = key;
+                ptrs[n] = &keys[n];
+                n++;
+            }
+        matched += want;
+    }
+    tiers_remote_fetch(dp->tiers, ns, ptrs, n);
+out:
+    free(keys);
+    free(ptrs);
+}
+
+uint32_t dp_match(struct kvt_datapath *dp, const struct dp_request *rq)
+{
+    const struct kvt_ns *ns = rq->ns;
+    const struct kvt_data_req *r = rq->view->req;
+    bool asked = !tiers_remote_serves(dp->tiers, ns);
+    uint32_t matched = 0;
+
+    for (uint32_t i = 0; i < r->n_keys; i++) {
+        uint32_t want = chunk_want(ns, r, matched);
+        struct kvt_chunk_key key = { .ns_id = ns->id, .domain = ns->domain,
+                                     .obj_hi = rq->view->keys[i].hi,
+                                     .obj_lo = rq->view->keys[i].lo };
+        for (key.layer = 0; key.layer < ns->layers; key.layer++) {
+            if (leading_tokens(dp, &key) >= want)
+                continue;
+            if (asked)
                 return matched;
+            asked = true;
+            match_remote(dp, rq, i, matched);
+            key.layer = UINT32_MAX;  /* this chunk again, from layer 0 */
+        }
         matched += want;
     }
     return matched;

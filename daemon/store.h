@@ -91,7 +91,9 @@ int dp_stage(struct kvt_datapath *dp, const struct dp_request *rq,
 void dp_release(struct kvt_datapath *dp, struct dp_segment *segs, size_t n);
 
 /* Store or fetch segments [0, n). Fetch returns -ENOENT if any token is
- * absent from both tiers; chunks found only on the cold tier are promoted.
+ * absent from every tier; chunks found only on the cold tier (or, for
+ * token-addressed ones, in the pool) are promoted. A token-addressed store
+ * queues its chunks for the pool once they are in RAM.
  * Store is the second phase: a staged segment's stage becomes its chunk
  * (swapped in under the chunk's write lock; a chunk that keeps other
  * outliers gets the rows written in place instead), the others are written
@@ -105,9 +107,17 @@ int dp_store(struct kvt_datapath *dp, const struct dp_request *rq,
 int dp_fetch(struct kvt_datapath *dp, const struct dp_request *rq,
              const struct dp_segment *segs, size_t n);
 
+/* Whether dp_fetch of rq may ask the remote tier (token-addressed, and the
+ * pool serves its namespace): it may then wait on the network, so it must
+ * not run on the event loop. */
+bool dp_fetch_may_ask_pool(struct kvt_datapath *dp, const struct dp_request *rq);
+
 /* Leading tokens present in every layer of a named context. */
 uint32_t dp_length(struct kvt_datapath *dp, const struct dp_request *rq);
-/* Tokens of a token call whose chunks are present in every layer. */
+/* Tokens of a token call whose chunks are present in every layer. Chunks
+ * that RAM and SSD lack are asked of the remote tier (when it serves the
+ * namespace), once per call, and its hits promoted: this may wait up to
+ * remote-timeout-ms per server, so it runs on a worker then. */
 uint32_t dp_match(struct kvt_datapath *dp, const struct dp_request *rq);
 /* Leading tokens present in every layer of the context `name` (len bytes)
  * of ns: dp_length for a request the daemon makes up itself (admin). */

@@ -232,6 +232,7 @@ int tiers_open(struct kvt_tiers *t, struct kvt_hot *hot, const struct kvt_config
 
 void tiers_close(struct kvt_tiers *t)
 {
+    tiers_remote_close(t);            /* its writers read both tiers */
     if (t->demoter_running) {
         pthread_mutex_lock(&t->lock);
         t->stopping = true;

@@ -9,6 +9,7 @@
 
 #include "cache/cold.h"
 #include "cache/hot.h"
+#include "cache/remote.h"
 #include "daemon/config.h"
 #include "daemon/workers.h"
 
@@ -39,6 +40,13 @@ struct kvt_tiers {
     /* The admin flush's and the final flush's tiers_flush cursor, under
      * flush_lock. */
     uint64_t flush_lost_seen;
+    /* The remote tier (tiers_remote.c); NULL: none. Set at open, never
+     * changed while running. */
+    struct kvt_remote *remote;
+    uint32_t n_rdomain;               /* sharing domains with a pool name */
+    struct { uint32_t domain; char name[CONFIG_RDOMAIN_NAME]; } rdomain[CONFIG_RDOMAIN_MAX];
+    atomic_ulong remote_promotions;   /* chunks brought in from the pool */
+    bool remote_lossless;             /* quant none: int8 records are refused */
 };
 
 /* Open the cold tier (if cfg->cold_bytes), rebuilding its index from the
@@ -139,5 +147,33 @@ bool tiers_drop_needs_sync(struct kvt_tiers *t, uint64_t cold_records);
  * hold while the daemon runs, but the dropped data may return after a
  * restart until a later write of the tombstones succeeds. */
 int tiers_drop_sync(struct kvt_tiers *t);
+
+/* ---- the remote tier (tiers_remote.c) ------------------------------------
+ * Token-addressed chunks only: their keys are the same on every host. */
+
+struct kvt_ns;
+
+/* Open the remote tier when cfg->remote is set: read the key file, name the
+ * sharing domains, set the pool client up (no connection yet). Warns when
+ * records will not be sealed. Returns 0 or -errno (logged). */
+int tiers_remote_open(struct kvt_tiers *t, const struct kvt_config *cfg);
+/* Finish the queued writes for up to remote-timeout-ms per server, drop
+ * the rest, and close. Must run before the hot and cold tiers close: the
+ * writers read them. */
+void tiers_remote_close(struct kvt_tiers *t);
+/* Whether chunks of ns go to the pool (a remote tier, and ns's sharing
+ * domain has a pool name). */
+bool tiers_remote_serves(struct kvt_tiers *t, const struct kvt_ns *ns);
+/* Queue write-throughs of n token-addressed chunks of ns (repeats of the
+ * previous key are skipped); returns at once. */
+void tiers_remote_write(struct kvt_tiers *t, const struct kvt_ns *ns,
+                        const struct kvt_chunk_key *const *keys, size_t n);
+/* Ask the pool for n chunks of ns missing from RAM and SSD and put those
+ * found into the hot tier (dirty, so they reach the cold tier too).
+ * Bounded by remote-timeout-ms per server. Returns how many came in. */
+size_t tiers_remote_fetch(struct kvt_tiers *t, const struct kvt_ns *ns,
+                          const struct kvt_chunk_key *const *keys, size_t n);
+/* Wait until every write-through queued before the call was tried. */
+void tiers_remote_sync(struct kvt_tiers *t);
 
 #endif

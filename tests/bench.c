@@ -843,7 +843,8 @@ int main(int argc, char **argv)
     json_num("memcpy_gbs", ref);
 
     /* KVTIER_BENCH_ONLY=calls (shapes 1 and 3), cold (the cold tier) or
-     * outliers (shape 2 with outliers 0, 4, 8) or simd (the kernels): one
+     * outliers (shape 2 with outliers 0, 4, 8) or simd (the kernels) or
+     * remote (the memcached pool, two hosts): one
      * part alone, for quick iterations. */
     const char *only = getenv("KVTIER_BENCH_ONLY");
     if (only && !strcmp(only, "calls")) {
@@ -861,6 +862,11 @@ int main(int argc, char **argv)
     if (only && !strcmp(only, "cold")) {
         stop_daemon();
         bench_cold();
+        goto out;
+    }
+    if (only && !strcmp(only, "remote")) {
+        stop_daemon();
+        bench_remote(build_dir);
         goto out;
     }
     if (only && !strcmp(only, "simd")) {
@@ -887,6 +893,7 @@ int main(int argc, char **argv)
     bench_lz4();
     bench_simd();
     bench_cold();
+    bench_remote(build_dir);
 out:
     if (daemon_pid)
         stop_daemon();

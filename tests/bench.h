@@ -48,5 +48,8 @@ double prefill_time(struct prefill *p, int fetch, const char *ctx);
 
 /* bench_outliers.c: shape 2 with outliers = 0, 4 and 8. */
 void bench_outliers(double ref);
+/* bench_remote.c: host B's fetch from a memcached pool, against its local
+ * fetch and the loopback's TCP rate. */
+void bench_remote(const char *build_dir);
 
 #endif
