@@ -47,11 +47,11 @@ COLD_MODULES   := cache/chunk.o cache/cold.o cache/cold_tomb.o cache/cold_read.o
 HOT_MODULES := cache/chunk.o cache/blocks.o cache/hot.o cache/hot_ops.o cache/hot_walk.o cache/hot_evict.o \
 	cache/domain_bytes.o
 CACHE_OBJS  := $(sort $(HOT_MODULES) $(COLD_MODULES))
-PROTO_OBJS  := proto/proto.o
+PROTO_OBJS  := proto/proto.o proto/prefix.o
 DAEMON_OBJS := daemon/config.o daemon/log.o daemon/registry.o daemon/store.o daemon/admin.o daemon/admin_cmd.o daemon/admin_text.o daemon/job.o \
 	daemon/sockpath.o daemon/latency.o daemon/tiers.o daemon/workers.o daemon/session.o daemon/server.o \
 	daemon/notify.o
-CLIENT_OBJS := client/kvtier.o client/region.o client/prefix.o
+CLIENT_OBJS := client/kvtier.o client/region.o
 
 LIB_OBJS    := $(addprefix $(B)/,$(CLIENT_OBJS) $(PROTO_OBJS))
 CORE_OBJS   := $(addprefix $(B)/,$(SIMD_OBJS) $(CACHE_OBJS) $(PROTO_OBJS) $(DAEMON_OBJS))

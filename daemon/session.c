@@ -388,7 +388,8 @@ static int op_length(struct kvt_session *s, uint64_t *value, const char **why)
 static int op_match(struct kvt_session *s, uint64_t *value, const char **why)
 {
     (void)why;
-    *value = dp_match(&s->srv->dp, &s->rq);
+    *value = s->op == KVT_OP_MATCH_PREFIX ? dp_match_prefix(&s->srv->dp, &s->rq)
+                                          : dp_match(&s->srv->dp, &s->rq);
     return 0;
 }
 
@@ -454,6 +455,7 @@ static const struct {
     [KVT_OP_LENGTH] = { op_length },
     [KVT_OP_DROP]   = { op_drop },
     [KVT_OP_MATCH]  = { op_match },
+    [KVT_OP_MATCH_PREFIX] = { op_match },
     [KVT_OP_SYNC]   = { op_sync },
 };
 

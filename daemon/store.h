@@ -109,6 +109,9 @@ int dp_fetch(struct kvt_datapath *dp, const struct dp_request *rq,
 uint32_t dp_length(struct kvt_datapath *dp, const struct dp_request *rq);
 /* Tokens of a token call whose chunks are present in every layer. */
 uint32_t dp_match(struct kvt_datapath *dp, const struct dp_request *rq);
+/* dp_match, then, where that stops before the end of the tokens, the longest
+ * stored partial chunk that continues it (MATCH_PREFIX; needs view->tokens). */
+uint32_t dp_match_prefix(struct kvt_datapath *dp, const struct dp_request *rq);
 /* Leading tokens present in every layer of the context `name` (len bytes)
  * of ns: dp_length for a request the daemon makes up itself (admin). */
 uint32_t dp_context_length(struct kvt_datapath *dp, const struct kvt_ns *ns,
