@@ -209,11 +209,15 @@ run: deps all
 	@mkdir -p var
 	$(B)/kvtierd --dev
 
+# KVTIER_BENCH_ONLY=llama runs only the llama.cpp restore bench.
 bench: all $(B)/tests/bench
-	$(MAKE) llama-deps
+	bash tests/llama/build_llama.sh $(LLAMA_CACHE)
+	bash tests/llama/make_models.sh $(LLAMA_CACHE) bench
 	$(MAKE) llama LLAMA_DIR=$(LLAMA_CACHE)/llama.cpp
-	$(MAKE) $(B)/tests/bench_llama LLAMA_DIR=$(LLAMA_CACHE)/llama.cpp
-	$(B)/tests/bench $(B)
+	$(MAKE) $(B)/tests/helpers.o $(B)/tests/bench_llama LLAMA_DIR=$(LLAMA_CACHE)/llama.cpp
+	[ "$$KVTIER_BENCH_ONLY" = llama ] || $(B)/tests/bench $(B)
+	[ -n "$$KVTIER_BENCH_ONLY" ] && [ "$$KVTIER_BENCH_ONLY" != llama ] || \
+		KVTIER_BUILD=$(B) $(B)/tests/bench_llama
 
 # ---- fuzzing (docs/testing.md) ---------------------------------------------
 FUZZ_B       := build-fuzz
