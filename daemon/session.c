@@ -263,11 +263,16 @@ static const char *data_reason(struct kvt_session *s, int rc)
 
 static void submit_parts(struct kvt_session *s, void (*fn)(struct work_item *))
 {
-    atomic_store(&s->parts_left, s->n_parts);
-    for (unsigned i = 0; i < s->n_parts; i++) {
+    /* Once the last part is submitted, the parts may all finish, answer,
+     * and the session be closed and freed: nothing of s is read after it. */
+    const unsigned n = s->n_parts;
+    struct kvt_workers *workers = s->srv->workers;
+
+    atomic_store(&s->parts_left, n);
+    for (unsigned i = 0; i < n; i++)
         s->parts[i].item.fn = fn;
-        workers_submit(s->srv->workers, &s->parts[i].item);
-    }
+    for (unsigned i = 0; i < n; i++)
+        workers_submit(workers, &s->parts[i].item);
 }
 
 static void part_run(struct work_item *item);
