@@ -139,7 +139,14 @@ $(B)/libkvtier-llama.a: $(LLAMA_OBJS)
 llama: all
 	@[ -n "$(LLAMA_DIR)" ] && [ -e "$(LLAMA_DIR)/include/llama.h" ] || \
 		{ echo "make llama needs LLAMA_DIR=<llama.cpp tree built with cmake into DIR/build>" >&2; exit 1; }
-	$(MAKE) $(B)/libkvtier-llama.so $(B)/libkvtier-llama.so.0 $(B)/libkvtier-llama.a
+	$(MAKE) $(B)/libkvtier-llama.so $(B)/libkvtier-llama.so.0 $(B)/libkvtier-llama.a \
+		$(B)/llama_example
+
+# The integration example, built so that it keeps compiling.
+$(B)/client/llama_example.o: ALL_CFLAGS += $(LLAMA_CFLAGS)
+$(B)/llama_example: $(B)/client/llama_example.o $(B)/libkvtier-llama.so.0
+	$(CC) $(ALL_CFLAGS) -o $@ $< -L$(B) -lkvtier-llama -lkvtier $(LLAMA_LIBS) \
+		-Wl,-rpath,$(abspath $(B)) -Wl,-rpath,$(LLAMA_BIN)
 
 # The tests' and bench's llama.cpp and models (cached under build/llama).
 llama-deps:
