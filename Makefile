@@ -59,7 +59,7 @@ CORE_OBJS   := $(addprefix $(B)/,$(SIMD_OBJS) $(CACHE_OBJS) $(PROTO_OBJS) $(DAEM
 PROGS := $(B)/kvtierd $(B)/kvtierctl $(B)/libkvtier.so $(B)/libkvtier.so.0 $(B)/libkvtier.a
 
 UNIT_TESTS := test_simd test_simd_outliers test_hot test_hot_ops test_hot_stage test_cold test_cold_format \
-	test_proto
+	test_proto test_llama_state
 INTEG_TESTS := test_store_fetch test_prefix_sharing test_absent_and_length \
 	test_bad_input test_hot_budget test_isolation test_restart test_make_run test_cold_tier \
 	test_systemd_notify test_socket_activation test_install test_admin test_quotas \
@@ -179,6 +179,7 @@ $(B)/tests/test_cold: $(B)/tests/test_cold.o $(addprefix $(B)/,$(COLD_MODULES))
 $(B)/tests/test_cold_format: $(B)/tests/test_cold_format.o $(B)/tests/cold_file_edit.o \
 	$(addprefix $(B)/,$(COLD_MODULES))
 $(B)/tests/test_proto: $(B)/tests/test_proto.o $(B)/proto/proto.o
+$(B)/tests/test_llama_state: $(B)/tests/test_llama_state.o $(B)/client/llama_state.o
 $(addprefix $(B)/tests/,$(INTEG_TESTS)): %: %.o $(B)/tests/helpers.o $(B)/libkvtier.a $(addprefix $(B)/,$(SIMD_OBJS))
 
 $(B)/tests/test_soak: $(B)/tests/soak_client.o $(B)/tests/soak_events.o

@@ -98,6 +98,7 @@ int main(void)
 
     if (!m)
         die(llu_model_path("bench"), -ENOENT);
+    setvbuf(stdout, NULL, _IOLBF, 0);      /* each figure as it is measured */
     llu_prompt(m, 1, tokens, MAX_TOKENS + 1);
     printf("llama.cpp (CPU, 2 threads), model %s\n", llu_model_path("bench"));
     bench_quant(m, "int8", tokens);
