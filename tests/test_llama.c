@@ -9,7 +9,8 @@
  * attention off (V transposed) and on. A prompt saved in part (512) restores
  * 512 and the rest evaluated gives the same logits. Refusals change nothing
  * and print nothing: a sequence that is not empty (-EINVAL), a q8_0 K cache
- * (-EOPNOTSUPP), a model of another geometry than the connection (-EINVAL). */
+ * (-EOPNOTSUPP), a model of another geometry than the connection (-EINVAL),
+ * a context with no room for the prefix (-ENOSPC). */
 #include "tests/helpers.h"
 
 #include <math.h>
@@ -296,6 +297,13 @@ static int refusals(void *arg)
     WANT(llama_memory_seq_rm(llama_get_memory(q8.ctx), 0, -1, -1));
     WANT_RC(kvt_llama_restore(q8.c, q8.ctx, 0, tokens, N_ALL, &n), -EOPNOTSUPP);
     WANT(n == 0 && llama_memory_seq_pos_max(llama_get_memory(q8.ctx), 0) == -1);
+
+    /* A context too small for the prompt: no room, left empty. */
+    struct llama_context *small = llu_context(e.model, 256, true, GGML_TYPE_F16);
+    WANT(small);
+    WANT_RC(kvt_llama_restore(e.c, small, 0, tokens, N_ALL, &n), -ENOSPC);
+    WANT(n == 0 && llama_memory_seq_pos_max(llama_get_memory(small), 0) == -1);
+    llama_free(small);
 
     /* Another geometry (4 kv heads) than the connection's (2). */
     if (engine_open(&other, "test-other", "test", true, GGML_TYPE_F16))
