@@ -199,6 +199,21 @@ static void match_prefix_finds_the_longest_tail(void **state)
     assert_int_equal(test_check(kf, KVT_F32, 3, 0, 0, 13, 1, 8, 0), 0);
     CHECK_RC(kvt_match_prefix(c, tokens, 20, NULL), -EINVAL);
     kvt_disconnect(c);
+
+    /* Large chunks: the daemon hashes the tails on a worker, same answer. */
+    static int32_t many[1100];
+    static float kb[700 * 8], vb[700 * 8];
+    kvt_model big = test_model("prefix-big-chunks", 1, 1, 8, KVT_F32, 1024);
+    for (int i = 0; i < 1100; i++)
+        many[i] = 7 + i;
+    CHECK_OK(kvt_connect(d.socket, &big, &c));
+    kvt_span s700 = { 0, 0, 700, kb, vb };
+    CHECK_OK(kvt_store_tokens(c, many, 700, &s700, 1));
+    CHECK_OK(kvt_match_prefix(c, many, 1100, &n));
+    assert_int_equal(n, 700);
+    CHECK_OK(kvt_match_tokens(c, many, 1100, &n));
+    assert_int_equal(n, 0);
+    kvt_disconnect(c);
     daemon_stop(&d);
     daemon_cleanup(&d);
 }
