@@ -116,62 +116,6 @@ static int geom_of(kvt_client *c, struct llama_context *ctx, llama_seq_id seq,
 
 /* ---- save ------------------------------------------------------------------- */
 
-/* cell_of[p] = the state's cell holding position p, for p < n; -EINVAL if a
- * position is missing or held twice. Positions past n are left out. */
-static int cells_by_position(const uint8_t *st, const struct lstate_view *v, uint32_t n,
-                             uint32_t *cell_of, bool *in_order)
-{
-    memset(cell_of, 0xff, (size_t)n * sizeof(*cell_of));
-    for (uint32_t i = 0; i < v->cells; i++) {
-        uint32_t pos = (uint32_t)lstate_pos(st, v, i);    /* >= 0: parse checked */
-        if (pos >= n)
-            continue;
-        if (cell_of[pos] != UINT32_MAX)
-            return -EINVAL;
-        cell_of[pos] = i;
-    }
-    *in_order = true;
-    for (uint32_t p = 0; p < n; p++) {
-        if (cell_of[p] == UINT32_MAX)
-            return -EINVAL;
-        *in_order = *in_order && cell_of[p] == cell_of[0] + p;
-    }
-    return 0;
-}
-
-/* Point span l at layer l's rows for positions 0..n-1: in the state itself
- * when they lie there in order, else gathered into scratch. */
-static void spans_from_state(const uint8_t *st, const struct lstate_view *v,
-                             const struct lstate_geom *g, const uint32_t *cell_of,
-                             bool in_order, uint32_t n, uint8_t *scratch, kvt_span *spans)
-{
-    const size_t row = (size_t)g->row_elems * g->elem_bytes;
-
-    for (uint32_t l = 0; l < g->layers; l++) {
-        const uint8_t *k = st + v->k_off + l * v->layer_stride;
-        const uint8_t *vv = st + v->v_off + l * v->layer_stride;
-        uint8_t *k_out = scratch + (size_t)2 * l * n * row, *v_out = k_out + (size_t)n * row;
-        spans[l] = (kvt_span){ .layer = l, .token_start = 0, .n_tokens = n };
-        if (in_order) {
-            spans[l].k = (void *)(k + (size_t)cell_of[0] * row);
-        } else {
-            for (uint32_t p = 0; p < n; p++)
-                memcpy(k_out + (size_t)p * row, k + (size_t)cell_of[p] * row, row);
-            spans[l].k = k_out;
-        }
-        if (v->v_trans) {
-            lstate_untranspose(g, vv, v->cells, cell_of, n, v_out);
-            spans[l].v = v_out;
-        } else if (in_order) {
-            spans[l].v = (void *)(vv + (size_t)cell_of[0] * row);
-        } else {
-            for (uint32_t p = 0; p < n; p++)
-                memcpy(v_out + (size_t)p * row, vv + (size_t)cell_of[p] * row, row);
-            spans[l].v = v_out;
-        }
-    }
-}
-
 int kvt_llama_save(kvt_client *c, struct llama_context *ctx, llama_seq_id seq,
                    const llama_token *tokens, uint32_t n_tokens)
 {
@@ -211,7 +155,7 @@ int kvt_llama_save(kvt_client *c, struct llama_context *ctx, llama_seq_id seq,
         rc = -ENOMEM;
         goto out;
     }
-    rc = cells_by_position(st.p, &v, n_tokens, cell_of, &in_order);
+    rc = lstate_cells_by_position(st.p, &v, n_tokens, cell_of, &in_order);
     if (rc)
         goto out;
     if (!in_order || v.v_trans) {
@@ -219,7 +163,7 @@ int kvt_llama_save(kvt_client *c, struct llama_context *ctx, llama_seq_id seq,
         if (rc)
             goto out;
     }
-    spans_from_state(st.p, &v, &g, cell_of, in_order, n_tokens, scratch.p, spans);
+    lstate_spans(st.p, &v, &g, cell_of, in_order, n_tokens, scratch.p, spans);
     rc = kvt_store_tokens(c, tokens, n_tokens, spans, g.layers);
 out:
     free(spans);

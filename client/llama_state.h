@@ -17,7 +17,8 @@
  * sequence lives in one stream. Anything else (another magic, several
  * streams with cells, cells with extra fields as M-RoPE models write, other
  * types or row sizes, layers without V, bytes left over) is refused with
- * -EOPNOTSUPP: the parse reads only what it checked. Pure C, no llama.h.
+ * -EOPNOTSUPP: the parse reads only what it checked. Pure C, no llama.h:
+ * the spans it fills are kvtier's.
  */
 #ifndef KVT_LLAMA_STATE_H
 #define KVT_LLAMA_STATE_H
@@ -25,6 +26,8 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+
+#include "client/kvtier.h"
 
 #define LSTATE_MAGIC 0xaf143cd8u
 #define LSTATE_CELL_BYTES 12      /* pos, n_seq_id, seq_id */
@@ -70,6 +73,21 @@ size_t lstate_size(const struct lstate_geom *g, uint32_t n_stream, uint32_t cell
  * then writes the K and V rows where it says. The rows are zeroed. */
 void lstate_build(uint8_t *st, const struct lstate_geom *g, uint32_t n_stream,
                   int32_t seq, uint32_t cells, bool v_trans, struct lstate_view *v);
+
+/* cell_of[p] = the cell of parsed state v holding position p, for p < n;
+ * *in_order when those cells are consecutive from cell_of[0]. Returns 0,
+ * or -EINVAL if a position of 0..n-1 is missing or held twice (positions
+ * past n are left out). */
+int lstate_cells_by_position(const uint8_t *st, const struct lstate_view *v, uint32_t n,
+                             uint32_t *cell_of, bool *in_order);
+
+/* Point span l (layer l, tokens 0..n-1) at positions 0..n-1's K and V rows:
+ * inside the state where they lie there in order and untransposed, else
+ * gathered (and V untransposed) into scratch, 2 * layers * n rows, laid out
+ * [layer][K rows, V rows]; scratch may be NULL when in_order && !v_trans. */
+void lstate_spans(const uint8_t *st, const struct lstate_view *v, const struct lstate_geom *g,
+                  const uint32_t *cell_of, bool in_order, uint32_t n, uint8_t *scratch,
+                  kvt_span *spans);
 
 /* Between kvtier's token-major rows [cells][row_elems] and a transposed V
  * block [row_elems][stride] (cell c of token t: cell_of[t]; NULL: t). */

@@ -4,7 +4,8 @@
  * id, stream count, cell count, a cell's position, sequence count or id,
  * the V layout flag, the layer count, any layer's type, row size, element
  * size or width), a truncation at any byte, or a byte too many is refused
- * with -EOPNOTSUPP; and V transposes there and back exactly. No llama.cpp
+ * with -EOPNOTSUPP; V transposes there and back exactly; cells holding
+ * positions out of order give spans in position order. No llama.cpp
  * needed: the format is plain bytes (client/llama_state.h). */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -175,6 +176,78 @@ static void v_transposes_both_ways(void **state)
         assert_memory_equal(picked + t * w, rows + cell_of[t] * w, w * sizeof(uint16_t));
 }
 
+/* Rows of cell c, layer l, K (kv 0) or V: a value that names them. */
+static uint16_t mark(uint32_t l, int kv, uint32_t cell, uint32_t j)
+{
+    return (uint16_t)(l << 12 | (uint32_t)kv << 11 | cell << 4 | j);
+}
+
+/* A saved sequence whose cells hold positions out of order (cells 0..4 hold
+ * positions 3 1 4 0 2): the spans get each position's rows, K and V, in
+ * both V layouts; a repeated or missing position is -EINVAL. */
+static void spans_follow_positions(void **state)
+{
+    (void)state;
+    const int32_t pos_of_cell[CELLS] = { 3, 1, 4, 0, 2 };
+    for (int trans = 0; trans < 2; trans++) {
+        struct lstate_view v, p;
+        size_t size;
+        uint8_t *st = built(trans, &size, &v);
+        for (uint32_t i = 0; i < CELLS; i++)
+            put32(st + v.meta_off + (size_t)i * LSTATE_CELL_BYTES, (uint32_t)pos_of_cell[i]);
+        for (uint32_t l = 0; l < G.layers; l++)
+            for (uint32_t c = 0; c < CELLS; c++)
+                for (uint32_t j = 0; j < G.row_elems; j++) {
+                    uint16_t *k = (uint16_t *)(st + v.k_off + l * v.layer_stride);
+                    uint16_t *vv = (uint16_t *)(st + v.v_off + l * v.layer_stride);
+                    k[c * G.row_elems + j] = mark(l, 0, c, j);
+                    vv[trans ? j * CELLS + c : c * G.row_elems + j] = mark(l, 1, c, j);
+                }
+        assert_int_equal(lstate_parse(st, size, &G, SEQ, &p), 0);
+
+        uint32_t cell_of[CELLS];
+        bool in_order = true;
+        assert_int_equal(lstate_cells_by_position(st, &p, CELLS, cell_of, &in_order), 0);
+        assert_false(in_order);
+        uint8_t *scratch = malloc(2 * G.layers * lstate_rows_bytes(&G, CELLS));
+        kvt_span spans[3];
+        lstate_spans(st, &p, &G, cell_of, in_order, CELLS, scratch, spans);
+        for (uint32_t l = 0; l < G.layers; l++) {
+            assert_int_equal(spans[l].layer, l);
+            assert_int_equal(spans[l].n_tokens, CELLS);
+            for (uint32_t t = 0; t < CELLS; t++)
+                for (uint32_t j = 0; j < G.row_elems; j++) {
+                    uint32_t cell = cell_of[t];
+                    assert_int_equal(pos_of_cell[cell], (int32_t)t);
+                    assert_int_equal(((uint16_t *)spans[l].k)[t * G.row_elems + j], mark(l, 0, cell, j));
+                    assert_int_equal(((uint16_t *)spans[l].v)[t * G.row_elems + j], mark(l, 1, cell, j));
+                }
+        }
+        /* The first 3 positions only: cells 3, 1, 4. */
+        assert_int_equal(lstate_cells_by_position(st, &p, 3, cell_of, &in_order), 0);
+        assert_int_equal(cell_of[0], 3);
+        assert_int_equal(cell_of[2], 4);
+        put32(st + v.meta_off, 0);                 /* position 0 twice, 3 gone */
+        assert_int_equal(lstate_cells_by_position(st, &p, CELLS, cell_of, &in_order), -EINVAL);
+        free(scratch);
+        free(st);
+    }
+    /* In order and untransposed: the spans point into the state itself. */
+    struct lstate_view v, p;
+    size_t size;
+    uint8_t *st = built(false, &size, &v);
+    uint32_t cell_of[CELLS];
+    bool in_order = false;
+    kvt_span spans[3];
+    assert_int_equal(lstate_parse(st, size, &G, SEQ, &p), 0);
+    assert_int_equal(lstate_cells_by_position(st, &p, CELLS, cell_of, &in_order), 0);
+    assert_true(in_order);
+    lstate_spans(st, &p, &G, cell_of, in_order, CELLS, NULL, spans);
+    assert_ptr_equal(spans[1].k, st + p.k_off + p.layer_stride);
+    assert_ptr_equal(spans[2].v, st + p.v_off + 2 * p.layer_stride);
+    free(st);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -183,6 +256,7 @@ int main(void)
         cmocka_unit_test(truncated_or_longer_is_refused),
         cmocka_unit_test(empty_sequence_parses),
         cmocka_unit_test(v_transposes_both_ways),
+        cmocka_unit_test(spans_follow_positions),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
