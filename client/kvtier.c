@@ -11,8 +11,8 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "proto/prefix.h"
 #include "client/region.h"
+#include "proto/prefix.h"
 #include "proto/proto.h"
 
 #define DEFAULT_SOCKET        "/run/kvtier/kvtier.sock"
