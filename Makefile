@@ -53,11 +53,11 @@ HOT_MODULES := cache/chunk.o cache/blocks.o cache/hot.o cache/hot_ops.o cache/ho
 # The remote tier: records, seals and the libmemcached pool client.
 REMOTE_MODULES := cache/remote.o cache/remote_seal.o cache/remote_pool_mc.o
 CACHE_OBJS  := $(sort $(HOT_MODULES) $(COLD_MODULES) $(REMOTE_MODULES))
-PROTO_OBJS  := proto/proto.o
+PROTO_OBJS  := proto/proto.o proto/prefix.o
 DAEMON_OBJS := daemon/config.o daemon/log.o daemon/registry.o daemon/store.o daemon/admin.o daemon/admin_cmd.o daemon/admin_text.o daemon/job.o \
 	daemon/sockpath.o daemon/latency.o daemon/tiers.o daemon/tiers_remote.o daemon/admin_remote.o daemon/workers.o daemon/session.o daemon/session_attach.o daemon/server.o \
 	daemon/notify.o
-CLIENT_OBJS := client/kvtier.o client/region.o client/prefix.o client/batch.o client/copier.o
+CLIENT_OBJS := client/kvtier.o client/region.o client/batch.o client/copier.o
 
 LIB_OBJS    := $(addprefix $(B)/,$(CLIENT_OBJS) $(PROTO_OBJS))
 CORE_OBJS   := $(addprefix $(B)/,$(SIMD_OBJS) $(CACHE_OBJS) $(PROTO_OBJS) $(DAEMON_OBJS))
@@ -65,7 +65,7 @@ CORE_OBJS   := $(addprefix $(B)/,$(SIMD_OBJS) $(CACHE_OBJS) $(PROTO_OBJS) $(DAEM
 PROGS := $(B)/kvtierd $(B)/kvtierctl $(B)/libkvtier.so $(B)/libkvtier.so.0 $(B)/libkvtier.a
 
 UNIT_TESTS := test_simd test_simd_outliers test_hot test_hot_ops test_hot_stage test_cold test_cold_format \
-	test_proto
+	test_proto test_llama_state
 INTEG_TESTS := test_store_fetch test_prefix_sharing test_absent_and_length \
 	test_bad_input test_hot_budget test_isolation test_restart test_make_run test_cold_tier \
 	test_systemd_notify test_socket_activation test_install test_admin test_quotas \
@@ -80,7 +80,7 @@ INTEG_TESTS := test_store_fetch test_prefix_sharing test_absent_and_length \
 TEST_BINS := $(addprefix $(B)/tests/,$(UNIT_TESTS) $(INTEG_TESTS))
 
 .PHONY: all deps run test test-build test-asan test-aarch64 bench soak install clean \
-	fuzz fuzz-build fuzz-run fuzz-corpus
+	fuzz fuzz-build fuzz-run fuzz-corpus llama llama-deps llama-test-build
 
 all: $(PROGS)
 
@@ -119,6 +119,60 @@ $(B)/libkvtier.a: $(LIB_OBJS)
 $(B)/kvtierctl: $(B)/client/kvtierctl.o
 	$(CC) $(ALL_CFLAGS) -o $@ $^ $(LDLIBS_ALL)
 
+# ---- llama.cpp glue (make llama LLAMA_DIR=DIR) ------------------------------
+# libkvtier-llama: never part of the core build. DIR is a llama.cpp source
+# tree built with cmake into DIR/build. make test builds its own llama.cpp
+# into build/llama (tests/llama/build_llama.sh), whatever B is.
+LLAMA_CACHE  := build/llama
+LLAMA_DIR    ?=
+LLAMA_BIN     = $(abspath $(LLAMA_DIR))/build/bin
+LLAMA_CFLAGS  = -I$(LLAMA_DIR)/include -I$(LLAMA_DIR)/ggml/include
+LLAMA_LIBS    = -L$(LLAMA_BIN) -lllama -lggml -lggml-base
+LLAMA_OBJS   := $(B)/client/kvtier_llama.o $(B)/client/llama_state.o
+
+$(B)/client/kvtier_llama.o: ALL_CFLAGS += $(LLAMA_CFLAGS)
+
+$(B)/libkvtier-llama.so: $(LLAMA_OBJS) $(B)/libkvtier.so.0 client/libkvtier-llama.map
+	$(CC) $(ALL_CFLAGS) -shared -Wl,-soname,libkvtier-llama.so.0 \
+		-Wl,--version-script=client/libkvtier-llama.map -o $@ $(LLAMA_OBJS) \
+		-L$(B) -lkvtier $(LLAMA_LIBS) -lpthread
+$(B)/libkvtier-llama.so.0: $(B)/libkvtier-llama.so
+	ln -sf libkvtier-llama.so $@
+$(B)/libkvtier-llama.a: $(LLAMA_OBJS)
+	@rm -f $@
+	ar rcs $@ $^
+
+llama: all
+	@[ -n "$(LLAMA_DIR)" ] && [ -e "$(LLAMA_DIR)/include/llama.h" ] || \
+		{ echo "make llama needs LLAMA_DIR=<llama.cpp tree built with cmake into DIR/build>" >&2; exit 1; }
+	$(MAKE) $(B)/libkvtier-llama.so $(B)/libkvtier-llama.so.0 $(B)/libkvtier-llama.a \
+		$(B)/llama_example
+
+# The integration example, built so that it keeps compiling.
+$(B)/client/llama_example.o: ALL_CFLAGS += $(LLAMA_CFLAGS)
+$(B)/llama_example: $(B)/client/llama_example.o $(B)/libkvtier-llama.so.0
+	$(CC) $(ALL_CFLAGS) -o $@ $< -L$(B) -lkvtier-llama -lkvtier $(LLAMA_LIBS) \
+		-Wl,-rpath,$(abspath $(B)) -Wl,-rpath,$(LLAMA_BIN)
+
+# The tests' and bench's llama.cpp and models (cached under build/llama).
+llama-deps:
+	bash tests/llama/build_llama.sh $(LLAMA_CACHE)
+	bash tests/llama/make_models.sh $(LLAMA_CACHE)
+
+# The llama.cpp test and bench programs link libllama from LLAMA_DIR,
+# found at run time through their rpath.
+LLAMA_TEST_LIBS = $(B)/tests/helpers.o $(B)/libkvtier-llama.a $(B)/libkvtier.a \
+	$(addprefix $(B)/,$(SIMD_OBJS))
+$(B)/tests/test_llama.o $(B)/tests/llama_util.o $(B)/tests/bench_llama.o: ALL_CFLAGS += $(LLAMA_CFLAGS)
+$(B)/tests/test_llama: $(B)/tests/test_llama.o $(B)/tests/llama_util.o $(LLAMA_TEST_LIBS)
+$(B)/tests/bench_llama: $(B)/tests/bench_llama.o $(B)/tests/llama_util.o $(LLAMA_TEST_LIBS)
+$(B)/tests/test_llama $(B)/tests/bench_llama:
+	$(CC) $(ALL_CFLAGS) -o $@ $^ $(TEST_LIBS) $(LLAMA_LIBS) -Wl,-rpath,$(LLAMA_BIN)
+
+llama-test-build: test-build
+	$(MAKE) llama
+	$(MAKE) $(B)/tests/test_llama
+
 # ---- tests -----------------------------------------------------------------
 TEST_LIBS = $(LDLIBS_ALL) $(shell pkg-config --libs cmocka 2>/dev/null)
 
@@ -131,6 +185,7 @@ $(B)/tests/test_cold: $(B)/tests/test_cold.o $(addprefix $(B)/,$(COLD_MODULES))
 $(B)/tests/test_cold_format: $(B)/tests/test_cold_format.o $(B)/tests/cold_file_edit.o \
 	$(addprefix $(B)/,$(COLD_MODULES))
 $(B)/tests/test_proto: $(B)/tests/test_proto.o $(B)/proto/proto.o
+$(B)/tests/test_llama_state: $(B)/tests/test_llama_state.o $(B)/client/llama_state.o
 $(addprefix $(B)/tests/,$(INTEG_TESTS)): %: %.o $(B)/tests/helpers.o $(B)/libkvtier.a $(addprefix $(B)/,$(SIMD_OBJS))
 
 $(B)/tests/test_soak: $(B)/tests/soak_client.o $(B)/tests/soak_events.o
@@ -161,18 +216,27 @@ $(A64)/test_simd $(A64)/test_simd_outliers: $(A64)/%: tests/%.c $(A64_SIMD) simd
 deps:
 	@bash tests/deps.sh
 
+# llama.cpp is built here when missing; a failed build fails make test.
 test: deps
-	$(MAKE) test-build
+	$(MAKE) llama-deps
+	$(MAKE) llama-test-build LLAMA_DIR=$(LLAMA_CACHE)/llama.cpp
 	$(MAKE) $(A64)/test_simd $(A64)/test_simd_outliers
-	$(MAKE) B=build-asan SAN=1 OPT=-O1 test-build
+	$(MAKE) B=build-asan SAN=1 OPT=-O1 llama-test-build LLAMA_DIR=$(LLAMA_CACHE)/llama.cpp
 	bash tests/run.sh $(B) build-asan $(A64)
 
 run: deps all
 	@mkdir -p var
 	$(B)/kvtierd --dev
 
+# KVTIER_BENCH_ONLY=llama runs only the llama.cpp restore bench.
 bench: all $(B)/tests/bench
-	$(B)/tests/bench $(B)
+	bash tests/llama/build_llama.sh $(LLAMA_CACHE)
+	bash tests/llama/make_models.sh $(LLAMA_CACHE) bench
+	$(MAKE) llama LLAMA_DIR=$(LLAMA_CACHE)/llama.cpp
+	$(MAKE) $(B)/tests/helpers.o $(B)/tests/bench_llama LLAMA_DIR=$(LLAMA_CACHE)/llama.cpp
+	[ "$$KVTIER_BENCH_ONLY" = llama ] || $(B)/tests/bench $(B)
+	[ -n "$$KVTIER_BENCH_ONLY" ] && [ "$$KVTIER_BENCH_ONLY" != llama ] || \
+		KVTIER_BUILD=$(B) $(B)/tests/bench_llama
 
 # ---- fuzzing (docs/testing.md) ---------------------------------------------
 FUZZ_B       := build-fuzz
@@ -242,6 +306,13 @@ install: all
 	# The example config never overwrites an operator's edited one.
 	[ -e $(DESTDIR)$(SYSCONFDIR)/kvtier/kvtierd.conf ] || \
 		install -m 0644 systemd/kvtierd.conf $(DESTDIR)$(SYSCONFDIR)/kvtier/kvtierd.conf
+	# libkvtier-llama when it was built (make llama LLAMA_DIR=...).
+	if [ -e $(B)/libkvtier-llama.so ]; then \
+		install -m 0755 $(B)/libkvtier-llama.so $(DESTDIR)$(LIBDIR)/libkvtier-llama.so.$(VERSION) && \
+		ln -sf libkvtier-llama.so.$(VERSION) $(DESTDIR)$(LIBDIR)/libkvtier-llama.so.0 && \
+		ln -sf libkvtier-llama.so.0 $(DESTDIR)$(LIBDIR)/libkvtier-llama.so && \
+		install -m 0644 $(B)/libkvtier-llama.a $(DESTDIR)$(LIBDIR)/libkvtier-llama.a && \
+		install -m 0644 client/kvtier_llama.h $(DESTDIR)$(PREFIX)/include/kvtier_llama.h || exit 1; fi
 	for m in $(MAN_PAGES); do \
 		d=$(DESTDIR)$(MANDIR)/man$${m##*.}; \
 		install -d $$d && install -m 0644 $$m $$d/ || exit 1; done
@@ -249,4 +320,5 @@ install: all
 clean:
 	rm -rf build build-asan build-fuzz
 
--include $(shell find $(B) -name '*.d' 2>/dev/null)
+# build/llama holds llama.cpp's own cmake build (and its .d files): not ours.
+-include $(shell find $(B) -path $(LLAMA_CACHE) -prune -o -name '*.d' -print 2>/dev/null)

@@ -13,8 +13,8 @@
 
 #include "client/batch.h"
 #include "client/copier.h"
-#include "client/prefix.h"
 #include "client/region.h"
+#include "proto/prefix.h"
 #include "proto/proto.h"
 
 #define DEFAULT_SOCKET        "/run/kvtier/kvtier.sock"
@@ -444,6 +444,7 @@ struct target {
     const struct kvt_wire_key *keys;
     uint32_t n_keys;
     uint32_t n_tokens;       /* tokens of the call (token addressing) */
+    const int32_t *tokens;   /* MATCH_PREFIX: the ids, sent after the keys */
 };
 
 static int target_named(kvt_client *c, const char *ctx, struct target *t)
@@ -465,8 +466,13 @@ static struct kvt_wire_span *build_request(kvt_client *c, uint16_t op,
                                            uint32_t n_spans, size_t *len)
 {
     *len = proto_data_size(t->name_len, t->n_keys, n_spans);
-    if (*len == 0)
+    size_t tokens_bytes = proto_tokens_bytes(op, t->n_tokens);
+    if (*len == 0 || tokens_bytes > KVT_FRAME_MAX - *len) {
+        *len = 0;
         return NULL;
+    }
+    size_t tokens_at = *len;
+    *len += tokens_bytes;
     struct kvt_data_req *r = msg_buffer(c, *len);
     if (!r)
         return NULL;
@@ -484,6 +490,8 @@ static struct kvt_wire_span *build_request(kvt_client *c, uint16_t op,
     p += (t->name_len + 7) & ~7u;
     if (t->n_keys)
         memcpy(p, t->keys, (size_t)t->n_keys * sizeof(*t->keys));
+    if (tokens_bytes)
+        memcpy((uint8_t *)r + tokens_at, t->tokens, (size_t)t->n_tokens * sizeof(int32_t));
     return (struct kvt_wire_span *)(p + (size_t)t->n_keys * sizeof(*t->keys));
 }
 
@@ -791,8 +799,8 @@ int kvt_fetch_tokens(kvt_client *c, const int32_t *tokens, uint32_t n_tokens,
     return tokens_spans_op(c, KVT_OP_FETCH, tokens, n_tokens, spans, n_spans);
 }
 
-int kvt_match_tokens(kvt_client *c, const int32_t *tokens, uint32_t n_tokens,
-                     uint32_t *n_cached)
+static int match_op(kvt_client *c, uint16_t op, const int32_t *tokens,
+                    uint32_t n_tokens, uint32_t *n_cached)
 {
     struct target t;
     struct kvt_wire_key *keys = NULL;
@@ -801,10 +809,37 @@ int kvt_match_tokens(kvt_client *c, const int32_t *tokens, uint32_t n_tokens,
     if (!n_cached)
         return -EINVAL;
     int rc = token_target(c, tokens, n_tokens, &t, &keys);
-    if (rc == 0)
-        rc = simple_op(c, KVT_OP_MATCH, &t, &v);
+    if (rc == 0) {
+        t.tokens = tokens;
+        rc = simple_op(c, op, &t, &v);
+    }
     free(keys);
     if (rc == 0)
         *n_cached = (uint32_t)v;
     return rc;
+}
+
+int kvt_match_tokens(kvt_client *c, const int32_t *tokens, uint32_t n_tokens,
+                     uint32_t *n_cached)
+{
+    return match_op(c, KVT_OP_MATCH, tokens, n_tokens, n_cached);
+}
+
+int kvt_match_prefix(kvt_client *c, const int32_t *tokens, uint32_t n_tokens,
+                     uint32_t *n_cached)
+{
+    int rc = match_op(c, KVT_OP_MATCH_PREFIX, tokens, n_tokens, n_cached);
+    /* A daemon from before MATCH_PREFIX: whole chunks are still a true
+     * answer, only a shorter one. */
+    if (rc == -EOPNOTSUPP)
+        rc = match_op(c, KVT_OP_MATCH, tokens, n_tokens, n_cached);
+    return rc;
+}
+
+int kvt_client_model(const kvt_client *c, kvt_model *out)
+{
+    if (!c || !out)
+        return -EINVAL;
+    *out = c->model;
+    return 0;
 }

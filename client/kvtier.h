@@ -104,6 +104,21 @@ const char *kvt_last_error(const kvt_client *c);
 /* Tokens per chunk the daemon uses for this handle's namespace. */
 uint32_t kvt_chunk_tokens(const kvt_client *c);
 
+/* *n_cached = the longest L such that the KV of tokens[0..L) is stored in
+ * every layer as a prefix: L ends on a chunk boundary (as kvt_match_tokens
+ * finds), or it is the end of an earlier kvt_store_tokens call, inside a
+ * chunk. So a saved prompt of 1000 tokens is found whole by a query of the
+ * prompt plus more tokens, in one round trip (kvt_match_tokens would answer
+ * the chunk boundary below 1000). Fetch it with kvt_fetch_tokens(tokens, L,
+ * ...). Errors as kvt_match_tokens'; a daemon without this operation gets
+ * kvt_match_tokens' answer. */
+int kvt_match_prefix(kvt_client *c, const int32_t *tokens, uint32_t n_tokens,
+                     uint32_t *n_cached);
+
+/* *out = the model this handle attached with; out->name points into the
+ * handle, valid until kvt_disconnect(). Returns 0 or -EINVAL. */
+int kvt_client_model(const kvt_client *c, kvt_model *out);
+
 #ifdef __cplusplus
 }
 #endif

@@ -6,6 +6,8 @@
 #include <string.h>
 #include <xxhash.h>
 
+#include "proto/prefix.h"
+
 size_t dp_row_bytes(const struct kvt_ns *ns, enum kvt_elem elem)
 {
     return (size_t)ns->heads * ns->dim * simd_elem_size(elem);
@@ -536,6 +538,19 @@ void dp_named_object(const struct dp_request *rq, uint64_t *hi, uint64_t *lo)
     object_of(rq, 0, hi, lo);
 }
 
+/* Whether the chunk (hi, lo) holds at least `want` leading tokens in every
+ * layer; layer 0 is asked first, so a miss costs one lookup. */
+static bool chunk_in_every_layer(struct kvt_datapath *dp, const struct kvt_ns *ns,
+                                 const struct kvt_wire_key *k, uint32_t want)
+{
+    struct kvt_chunk_key key = { .ns_id = ns->id, .domain = ns->domain,
+                                 .obj_hi = k->hi, .obj_lo = k->lo };
+    for (key.layer = 0; key.layer < ns->layers; key.layer++)
+        if (leading_tokens(dp, &key) < want)
+            return false;
+    return true;
+}
+
 /* Tokens wanted of chunk i of a token call that matched `matched` so far. */
 static uint32_t chunk_want(const struct kvt_ns *ns, const struct kvt_data_req *r,
                            uint32_t matched)
@@ -599,6 +614,33 @@ uint32_t dp_match(struct kvt_datapath *dp, const struct dp_request *rq)
             key.layer = UINT32_MAX;  /* this chunk again, from layer 0 */
         }
         matched += want;
+    }
+    return matched;
+}
+
+/* After the whole chunks dp_match finds, the next chunk of the query may be
+ * stored only as a shorter partial one: the end of an earlier call, e.g. a
+ * saved prompt that this query extends. Its key hashes its token count, so
+ * each candidate count, longest first, is hashed from the query's tokens and
+ * looked up: at most chunk_tokens - 1 lookups in layer 0, in one request. */
+uint32_t dp_match_prefix(struct kvt_datapath *dp, const struct dp_request *rq)
+{
+    const struct kvt_ns *ns = rq->ns;
+    const struct kvt_data_req *r = rq->view->req;
+    const uint32_t C = ns->chunk_tokens;
+    uint32_t matched = dp_match(dp, rq);
+
+    if (matched == r->n_tokens || !rq->view->tokens)
+        return matched;
+    uint32_t chunk = matched / C, left = r->n_tokens - matched;
+    const struct kvt_wire_key *prev = chunk ? &rq->view->keys[chunk - 1] : NULL;
+    /* The query's own key for this chunk (count min(left, C)) missed. */
+    for (uint32_t count = (left < C ? left : C) - 1; count > 0; count--) {
+        struct kvt_wire_key key;
+        if (prefix_key_after(prev, rq->view->tokens + matched, count, &key) != 0)
+            break;      /* out of memory: the whole chunks are still a true answer */
+        if (chunk_in_every_layer(dp, ns, &key, count))
+            return matched + count;
     }
     return matched;
 }

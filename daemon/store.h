@@ -119,6 +119,9 @@ uint32_t dp_length(struct kvt_datapath *dp, const struct dp_request *rq);
  * namespace), once per call, and its hits promoted: this may wait up to
  * remote-timeout-ms per server, so it runs on a worker then. */
 uint32_t dp_match(struct kvt_datapath *dp, const struct dp_request *rq);
+/* dp_match, then, where that stops before the end of the tokens, the longest
+ * stored partial chunk that continues it (MATCH_PREFIX; needs view->tokens). */
+uint32_t dp_match_prefix(struct kvt_datapath *dp, const struct dp_request *rq);
 /* Leading tokens present in every layer of the context `name` (len bytes)
  * of ns: dp_length for a request the daemon makes up itself (admin). */
 uint32_t dp_context_length(struct kvt_datapath *dp, const struct kvt_ns *ns,

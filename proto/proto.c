@@ -78,6 +78,11 @@ size_t proto_data_size(uint32_t name_len, uint32_t n_keys, uint32_t n_spans)
     return n > KVT_FRAME_MAX ? 0 : n;
 }
 
+size_t proto_tokens_bytes(uint16_t op, uint32_t n_tokens)
+{
+    return op == KVT_OP_MATCH_PREFIX ? PAD8((uint64_t)n_tokens * sizeof(int32_t)) : 0;
+}
+
 int proto_parse_data(const void *msg, size_t len, uint32_t max_spans,
                      struct kvt_data_view *out, const char **why)
 {
@@ -104,7 +109,7 @@ int proto_parse_data(const void *msg, size_t len, uint32_t max_spans,
         if (r->addr != KVT_ADDR_NAMED || r->name_len || r->n_keys || r->n_tokens)
             return fail(why, "sync takes no arguments", -EINVAL);
     } else if (r->addr == KVT_ADDR_NAMED) {
-        if (op == KVT_OP_MATCH)
+        if (op == KVT_OP_MATCH || op == KVT_OP_MATCH_PREFIX)
             return fail(why, "match needs token keys", -EINVAL);
         if (r->name_len < 1 || r->name_len > KVT_CTX_NAME_MAX)
             return fail(why, "context name must be 1..255 bytes", -EINVAL);
@@ -120,7 +125,8 @@ int proto_parse_data(const void *msg, size_t len, uint32_t max_spans,
     }
 
     size_t want = proto_data_size(r->name_len, r->n_keys, r->n_spans);
-    if (want == 0 || want != len)
+    size_t tokens_bytes = proto_tokens_bytes(op, r->n_tokens);
+    if (want == 0 || tokens_bytes > KVT_FRAME_MAX - want || want + tokens_bytes != len)
         return fail(why, "request length does not match its counts", -EBADMSG);
 
     const char *name = (const char *)p + sizeof(*r);
@@ -135,6 +141,15 @@ int proto_parse_data(const void *msg, size_t len, uint32_t max_spans,
     out->keys = (const void *)(p + sizeof(*r) + PAD8(r->name_len));
     out->spans = (const void *)((const uint8_t *)out->keys +
                                 (size_t)r->n_keys * sizeof(struct kvt_wire_key));
+    out->tokens = NULL;
+    if (tokens_bytes) {
+        const uint8_t *t = p + want;
+        /* The padding is checked as the name's is: no hidden bytes. */
+        for (size_t i = (size_t)r->n_tokens * sizeof(int32_t); i < tokens_bytes; i++)
+            if (t[i])
+                return fail(why, "token padding is not zero", -EBADMSG);
+        out->tokens = (const void *)t;
+    }
     for (uint32_t i = 0; i < r->n_spans; i++) {
         if (out->spans[i].reserved)
             return fail(why, "span reserved field must be zero", -EBADMSG);

@@ -37,7 +37,8 @@ enum kvt_op {
     KVT_OP_DROP   = 5,   /* named context -> gone from every tier */
     KVT_OP_MATCH  = 6,   /* token chunk keys -> tokens cached */
     KVT_OP_SYNC   = 7,   /* -> everything stored is on the cold tier */
-    KVT_OP_MAX_   = 8,
+    KVT_OP_MATCH_PREFIX = 8,   /* MATCH, and a stored partial last chunk too */
+    KVT_OP_MAX_   = 9,
 };
 #define KVT_OP_REPLY 0x8000u            /* op | KVT_OP_REPLY in replies */
 
@@ -75,10 +76,14 @@ enum kvt_addr {
     KVT_ADDR_TOKENS = 1,     /* token-addressed: chunk keys follow */
 };
 
-/* STORE, FETCH, LENGTH, DROP, MATCH, SYNC. After the fixed part come, in order:
+/* STORE, FETCH, LENGTH, DROP, MATCH, SYNC, MATCH_PREFIX. After the fixed
+ * part come, in order:
  *   name:  name_len bytes, zero-padded to a multiple of 8
  *   keys:  n_keys  x struct kvt_wire_key   (token chunk chain hashes)
  *   spans: n_spans x struct kvt_wire_span
+ *   tokens (MATCH_PREFIX only): n_tokens x int32, zero-padded to a multiple
+ *          of 8 bytes; the daemon hashes the candidate partial chunks
+ *          after the longest run of whole ones from them (proto/prefix.h)
  * For KVT_ADDR_TOKENS, n_keys == ceil(n_tokens / chunk_tokens) and key i
  * addresses tokens [i*chunk_tokens, min((i+1)*chunk_tokens, n_tokens)). */
 struct kvt_data_req {
@@ -124,6 +129,7 @@ struct kvt_data_view {
     const char *name;                  /* not NUL-terminated; name_len bytes */
     const struct kvt_wire_key *keys;
     const struct kvt_wire_span *spans;
+    const int32_t *tokens;             /* MATCH_PREFIX: n_tokens ids; else NULL */
 };
 
 /* Check the header of a received message of len bytes: magic, version, op
@@ -144,6 +150,10 @@ int proto_parse_data(const void *msg, size_t len, uint32_t max_spans,
 /* Bytes of a data request with these counts, or 0 if it would exceed
  * KVT_FRAME_MAX. */
 size_t proto_data_size(uint32_t name_len, uint32_t n_keys, uint32_t n_spans);
+
+/* Bytes of the token ids that follow the spans of an op's request of
+ * n_tokens tokens: PAD8(4 n_tokens) for MATCH_PREFIX, 0 for the others. */
+size_t proto_tokens_bytes(uint16_t op, uint32_t n_tokens);
 
 /* Fill a header. */
 void proto_hdr(struct kvt_msg_hdr *h, uint16_t op, uint32_t len, uint32_t seq);

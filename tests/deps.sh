@@ -7,13 +7,17 @@ pkgs=(build-essential pkg-config liburing-dev liblz4-dev libsystemd-dev
       libcjson-dev libxxhash-dev libcmocka-dev systemd
       gcc-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user-static
       clang-14 libclang-rt-14-dev
-      libmemcached-dev libssl-dev memcached)
+      libmemcached-dev libssl-dev memcached
+      cmake g++ git python3-numpy python3-yaml)
 arm_pkgs=(libcmocka-dev:arm64)
 
 missing=()
 for p in "${pkgs[@]}" "${arm_pkgs[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
 done
+# npm fetches llama.cpp's source for the llama.cpp tests (node-llama-cpp);
+# any npm will do, e.g. one that came with a nodejs from elsewhere.
+command -v npm >/dev/null || missing+=(npm)
 [ ${#missing[@]} -eq 0 ] && exit 0
 
 if [ "$(id -u)" -ne 0 ]; then

@@ -120,6 +120,14 @@ static void lays_out_every_file(void **state)
     snprintf(kvtierctl, sizeof(kvtierctl), "%s/kvtierctl", test_build_dir());
     if (access(kvtierctl, X_OK) == 0)
         expect_file("usr/local/bin/kvtierctl", S_IFREG, 1);
+    /* So is libkvtier-llama (make llama; make test builds it first). */
+    snprintf(path, sizeof(path), "%s/libkvtier-llama.so", test_build_dir());
+    if (access(path, F_OK) == 0) {
+        expect_file("usr/local/lib/libkvtier-llama.so.0.1.0", S_IFREG, 0);
+        expect_file("usr/local/lib/libkvtier-llama.so.0", S_IFREG, 0);
+        expect_file("usr/local/lib/libkvtier-llama.a", S_IFREG, 0);
+        expect_file("usr/local/include/kvtier_llama.h", S_IFREG, 0);
+    }
 
     snprintf(path, sizeof(path), "%s/usr/local/lib/systemd/system/kvtierd.service", dest);
     if (!test_file_contains(path, "ExecStart=/usr/local/sbin/kvtierd --config /etc/kvtier/kvtierd.conf"))

@@ -2,7 +2,8 @@
  * processes: A stores KV for tokens T; B matches T + extra tokens and gets
  * len(T) rounded down to a chunk, matches T itself and gets all of it, and
  * fetches the matched KV within the int8 bound; a different prefix matches
- * nothing. */
+ * nothing. kvt_match_prefix finds the stored tail inside a chunk too, in
+ * one round trip, the longest of several, and never a tail that differs. */
 #include "tests/helpers.h"
 
 #include <stdlib.h>
@@ -92,6 +93,20 @@ static int match_and_fetch(void *arg)
     other[0] ^= 1;
     if (kvt_match_tokens(c, other, T_LEN, &n) || n != 0)
         return 27;
+    /* kvt_match_prefix: T + extra finds all of T, tail included. */
+    if (kvt_match_prefix(c, tokens, T_LEN + 30, &n) || n != T_LEN)
+        return 29;
+    if (kvt_match_prefix(c, tokens, T_LEN, &n) || n != T_LEN)
+        return 30;
+    /* One token short of T: the stored tail (6) is longer than the query's
+     * (5), so only the whole chunks match. */
+    if (kvt_match_prefix(c, tokens, T_LEN - 1, &n) || n != (T_LEN / CHUNK) * CHUNK)
+        return 31;
+    /* A tail that differs in its last token is another prefix. */
+    other[0] ^= 1;
+    other[T_LEN - 1] ^= 1;
+    if (kvt_match_prefix(c, other, T_LEN, &n) || n != (T_LEN / CHUNK) * CHUNK)
+        return 32;
     kvt_disconnect(c);
     return bad ? 28 : 0;
 }
@@ -138,9 +153,75 @@ static void match_requires_every_layer(void **state)
     daemon_cleanup(&d);
 }
 
+/* Several tails stored in one chunk: the longest that the query continues
+ * wins, also in the first chunk (no whole chunk before it), and what
+ * kvt_match_prefix answers can be fetched whole. */
+static void match_prefix_finds_the_longest_tail(void **state)
+{
+    (void)state;
+    kvt_model m = test_model("prefix-tails", 2, 1, 8, KVT_F32, 8);
+    kvt_client *c;
+    float k[20 * 8], v[20 * 8];
+    uint32_t n = 99;
+
+    for (int i = 0; i < 20; i++)
+        tokens[i] = 500 + i;
+    test_fill(k, KVT_F32, 3, 0, 0, 20, 1, 8);
+    test_fill(v, KVT_F32, 4, 0, 0, 20, 1, 8);
+    daemon_start(&d, NULL);
+    CHECK_OK(kvt_connect(d.socket, &m, &c));
+    kvt_span s5[2] = { { 0, 0, 5, k, v }, { 1, 0, 5, k, v } };
+    CHECK_OK(kvt_store_tokens(c, tokens, 5, s5, 2));
+    CHECK_OK(kvt_match_tokens(c, tokens, 20, &n));
+    assert_int_equal(n, 0);                 /* whole chunks: none */
+    CHECK_OK(kvt_match_prefix(c, tokens, 20, &n));
+    assert_int_equal(n, 5);
+    CHECK_OK(kvt_match_prefix(c, tokens, 4, &n));
+    assert_int_equal(n, 0);
+
+    kvt_span s13[2] = { { 0, 0, 13, k, v }, { 1, 0, 13, k, v } };
+    kvt_span s11[2] = { { 0, 0, 11, k, v }, { 1, 0, 11, k, v } };
+    CHECK_OK(kvt_store_tokens(c, tokens, 13, s13, 2));
+    CHECK_OK(kvt_store_tokens(c, tokens, 11, s11, 2));
+    CHECK_OK(kvt_match_prefix(c, tokens, 20, &n));
+    assert_int_equal(n, 13);
+    CHECK_OK(kvt_match_prefix(c, tokens, 12, &n));
+    assert_int_equal(n, 11);
+    /* A tail stored in layer 0 only is not a match. */
+    kvt_span s15 = { 0, 0, 15, k, v };
+    CHECK_OK(kvt_store_tokens(c, tokens, 15, &s15, 1));
+    CHECK_OK(kvt_match_prefix(c, tokens, 20, &n));
+    assert_int_equal(n, 13);
+
+    float kf[13 * 8], vf[13 * 8];
+    kvt_span f[2] = { { 0, 0, 13, kf, vf }, { 1, 0, 13, kf, vf } };
+    CHECK_OK(kvt_fetch_tokens(c, tokens, 13, f, 2));
+    assert_int_equal(test_check(kf, KVT_F32, 3, 0, 0, 13, 1, 8, 0), 0);
+    CHECK_RC(kvt_match_prefix(c, tokens, 20, NULL), -EINVAL);
+    kvt_disconnect(c);
+
+    /* Large chunks: the daemon hashes the tails on a worker, same answer. */
+    static int32_t many[1100];
+    static float kb[700 * 8], vb[700 * 8];
+    kvt_model big = test_model("prefix-big-chunks", 1, 1, 8, KVT_F32, 1024);
+    for (int i = 0; i < 1100; i++)
+        many[i] = 7 + i;
+    CHECK_OK(kvt_connect(d.socket, &big, &c));
+    kvt_span s700 = { 0, 0, 700, kb, vb };
+    CHECK_OK(kvt_store_tokens(c, many, 700, &s700, 1));
+    CHECK_OK(kvt_match_prefix(c, many, 1100, &n));
+    assert_int_equal(n, 700);
+    CHECK_OK(kvt_match_tokens(c, many, 1100, &n));
+    assert_int_equal(n, 0);
+    kvt_disconnect(c);
+    daemon_stop(&d);
+    daemon_cleanup(&d);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(match_prefix_finds_the_longest_tail),
         cmocka_unit_test(prefix_stored_by_one_process_is_matched_by_another),
         cmocka_unit_test(match_requires_every_layer),
     };

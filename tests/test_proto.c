@@ -82,7 +82,7 @@ static void make_data(uint16_t op, const char *name, uint32_t n_keys,
 {
     uint32_t name_len = name ? (uint32_t)strlen(name) : 0;
 
-    len = proto_data_size(name_len, n_keys, n_spans);
+    len = proto_data_size(name_len, n_keys, n_spans) + proto_tokens_bytes(op, n_tokens);
     assert_true(len > 0 && len <= sizeof(buf));
     memset(buf, 0, sizeof(buf));
     proto_hdr(&req()->hdr, op, (uint32_t)len, 9);
@@ -509,6 +509,39 @@ static void random_mutations_never_crash(void **state)
     assert_true(accepted > 100);
 }
 
+/* MATCH_PREFIX carries the token ids after the keys, padded to 8 bytes;
+ * the view points at them, and a wrong length or a stray padding byte is
+ * refused. The other ops carry none. */
+static void match_prefix_carries_tokens(void **state)
+{
+    (void)state;
+    assert_int_equal(proto_tokens_bytes(KVT_OP_MATCH_PREFIX, 5), 24);
+    assert_int_equal(proto_tokens_bytes(KVT_OP_MATCH_PREFIX, 4), 16);
+    assert_int_equal(proto_tokens_bytes(KVT_OP_MATCH, 5), 0);
+
+    make_data(KVT_OP_MATCH_PREFIX, NULL, 1, 5, 0);
+    int32_t *ids = (int32_t *)(buf + len - 24);
+    for (int i = 0; i < 5; i++)
+        ids[i] = 100 + i;
+    EXPECT(check_hdr, 0);
+    EXPECT(parse_data, 0);
+    assert_ptr_equal(view.tokens, ids);
+    assert_int_equal(view.tokens[4], 104);
+
+    buf[len - 1] = 1;                       /* padding after 5 ids */
+    EXPECT(parse_data, -EBADMSG);
+    buf[len - 1] = 0;
+    len -= 8;                               /* the ids cut short */
+    req()->hdr.len = (uint32_t)len;
+    EXPECT(parse_data, -EBADMSG);
+
+    make_data(KVT_OP_MATCH, NULL, 1, 5, 0);
+    EXPECT(parse_data, 0);
+    assert_null(view.tokens);
+    make_data(KVT_OP_MATCH_PREFIX, "named", 0, 0, 0);
+    EXPECT(parse_data, -EINVAL);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -519,6 +552,7 @@ int main(void)
         cmocka_unit_test(data_field_rejections),
         cmocka_unit_test(data_size_bounds),
         cmocka_unit_test(random_mutations_never_crash),
+        cmocka_unit_test(match_prefix_carries_tokens),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

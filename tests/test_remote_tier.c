@@ -29,7 +29,7 @@
 
 #include "cache/remote.h"
 #include "cache/remote_format.h"
-#include "client/prefix.h"
+#include "proto/prefix.h"
 
 #define LAYERS 2
 #define HEADS 4

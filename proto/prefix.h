@@ -1,4 +1,7 @@
-/* prefix.h - token-addressed chunk keys: a chained hash over token chunks. */
+/* prefix.h - token-addressed chunk keys: a chained hash over token chunks.
+ *
+ * Part of the protocol: the client derives the keys it sends, and the daemon
+ * derives the keys of partial chunks for MATCH_PREFIX, both with this code. */
 #ifndef KVT_PREFIX_H
 #define KVT_PREFIX_H
 
@@ -17,5 +20,12 @@ uint32_t prefix_n_keys(uint32_t n_tokens, uint32_t chunk_tokens);
  * or -ENOMEM. */
 int prefix_keys(const int32_t *tokens, uint32_t n_tokens, uint32_t chunk_tokens,
                 struct kvt_wire_key *keys);
+
+/* *key = the key of a chunk of `count` tokens (1..chunk_tokens) that follows
+ * the chunk keyed *prev (NULL: it is the first chunk), i.e. the key
+ * prefix_keys gives the last chunk of a call that ends after those tokens.
+ * Returns 0 or -ENOMEM. */
+int prefix_key_after(const struct kvt_wire_key *prev, const int32_t *tokens,
+                     uint32_t count, struct kvt_wire_key *key);
 
 #endif
