@@ -6,7 +6,8 @@ set -euo pipefail
 pkgs=(build-essential pkg-config liburing-dev liblz4-dev libsystemd-dev
       libcjson-dev libxxhash-dev libcmocka-dev systemd
       gcc-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user-static
-      clang-14 libclang-rt-14-dev)
+      clang-14 libclang-rt-14-dev
+      python3 python3-numpy python3-torch python3-pytest)
 arm_pkgs=(libcmocka-dev:arm64)
 
 missing=()
