@@ -34,14 +34,22 @@ def register_cuda(base, nbytes):
     torch = _arrays.torch()
     if torch is None or not torch.cuda.is_available():
         return None
-    rt = torch.cuda.cudart()
+    torch.cuda.init()
     flags = 1                                   # cudaHostRegisterPortable
-    err = rt.cudaHostRegister(base, nbytes, flags)
+    rt = torch.cuda.cudart()
+    if hasattr(rt, "cudaHostRegister"):
+        register, unregister = rt.cudaHostRegister, rt.cudaHostUnregister
+    else:                                       # a torch without the binding
+        so = ctypes.CDLL("libcudart.so")
+        so.cudaHostRegister.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_uint]
+        so.cudaHostUnregister.argtypes = [ctypes.c_void_p]
+        register, unregister = so.cudaHostRegister, so.cudaHostUnregister
+    err = register(base, nbytes, flags)
     code = int(getattr(err, "value", err))
     if code != 0:
         raise Error(errno.EIO, "cudaHostRegister of the %d-byte region failed (cudaError %d)"
                     % (nbytes, code))
-    return lambda: rt.cudaHostUnregister(base)
+    return lambda: unregister(base)
 
 
 def _stage_tokens(row, want_tokens):
