@@ -15,7 +15,7 @@ import errno
 from . import _arrays
 from ._lib import Error, Span, lib
 
-STAGE_MAX = 64 << 20     # bytes of K (and as much of V) per staging buffer
+STAGE_MAX = 32 << 20     # bytes of K (and as much of V) per staging buffer
 ALIGN = 64
 
 
