@@ -16,7 +16,6 @@
 #include "proto/proto.h"
 
 #define DEFAULT_SOCKET        "/run/kvtier/kvtier.sock"
-#define DEFAULT_REGION_BYTES  (256u << 20)
 #define DEFAULT_SPIN_US       50      /* see receive_reply */
 #define MAX_SPIN_US           10000
 /* Staging for non-shared buffers is taken from the region per request; a
@@ -300,34 +299,6 @@ static uint64_t spin_ns_wanted(void)
     return (uint64_t)v * 1000;
 }
 
-/* The region size: the caller's, else $KVTIER_SHM_BYTES, else the default.
- * A value that is not a size is refused rather than replaced by the default,
- * so a typo does not surface later as a region too small for the work. */
-static int region_bytes_wanted(size_t asked, size_t *bytes, const char **why)
-{
-    const char *s = getenv("KVTIER_SHM_BYTES");
-    char *end;
-
-    *bytes = asked ? asked : DEFAULT_REGION_BYTES;
-    if (asked || !s || !*s)
-        return 0;
-    errno = 0;
-    unsigned long long v = strtoull(s, &end, 10);
-    unsigned long long mul = 1;
-    switch (*end) {
-    case 'k': case 'K': mul = 1ull << 10; end++; break;
-    case 'm': case 'M': mul = 1ull << 20; end++; break;
-    case 'g': case 'G': mul = 1ull << 30; end++; break;
-    }
-    if (errno || end == s || *end || v == 0 || v > (1ull << 40) / mul) {
-        *why = "KVTIER_SHM_BYTES must be a byte count with an optional K, M or G suffix, "
-               "above 0 and at most 1T";
-        return -EINVAL;
-    }
-    *bytes = (size_t)(v * mul);
-    return 0;
-}
-
 int kvt_connect_region(const char *socket_path, const kvt_model *model,
                        size_t region_bytes, kvt_client **out)
 {
@@ -345,7 +316,7 @@ int kvt_connect_region(const char *socket_path, const kvt_model *model,
         why = "bad model: name 1..127 bytes, geometry 1..1024, dtype f32, f16 or bf16";
         goto err;
     }
-    rc = region_bytes_wanted(region_bytes, &bytes, &why);
+    rc = region_size(region_bytes, &bytes, &why);
     if (rc)
         goto err;
     if (!socket_path)
