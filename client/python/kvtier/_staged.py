@@ -113,6 +113,11 @@ def _cuda_event(p):
     return ev
 
 
+def _wait(ev):
+    if ev is not None:
+        ev.synchronize()
+
+
 def run(client, spans, store, call):
     """Store or fetch spans [(layer, token_start, k, v)] through staging;
     call(span) does the C request for one Span whose buffers are staging."""
@@ -135,41 +140,46 @@ def run(client, spans, store, call):
         base = bufs[j % n_bufs]
         return call(Span(p.layer, p.start, p.n, base, base + half))
 
-    pool = client._worker() if len(pieces) > 1 else None
+    # Piped with two buffers; one piece (or one buffer) goes in step.
+    pool = client._worker() if n_bufs == 2 and len(pieces) > 1 else None
     fut, events = None, [None, None]
     try:
-        if store:
+        if pool is None:
+            for j, p in enumerate(pieces):
+                if store:
+                    k, v = views(j, p)
+                    _copy(k, p.k)
+                    _copy(v, p.v)
+                    _wait(_cuda_event(p))
+                    request(j, p)
+                else:
+                    request(j, p)
+                    k, v = views(j, p)
+                    _copy(p.k, k)
+                    _copy(p.v, v)
+                    _wait(_cuda_event(p))     # the buffer is reused next
+        elif store:
             for j, p in enumerate(pieces):
                 k, v = views(j, p)
-                _copy(k, p.k)
+                _copy(k, p.k)                # while the daemon stores piece j-1
                 _copy(v, p.v)
                 ev = _cuda_event(p)
                 if fut is not None:
                     fut.result()             # piece j-1 stored: its buffer is free
-                if ev is not None:
-                    ev.synchronize()
-                if pool is None:
-                    request(j, p)
-                else:
-                    fut = pool.submit(request, j, p)
-            if fut is not None:
-                fut.result()
+                _wait(ev)
+                fut = pool.submit(request, j, p)
+            fut.result()
         else:
-            if pool is None:
-                request(0, pieces[0])
-            else:
-                fut = pool.submit(request, 0, pieces[0])
+            fut = pool.submit(request, 0, pieces[0])
             for j, p in enumerate(pieces):
-                if fut is not None:
-                    fut.result()
-                    fut = None
+                fut.result()
+                fut = None
                 if j + 1 < len(pieces):
                     nxt = (j + 1) % 2
-                    if events[nxt] is not None:
-                        events[nxt].synchronize()   # piece j-1 left that buffer
+                    _wait(events[nxt])       # piece j-1 has left that buffer
                     fut = pool.submit(request, j + 1, pieces[j + 1])
                 k, v = views(j, p)
-                _copy(p.k, k)
+                _copy(p.k, k)                # while the daemon fills piece j+1
                 _copy(p.v, v)
                 events[j % 2] = _cuda_event(p)
     finally:
@@ -179,8 +189,7 @@ def run(client, spans, store, call):
             except Exception:
                 pass
         for ev in events:
-            if ev is not None:
-                ev.synchronize()
+            _wait(ev)
         for b in bufs:
             lib.kvt_free(client._h, b)
 
@@ -192,8 +201,3 @@ def spans_need_staging(spans):
             if _arrays.is_cuda(a) or _arrays.direct_pointer(a, False) is None:
                 return True
     return False
-
-
-def ptr(a, write):
-    p = _arrays.direct_pointer(a, write)
-    return ctypes.c_void_p(p)
