@@ -92,10 +92,15 @@ def build_model(args, torch):
         cfg._attn_implementation = "sdpa"    # the default where torch has it
     except (AttributeError, ValueError):
         pass
-    torch.set_default_dtype(dtype)
-    with torch.device(args.device):
-        model = LlamaForCausalLM(cfg)
-    torch.set_default_dtype(torch.float32)
+    try:
+        torch.set_default_dtype(dtype)       # built in bf16 directly, if torch lets us
+    except (TypeError, RuntimeError):
+        pass
+    try:
+        with torch.device(args.device):
+            model = LlamaForCausalLM(cfg)
+    finally:
+        torch.set_default_dtype(torch.float32)
     model = model.to(device=args.device, dtype=dtype).eval()
     with torch.no_grad():
         for i, (name, p) in enumerate(sorted(model.named_parameters())):
@@ -188,6 +193,9 @@ def role_load(args):
                     * torch.finfo(dt).bits // 8)
     res = {"n": args.n, "mode": args.mode, "client_bytes": client_bytes}
     with torch.no_grad(), kvtier.connect(kvtier_model(args, kvtier), args.socket) as c:
+        if args.device != "cpu":
+            res["region_pinned"] = c.pin_cuda()
+            res["pin_error"] = c.pin_error
         # warm-up: CUDA registration of the region, kernels, allocator
         cache, n = kvtier.hf.load(c, ids, device=args.device)
         assert n == args.n, "restored %d of %d tokens" % (n, args.n)

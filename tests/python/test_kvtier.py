@@ -186,6 +186,8 @@ def test_alloc_bfloat16_and_views(daemon):
         assert torch.allclose(c.fetch("ab", 0, 0, 8)[0].float(), kb.float(), atol=0.05)
         f = c.alloc(100, "float16")
         assert f.shape == (100,) and f.dtype == np.float16
+        if not torch.cuda.is_available():
+            assert c.pin_cuda() is False and "no CUDA" in c.pin_error
 
 
 # ---- token prefixes ---------------------------------------------------------

@@ -60,6 +60,7 @@ class Client:
         self._pool = None
         self._unpin = None
         self._pinned = False
+        self.pin_error = None      # why the region is not page-locked, once asked
         name = model.name.encode() if isinstance(model.name, str) else model.name
         self._cmodel = _Model(name, model.n_layers, model.n_kv_heads, model.head_dim,
                               _arrays.DTYPES[model.dtype], model.chunk_tokens)
@@ -126,10 +127,12 @@ class Client:
 
     def pin_cuda(self):
         """Register the shared region with CUDA (page-locked) once; done by
-        itself on first use of a CUDA tensor. False when torch has no CUDA."""
+        itself on first use of a CUDA tensor. False when it could not be
+        (no CUDA, or the runtime refused: pin_error says why), and CUDA
+        copies then run at pageable speed."""
         self._handle()
-        if not self._pinned:
-            self._unpin = _staged.register_cuda(*self.region)
+        if not self._pinned and self.pin_error is None:
+            self._unpin, self.pin_error = _staged.register_cuda(*self.region)
             self._pinned = self._unpin is not None
         return self._pinned
 

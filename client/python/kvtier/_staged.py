@@ -26,30 +26,40 @@ class Piece:
         self.layer, self.start, self.n, self.k, self.v = layer, start, n, k, v
 
 
+def _cudart_functions(torch):
+    """cudaHostRegister/Unregister: torch's binding, else libcudart's."""
+    rt = torch.cuda.cudart()
+    if hasattr(rt, "cudaHostRegister"):
+        return rt.cudaHostRegister, rt.cudaHostUnregister
+    for name in ("libcudart.so", "libcudart.so.13", "libcudart.so.12", "libcudart.so.11.0"):
+        try:
+            so = ctypes.CDLL(name)
+        except OSError:
+            continue
+        so.cudaHostRegister.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_uint]
+        so.cudaHostUnregister.argtypes = [ctypes.c_void_p]
+        return so.cudaHostRegister, so.cudaHostUnregister
+    return None, None
+
+
 def register_cuda(base, nbytes):
-    """Page-lock the region for CUDA; returns the undo function, or None
-    when torch has no CUDA. A user without torch does the same with
+    """Page-lock the region for CUDA: (undo function, None), or (None, why)
+    when torch has no CUDA or the runtime refused (copies then still work,
+    at pageable speed). A user without torch does the same with
     cudaHostRegister(base, bytes, cudaHostRegisterPortable) on the
     address and size kvt_region() gives (docs/python.md)."""
     torch = _arrays.torch()
     if torch is None or not torch.cuda.is_available():
-        return None
+        return None, "torch has no CUDA"
     torch.cuda.init()
-    flags = 1                                   # cudaHostRegisterPortable
-    rt = torch.cuda.cudart()
-    if hasattr(rt, "cudaHostRegister"):
-        register, unregister = rt.cudaHostRegister, rt.cudaHostUnregister
-    else:                                       # a torch without the binding
-        so = ctypes.CDLL("libcudart.so")
-        so.cudaHostRegister.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_uint]
-        so.cudaHostUnregister.argtypes = [ctypes.c_void_p]
-        register, unregister = so.cudaHostRegister, so.cudaHostUnregister
-    err = register(base, nbytes, flags)
+    register, unregister = _cudart_functions(torch)
+    if register is None:
+        return None, "no cudaHostRegister: neither torch.cuda.cudart() nor libcudart has it"
+    err = register(base, nbytes, 1)             # cudaHostRegisterPortable
     code = int(getattr(err, "value", err))
     if code != 0:
-        raise Error(errno.EIO, "cudaHostRegister of the %d-byte region failed (cudaError %d)"
-                    % (nbytes, code))
-    return lambda: unregister(base)
+        return None, "cudaHostRegister of the %d-byte region failed (cudaError %d)" % (nbytes, code)
+    return (lambda: unregister(base)), None
 
 
 def _stage_tokens(row, want_tokens):
