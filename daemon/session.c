@@ -278,13 +278,19 @@ static const char *data_reason(struct kvt_session *s, int rc)
     return NULL;
 }
 
+/* Called from a worker too (part_check_run): once the last part is queued
+ * the others may finish it, answer, and the loop free the session, so
+ * nothing of s is read after that submission. */
 static void submit_parts(struct kvt_session *s, void (*fn)(struct work_item *))
 {
-    atomic_store(&s->parts_left, s->n_parts);
-    for (unsigned i = 0; i < s->n_parts; i++) {
+    struct kvt_workers *workers = s->srv->workers;
+    unsigned n = s->n_parts;
+
+    atomic_store(&s->parts_left, n);
+    for (unsigned i = 0; i < n; i++)
         s->parts[i].item.fn = fn;
-        workers_submit(s->srv->workers, &s->parts[i].item);
-    }
+    for (unsigned i = 0; i < n; i++)
+        workers_submit(workers, &s->parts[i].item);
 }
 
 static void part_run(struct work_item *item);
