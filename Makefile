@@ -160,7 +160,7 @@ test: deps
 
 # The Python package's tests alone (make test runs them too, via run.sh).
 test-python: all
-	cd . && PYTHONDONTWRITEBYTECODE=1 KVTIER_BUILD=$(B) $(PYTHON) -m pytest -q -p no:cacheprovider tests/python
+	PYTHONDONTWRITEBYTECODE=1 KVTIER_BUILD=$(B) $(PYTHON) -m pytest -q -p no:cacheprovider tests/python
 
 run: deps all
 	@mkdir -p var
