@@ -2,7 +2,9 @@
 #
 #   make            build daemon, client library, kvtierctl into $(B)/
 #   make run        install missing packages, build, run kvtierd in the foreground
-#   make test       install missing packages, build, run every test (also ASan/UBSan, aarch64)
+#   make test       install missing packages, build, run every test (also ASan/UBSan, aarch64,
+#                   the Python package's pytest suite)
+#   make test-python  the Python package's tests alone
 #   make bench      build and run the benchmark (prints a table, writes $(B)/bench.json)
 #   make fuzz       build the libFuzzer targets with clang into build-fuzz/ (docs/testing.md)
 #   make fuzz-run   run each fuzz target FUZZ_SECONDS (default 60) on a copy of its corpus
@@ -76,10 +78,11 @@ INTEG_TESTS := test_store_fetch test_prefix_sharing test_absent_and_length \
 	test_disk_full test_soak \
 	test_namespace_limits test_quota_below_chunk \
 	test_admin_backpressure test_admin_utf8 test_cold_format_v1 test_outliers_change \
-	test_nonfinite_refused test_outlier_accuracy test_copy_path test_remote_tier
+	test_nonfinite_refused test_outlier_accuracy test_copy_path test_remote_tier \
+	test_connect_sizes
 TEST_BINS := $(addprefix $(B)/tests/,$(UNIT_TESTS) $(INTEG_TESTS))
 
-.PHONY: all deps run test test-build test-asan test-aarch64 bench soak install clean \
+.PHONY: all deps run test test-python test-build test-asan test-aarch64 bench soak install clean \
 	fuzz fuzz-build fuzz-run fuzz-corpus llama llama-deps llama-test-build
 
 all: $(PROGS)
@@ -224,6 +227,10 @@ test: deps
 	$(MAKE) B=build-asan SAN=1 OPT=-O1 llama-test-build LLAMA_DIR=$(LLAMA_CACHE)/llama.cpp
 	bash tests/run.sh $(B) build-asan $(A64)
 
+# The Python package's tests alone (make test runs them too, via run.sh).
+test-python: all
+	PYTHONDONTWRITEBYTECODE=1 KVTIER_BUILD=$(B) $(PYTHON) -m pytest -q -p no:cacheprovider tests/python
+
 run: deps all
 	@mkdir -p var
 	$(B)/kvtierd --dev
@@ -283,6 +290,13 @@ SYSCONFDIR  ?= /etc
 UNITS       := systemd/kvtierd.service systemd/kvtierd.socket systemd/kvtierd-admin.socket
 MAN_PAGES   := $(wildcard docs/man/*.1 docs/man/*.3 docs/man/*.8)
 
+# The Python package goes where the system's python3 finds it for PREFIX
+# (Debian: PREFIX/lib/python3.N/dist-packages); PYTHON_SITE overrides.
+PYTHON      ?= /usr/bin/python3
+PYTHON_SITE ?= $(shell $(PYTHON) -c 'import sys; v = sys.version_info; \
+	d = "dist" if any(p.endswith("dist-packages") for p in sys.path) else "site"; \
+	print("$(PREFIX)/lib/python%d.%d/%s-packages" % (v[0], v[1], d))' 2>/dev/null)
+
 install: all
 	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(SBINDIR) $(DESTDIR)$(LIBDIR) \
 		$(DESTDIR)$(PREFIX)/include $(DESTDIR)$(LIBDIR)/pkgconfig
@@ -313,6 +327,9 @@ install: all
 		ln -sf libkvtier-llama.so.0 $(DESTDIR)$(LIBDIR)/libkvtier-llama.so && \
 		install -m 0644 $(B)/libkvtier-llama.a $(DESTDIR)$(LIBDIR)/libkvtier-llama.a && \
 		install -m 0644 client/kvtier_llama.h $(DESTDIR)$(PREFIX)/include/kvtier_llama.h || exit 1; fi
+	if [ -n "$(PYTHON_SITE)" ]; then \
+		install -d $(DESTDIR)$(PYTHON_SITE)/kvtier && \
+		install -m 0644 client/python/kvtier/*.py $(DESTDIR)$(PYTHON_SITE)/kvtier/; fi
 	for m in $(MAN_PAGES); do \
 		d=$(DESTDIR)$(MANDIR)/man$${m##*.}; \
 		install -d $$d && install -m 0644 $$m $$d/ || exit 1; done

@@ -18,7 +18,6 @@
 #include "proto/proto.h"
 
 #define DEFAULT_SOCKET        "/run/kvtier/kvtier.sock"
-#define DEFAULT_REGION_BYTES  (256u << 20)
 #define DEFAULT_SPIN_US       50      /* see receive_reply */
 #define MAX_SPIN_US           10000
 /* Staging for non-shared buffers is taken from the region per request; a
@@ -81,9 +80,14 @@ const char *kvt_strerror(int err)
     return "Unknown error";
 }
 
+/* kvt_connect fails without a handle to ask: its reason (the daemon's
+ * refusal of the attach, or the library's) is kept per thread, as errno is,
+ * and kvt_last_error(NULL) gives it. */
+static __thread char connect_error[KVT_REASON_MAX];
+
 const char *kvt_last_error(const kvt_client *c)
 {
-    return c ? c->last_error : "";
+    return c ? c->last_error : connect_error;
 }
 
 /* Refuse a call without asking the daemon; kvt_last_error() then gives our
@@ -334,44 +338,36 @@ static uint64_t spin_ns_wanted(void)
     return (uint64_t)v * 1000;
 }
 
-static size_t region_bytes_wanted(void)
+int kvt_connect_region(const char *socket_path, const kvt_model *model,
+                       size_t region_bytes, kvt_client **out)
 {
-    const char *s = getenv("KVTIER_SHM_BYTES");
-    char *end;
-
-    if (!s || !*s)
-        return DEFAULT_REGION_BYTES;
-    unsigned long long v = strtoull(s, &end, 10);
-    unsigned long long mul = 1;
-    switch (*end) {
-    case 'k': case 'K': mul = 1ull << 10; end++; break;
-    case 'm': case 'M': mul = 1ull << 20; end++; break;
-    case 'g': case 'G': mul = 1ull << 30; end++; break;
-    }
-    if (*end || v == 0 || v > (1ull << 40) / mul)
-        return DEFAULT_REGION_BYTES;
-    return (size_t)(v * mul);
-}
-
-int kvt_connect(const char *socket_path, const kvt_model *model, kvt_client **out)
-{
-    kvt_client *c;
+    const char *why = "";
+    kvt_client *c = NULL;
+    size_t bytes;
     int rc;
 
+    connect_error[0] = '\0';
     if (!out)
         return -EINVAL;
     *out = NULL;
     rc = check_model(model);
+    if (rc) {
+        why = "bad model: name 1..127 bytes, geometry 1..1024, dtype f32, f16 or bf16";
+        goto err;
+    }
+    rc = region_size(region_bytes, &bytes, &why);
     if (rc)
-        return rc;
+        goto err;
     if (!socket_path)
         socket_path = getenv("KVTIER_SOCKET");
     if (!socket_path || !*socket_path)
         socket_path = DEFAULT_SOCKET;
 
     c = calloc(1, sizeof(*c));
-    if (!c)
-        return -ENOMEM;
+    if (!c) {
+        rc = -ENOMEM;
+        goto err;
+    }
     c->fd = -1;
     c->region.fd = -1;
     c->spin_ns = spin_ns_wanted();
@@ -385,17 +381,27 @@ int kvt_connect(const char *socket_path, const kvt_model *model, kvt_client **ou
     c->model.name = c->model_name;
     c->row_bytes = (size_t)model->n_kv_heads * model->head_dim *
                    dtype_bytes(model->dtype);
-    rc = region_create(&c->region, region_bytes_wanted());
-    if (rc)
+    rc = region_create(&c->region, bytes);
+    if (rc) {
+        why = "cannot create the shared memory region (memfd) of that size";
         goto err;
+    }
     rc = attach(c);
-    if (rc)
+    if (rc) {
+        why = c->last_error;     /* the daemon's reason, if it gave one */
         goto err;
+    }
     *out = c;
     return 0;
 err:
+    snprintf(connect_error, sizeof(connect_error), "%s", why);
     kvt_disconnect(c);
     return rc;
+}
+
+int kvt_connect(const char *socket_path, const kvt_model *model, kvt_client **out)
+{
+    return kvt_connect_region(socket_path, model, 0, out);
 }
 
 void kvt_disconnect(kvt_client *c)
@@ -408,6 +414,15 @@ void kvt_disconnect(kvt_client *c)
     free(c->msg);
     free(c->socket_path);
     free(c);
+}
+
+int kvt_region(const kvt_client *c, void **base, size_t *bytes)
+{
+    if (!c || !base || !bytes)
+        return -EINVAL;
+    *base = c->region.base;
+    *bytes = c->region.bytes;
+    return 0;
 }
 
 void *kvt_alloc(kvt_client *c, size_t bytes)

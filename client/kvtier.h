@@ -101,6 +101,10 @@ void  kvt_free(kvt_client *c, void *p);
  * the next call on the handle. */
 const char *kvt_last_error(const kvt_client *c);
 
+/* kvt_last_error(NULL): the reason the calling thread's last kvt_connect*
+ * failed (e.g. "region of 3072M is larger than the daemon's max-client-shm
+ * (1024M)"), "" after one that succeeded. */
+
 /* Tokens per chunk the daemon uses for this handle's namespace. */
 uint32_t kvt_chunk_tokens(const kvt_client *c);
 
@@ -118,6 +122,17 @@ int kvt_match_prefix(kvt_client *c, const int32_t *tokens, uint32_t n_tokens,
 /* *out = the model this handle attached with; out->name points into the
  * handle, valid until kvt_disconnect(). Returns 0 or -EINVAL. */
 int kvt_client_model(const kvt_client *c, kvt_model *out);
+
+/* kvt_connect with a region of region_bytes (rounded up to pages); 0 means
+ * $KVTIER_SHM_BYTES, else 256 MiB. The daemon refuses regions above its
+ * max-client-shm (default 1G) with -EINVAL. */
+int kvt_connect_region(const char *socket_path, const kvt_model *model,
+                       size_t region_bytes, kvt_client **out);
+
+/* The shared region's mapping in this process: kvt_alloc carves it up. For
+ * registering it once with a device runtime (cudaHostRegister), so that
+ * copies between the device and kvt_alloc'd buffers run at pinned speed. */
+int kvt_region(const kvt_client *c, void **base, size_t *bytes);
 
 #ifdef __cplusplus
 }

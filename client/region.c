@@ -144,3 +144,31 @@ bool region_contains(const struct kvt_region *r, const void *p, size_t n,
     *off = a - lo;
     return true;
 }
+
+/* The region size: the caller's, else $KVTIER_SHM_BYTES, else the default.
+ * A value that is not a size is refused rather than replaced by the default,
+ * so a typo does not surface later as a region too small for the work. */
+int region_size(size_t asked, size_t *bytes, const char **why)
+{
+    const char *s = getenv("KVTIER_SHM_BYTES");
+    char *end;
+
+    *bytes = asked ? asked : REGION_DEFAULT_BYTES;
+    if (asked || !s || !*s)
+        return 0;
+    errno = 0;
+    unsigned long long v = strtoull(s, &end, 10);
+    unsigned long long mul = 1;
+    switch (*end) {
+    case 'k': case 'K': mul = 1ull << 10; end++; break;
+    case 'm': case 'M': mul = 1ull << 20; end++; break;
+    case 'g': case 'G': mul = 1ull << 30; end++; break;
+    }
+    if (errno || end == s || *end || v == 0 || v > (1ull << 40) / mul) {
+        *why = "KVTIER_SHM_BYTES must be a byte count with an optional K, M or G suffix, "
+               "above 0 and at most 1T";
+        return -EINVAL;
+    }
+    *bytes = (size_t)(v * mul);
+    return 0;
+}

@@ -18,6 +18,11 @@ struct kvt_region {
 };
 
 #define REGION_ALIGN 64
+#define REGION_DEFAULT_BYTES (256u << 20)
+
+/* The size to create: asked if not 0, else $KVTIER_SHM_BYTES, else the
+ * default. -EINVAL with *why set when the variable is not a size. */
+int region_size(size_t asked, size_t *bytes, const char **why);
 
 /* Create, size, seal and map a region of `bytes` (rounded up to pages).
  * Returns 0 or -errno. */

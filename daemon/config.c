@@ -2,6 +2,7 @@
 #include "daemon/config.h"
 
 #include <ctype.h>
+#include <sched.h>
 #include <errno.h>
 #include <inttypes.h>
 #include <stdio.h>
@@ -63,6 +64,21 @@ static void set_path(char *dst, const char *src)
     snprintf(dst, CONFIG_PATH_MAX, "%s", src);
 }
 
+/* One worker per CPU this process may run on (its affinity mask, which
+ * taskset, cgroups' cpusets and systemd's CPUAffinity= narrow): fewer leave
+ * a large fetch waiting on dequantization that idle cores could share. */
+static uint32_t default_workers(void)
+{
+    cpu_set_t set;
+    int n = 0;
+
+    if (sched_getaffinity(0, sizeof(set), &set) == 0)
+        n = CPU_COUNT(&set);
+    if (n < 1)
+        n = 2;
+    return n > 256 ? 256 : (uint32_t)n;
+}
+
 void config_defaults(struct kvt_config *cfg)
 {
     memset(cfg, 0, sizeof(*cfg));
@@ -76,7 +92,7 @@ void config_defaults(struct kvt_config *cfg)
      * keeping 4 per vector exact holds the int8 error of the others at
      * their own scale for 8 bytes more per vector (docs/performance.md). */
     cfg->outliers = 4;
-    cfg->workers = 2;
+    cfg->workers = default_workers();
     cfg->poll_us = 50;
     cfg->log_level = LOG_INFO;
     cfg->max_clients = 256;

@@ -133,6 +133,9 @@ static const char *data_reason(struct kvt_session *s, int rc)
     return NULL;
 }
 
+/* Called from a worker too (part_check_run): once the last part is queued
+ * the others may finish it, answer, and the loop free the session, so
+ * nothing of s is read after that submission. */
 static void submit_parts(struct kvt_session *s, void (*fn)(struct work_item *))
 {
     /* Once the last part is submitted the parts may all finish, answer,

@@ -38,6 +38,16 @@
  *    charge fails as SIGBUS. operations.md says not to run kvtierd so.
  * Swap-in I/O errors and poisoned memory fault any process; a client
  * cannot cause them (MADV_HWPOISON needs CAP_SYS_ADMIN). */
+/* A byte count as the config keys take it: whole MiB as "1024M", else "N B". */
+static const char *size_text(char *buf, size_t len, uint64_t bytes)
+{
+    if (bytes && bytes % (UINT64_C(1) << 20) == 0)
+        snprintf(buf, len, "%lluM", (unsigned long long)(bytes >> 20));
+    else
+        snprintf(buf, len, "%llu B", (unsigned long long)bytes);
+    return buf;
+}
+
 static int map_region(struct kvt_session *s, int fd, uint64_t bytes, const char **why)
 {
     struct stat st;
@@ -60,7 +70,14 @@ static int map_region(struct kvt_session *s, int fd, uint64_t bytes, const char 
         return -EINVAL;
     }
     if (bytes > s->srv->cfg.max_client_shm) {
-        *why = "region larger than max-client-shm";
+        /* Both sizes: the client can then shrink KVTIER_SHM_BYTES or the
+         * operator raise the key, without reading the daemon's config. */
+        char have[24], max[24];
+        snprintf(s->reason, sizeof(s->reason),
+                 "region of %s exceeds kvtierd's max-client-shm (%s)",
+                 size_text(have, sizeof(have), bytes),
+                 size_text(max, sizeof(max), s->srv->cfg.max_client_shm));
+        *why = s->reason;
         return -EINVAL;
     }
     void *p = mmap(NULL, bytes, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);

@@ -8,7 +8,8 @@ pkgs=(build-essential pkg-config liburing-dev liblz4-dev libsystemd-dev
       gcc-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user-static
       clang-14 libclang-rt-14-dev
       libmemcached-dev libssl-dev memcached
-      cmake g++ git python3-numpy python3-yaml)
+      cmake g++ git python3-numpy python3-yaml
+      python3 python3-torch python3-pytest)
 arm_pkgs=(libcmocka-dev:arm64)
 
 missing=()

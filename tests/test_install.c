@@ -129,6 +129,18 @@ static void lays_out_every_file(void **state)
         expect_file("usr/local/include/kvtier_llama.h", S_IFREG, 0);
     }
 
+    /* The Python package, importable from there over the installed library
+     * (not a sanitized one: python3 would need libasan preloaded). */
+    assert_int_equal(run("p=$(echo '%s'/usr/local/lib/python3*/*-packages) && "
+                         "test -f \"$p/kvtier/__init__.py\" && test -f \"$p/kvtier/hf.py\"",
+                         dest), 0);
+#ifndef __SANITIZE_ADDRESS__
+    assert_int_equal(run("p=$(echo '%s'/usr/local/lib/python3*/*-packages) && cd / && "
+                         "PYTHONPATH=\"$p\" PYTHONDONTWRITEBYTECODE=1 "
+                         "KVTIER_LIB='%s/usr/local/lib/libkvtier.so.0' "
+                         "/usr/bin/python3 -c 'import kvtier, kvtier.hf'", dest, dest), 0);
+#endif
+
     snprintf(path, sizeof(path), "%s/usr/local/lib/systemd/system/kvtierd.service", dest);
     if (!test_file_contains(path, "ExecStart=/usr/local/sbin/kvtierd --config /etc/kvtier/kvtierd.conf"))
         fail_msg("%s: ExecStart does not name /usr/local/sbin/kvtierd", path);
