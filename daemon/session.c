@@ -33,7 +33,7 @@
 
 static void rearm(struct kvt_session *s)
 {
-    struct epoll_event ev = { .events = EPOLLIN | EPOLLONESHOT, .data.ptr = s };
+    struct epoll_event ev = { .events = EPOLLIN | EPOLLONESHOT, .data.ptr = &s->h };
     epoll_ctl(s->srv->epfd, EPOLL_CTL_MOD, s->fd, &ev);
 }
 
@@ -544,14 +544,17 @@ static void close_fd(int *fd)
     *fd = -1;
 }
 
-void session_readable(struct kvt_session *s)
+/* The session's fd is readable (or hung up): one request. */
+static void session_readable(struct kvt_handler *handler, uint32_t events)
 {
+    struct kvt_session *s = KVT_OWNER(handler, struct kvt_session, h);
     const struct kvt_msg_hdr *h = (const void *)s->buf;
     const char *why = NULL;
     bool ancillary;
     int fd, rc;
     ssize_t n = receive(s, &fd, &ancillary);
 
+    (void)events;                  /* a hang-up shows in what receive finds */
     s->received_ns = latency_now_ns();
 
     if (n == -EAGAIN) {
@@ -644,7 +647,7 @@ int session_open(struct kvt_server *srv, int fd)
         close(fd);
         return -ENOMEM;
     }
-    s->kind = EV_SESSION;
+    s->h.fn = session_readable;
     s->srv = srv;
     s->lost_seen = tiers_records_lost(&srv->tiers);   /* earlier losses are not ours */
     s->fd = fd;
@@ -669,7 +672,7 @@ int session_open(struct kvt_server *srv, int fd)
         rc = -ENOMEM;
         goto err;
     }
-    struct epoll_event ev = { .events = EPOLLIN | EPOLLONESHOT, .data.ptr = s };
+    struct epoll_event ev = { .events = EPOLLIN | EPOLLONESHOT, .data.ptr = &s->h };
     if (epoll_ctl(srv->epfd, EPOLL_CTL_ADD, fd, &ev) < 0) {
         rc = -errno;
         goto err;
