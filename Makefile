@@ -70,7 +70,7 @@ INTEG_TESTS := test_store_fetch test_prefix_sharing test_absent_and_length \
 	test_disk_full test_soak \
 	test_namespace_limits test_quota_below_chunk \
 	test_admin_backpressure test_admin_utf8 test_cold_format_v1 test_outliers_change \
-	test_nonfinite_refused test_outlier_accuracy
+	test_nonfinite_refused test_outlier_accuracy test_loop_disk
 TEST_BINS := $(addprefix $(B)/tests/,$(UNIT_TESTS) $(INTEG_TESTS))
 
 .PHONY: all deps run test test-build test-asan test-aarch64 bench soak install clean \
@@ -130,7 +130,7 @@ $(addprefix $(B)/tests/,$(INTEG_TESTS)): %: %.o $(B)/tests/helpers.o $(B)/libkvt
 $(B)/tests/test_soak: $(B)/tests/soak_client.o $(B)/tests/soak_events.o
 $(B)/tests/test_cold_format_v1: $(B)/tests/cold_file_edit.o $(B)/cache/chunk.o
 
-$(B)/tests/bench: $(B)/tests/bench.o $(B)/tests/bench_outliers.o $(B)/libkvtier.a $(addprefix $(B)/,$(SIMD_OBJS))
+$(B)/tests/bench: $(B)/tests/bench.o $(B)/tests/bench_outliers.o $(B)/tests/bench_loop.o $(B)/libkvtier.a $(addprefix $(B)/,$(SIMD_OBJS))
 
 $(TEST_BINS) $(B)/tests/bench:
 	$(CC) $(ALL_CFLAGS) -o $@ $^ $(TEST_LIBS)

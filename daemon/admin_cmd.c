@@ -122,6 +122,7 @@ static int cmd_stats(struct kvt_admin_conn *conn, const cJSON *req, cJSON *reply
     add_u64(tiers, "demotions", atomic_load(&srv->tiers.demotions));
     add_u64(tiers, "promotions", atomic_load(&srv->tiers.promotions));
     add_u64(tiers, "demote_errors", atomic_load(&srv->tiers.demote_errors));
+    add_u64(tiers, "loop_disk_handoffs", atomic_load(&srv->disk_handoffs));
     add_domains(srv, reply);
     add_u64(reply, "clients", srv->n_sessions);
     cJSON *conns = cJSON_AddObjectToObject(reply, "connections");

@@ -52,6 +52,9 @@ struct kvt_server {
     /* Data traffic by op, counted when a request succeeds (admin stats). */
     atomic_ulong stores, fetches;
     atomic_ulong bytes_in, bytes_out;   /* client K+V bytes stored / fetched */
+    /* Small requests the loop handed to a worker because they needed the
+     * disk (a chunk only on SSD, drop_lock taken): admin stats. */
+    atomic_ulong disk_handoffs;
     struct kvt_admin admin;          /* the admin socket's side (daemon/admin.c) */
 };
 

@@ -406,8 +406,7 @@ int dp_fetch(struct kvt_datapath *dp, const struct dp_request *rq,
             goto out;
         }
     }
-    if (n_missed) {
-        tiers_promote_many(dp->tiers, missed, n_missed, &shape);
+    if (n_missed && (rc = tiers_promote_many(dp->tiers, missed, n_missed, &shape)) == 0) {
         /* A chunk still missing was absent or corrupt on SSD too, or evicted
          * again in between (a hot tier smaller than one request). */
         for (size_t i = 0; i < n_missed && !rc; i++)
