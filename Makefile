@@ -49,7 +49,7 @@ HOT_MODULES := cache/chunk.o cache/blocks.o cache/hot.o cache/hot_ops.o cache/ho
 CACHE_OBJS  := $(sort $(HOT_MODULES) $(COLD_MODULES))
 PROTO_OBJS  := proto/proto.o
 DAEMON_OBJS := daemon/config.o daemon/log.o daemon/registry.o daemon/store.o daemon/admin.o daemon/admin_cmd.o daemon/admin_text.o daemon/job.o \
-	daemon/sockpath.o daemon/latency.o daemon/tiers.o daemon/workers.o daemon/session.o daemon/server.o \
+	daemon/sockpath.o daemon/latency.o daemon/tiers.o daemon/workers.o daemon/session.o daemon/session_attach.o daemon/server.o \
 	daemon/notify.o daemon/accept_pause.o daemon/live.o
 CLIENT_OBJS := client/kvtier.o client/region.o client/prefix.o
 
