@@ -13,10 +13,6 @@
 /* Reader threads for promotion: enough reads in flight to keep an SSD
  * busy (the disk's own limit is measured at queue depth 32 in make bench). */
 #define PROMOTE_THREADS 16
-/* Their nice value: a promotion's CPU (checksum, decompression, the new
- * chunk's pages) yields to the loop and the decode steps it serves, which
- * on a machine of few cores would otherwise wait behind 16 readers. */
-#define PROMOTE_NICE 10
 
 /* Set on the event loop's thread (tiers_forbid_disk): there, what would
  * read a cold record or wait for drop_lock answers -EWOULDBLOCK instead,
@@ -249,7 +245,7 @@ int tiers_open(struct kvt_tiers *t, struct kvt_hot *hot, const struct kvt_config
     cold_set_domain_quota(t->cold, cfg->cold_quota);
     hot_set_evict_hook(hot, demote, t);
     hot_set_fill_hook(hot, fill_from_cold, t);
-    rc = workers_start_nice(PROMOTE_THREADS, PROMOTE_NICE, &t->readers);
+    rc = workers_start(PROMOTE_THREADS, &t->readers);
     if (rc)
         return rc;
     rc = -pthread_create(&t->demoter, NULL, demoter_main, t);

@@ -5,16 +5,12 @@
 #include <pthread.h>
 #include <stdbool.h>
 #include <stdlib.h>
-#include <sys/resource.h>
-#include <sys/syscall.h>
-#include <unistd.h>
 
 struct kvt_workers {
     pthread_mutex_t lock;
     pthread_cond_t wake;
     struct work_item *head, *tail;   /* FIFO */
     bool stopping;
-    int nice;
     unsigned n_threads;
     pthread_t threads[];
 };
@@ -23,9 +19,6 @@ static void *worker_main(void *arg)
 {
     struct kvt_workers *w = arg;
 
-    /* Linux keeps a nice value per thread: this one's alone. */
-    if (w->nice)
-        (void)setpriority(PRIO_PROCESS, (id_t)syscall(SYS_gettid), w->nice);
     pthread_mutex_lock(&w->lock);
     for (;;) {
         while (!w->head && !w->stopping)
@@ -46,17 +39,11 @@ static void *worker_main(void *arg)
 
 int workers_start(unsigned n_threads, struct kvt_workers **out)
 {
-    return workers_start_nice(n_threads, 0, out);
-}
-
-int workers_start_nice(unsigned n_threads, int nice, struct kvt_workers **out)
-{
     struct kvt_workers *w = calloc(1, sizeof(*w) + n_threads * sizeof(pthread_t));
     int rc;
 
     if (!w)
         return -ENOMEM;
-    w->nice = nice;
     pthread_mutex_init(&w->lock, NULL);
     pthread_cond_init(&w->wake, NULL);
     for (; w->n_threads < n_threads; w->n_threads++) {

@@ -12,10 +12,6 @@ struct work_item {
 };
 
 int workers_start(unsigned n_threads, struct kvt_workers **out);
-/* The same, the threads at nice value nice (Linux: per thread): work that
- * must not take the CPU from the event loop and its decode steps. A nice
- * the process may not take (raising priority) is ignored. */
-int workers_start_nice(unsigned n_threads, int nice, struct kvt_workers **out);
 void workers_submit(struct kvt_workers *w, struct work_item *item);
 /* Run every queued item, then join and free the pool. NULL is ignored. */
 void workers_stop(struct kvt_workers *w);
