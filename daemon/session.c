@@ -131,13 +131,21 @@ static const char *data_reason(struct kvt_session *s, int rc)
     return NULL;
 }
 
+/* Once the last part is submitted, s may be gone: that part can finish,
+ * reply and have the loop close the session before workers_submit
+ * returns. So nothing of s is read after it (the count and the pool are
+ * taken first, every item's fn is set before any is submitted). */
 static void submit_parts(struct kvt_session *s, void (*fn)(struct work_item *))
 {
-    atomic_store(&s->parts_left, s->n_parts);
-    for (unsigned i = 0; i < s->n_parts; i++) {
-        s->parts[i].item.fn = fn;
-        workers_submit(s->srv->workers, &s->parts[i].item);
-    }
+    const unsigned n = s->n_parts;
+    struct kvt_workers *workers = s->srv->workers;
+    struct session_part *parts = s->parts;
+
+    atomic_store(&s->parts_left, n);
+    for (unsigned i = 0; i < n; i++)
+        parts[i].item.fn = fn;
+    for (unsigned i = 0; i < n; i++)
+        workers_submit(workers, &parts[i].item);
 }
 
 static void part_run(struct work_item *item);
