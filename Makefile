@@ -58,7 +58,7 @@ CACHE_OBJS  := $(sort $(HOT_MODULES) $(COLD_MODULES) $(REMOTE_MODULES))
 PROTO_OBJS  := proto/proto.o proto/prefix.o
 DAEMON_OBJS := daemon/config.o daemon/log.o daemon/registry.o daemon/store.o daemon/admin.o daemon/admin_cmd.o daemon/admin_text.o daemon/job.o \
 	daemon/sockpath.o daemon/latency.o daemon/tiers.o daemon/tiers_remote.o daemon/admin_remote.o daemon/workers.o daemon/session.o daemon/session_attach.o daemon/server.o \
-	daemon/notify.o
+	daemon/notify.o daemon/accept_pause.o daemon/live.o
 CLIENT_OBJS := client/kvtier.o client/region.o client/batch.o client/copier.o
 
 LIB_OBJS    := $(addprefix $(B)/,$(CLIENT_OBJS) $(PROTO_OBJS))
@@ -79,7 +79,7 @@ INTEG_TESTS := test_store_fetch test_prefix_sharing test_absent_and_length \
 	test_namespace_limits test_quota_below_chunk \
 	test_admin_backpressure test_admin_utf8 test_cold_format_v1 test_outliers_change \
 	test_nonfinite_refused test_outlier_accuracy test_copy_path test_remote_tier \
-	test_connect_sizes
+	test_connect_sizes test_loop_disk
 TEST_BINS := $(addprefix $(B)/tests/,$(UNIT_TESTS) $(INTEG_TESTS))
 
 .PHONY: all deps run test test-python test-build test-asan test-aarch64 bench soak install clean \
@@ -198,7 +198,7 @@ $(B)/tests/test_remote_tier: $(B)/tests/memcached_util.o $(addprefix $(B)/,$(REM
 	$(B)/cache/chunk.o
 $(B)/tests/test_remote_tier: TEST_LIBS += $(REMOTE_LIBS)
 
-$(B)/tests/bench: $(B)/tests/bench.o $(B)/tests/bench_outliers.o $(B)/tests/bench_remote.o \
+$(B)/tests/bench: $(B)/tests/bench.o $(B)/tests/bench_outliers.o $(B)/tests/bench_remote.o $(B)/tests/bench_loop.o \
 	$(B)/tests/helpers.o $(B)/tests/memcached_util.o $(B)/libkvtier.a $(addprefix $(B)/,$(SIMD_OBJS))
 
 $(TEST_BINS) $(B)/tests/bench:

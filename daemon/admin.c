@@ -17,7 +17,7 @@
  * progress lines if it asked, when the loop hears from the job, and its
  * further requests wait meanwhile.
  *
- * Lifetime: a connection is freed only from its own event (admin_readable),
+ * Lifetime: a connection is freed only from its own event (conn_event),
  * because the loop may hold an event for it in the batch it is working
  * through; other paths (the job event) mark it doomed instead.
  */
@@ -37,13 +37,10 @@
 #include "daemon/job.h"
 #include "daemon/log.h"
 #include "daemon/sockpath.h"
-#include "daemon/session.h"
 
 /* A drained buffer larger than this is given back: an idle connection
  * should not keep the memory of the one big reply it once had. */
 #define OUT_KEEP_BYTES (64u << 10)
-
-static const enum ev_kind tag_admin_listen = EV_ADMIN_LISTEN;
 
 /* ---- output -------------------------------------------------------------------- */
 
@@ -204,16 +201,16 @@ out:
 
 static void conn_close(struct kvt_admin_conn *c)
 {
-    struct kvt_server *srv = c->srv;
+    struct kvt_admin *a = c->admin;
 
-    if (srv->job_conn == c)
-        srv->job_conn = NULL;       /* the job goes on; its reply is dropped */
-    epoll_ctl(srv->epfd, EPOLL_CTL_DEL, c->fd, NULL);
+    if (a->job_conn == c)
+        a->job_conn = NULL;         /* the job goes on; its reply is dropped */
+    epoll_ctl(a->epfd, EPOLL_CTL_DEL, c->fd, NULL);
     close(c->fd);
     if (c->prev)
         c->prev->next = c->next;
     else
-        srv->admin_conns = c->next;
+        a->conns = c->next;
     if (c->next)
         c->next->prev = c->prev;
     free(c->out);
@@ -223,7 +220,7 @@ static void conn_close(struct kvt_admin_conn *c)
 /* Close c soon, not now: the loop may still hold an event for c in the
  * batch it is working through (a hang-up behind the job event that made a
  * send fail), and it must not find c freed. Shutting the socket down both
- * ways makes its next wait report EPOLLHUP, which admin_readable turns
+ * ways makes its next wait report EPOLLHUP, which conn_event turns
  * into conn_close. Nothing more is read from or sent to c meanwhile. */
 static void conn_doom(struct kvt_admin_conn *c)
 {
@@ -232,7 +229,7 @@ static void conn_doom(struct kvt_admin_conn *c)
     c->doomed = true;
     c->events = 0;
     shutdown(c->fd, SHUT_RDWR);
-    epoll_ctl(c->srv->epfd, EPOLL_CTL_MOD, c->fd, &ev);
+    epoll_ctl(c->admin->epfd, EPOLL_CTL_MOD, c->fd, &ev);
 }
 
 /* Watch for what c can do next: write while output is pending (reading
@@ -245,7 +242,7 @@ static int conn_watch(struct kvt_admin_conn *c)
 
     if (want == c->events)
         return 0;
-    if (epoll_ctl(c->srv->epfd, EPOLL_CTL_MOD, c->fd, &ev) < 0)
+    if (epoll_ctl(c->admin->epfd, EPOLL_CTL_MOD, c->fd, &ev) < 0)
         return -errno;
     c->events = want;
     return 0;
@@ -297,8 +294,11 @@ static bool hung_up(const struct kvt_admin_conn *c)
  * finding nothing to do). Pending output goes first; then one read
  * (level-triggered: the loop comes back if more is waiting), and every
  * complete line is answered in order. */
-void admin_readable(struct kvt_admin_conn *c)
+static void conn_event(struct kvt_handler *h, uint32_t events)
 {
+    struct kvt_admin_conn *c = KVT_OWNER(h, struct kvt_admin_conn, h);
+
+    (void)events;                   /* the connection knows what it waits for */
     if (c->doomed) {
         conn_close(c);
         return;
@@ -359,14 +359,17 @@ static int send_job_reply(struct kvt_admin_conn *c, const struct kvt_admin_work 
     return rc;
 }
 
-void admin_job_event(struct kvt_server *srv)
+/* The running long command reported progress or its end. */
+static void job_event(struct kvt_handler *h, uint32_t events)
 {
-    struct kvt_admin_conn *c = srv->job_conn;
-    struct kvt_admin_work *w = srv->job_work;
+    struct kvt_admin *a = KVT_OWNER(h, struct kvt_admin, on_job);
+    struct kvt_admin_conn *c = a->job_conn;
+    struct kvt_admin_work *w = a->job_work;
     uint64_t done, total;
     int rc;
 
-    bool ended = job_poll(srv->job, &done, &total, &rc);
+    (void)events;
+    bool ended = job_poll(a->job, &done, &total, &rc);
     if (c && c->doomed)
         c = NULL;                   /* going away: no more lines for it */
     /* Every job that was asked for progress sends at least one line, even
@@ -380,10 +383,10 @@ void admin_job_event(struct kvt_server *srv)
     }
     if (!ended)
         return;
-    job_free(srv->job);
-    srv->job = NULL;
-    srv->job_work = NULL;
-    srv->job_conn = NULL;
+    job_free(a->job);
+    a->job = NULL;
+    a->job_work = NULL;
+    a->job_conn = NULL;
     log_info("admin: %s ended: %llu chunks, %s", admin_work_name(w), (unsigned long long)done,
              rc ? strerror(-rc) : "done");
     if (c && !c->doomed) {          /* else its client went away */
@@ -409,20 +412,23 @@ static bool peer_allowed(int fd, struct ucred *cred)
     return cred->uid == 0 || cred->uid == geteuid();
 }
 
-void admin_accept(struct kvt_server *srv)
+static void accept_conns(struct kvt_handler *h, uint32_t events)
 {
+    struct kvt_admin *a = KVT_OWNER(h, struct kvt_admin, on_accept);
     static const char refusal[] = "{\"ok\":false,\"error\":\"permission denied: only the "
                                   "daemon's user and root may use the admin socket\"}\n";
     struct ucred cred = { 0 };
 
+    (void)events;
     for (;;) {
-        int fd = accept4(srv->admin_fd, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK);
+        int fd = accept4(a->fd, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK);
         if (fd < 0) {
             if (errno != EAGAIN && errno != EINTR && errno != ECONNABORTED &&
-                !server_accept_failed(srv, "admin socket", errno))
+                !accept_pause_failed(a->pause, "admin socket", errno))
                 log_warn("admin accept: %s", strerror(errno));
             return;
         }
+        accept_pause_ok(a->pause);
         if (!peer_allowed(fd, &cred)) {
             log_warn("admin: refusing pid %d uid %u (only uid %u and root)",
                      (int)cred.pid, (unsigned)cred.uid, (unsigned)geteuid());
@@ -437,60 +443,60 @@ void admin_accept(struct kvt_server *srv)
             close(fd);
             continue;
         }
-        *c = (struct kvt_admin_conn){ .kind = EV_ADMIN, .srv = srv, .fd = fd, .pid = cred.pid,
-                                      .events = EPOLLIN };
-        struct epoll_event ev = { .events = EPOLLIN, .data.ptr = c };
-        if (epoll_ctl(srv->epfd, EPOLL_CTL_ADD, fd, &ev) < 0) {
+        *c = (struct kvt_admin_conn){ .h.fn = conn_event, .admin = a, .srv = a->srv, .fd = fd,
+                                      .pid = cred.pid, .events = EPOLLIN };
+        struct epoll_event ev = { .events = EPOLLIN, .data.ptr = &c->h };
+        if (epoll_ctl(a->epfd, EPOLL_CTL_ADD, fd, &ev) < 0) {
             log_warn("admin: epoll_ctl: %s", strerror(errno));
             close(fd);
             free(c);
             continue;
         }
-        c->next = srv->admin_conns;
+        c->next = a->conns;
         if (c->next)
             c->next->prev = c;
-        srv->admin_conns = c;
+        a->conns = c;
     }
 }
 
 /* ---- the listening socket ---------------------------------------------------------- */
 
-int admin_listen(struct kvt_server *srv)
+int admin_open(struct kvt_admin *a, struct kvt_server *srv, const char *path, int epfd,
+               struct kvt_accept_pause *pause)
 {
     int rc;
 
+    *a = (struct kvt_admin){ .on_accept.fn = accept_conns, .on_job.fn = job_event,
+                             .srv = srv, .epfd = epfd, .pause = pause, .path = path,
+                             .fd = -1 };
     /* 0600: the admin socket is for the service owner (and root) only;
      * SO_PEERCRED is checked at accept as well. */
-    rc = sockpath_listen("admin socket", srv->cfg.admin_socket, SOCK_STREAM, 0600, 16,
-                         &srv->admin_owned);
+    rc = sockpath_listen("admin socket", path, SOCK_STREAM, 0600, 16, &a->owned);
     if (rc < 0)
         return rc;
-    srv->admin_fd = rc;
-    struct epoll_event ev = { .events = EPOLLIN, .data.ptr = (void *)&tag_admin_listen };
-    if (epoll_ctl(srv->epfd, EPOLL_CTL_ADD, srv->admin_fd, &ev) < 0) {
-        rc = -errno;
+    a->fd = rc;
+    rc = accept_pause_add(pause, a->fd, &a->on_accept);
+    if (rc)
         log_err("admin socket: epoll_ctl: %s", strerror(-rc));
-        return rc;
-    }
-    return 0;
+    return rc;
 }
 
-void admin_close(struct kvt_server *srv)
+void admin_close(struct kvt_admin *a)
 {
-    while (srv->admin_conns)
-        conn_close(srv->admin_conns);
-    job_free(srv->job);             /* waits for a job still running */
-    srv->job = NULL;
-    free(srv->job_work);
-    srv->job_work = NULL;
-    if (srv->admin_fd >= 0) {
-        if (srv->epfd >= 0)
-            epoll_ctl(srv->epfd, EPOLL_CTL_DEL, srv->admin_fd, NULL);
-        close(srv->admin_fd);
-        srv->admin_fd = -1;
+    while (a->conns)
+        conn_close(a->conns);
+    job_free(a->job);               /* waits for a job still running */
+    a->job = NULL;
+    free(a->job_work);
+    a->job_work = NULL;
+    if (a->fd >= 0) {
+        if (a->pause)
+            accept_pause_remove(a->pause, a->fd);
+        close(a->fd);
+        a->fd = -1;
     }
-    if (srv->admin_owned) {
-        unlink(srv->cfg.admin_socket);
-        srv->admin_owned = false;
+    if (a->owned) {
+        unlink(a->path);
+        a->owned = false;
     }
 }

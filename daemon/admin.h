@@ -2,7 +2,10 @@
 #ifndef KVT_ADMIN_H
 #define KVT_ADMIN_H
 
-#include "daemon/server.h"
+#include <stdbool.h>
+
+#include "daemon/accept_pause.h"
+#include "daemon/loop.h"
 
 /* Longest request line; a longer one gets an error reply and the connection
  * is closed (there is no way to find the start of the next request). */
@@ -13,18 +16,37 @@
  * first is always queued). */
 #define ADMIN_OUT_MAX (4u << 20)
 
+struct kvt_server;
+struct kvt_admin_conn;
+struct kvt_admin_work;
+struct kvt_job;
+
+/* The admin side's own state, loop thread only. The commands read and
+ * change the server they administer (srv); the socket, its connections and
+ * the long command running are the admin side's. */
+struct kvt_admin {
+    struct kvt_handler on_accept;    /* the listening socket is readable */
+    struct kvt_handler on_job;       /* the running job reported */
+    struct kvt_server *srv;
+    int epfd;
+    struct kvt_accept_pause *pause;  /* shared with the data socket */
+    const char *path;
+    int fd;                          /* listening; -1 if none */
+    bool owned;                      /* we created the socket file: unlink it */
+    struct kvt_admin_conn *conns;
+    struct kvt_job *job;             /* the long admin command running, or NULL */
+    struct kvt_admin_work *job_work; /* what it does */
+    struct kvt_admin_conn *job_conn; /* waits for its reply; NULL if gone */
+};
+
 /* Create (or adopt, when systemd passed it by socket activation) the
- * admin socket at srv->cfg.admin_socket, mode 0600, and register it with
- * srv->epfd. Returns 0 or -errno (logged). */
-int admin_listen(struct kvt_server *srv);
-/* Loop callbacks: the listening socket is readable / a connection is ready
- * (readable, writable or hung up: the connection knows what it waits for). */
-void admin_accept(struct kvt_server *srv);
-void admin_readable(struct kvt_admin_conn *conn);
-/* Loop callback: the running long command reported progress or its end. */
-void admin_job_event(struct kvt_server *srv);
+ * admin socket at path, mode 0600, and register it with epfd through
+ * pause. a is filled in (admin_close may be called on it even on failure).
+ * Returns 0 or -errno (logged). */
+int admin_open(struct kvt_admin *a, struct kvt_server *srv, const char *path, int epfd,
+               struct kvt_accept_pause *pause);
 /* Close every admin connection and the listening socket (unlinks the file
- * if we created it). srv may be half-built. */
-void admin_close(struct kvt_server *srv);
+ * if we created it); waits for a job still running. */
+void admin_close(struct kvt_admin *a);
 
 #endif

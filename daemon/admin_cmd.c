@@ -123,6 +123,7 @@ static int cmd_stats(struct kvt_admin_conn *conn, const cJSON *req, cJSON *reply
     add_u64(tiers, "demotions", atomic_load(&srv->tiers.demotions));
     add_u64(tiers, "promotions", atomic_load(&srv->tiers.promotions));
     add_u64(tiers, "demote_errors", atomic_load(&srv->tiers.demote_errors));
+    add_u64(tiers, "loop_disk_handoffs", atomic_load(&srv->disk_handoffs));
     admin_remote_stats(&srv->tiers, reply);
     add_domains(srv, reply);
     add_u64(reply, "clients", srv->n_sessions);
@@ -131,7 +132,7 @@ static int cmd_stats(struct kvt_admin_conn *conn, const cJSON *req, cJSON *reply
     add_u64(conns, "refused_per_uid", srv->refused_per_uid);
     add_u64(conns, "refused_unanswered", srv->refused_unanswered);
     add_u64(conns, "attach_timeouts", srv->attach_timeouts);
-    add_u64(conns, "accept_fd_shortages", srv->accept_fd_shortages);
+    add_u64(conns, "accept_fd_shortages", srv->accept.fd_shortages);
     add_u64(reply, "requests", atomic_load(&srv->requests));
     add_u64(reply, "stores", atomic_load(&srv->stores));
     add_u64(reply, "fetches", atomic_load(&srv->fetches));
@@ -237,8 +238,6 @@ struct kvt_admin_work {
     uint64_t ids[];                  /* allocated with the work */
 };
 
-static const enum ev_kind tag_job = EV_JOB;
-
 static int run_flush(struct kvt_job *j, void *arg)
 {
     struct kvt_admin_work *w = arg;
@@ -280,13 +279,13 @@ static int run_evict_context(struct kvt_job *j, void *arg)
 }
 
 /* Start a long command on a job thread (daemon/job.c) so the loop serves
- * clients meanwhile; conn gets its reply when it ends (admin_job_event),
+ * clients meanwhile; conn gets its reply when it ends (admin.c, job_event),
  * and with "progress": true a {"progress": ...} line before that, at the
  * start and about every 200 ms. One runs at a time. Takes w. */
 static int start_job(struct kvt_admin_conn *conn, const cJSON *req, job_fn fn,
                      struct kvt_admin_work *w, char *err, size_t errlen)
 {
-    struct kvt_server *srv = conn->srv;
+    struct kvt_admin *a = conn->admin;
     const cJSON *progress = cJSON_GetObjectItemCaseSensitive(req, "progress");
     int rc;
 
@@ -295,19 +294,19 @@ static int start_job(struct kvt_admin_conn *conn, const cJSON *req, job_fn fn,
         rc = -EINVAL;
         goto err;
     }
-    if (srv->job) {
+    if (a->job) {
         snprintf(err, errlen, "a %s is already running; try again when it ends",
-                 srv->job_work->what);
+                 a->job_work->what);
         rc = -EBUSY;
         goto err;
     }
-    rc = job_start(fn, w, srv->epfd, (void *)&tag_job, &srv->job);
+    rc = job_start(fn, w, a->epfd, &a->on_job, &a->job);
     if (rc) {
         snprintf(err, errlen, "cannot start the %s: %s", w->what, strerror(-rc));
         goto err;
     }
-    srv->job_work = w;
-    srv->job_conn = conn;
+    a->job_work = w;
+    a->job_conn = conn;
     conn->progress = cJSON_IsTrue(progress);
     conn->progress_sent = false;
     log_info("admin: %s started", w->what);

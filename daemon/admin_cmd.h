@@ -10,12 +10,14 @@
 #include <sys/types.h>
 
 #include "daemon/admin.h"
+#include "daemon/server.h"
 
 /* One admin connection (admin.c owns it; commands read srv and set the
  * progress flags of a deferred reply). */
 struct kvt_admin_conn {
-    enum ev_kind kind;               /* EV_ADMIN, first for epoll tagging */
-    struct kvt_server *srv;
+    struct kvt_handler h;            /* the loop calls admin.c through it */
+    struct kvt_admin *admin;
+    struct kvt_server *srv;          /* admin->srv, what the commands serve */
     int fd;                          /* non-blocking */
     pid_t pid;                       /* the peer, for logs */
     uint32_t events;                 /* what epoll watches on fd now */
@@ -37,7 +39,7 @@ struct kvt_admin_conn {
 
 /* Run the command called name: fills reply (which holds "ok": true) and
  * returns 0, returns ADMIN_DEFERRED after starting a long command (its
- * reply comes from admin_job_event), or returns -errno with a sentence in
+ * reply comes from admin.c's job_event), or returns -errno with a sentence in
  * err. */
 int admin_dispatch(struct kvt_admin_conn *c, const char *name, const cJSON *req,
                    cJSON *reply, char *err, size_t errlen);

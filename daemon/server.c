@@ -15,27 +15,21 @@
 #include <sys/un.h>
 #include <unistd.h>
 
-#include "daemon/admin.h"
 #include "daemon/log.h"
 #include "daemon/sockpath.h"
 #include "daemon/session.h"
 
-/* epoll tags for the non-session fds; sessions tag themselves. */
-static const enum ev_kind tag_listen = EV_LISTEN, tag_signal = EV_SIGNAL;
-static const enum ev_kind tag_timer = EV_TIMER, tag_attach_timer = EV_ATTACH_TIMER;
-static const enum ev_kind tag_accept_pause = EV_ACCEPT_PAUSE;
-static const enum ev_kind tag_admin_listen = EV_ADMIN_LISTEN;
-
-/* How long the listening sockets stay out of epoll after an accept failed
- * for lack of fds: long enough that the loop sleeps (10 tries a second),
- * short enough that a client in the backlog barely notices. */
-#define ACCEPT_PAUSE_MS 100
 /* fds the daemon needs besides one per client: its own files, timers,
  * admin connections, and connections refused but not yet answered. */
 #define FD_RESERVE (64 + SESSION_REFUSED_MAX)
 /* Expired connections are closed in sweeps at least this far apart, each
  * one log line, however the deadlines are spread. */
 #define ATTACH_SWEEP_GAP_NS (250 * 1000000ull)
+
+static void accept_clients(struct kvt_handler *h, uint32_t events);
+static void handle_signals(struct kvt_handler *h, uint32_t events);
+static void notify_timer(struct kvt_handler *h, uint32_t events);
+static void attach_timer(struct kvt_handler *h, uint32_t events);
 
 static int listen_on(struct kvt_server *srv)
 {
@@ -50,7 +44,7 @@ static int listen_on(struct kvt_server *srv)
 /* Clients cost one fd each, and the usual soft limit (1024) is below what
  * a large max-clients needs: take what the hard limit allows, and say so
  * when even that is short (clients then wait in the backlog; see
- * server_accept_failed). */
+ * accept_pause.h). */
 static void raise_fd_limit(const struct kvt_config *cfg)
 {
     rlim_t want = (rlim_t)cfg->max_clients + FD_RESERVE;
@@ -67,9 +61,9 @@ static void raise_fd_limit(const struct kvt_config *cfg)
                  (unsigned long long)lim.rlim_cur, cfg->max_clients, FD_RESERVE);
 }
 
-static int add_timer(struct kvt_server *srv, int *fd, const enum ev_kind *tag)
+static int add_timer(struct kvt_server *srv, int *fd, struct kvt_handler *h)
 {
-    struct epoll_event ev = { .events = EPOLLIN, .data.ptr = (void *)tag };
+    struct epoll_event ev = { .events = EPOLLIN, .data.ptr = h };
 
     *fd = timerfd_create(CLOCK_MONOTONIC, TFD_CLOEXEC | TFD_NONBLOCK);
     if (*fd < 0 || epoll_ctl(srv->epfd, EPOLL_CTL_ADD, *fd, &ev) < 0)
@@ -93,9 +87,14 @@ int server_init(struct kvt_server *srv, const struct kvt_config *cfg,
 
     memset(srv, 0, sizeof(*srv));
     srv->epfd = srv->listen_fd = srv->sig_fd = -1;
-    srv->admin_fd = -1;
+    srv->admin.fd = -1;
     srv->notify.timer_fd = -1;
-    srv->attach_timer_fd = srv->accept_pause_fd = -1;
+    srv->attach_timer_fd = srv->accept.timer_fd = -1;
+    srv->on_listen.fn = accept_clients;
+    srv->on_signal.fn = handle_signals;
+    srv->on_notify_timer.fn = notify_timer;
+    srv->on_attach_timer.fn = attach_timer;
+    srv->accept.n_clients = &srv->n_sessions;
     srv->cfg = *cfg;
     srv->config_path = config_path;
 
@@ -138,27 +137,28 @@ int server_init(struct kvt_server *srv, const struct kvt_config *cfg,
     if (srv->sig_fd < 0 || srv->epfd < 0)
         return -errno;
 
+    rc = accept_pause_init(&srv->accept, srv->epfd);
+    if (rc)
+        return rc;
     rc = listen_on(srv);
     if (rc)
         return rc;
-    struct epoll_event ev = { .events = EPOLLIN, .data.ptr = (void *)&tag_listen };
-    if (epoll_ctl(srv->epfd, EPOLL_CTL_ADD, srv->listen_fd, &ev) < 0)
-        return -errno;
-    ev.data.ptr = (void *)&tag_signal;
-    if (epoll_ctl(srv->epfd, EPOLL_CTL_ADD, srv->sig_fd, &ev) < 0)
-        return -errno;
-    rc = add_timer(srv, &srv->attach_timer_fd, &tag_attach_timer);
-    if (rc == 0)
-        rc = add_timer(srv, &srv->accept_pause_fd, &tag_accept_pause);
+    rc = accept_pause_add(&srv->accept, srv->listen_fd, &srv->on_listen);
     if (rc)
         return rc;
-    rc = admin_listen(srv);
+    struct epoll_event ev = { .events = EPOLLIN, .data.ptr = &srv->on_signal };
+    if (epoll_ctl(srv->epfd, EPOLL_CTL_ADD, srv->sig_fd, &ev) < 0)
+        return -errno;
+    rc = add_timer(srv, &srv->attach_timer_fd, &srv->on_attach_timer);
+    if (rc)
+        return rc;
+    rc = admin_open(&srv->admin, srv, cfg->admin_socket, srv->epfd, &srv->accept);
     if (rc)
         return rc;
     rc = notify_init(&srv->notify);
     if (rc)
         return rc;
-    ev.data.ptr = (void *)&tag_timer;
+    ev.data.ptr = &srv->on_notify_timer;
     if (srv->notify.timer_fd >= 0 &&
         epoll_ctl(srv->epfd, EPOLL_CTL_ADD, srv->notify.timer_fd, &ev) < 0)
         return -errno;
@@ -170,63 +170,20 @@ int server_init(struct kvt_server *srv, const struct kvt_config *cfg,
     return 0;
 }
 
-bool server_accept_failed(struct kvt_server *srv, const char *which, int err)
+static void accept_clients(struct kvt_handler *h, uint32_t events)
 {
-    if (err != EMFILE && err != ENFILE && err != ENOBUFS && err != ENOMEM)
-        return false;
-    srv->accept_fd_shortages++;
-    srv->shortage_failures++;
-    if (!srv->shortage_since_ns) {
-        srv->shortage_since_ns = latency_now_ns();
-        log_warn("%s accept: %s: out of file descriptors or memory; not accepting for "
-                 "%d ms at a time until it succeeds (%u clients)", which, strerror(err),
-                 ACCEPT_PAUSE_MS, srv->n_sessions);
-    }
-    if (srv->accept_paused)
-        return true;
-    /* Level-triggered listening sockets with a backlog stay readable: out
-     * of epoll they cannot wake the loop until the timer puts them back. */
-    epoll_ctl(srv->epfd, EPOLL_CTL_DEL, srv->listen_fd, NULL);
-    if (srv->admin_fd >= 0)
-        epoll_ctl(srv->epfd, EPOLL_CTL_DEL, srv->admin_fd, NULL);
-    arm_timer(srv->accept_pause_fd, (uint64_t)ACCEPT_PAUSE_MS * 1000000u, 0);
-    srv->accept_paused = true;
-    return true;
-}
+    struct kvt_server *srv = KVT_OWNER(h, struct kvt_server, on_listen);
 
-static void accept_resume(struct kvt_server *srv)
-{
-    struct epoll_event ev = { .events = EPOLLIN, .data.ptr = (void *)&tag_listen };
-    uint64_t expirations;
-
-    if (read(srv->accept_pause_fd, &expirations, sizeof(expirations)) < 0 || !srv->accept_paused)
-        return;
-    srv->accept_paused = false;
-    if (epoll_ctl(srv->epfd, EPOLL_CTL_ADD, srv->listen_fd, &ev) < 0)
-        log_err("cannot resume accepting on the data socket: %s", strerror(errno));
-    ev.data.ptr = (void *)&tag_admin_listen;
-    if (srv->admin_fd >= 0 && epoll_ctl(srv->epfd, EPOLL_CTL_ADD, srv->admin_fd, &ev) < 0)
-        log_err("cannot resume accepting on the admin socket: %s", strerror(errno));
-}
-
-static void accept_clients(struct kvt_server *srv)
-{
+    (void)events;
     for (;;) {
         int fd = accept4(srv->listen_fd, NULL, NULL, SOCK_CLOEXEC);
         if (fd < 0) {
             if (errno != EAGAIN && errno != EINTR && errno != ECONNABORTED &&
-                !server_accept_failed(srv, "data socket", errno))
+                !accept_pause_failed(&srv->accept, "data socket", errno))
                 log_warn("accept: %s", strerror(errno));
             return;
         }
-        if (srv->shortage_since_ns) {
-            log_info("accepting connections again after %llu ms: %llu accepts failed for "
-                     "lack of file descriptors or memory",
-                     (unsigned long long)((latency_now_ns() - srv->shortage_since_ns) / 1000000u),
-                     (unsigned long long)srv->shortage_failures);
-            srv->shortage_since_ns = 0;
-            srv->shortage_failures = 0;
-        }
+        accept_pause_ok(&srv->accept);
         int rc = session_open(srv, fd);
         if (rc && rc != -EUSERS)       /* refusals log themselves, rate-limited */
             log_warn("cannot open a session: %s", strerror(-rc));
@@ -239,6 +196,13 @@ void server_attach_deadline(struct kvt_server *srv, uint64_t deadline_ns)
         return;
     srv->attach_timer_ns = deadline_ns;
     arm_timer(srv->attach_timer_fd, deadline_ns, TFD_TIMER_ABSTIME);
+}
+
+/* The attach timer fired: expire_unattached runs after this batch. */
+static void attach_timer(struct kvt_handler *h, uint32_t events)
+{
+    (void)events;
+    KVT_OWNER(h, struct kvt_server, on_attach_timer)->attach_due = true;
 }
 
 /* Close the sessions whose attach deadline has passed and re-arm for the
@@ -256,26 +220,6 @@ static void expire_unattached(struct kvt_server *srv)
     if (next)
         server_attach_deadline(srv, next > now + ATTACH_SWEEP_GAP_NS ? next
                                                                     : now + ATTACH_SWEEP_GAP_NS);
-}
-
-void server_apply_live(struct kvt_server *srv, const struct kvt_config *cfg)
-{
-    log_set_level((int)cfg->log_level);
-    srv->cfg.log_level = cfg->log_level;
-    srv->cfg.poll_us = cfg->poll_us;
-    if (cfg->hot_bytes != srv->cfg.hot_bytes) {
-        srv->cfg.hot_bytes = cfg->hot_bytes;
-        hot_set_budget(srv->dp.hot, cfg->hot_bytes);
-    }
-    srv->cfg.hot_high_pct = cfg->hot_high_pct;
-    srv->cfg.hot_low_pct = cfg->hot_low_pct;
-    tiers_set_watermarks(&srv->tiers, cfg->hot_bytes, cfg->hot_high_pct, cfg->hot_low_pct);
-    srv->cfg.hot_quota = cfg->hot_quota;
-    srv->cfg.cold_quota = cfg->cold_quota;
-    tiers_set_quotas(&srv->tiers, cfg->hot_quota, cfg->cold_quota);
-    /* Chunks created from now on; existing ones keep theirs. */
-    srv->cfg.outliers = cfg->outliers;
-    atomic_store(&srv->dp.outliers, cfg->outliers);
 }
 
 /* SIGHUP: re-read the config file and apply what can change live. */
@@ -311,21 +255,21 @@ static void reload(struct kvt_server *srv)
              (unsigned long long)cfg.cold_quota, (unsigned)cfg.outliers);
 }
 
-/* Returns true when the loop should stop. */
-static bool handle_signals(struct kvt_server *srv)
+/* SIGTERM or SIGINT sets stopping: the loop leaves after this batch. */
+static void handle_signals(struct kvt_handler *h, uint32_t events)
 {
+    struct kvt_server *srv = KVT_OWNER(h, struct kvt_server, on_signal);
     struct signalfd_siginfo si;
-    bool stop = false;
 
+    (void)events;
     while (read(srv->sig_fd, &si, sizeof(si)) == sizeof(si)) {
         if (si.ssi_signo == SIGTERM || si.ssi_signo == SIGINT) {
             log_info("%s: stopping", si.ssi_signo == SIGTERM ? "SIGTERM" : "SIGINT");
-            stop = true;
+            srv->stopping = true;
         } else if (si.ssi_signo == SIGHUP) {
             reload(srv);
         }
     }
-    return stop;
 }
 
 /* The STATUS= line systemctl status shows: live figures, refreshed by the
@@ -339,6 +283,18 @@ static void format_status(struct kvt_server *srv, char *buf, size_t len)
              srv->n_sessions, (unsigned long long)(hs.used_bytes >> 20),
              (unsigned long long)(hs.budget_bytes >> 20),
              (unsigned long)atomic_load(&srv->requests));
+}
+
+static void notify_timer(struct kvt_handler *h, uint32_t events)
+{
+    struct kvt_server *srv = KVT_OWNER(h, struct kvt_server, on_notify_timer);
+    char status[256];
+
+    (void)events;
+    if (!notify_tick(&srv->notify))
+        return;
+    format_status(srv, status, sizeof(status));
+    notify_status(&srv->notify, status);
 }
 
 /* Wait for events. For poll-us after the last event the loop polls instead
@@ -371,8 +327,10 @@ int server_run(struct kvt_server *srv)
      * client's connect succeeds, so systemd may start what depends on us. */
     format_status(srv, status, sizeof(status));
     notify_ready(&srv->notify, status);
-    for (;;) {
-        bool attach_due = false;
+    /* One SSD read here would stall every client: what needs one goes to
+     * a worker (session.c). */
+    tiers_forbid_disk(true);
+    while (!srv->stopping) {
         int n = wait_events(srv, evs, 64);
         if (n < 0) {
             if (errno == EINTR)
@@ -380,37 +338,21 @@ int server_run(struct kvt_server *srv)
             log_err("epoll_wait: %s", strerror(errno));
             return -errno;
         }
-        for (int i = 0; i < n; i++) {
-            enum ev_kind kind = *(const enum ev_kind *)evs[i].data.ptr;
-            if (kind == EV_LISTEN)
-                accept_clients(srv);
-            else if (kind == EV_SIGNAL && handle_signals(srv))
-                goto stop;
-            else if (kind == EV_SESSION)
-                session_readable(evs[i].data.ptr);
-            else if (kind == EV_ADMIN_LISTEN)
-                admin_accept(srv);
-            else if (kind == EV_ADMIN)
-                admin_readable(evs[i].data.ptr);
-            else if (kind == EV_JOB)
-                admin_job_event(srv);
-            else if (kind == EV_ATTACH_TIMER)
-                attach_due = true;
-            else if (kind == EV_ACCEPT_PAUSE)
-                accept_resume(srv);
-            else if (kind == EV_TIMER && notify_tick(&srv->notify)) {
-                format_status(srv, status, sizeof(status));
-                notify_status(&srv->notify, status);
-            }
+        srv->attach_due = false;
+        /* Each fd's handler (loop.h); a stop takes effect before the next
+         * event, as a request after the signal is not served. */
+        for (int i = 0; i < n && !srv->stopping; i++) {
+            struct kvt_handler *h = evs[i].data.ptr;
+            h->fn(h, evs[i].events);
         }
-        if (attach_due)
+        if (srv->attach_due && !srv->stopping)
             expire_unattached(srv);
     }
-stop:
+    tiers_forbid_disk(false);        /* the final flush waits for the disk, as it must */
     notify_stopping(&srv->notify, "stopping: finishing requests, writing the hot tier to the cold tier");
     /* Stop accepting first, then let every queued request finish, so each
      * client in the middle of a call gets its answer. */
-    epoll_ctl(srv->epfd, EPOLL_CTL_DEL, srv->listen_fd, NULL);
+    accept_pause_remove(&srv->accept, srv->listen_fd);
     close(srv->listen_fd);
     srv->listen_fd = -1;
     workers_stop(srv->workers);
@@ -441,7 +383,7 @@ void server_fini(struct kvt_server *srv)
     srv->workers = NULL;
     while (srv->sessions)
         session_close(srv->sessions);
-    admin_close(srv);
+    admin_close(&srv->admin);
     if (srv->listen_fd >= 0)
         close(srv->listen_fd);
     if (srv->socket_owned)
@@ -450,8 +392,7 @@ void server_fini(struct kvt_server *srv)
         close(srv->sig_fd);
     if (srv->attach_timer_fd >= 0)
         close(srv->attach_timer_fd);
-    if (srv->accept_pause_fd >= 0)
-        close(srv->accept_pause_fd);
+    accept_pause_fini(&srv->accept);
     notify_fini(&srv->notify);
     if (srv->epfd >= 0)
         close(srv->epfd);

@@ -31,7 +31,7 @@
 
 void session_rearm(struct kvt_session *s)
 {
-    struct epoll_event ev = { .events = EPOLLIN | EPOLLONESHOT, .data.ptr = s };
+    struct epoll_event ev = { .events = EPOLLIN | EPOLLONESHOT, .data.ptr = &s->h };
     epoll_ctl(s->srv->epfd, EPOLL_CTL_MOD, s->fd, &ev);
 }
 
@@ -133,21 +133,21 @@ static const char *data_reason(struct kvt_session *s, int rc)
     return NULL;
 }
 
-/* Called from a worker too (part_check_run): once the last part is queued
- * the others may finish it, answer, and the loop free the session, so
- * nothing of s is read after that submission. */
+/* Once the last part is submitted, s may be gone: that part can finish,
+ * reply and have the loop close the session before workers_submit
+ * returns. So nothing of s is read after it (the count and the pool are
+ * taken first, every item's fn is set before any is submitted). */
 static void submit_parts(struct kvt_session *s, void (*fn)(struct work_item *))
 {
-    /* Once the last part is submitted the parts may all finish, answer,
-     * and the loop close and free s: nothing of s is read after it. */
     const unsigned n = s->n_parts;
-    struct kvt_workers *w = s->srv->workers;
+    struct kvt_workers *workers = s->srv->workers;
+    struct session_part *parts = s->parts;
 
     atomic_store(&s->parts_left, n);
-    for (unsigned i = 0; i < n; i++) {
-        s->parts[i].item.fn = fn;
-        workers_submit(w, &s->parts[i].item);
-    }
+    for (unsigned i = 0; i < n; i++)
+        parts[i].item.fn = fn;
+    for (unsigned i = 0; i < n; i++)
+        workers_submit(workers, &parts[i].item);
 }
 
 static void part_run(struct work_item *item);
@@ -202,6 +202,35 @@ static void part_run(struct work_item *item)
     }
 }
 
+/* Stage and store, or fetch, segments [0, n_segs) on this thread. On the
+ * loop, -EWOULDBLOCK says it needs the disk (tiers_forbid_disk): what it
+ * did is redone, s->segs are still there and free of stages. */
+static int run_whole(struct kvt_session *s, size_t n_segs, const char **why)
+{
+    struct kvt_datapath *dp = &s->srv->dp;
+    int refused = s->op == KVT_OP_STORE ? dp_stage(dp, &s->rq, s->segs, n_segs) : 0;
+    int rc = refused ? refused
+           : s->op == KVT_OP_STORE ? dp_store(dp, &s->rq, s->segs, n_segs)
+                                   : dp_fetch(dp, &s->rq, s->segs, n_segs);
+
+    *why = refused ? NONFINITE_REASON : data_reason(s, rc);
+    return rc;
+}
+
+/* A small request the loop could not finish without the disk, whole on a
+ * worker. */
+static void whole_run(struct work_item *item)
+{
+    struct session_part *p = (struct session_part *)item;
+    struct kvt_session *s = p->s;
+    const char *why = NULL;
+    int rc = run_whole(s, p->count, &why);
+
+    free(s->segs);
+    s->segs = NULL;
+    finish(s, s->op, s->seq, rc, 0, why);
+}
+
 static int spans_request(struct kvt_session *s, const char **why)
 {
     size_t n_segs, row = dp_row_bytes(s->ns, s->elem);
@@ -222,17 +251,21 @@ static int spans_request(struct kvt_session *s, const char **why)
      * goes to a worker whole. */
     bool may_wait = s->op == KVT_OP_FETCH && dp_fetch_may_ask_pool(&s->srv->dp, &s->rq);
     /* A store is checked whole before any of it is linked (dp_stage):
-     * a refused one stores nothing. */
+     * a refused one stores nothing. Small requests run here, unless they
+     * turn out to need the disk (a chunk only on SSD, a drop under way):
+     * then one worker does the whole request and answers, and the loop
+     * serves the other clients meanwhile. */
     if (small && !may_wait) {
-        struct kvt_datapath *dp = &s->srv->dp;
-        int refused = s->op == KVT_OP_STORE ? dp_stage(dp, &s->rq, s->segs, n_segs) : 0;
-        rc = refused ? refused
-           : s->op == KVT_OP_STORE ? dp_store(dp, &s->rq, s->segs, n_segs)
-                                   : dp_fetch(dp, &s->rq, s->segs, n_segs);
-        free(s->segs);
-        s->segs = NULL;
-        *why = refused ? NONFINITE_REASON : data_reason(s, rc);
-        return rc;
+        rc = run_whole(s, n_segs, why);
+        if (rc != -EWOULDBLOCK) {
+            free(s->segs);
+            s->segs = NULL;
+            return rc;
+        }
+        atomic_fetch_add_explicit(&s->srv->disk_handoffs, 1, memory_order_relaxed);
+        s->parts[0] = (struct session_part){ .item.fn = whole_run, .s = s, .count = n_segs };
+        workers_submit(s->srv->workers, &s->parts[0].item);
+        return 1;
     }
 
     /* Split into one contiguous slice per worker, so both cores share one
@@ -302,34 +335,45 @@ static int op_match(struct kvt_session *s, uint64_t *value, const char **why)
     return 1;
 }
 
-static void drop_sync_run(struct work_item *item)
+/* Drop the request's context from both tiers; returns the hot chunks. */
+static uint64_t drop_now(struct kvt_session *s, uint64_t *cold_records)
 {
-    struct session_part *p = (struct session_part *)item;
-    int rc = tiers_drop_sync(&p->s->srv->tiers);
+    uint64_t hi, lo, dropped = dp_drop(&s->srv->dp, &s->rq, cold_records);
 
-    finish(p->s, KVT_OP_DROP, p->s->seq, rc, p->count,
-           rc ? "dropped, but the drop could not be written to the cold tier: "
-                "the data may return after a restart" : NULL);
-}
-
-/* The drop itself runs here, so a fetch after it misses at once. When the
- * cold tier held the context, the reply waits until its tombstone is on
- * disk (a kill -9 after the reply must not bring the data back): a worker
- * waits for that, as for a sync. Drops of what only RAM held answer now. */
-static int op_drop(struct kvt_session *s, uint64_t *value, const char **why)
-{
-    uint64_t hi, lo, cold_records = 0;
-
-    (void)why;
-    *value = dp_drop(&s->srv->dp, &s->rq, &cold_records);
     if (s->view.req->addr == KVT_ADDR_NAMED) {
         dp_named_object(&s->rq, &hi, &lo);
         registry_name_remove(s->ns, hi, lo);
     }
-    if (!tiers_drop_needs_sync(&s->srv->tiers, cold_records))
+    return dropped;
+}
+
+/* When the cold tier held the context, the reply waits until its
+ * tombstone is on disk (a kill -9 after the reply must not bring the data
+ * back). */
+static void drop_run(struct work_item *item)
+{
+    struct session_part *p = (struct session_part *)item;
+    uint64_t cold_records = 0, dropped = drop_now(p->s, &cold_records);
+    int rc = tiers_drop_needs_sync(&p->s->srv->tiers, cold_records)
+                 ? tiers_drop_sync(&p->s->srv->tiers) : 0;
+
+    finish(p->s, KVT_OP_DROP, p->s->seq, rc, dropped,
+           rc ? "dropped, but the drop could not be written to the cold tier: "
+                "the data may return after a restart" : NULL);
+}
+
+/* With a cold tier a drop waits for the promotions in flight (drop_lock)
+ * and may wait for its tombstone: a worker does it. Without one it is a
+ * few hash lookups, done here. The client's next request comes after the
+ * reply either way. */
+static int op_drop(struct kvt_session *s, uint64_t *value, const char **why)
+{
+    (void)why;
+    if (!s->srv->tiers.cold) {
+        *value = drop_now(s, NULL);
         return 0;
-    s->parts[0] = (struct session_part){ .item.fn = drop_sync_run, .s = s,
-                                         .count = (size_t)*value };
+    }
+    s->parts[0] = (struct session_part){ .item.fn = drop_run, .s = s };
     workers_submit(s->srv->workers, &s->parts[0].item);
     return 1;
 }
@@ -461,14 +505,17 @@ static void close_fd(int *fd)
     *fd = -1;
 }
 
-void session_readable(struct kvt_session *s)
+/* The session's fd is readable (or hung up): one request. */
+static void session_readable(struct kvt_handler *handler, uint32_t events)
 {
+    struct kvt_session *s = KVT_OWNER(handler, struct kvt_session, h);
     const struct kvt_msg_hdr *h = (const void *)s->buf;
     const char *why = NULL;
     bool ancillary;
     int fd, rc;
     ssize_t n = receive(s, &fd, &ancillary);
 
+    (void)events;                  /* a hang-up shows in what receive finds */
     s->received_ns = latency_now_ns();
 
     if (n == -EAGAIN) {
@@ -561,7 +608,7 @@ int session_open(struct kvt_server *srv, int fd)
         close(fd);
         return -ENOMEM;
     }
-    s->kind = EV_SESSION;
+    s->h.fn = session_readable;
     s->srv = srv;
     s->lost_seen = tiers_records_lost(&srv->tiers);   /* earlier losses are not ours */
     s->fd = fd;
@@ -586,7 +633,7 @@ int session_open(struct kvt_server *srv, int fd)
         rc = -ENOMEM;
         goto err;
     }
-    struct epoll_event ev = { .events = EPOLLIN | EPOLLONESHOT, .data.ptr = s };
+    struct epoll_event ev = { .events = EPOLLIN | EPOLLONESHOT, .data.ptr = &s->h };
     if (epoll_ctl(srv->epfd, EPOLL_CTL_ADD, fd, &ev) < 0) {
         rc = -errno;
         goto err;

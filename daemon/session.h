@@ -20,7 +20,7 @@ struct session_part {
 };
 
 struct kvt_session {
-    enum ev_kind kind;               /* EV_SESSION, first for epoll tagging */
+    struct kvt_handler h;            /* the loop calls session_readable through it */
     struct kvt_server *srv;
     int fd;
     struct ucred cred;
@@ -52,8 +52,15 @@ struct kvt_session {
 /* Take an accepted connection; registers it with epoll. Returns 0 or -errno
  * (the fd is closed on failure). */
 int session_open(struct kvt_server *srv, int fd);
-/* Called by the loop when the session's fd is readable (or hung up). */
-void session_readable(struct kvt_session *s);
+/* Inside the session module (session.c, session_attach.c): answer one
+ * request (status 0 or -errno, why sent with a failure), watch the fd for
+ * the next one, and serve an ATTACH whose header is valid (fd: the region
+ * passed with it, or -1; closed here). */
+void session_send_reply(struct kvt_session *s, uint16_t op, uint32_t seq, int status,
+                        uint64_t value, const struct kvt_attach_info *info, const char *why);
+void session_rearm(struct kvt_session *s);
+void session_attach(struct kvt_session *s, int fd);
+
 /* Close and free (loop thread, no request in flight). */
 void session_close(struct kvt_session *s);
 /* Close every session whose attach deadline is before now_ns (they never

@@ -470,8 +470,7 @@ int dp_fetch(struct kvt_datapath *dp, const struct dp_request *rq,
             goto out;
         }
     }
-    if (n_missed) {
-        tiers_promote_many(dp->tiers, missed, n_missed, &shape);
+    if (n_missed && (rc = tiers_promote_many(dp->tiers, missed, n_missed, &shape)) == 0) {
         if (remote)
             fetch_remote(dp, rq, segs, missed, missed_at, n_missed);
         /* A chunk still missing was absent or corrupt on SSD (and in the

@@ -14,6 +14,29 @@
  * busy (the disk's own limit is measured at queue depth 32 in make bench). */
 #define PROMOTE_THREADS 16
 
+/* Set on the event loop's thread (tiers_forbid_disk): there, what would
+ * read a cold record or wait for drop_lock answers -EWOULDBLOCK instead,
+ * and the caller hands the request to a worker. Per thread, not per tier:
+ * it says what the thread may do, whatever tiers it calls. */
+static _Thread_local bool disk_forbidden;
+
+void tiers_forbid_disk(bool forbid)
+{
+    disk_forbidden = forbid;
+}
+
+/* drop_lock for reading, or -EWOULDBLOCK on a thread that must not wait:
+ * a drop holds it (or waits for it: writers are preferred) while reads of
+ * cold records under it are in flight. */
+static int drop_lock_read(struct kvt_tiers *t)
+{
+    if (!disk_forbidden) {
+        pthread_rwlock_rdlock(&t->drop_lock);
+        return 0;
+    }
+    return pthread_rwlock_tryrdlock(&t->drop_lock) ? -EWOULDBLOCK : 0;
+}
+
 static void cold_log(void *arg, int level, const char *msg)
 {
     (void)arg;
@@ -95,6 +118,8 @@ static int fill_from_cold(void *arg, const struct kvt_chunk_key *key,
 
     if (cold_lookup(t->cold, key, NULL) != 0)
         return 0;                    /* not on SSD: no I/O */
+    if (disk_forbidden)
+        return -EWOULDBLOCK;         /* the chunk is thrown away; a worker redoes it */
     /* Room for the most outliers this geometry can have, so a record
      * written under another setting still reads. */
     roomy.outliers = chunk_outliers_for(shape, KVT_CHUNK_MAX_OUTLIERS);
@@ -329,8 +354,8 @@ int tiers_write(struct kvt_tiers *t, const struct kvt_chunk_key *key,
 {
     int rc;
 
-    if (t->cold)
-        pthread_rwlock_rdlock(&t->drop_lock);
+    if (t->cold && (rc = drop_lock_read(t)))
+        return rc;
     rc = hot_write(t->hot, key, shape, tok, n, fill, arg);
     if (t->cold)
         pthread_rwlock_unlock(&t->drop_lock);
@@ -344,8 +369,8 @@ int tiers_stage_commit(struct kvt_tiers *t, struct kvt_chunk *stage)
     /* No cold record is merged (every token is new), but a drop must still
      * come wholly before or after the chunk's linking: a write-back of it
      * between the drop's hot phase and its tombstone would be lost to it. */
-    if (t->cold)
-        pthread_rwlock_rdlock(&t->drop_lock);
+    if (t->cold && (rc = drop_lock_read(t)))
+        return rc;
     rc = hot_stage_commit(t->hot, stage);
     if (t->cold)
         pthread_rwlock_unlock(&t->drop_lock);
@@ -397,20 +422,27 @@ static void promote_run(struct work_item *item)
     pthread_mutex_unlock(&j->batch->mu);
 }
 
-void tiers_promote_many(struct kvt_tiers *t, const struct kvt_chunk_key *const *keys,
-                        size_t n, const struct kvt_chunk_shape *shape)
+int tiers_promote_many(struct kvt_tiers *t, const struct kvt_chunk_key *const *keys,
+                       size_t n, const struct kvt_chunk_shape *shape)
 {
     struct promote_batch batch = { .left = n };
     struct promote_job *jobs;
 
     if (!t->cold || n == 0)
-        return;
+        return 0;
+    /* Plain misses (no cold copy) cost no I/O, and answer here. */
+    if (disk_forbidden) {
+        for (size_t i = 0; i < n; i++)
+            if (cold_lookup(t->cold, keys[i], NULL) == 0)
+                return -EWOULDBLOCK;
+        return 0;
+    }
     jobs = calloc(n, sizeof(*jobs));
     if (!jobs || n == 1) {            /* one read, or no memory: inline */
         for (size_t i = 0; i < n; i++)
             (void)tiers_promote(t, keys[i], shape);
         free(jobs);
-        return;
+        return 0;
     }
     pthread_mutex_init(&batch.mu, NULL);
     pthread_cond_init(&batch.done, NULL);
@@ -426,6 +458,7 @@ void tiers_promote_many(struct kvt_tiers *t, const struct kvt_chunk_key *const *
     pthread_mutex_destroy(&batch.mu);
     pthread_cond_destroy(&batch.done);
     free(jobs);
+    return 0;
 }
 
 uint32_t tiers_cold_leading(struct kvt_tiers *t, const struct kvt_chunk_key *key)

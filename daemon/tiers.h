@@ -87,6 +87,13 @@ int tiers_flush(struct kvt_tiers *t, uint64_t *lost_seen, tiers_progress_fn prog
  * cold tier): a new caller's tiers_flush cursor. */
 uint64_t tiers_records_lost(struct kvt_tiers *t);
 
+/* From now on the calling thread (the event loop) never waits on the disk
+ * or on drop_lock in this module: tiers_write, tiers_stage_commit and
+ * tiers_promote_many return -EWOULDBLOCK where they would (a cold record
+ * to read, drop_lock held or wanted by a drop), having changed nothing
+ * the request's own retry on another thread does not redo. */
+void tiers_forbid_disk(bool forbid);
+
 /* Store tokens [tok, tok + n) of key's chunk: hot_write under drop_lock.
  * A chunk this call creates first gets the tokens of key's cold record, if
  * the cold tier holds one, before any other thread can see the chunk (the
@@ -115,9 +122,11 @@ int tiers_promote(struct kvt_tiers *t, const struct kvt_chunk_key *key,
                   const struct kvt_chunk_shape *shape);
 /* Promote n chunks of one shape at once, on the reader threads, so the disk
  * sees many reads in flight. Chunks without a usable cold copy are skipped;
- * callers read the hot tier afterwards and treat what is missing as absent. */
-void tiers_promote_many(struct kvt_tiers *t, const struct kvt_chunk_key *const *keys,
-                        size_t n, const struct kvt_chunk_shape *shape);
+ * callers read the hot tier afterwards and treat what is missing as absent.
+ * Returns 0, or -EWOULDBLOCK on a thread under tiers_forbid_disk when any
+ * of them has a cold copy (nothing is read then). */
+int tiers_promote_many(struct kvt_tiers *t, const struct kvt_chunk_key *const *keys,
+                       size_t n, const struct kvt_chunk_shape *shape);
 /* Leading tokens of key's cold copy without I/O (0 if none). */
 uint32_t tiers_cold_leading(struct kvt_tiers *t, const struct kvt_chunk_key *key);
 /* Drop an object from both tiers: the hot chunks first (hot_drop_object:

@@ -28,14 +28,14 @@ static pid_t daemon_pid;
 static FILE *json;
 static int json_first = 1;
 
-static double now_s(void)
+double now_s(void)
 {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
 }
 
-static int cmp_double(const void *a, const void *b)
+int cmp_double(const void *a, const void *b)
 {
     double x = *(const double *)a, y = *(const double *)b;
     return x < y ? -1 : x > y;
@@ -141,6 +141,11 @@ void stop_daemon(void)
         fprintf(stderr, "bench: cannot remove %s\n", dir_path);
 }
 
+const char *bench_socket(void)
+{
+    return sock_path;
+}
+
 void json_num(const char *key, double v)
 {
     fprintf(json, "%s\n  \"%s\": %.6g", json_first ? "" : ",", key, v);
@@ -169,7 +174,7 @@ static double memcpy_gbs(size_t bytes)
     return (double)bytes / median(t, REPS) / 1e9;
 }
 
-static void fill(void *buf, size_t bytes, unsigned seed)
+void fill(void *buf, size_t bytes, unsigned seed)
 {
     uint16_t *h = buf;
     for (size_t i = 0; i < bytes / 2; i++) {
@@ -401,20 +406,18 @@ static void bench_small_calls(int shared)
 
 /* ---- shape 3: decode steps, 1 token x 32 layers per call ---------------------------- */
 
-static void bench_decode(int shared)
+void decode_steps(kvt_client *c, int shared, const char *ctx, int steps, double *lat_s,
+                  double *lat_f)
 {
-    kvt_model m = { "llama-3-8b", L2_LAYERS, L2_HEADS, L2_DIM, KVT_F16, 0 };
-    kvt_client *c;
-    const int steps = 4000;
     size_t tok_bytes = (size_t)L2_HEADS * L2_DIM * 2;
-    double *lat_s = malloc(steps * sizeof(double)), *lat_f = malloc(steps * sizeof(double));
     kvt_span spans[L2_LAYERS];
-    int rc = kvt_connect(sock_path, &m, &c);
-    if (rc)
-        die("connect", rc);
+    int rc;
+
     for (uint32_t l = 0; l < L2_LAYERS; l++) {
         void *k = shared ? kvt_alloc(c, tok_bytes) : malloc(tok_bytes);
         void *v = shared ? kvt_alloc(c, tok_bytes) : malloc(tok_bytes);
+        if (!k || !v)
+            die("alloc", -ENOMEM);
         fill(k, tok_bytes, l + 7);
         fill(v, tok_bytes, l + 9);
         spans[l] = (kvt_span){ l, 0, 1, k, v };
@@ -423,16 +426,37 @@ static void bench_decode(int shared)
         for (uint32_t l = 0; l < L2_LAYERS; l++)
             spans[l].token_start = (uint32_t)i;
         double t0 = now_s();
-        if ((rc = kvt_store_batch(c, "decode", spans, L2_LAYERS)))
+        if ((rc = kvt_store_batch(c, ctx, spans, L2_LAYERS)))
             die("decode store", rc);
         double t1 = now_s();
-        if ((rc = kvt_fetch_batch(c, "decode", spans, L2_LAYERS)))
+        if ((rc = kvt_fetch_batch(c, ctx, spans, L2_LAYERS)))
             die("decode fetch", rc);
         lat_s[i] = (t1 - t0) * 1e6;
         lat_f[i] = (now_s() - t1) * 1e6;
     }
+    for (uint32_t l = 0; l < L2_LAYERS; l++) {
+        if (shared) {
+            kvt_free(c, spans[l].k);
+            kvt_free(c, spans[l].v);
+        } else {
+            free(spans[l].k);
+            free(spans[l].v);
+        }
+    }
     qsort(lat_s, steps, sizeof(double), cmp_double);
     qsort(lat_f, steps, sizeof(double), cmp_double);
+}
+
+static void bench_decode(int shared)
+{
+    kvt_model m = { "llama-3-8b", L2_LAYERS, L2_HEADS, L2_DIM, KVT_F16, 0 };
+    kvt_client *c;
+    const int steps = 4000;
+    double *lat_s = malloc(steps * sizeof(double)), *lat_f = malloc(steps * sizeof(double));
+    int rc = kvt_connect(sock_path, &m, &c);
+    if (rc)
+        die("connect", rc);
+    decode_steps(c, shared, "decode", steps, lat_s, lat_f);
     const char *path = shared ? "zero-copy" : "copy";
     printf("shape3 decode store 1x32 layers (%-9s)  p50 %6.1f us  p99 %6.1f us  (target p99 <= 50)\n",
            path, lat_s[steps / 2], lat_s[steps * 99 / 100]);
@@ -447,15 +471,6 @@ static void bench_decode(int shared)
     json_num(key, lat_f[steps / 2]);
     snprintf(key, sizeof(key), "shape3_fetch_%s_p99_us", shared ? "zerocopy" : "copy");
     json_num(key, lat_f[steps * 99 / 100]);
-    for (uint32_t l = 0; l < L2_LAYERS; l++) {
-        if (shared) {
-            kvt_free(c, spans[l].k);
-            kvt_free(c, spans[l].v);
-        } else {
-            free(spans[l].k);
-            free(spans[l].v);
-        }
-    }
     free(lat_s);
     free(lat_f);
     kvt_disconnect(c);
@@ -844,8 +859,8 @@ int main(int argc, char **argv)
 
     /* KVTIER_BENCH_ONLY=calls (shapes 1 and 3), cold (the cold tier) or
      * outliers (shape 2 with outliers 0, 4, 8) or simd (the kernels) or
-     * remote (the memcached pool, two hosts): one
-     * part alone, for quick iterations. */
+     * remote (the memcached pool, two hosts) or loop (decode steps beside
+     * another client's cold fetches): one part alone, for quick iterations. */
     const char *only = getenv("KVTIER_BENCH_ONLY");
     if (only && !strcmp(only, "calls")) {
         bench_small_calls(1);
@@ -874,6 +889,11 @@ int main(int argc, char **argv)
         bench_simd();
         goto out;
     }
+    if (only && !strcmp(only, "loop")) {
+        stop_daemon();
+        bench_loop_disk();
+        goto out;
+    }
     bench_overhead();
     bench_prefill(ref);
     bench_small_calls(1);
@@ -894,6 +914,7 @@ int main(int argc, char **argv)
     bench_simd();
     bench_cold();
     bench_remote(build_dir);
+    bench_loop_disk();
 out:
     if (daemon_pid)
         stop_daemon();

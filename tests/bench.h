@@ -51,5 +51,20 @@ void bench_outliers(double ref);
 /* bench_remote.c: host B's fetch from a memcached pool, against its local
  * fetch and the loopback's TCP rate. */
 void bench_remote(const char *build_dir);
+/* bench_loop.c: decode steps alone and beside another client's fetches
+ * of cold data. */
+void bench_loop_disk(void);
+
+/* Seconds on CLOCK_MONOTONIC; qsort's comparison of doubles; f16 noise. */
+double now_s(void);
+int cmp_double(const void *a, const void *b);
+void fill(void *buf, size_t bytes, unsigned seed);
+/* steps shape 3 decode steps on c (1 token x 32 layers stored, then
+ * fetched, at token i of ctx; shared: kvt_alloc buffers): each one's store
+ * and fetch microseconds into lat_s[i] and lat_f[i], sorted on return. */
+void decode_steps(kvt_client *c, int shared, const char *ctx, int steps, double *lat_s,
+                  double *lat_f);
+/* The data socket of the daemon started last. */
+const char *bench_socket(void);
 
 #endif

@@ -2,10 +2,11 @@
  * path: a fresh struct kvt_server per input (server_init) holding one
  * attached client with a stored context (so namespaces, clients, contexts
  * and evict have something to list and drop), a real connection to its
- * admin socket accepted by admin_accept, each line read by admin_readable
- * and run by the command table, long commands on their job thread with
- * their replies sent from admin_job_event. Only admin.h's entry points and
- * the loop's event tags are used, so the framing can change underneath.
+ * admin socket accepted and each line read by the handlers the admin side
+ * registers with the loop (daemon/loop.h), run by the command table, long
+ * commands on their job thread with their replies sent from the job's
+ * handler. Only the loop's handlers are called, so the framing can change
+ * underneath.
  *
  * The input is the byte stream a client writes; it is sent one line at a
  * time, each reply read before the next line goes. Checked, besides what the
@@ -97,7 +98,7 @@ static int admin_connect(struct kvt_server *srv)
     snprintf(sa.sun_path, sizeof(sa.sun_path), "%s", srv->cfg.admin_socket);
     FUZZ_CHECK(fd >= 0 && connect(fd, (struct sockaddr *)&sa, sizeof(sa)) == 0, "%s",
                strerror(errno));
-    for (int waited = 0; !srv->admin_conns; waited += 5) {
+    for (int waited = 0; !srv->admin.conns; waited += 5) {
         FUZZ_CHECK(waited < FUZZ_REPLY_TIMEOUT_MS, "admin connection not accepted");
         fuzz_server_pump(srv, 5);
     }
@@ -167,7 +168,7 @@ static void await_reply(struct kvt_server *srv, int fd, struct reader *rd)
 static void hang_up(struct kvt_server *srv, int admin_fd)
 {
     close(admin_fd);
-    for (int waited = 0; srv->admin_conns; waited += 5) {
+    for (int waited = 0; srv->admin.conns; waited += 5) {
         FUZZ_CHECK(waited < FUZZ_REPLY_TIMEOUT_MS, "admin connection outlived its client");
         fuzz_server_pump(srv, 5);
     }

@@ -79,16 +79,10 @@ int fuzz_server_pump(struct kvt_server *srv, int timeout_ms)
     struct epoll_event evs[16];
     int n = epoll_wait(srv->epfd, evs, 16, timeout_ms);
 
+    /* Every fd carries its handler (daemon/loop.h), as in server_run. */
     for (int i = 0; i < n; i++) {
-        enum ev_kind kind = *(const enum ev_kind *)evs[i].data.ptr;
-        if (kind == EV_SESSION)
-            session_readable(evs[i].data.ptr);
-        else if (kind == EV_ADMIN_LISTEN)
-            admin_accept(srv);
-        else if (kind == EV_ADMIN)
-            admin_readable(evs[i].data.ptr);
-        else if (kind == EV_JOB)
-            admin_job_event(srv);
+        struct kvt_handler *h = evs[i].data.ptr;
+        h->fn(h, evs[i].events);
     }
     return n < 0 ? 0 : n;
 }
