@@ -13,6 +13,8 @@ B        ?= build
 PREFIX   ?= /usr/local
 LIBDIR   ?= $(PREFIX)/lib
 CC       ?= cc
+LD       ?= ld
+OBJCOPY  ?= objcopy
 VERSION  := 0.1.0
 
 PKGS     := liburing liblz4 libsystemd libcjson libxxhash
@@ -48,8 +50,9 @@ HOT_MODULES := cache/chunk.o cache/blocks.o cache/hot.o cache/hot_ops.o cache/ho
 	cache/domain_bytes.o
 CACHE_OBJS  := $(sort $(HOT_MODULES) $(COLD_MODULES))
 PROTO_OBJS  := proto/proto.o
-DAEMON_OBJS := daemon/config.o daemon/log.o daemon/registry.o daemon/store.o daemon/admin.o daemon/admin_cmd.o daemon/admin_text.o daemon/job.o \
-	daemon/sockpath.o daemon/latency.o daemon/tiers.o daemon/workers.o daemon/session.o daemon/server.o \
+DAEMON_OBJS := daemon/config.o daemon/log.o daemon/registry.o daemon/store.o daemon/admin.o daemon/admin_cmd.o daemon/admin_text.o \
+	daemon/admin_stats.o daemon/admin_config.o daemon/config_rewrite.o daemon/job.o \
+	daemon/sockpath.o daemon/lock_owner.o daemon/latency.o daemon/tiers.o daemon/workers.o daemon/session.o daemon/server.o \
 	daemon/notify.o
 CLIENT_OBJS := client/kvtier.o client/region.o client/prefix.o
 
@@ -70,7 +73,8 @@ INTEG_TESTS := test_store_fetch test_prefix_sharing test_absent_and_length \
 	test_disk_full test_soak \
 	test_namespace_limits test_quota_below_chunk \
 	test_admin_backpressure test_admin_utf8 test_cold_format_v1 test_outliers_change \
-	test_nonfinite_refused test_outlier_accuracy
+	test_nonfinite_refused test_outlier_accuracy \
+	test_cli test_config_rewrite
 TEST_BINS := $(addprefix $(B)/tests/,$(UNIT_TESTS) $(INTEG_TESTS))
 
 .PHONY: all deps run test test-build test-asan test-aarch64 bench soak install clean \
@@ -106,11 +110,17 @@ $(B)/libkvtier.so: $(LIB_OBJS) client/libkvtier.map
 $(B)/libkvtier.so.0: $(B)/libkvtier.so
 	ln -sf libkvtier.so $@
 
-$(B)/libkvtier.a: $(LIB_OBJS)
+# The static library is one relocatable object whose only global symbols
+# are the public kvt_* of the version script: the library's own helpers
+# (proto_*, region_*, prefix_*) must not collide with a program's names.
+$(B)/libkvtier.a: $(LIB_OBJS) client/libkvtier.map
 	@rm -f $@
-	ar rcs $@ $^
+	grep -o 'kvt_[a-z_]*' client/libkvtier.map > $(B)/libkvtier.syms
+	$(LD) -r -o $(B)/libkvtier.o $(LIB_OBJS)
+	$(OBJCOPY) --keep-global-symbols=$(B)/libkvtier.syms $(B)/libkvtier.o
+	ar rcs $@ $(B)/libkvtier.o
 
-$(B)/kvtierctl: $(B)/client/kvtierctl.o
+$(B)/kvtierctl: $(B)/client/kvtierctl.o $(B)/client/kvtierctl_metrics.o
 	$(CC) $(ALL_CFLAGS) -o $@ $^ $(LDLIBS_ALL)
 
 # ---- tests -----------------------------------------------------------------
@@ -125,8 +135,11 @@ $(B)/tests/test_cold: $(B)/tests/test_cold.o $(addprefix $(B)/,$(COLD_MODULES))
 $(B)/tests/test_cold_format: $(B)/tests/test_cold_format.o $(B)/tests/cold_file_edit.o \
 	$(addprefix $(B)/,$(COLD_MODULES))
 $(B)/tests/test_proto: $(B)/tests/test_proto.o $(B)/proto/proto.o
-$(addprefix $(B)/tests/,$(INTEG_TESTS)): %: %.o $(B)/tests/helpers.o $(B)/libkvtier.a $(addprefix $(B)/,$(SIMD_OBJS))
+# The tests' raw-protocol helpers use proto_*, which libkvtier.a hides.
+$(addprefix $(B)/tests/,$(INTEG_TESTS)): %: %.o $(B)/tests/helpers.o $(B)/libkvtier.a $(B)/proto/proto.o \
+	$(addprefix $(B)/,$(SIMD_OBJS))
 
+$(B)/tests/test_cli $(B)/tests/test_config_rewrite $(B)/tests/test_make_run: $(B)/tests/cmd_util.o
 $(B)/tests/test_soak: $(B)/tests/soak_client.o $(B)/tests/soak_events.o
 $(B)/tests/test_cold_format_v1: $(B)/tests/cold_file_edit.o $(B)/cache/chunk.o
 
