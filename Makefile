@@ -74,7 +74,7 @@ INTEG_TESTS := test_store_fetch test_prefix_sharing test_absent_and_length \
 	test_namespace_limits test_quota_below_chunk \
 	test_admin_backpressure test_admin_utf8 test_cold_format_v1 test_outliers_change \
 	test_nonfinite_refused test_outlier_accuracy \
-	test_cli test_config_rewrite
+	test_cli test_config_rewrite test_new_user
 TEST_BINS := $(addprefix $(B)/tests/,$(UNIT_TESTS) $(INTEG_TESTS))
 
 .PHONY: all deps run test test-build test-asan test-aarch64 bench soak install clean \
@@ -139,7 +139,7 @@ $(B)/tests/test_proto: $(B)/tests/test_proto.o $(B)/proto/proto.o
 $(addprefix $(B)/tests/,$(INTEG_TESTS)): %: %.o $(B)/tests/helpers.o $(B)/libkvtier.a $(B)/proto/proto.o \
 	$(addprefix $(B)/,$(SIMD_OBJS))
 
-$(B)/tests/test_cli $(B)/tests/test_config_rewrite $(B)/tests/test_make_run: $(B)/tests/cmd_util.o
+$(B)/tests/test_cli $(B)/tests/test_config_rewrite $(B)/tests/test_new_user: $(B)/tests/cmd_util.o
 $(B)/tests/test_soak: $(B)/tests/soak_client.o $(B)/tests/soak_events.o
 $(B)/tests/test_cold_format_v1: $(B)/tests/cold_file_edit.o $(B)/cache/chunk.o
 
@@ -169,8 +169,13 @@ test: deps
 	$(MAKE) B=build-asan SAN=1 OPT=-O1 test-build
 	bash tests/run.sh $(B) build-asan $(A64)
 
+# What to type next goes out before the daemon's own log lines.
 run: deps all
 	@mkdir -p var
+	@echo "kvtierd --dev: data socket $(CURDIR)/var/kvtier.sock, admin socket $(CURDIR)/var/admin.sock"
+	@echo "  admin, from another shell in $(CURDIR):  $(B)/kvtierctl health   (or stats, metrics, contexts)"
+	@echo "  clients:  kvt_connect(\"var/kvtier.sock\", ...) from $(CURDIR), or KVTIER_SOCKET=$(CURDIR)/var/kvtier.sock"
+	@echo "  (README.md has a complete client program and the command that builds it)"
 	$(B)/kvtierd --dev
 
 bench: all $(B)/tests/bench

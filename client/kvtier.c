@@ -76,9 +76,37 @@ const char *kvt_strerror(int err)
     return "Unknown error";
 }
 
+/* Why this thread's last kvt_connect failed: it has no handle to hold the
+ * reason, so kvt_last_error(NULL) gives it. */
+static __thread char connect_error[512];
+
 const char *kvt_last_error(const kvt_client *c)
 {
-    return c ? c->last_error : "";
+    return c ? c->last_error : connect_error;
+}
+
+/* kvt_connect failed with rc: say why in words that name the socket, as
+ * -ENOENT's own sentence speaks of absent data. */
+static void connect_failed(const kvt_client *c, const char *path, int rc)
+{
+    if (c && c->last_error[0])
+        snprintf(connect_error, sizeof(connect_error), "%s", c->last_error);
+    else if (rc == -ENOENT)
+        snprintf(connect_error, sizeof(connect_error),
+                 "no kvtierd socket at %s (is kvtierd running? `make run` serves "
+                 "var/kvtier.sock in its tree)", path);
+    else if (rc == -ECONNREFUSED)
+        snprintf(connect_error, sizeof(connect_error),
+                 "kvtierd is not accepting connections on %s (not running, or stopping)", path);
+    else if (rc == -EPROTOTYPE)
+        snprintf(connect_error, sizeof(connect_error),
+                 "%s is not kvtierd's data socket (the admin socket?)", path);
+    else if (rc == -EINVAL && !c)
+        snprintf(connect_error, sizeof(connect_error),
+                 "bad model: name 1..127 bytes, layers, heads and head_dim 1..1024, a known dtype");
+    else
+        snprintf(connect_error, sizeof(connect_error), "cannot connect to %s: %s", path,
+                 kvt_strerror(rc));
 }
 
 /* Refuse a call without asking the daemon; kvt_last_error() then gives our
@@ -319,20 +347,27 @@ int kvt_connect(const char *socket_path, const kvt_model *model, kvt_client **ou
     kvt_client *c;
     int rc;
 
-    if (!out)
-        return -EINVAL;
-    *out = NULL;
-    rc = check_model(model);
-    if (rc)
-        return rc;
+    connect_error[0] = '\0';
     if (!socket_path)
         socket_path = getenv("KVTIER_SOCKET");
     if (!socket_path || !*socket_path)
         socket_path = DEFAULT_SOCKET;
+    if (!out) {
+        snprintf(connect_error, sizeof(connect_error), "out is NULL");
+        return -EINVAL;
+    }
+    *out = NULL;
+    rc = check_model(model);
+    if (rc) {
+        connect_failed(NULL, socket_path, rc);
+        return rc;
+    }
 
     c = calloc(1, sizeof(*c));
-    if (!c)
+    if (!c) {
+        connect_failed(NULL, socket_path, -ENOMEM);
         return -ENOMEM;
+    }
     c->fd = -1;
     c->region.fd = -1;
     c->spin_ns = spin_ns_wanted();
@@ -355,6 +390,7 @@ int kvt_connect(const char *socket_path, const kvt_model *model, kvt_client **ou
     *out = c;
     return 0;
 err:
+    connect_failed(c, socket_path, rc);
     kvt_disconnect(c);
     return rc;
 }
