@@ -509,11 +509,21 @@ static void print_human(const char *cmd, const cJSON *reply)
     if (!strcmp(cmd, "contexts")) {
         const cJSON *list = cJSON_GetObjectItemCaseSensitive(reply, "contexts");
         const cJSON *untracked = cJSON_GetObjectItemCaseSensitive(reply, "untracked");
-        if (cJSON_IsArray(list))
+        const cJSON *cold = cJSON_GetObjectItemCaseSensitive(reply, "cold");
+        bool cold_holds = cJSON_GetArraySize(cold) > 0;
+        if (cJSON_IsArray(list) && (list->child || !cold_holds))
             print_table(list);
+        else if (cJSON_IsArray(list))
+            printf("(no context names known: none stored since the daemon started)\n");
         if (cJSON_IsNumber(untracked) && untracked->valuedouble > 0)
             printf("(%.0f stores named a context past the per-namespace limit of "
                    "names; those names are not listed)\n", untracked->valuedouble);
+        if (cold_holds) {
+            /* Names are not kept on disk: what was stored before a restart
+             * is served, and listed by name again once stored again. */
+            printf("\ncold tier (contexts and token prefixes it holds, named or not):\n");
+            print_table(cold);
+        }
         return;
     }
     print_flat(reply, "", (int)key_width(reply, 0));

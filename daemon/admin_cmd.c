@@ -28,13 +28,45 @@ typedef int (*admin_fn)(struct kvt_admin_conn *c, const cJSON *req, cJSON *reply
 
 
 
+/* What the cold tier holds per namespace (none without a cold tier). */
+static int cold_usage(struct kvt_server *srv, struct kvt_cold_ns_usage **u, size_t *n)
+{
+    *u = NULL;
+    *n = 0;
+    return srv->tiers.cold ? cold_namespace_usage(srv->tiers.cold, u, n) : 0;
+}
+
+static const struct kvt_cold_ns_usage *usage_of(const struct kvt_cold_ns_usage *u, size_t n,
+                                                uint64_t ns_id)
+{
+    for (size_t i = 0; i < n; i++)
+        if (u[i].ns_id == ns_id)
+            return &u[i];
+    return NULL;
+}
+
+static void add_cold_columns(cJSON *o, const struct kvt_cold_ns_usage *u)
+{
+    add_u64(o, "cold_objects", u ? u->objects : 0);
+    add_u64(o, "cold_bytes", u ? u->bytes : 0);
+}
+
+/* The registry's namespaces, then those only the cold tier holds (after a
+ * restart, until a client attaches their model again): their name and
+ * geometry are not on disk. */
 static int cmd_namespaces(struct kvt_admin_conn *conn, const cJSON *req, cJSON *reply,
                           char *err, size_t errlen)
 {
     struct kvt_server *srv = conn->srv;
+    struct kvt_cold_ns_usage *u;
+    size_t n_u;
     cJSON *list = cJSON_AddArrayToObject(reply, "namespaces");
 
-    (void)req, (void)err, (void)errlen;
+    (void)req;
+    if (cold_usage(srv, &u, &n_u)) {
+        snprintf(err, errlen, "out of memory");
+        return -ENOMEM;
+    }
     pthread_mutex_lock(&srv->reg.lock);
     for (uint32_t i = 0; i < srv->reg.n_ns; i++) {
         const struct kvt_ns *ns = srv->reg.ns[i];
@@ -47,9 +79,28 @@ static int cmd_namespaces(struct kvt_admin_conn *conn, const cJSON *req, cJSON *
         add_u64(o, "head_dim", ns->dim);
         add_u64(o, "chunk_tokens", ns->chunk_tokens);
         add_u64(o, "clients", ns->clients);
+        add_cold_columns(o, usage_of(u, n_u, ns->id));
+        cJSON_AddItemToArray(list, o);
+    }
+    for (size_t j = 0; j < n_u; j++) {
+        bool known = false;
+        for (uint32_t i = 0; i < srv->reg.n_ns && !known; i++)
+            known = srv->reg.ns[i]->id == u[j].ns_id;
+        if (known)
+            continue;
+        cJSON *o = cJSON_CreateObject();
+        add_id(o, "id", u[j].ns_id);
+        cJSON_AddNullToObject(o, "name");
+        add_u64(o, "domain", u[j].domain);
+        for (const char *const *k = (const char *const[]){ "layers", "kv_heads", "head_dim",
+                                                           "chunk_tokens", NULL }; *k; k++)
+            cJSON_AddNullToObject(o, *k);
+        add_u64(o, "clients", 0);
+        add_cold_columns(o, &u[j]);
         cJSON_AddItemToArray(list, o);
     }
     pthread_mutex_unlock(&srv->reg.lock);
+    free(u);
     return 0;
 }
 
@@ -389,34 +440,67 @@ static int list_contexts(struct kvt_server *srv, struct kvt_ns *ns, cJSON *list,
     return 0;
 }
 
+/* What the cold tier holds of each namespace listed (or of ns_id alone):
+ * after a restart the names are not known, but the data is served. */
+static void add_cold_contexts(const struct kvt_cold_ns_usage *u, size_t n_u, const uint64_t *ns_id,
+                              const cJSON *listed, cJSON *reply)
+{
+    cJSON *cold = cJSON_AddArrayToObject(reply, "cold");
+    char id[24];
+
+    for (size_t i = 0; i < n_u; i++) {
+        const cJSON *e;
+        uint64_t names = 0;
+        if (ns_id && u[i].ns_id != *ns_id)
+            continue;
+        snprintf(id, sizeof(id), "0x%016" PRIx64, u[i].ns_id);
+        cJSON_ArrayForEach(e, listed) {
+            const cJSON *ns = cJSON_GetObjectItemCaseSensitive(e, "namespace");
+            names += cJSON_IsString(ns) && !strcmp(ns->valuestring, id);
+        }
+        cJSON *o = cJSON_CreateObject();
+        add_id(o, "namespace", u[i].ns_id);
+        add_u64(o, "objects", u[i].objects);
+        add_u64(o, "records", u[i].records);
+        add_u64(o, "bytes", u[i].bytes);
+        add_u64(o, "names_listed", names);
+        cJSON_AddItemToArray(cold, o);
+    }
+}
+
 static int cmd_contexts(struct kvt_admin_conn *conn, const cJSON *req, cJSON *reply,
                         char *err, size_t errlen)
 {
     struct kvt_server *srv = conn->srv;
     const cJSON *ns_item = cJSON_GetObjectItemCaseSensitive(req, "namespace");
+    struct kvt_cold_ns_usage *u = NULL;
     struct kvt_ns **ns = NULL;
     uint64_t ns_id, untracked = 0;
     uint32_t n = 0;
+    size_t n_u = 0;
     int rc;
 
+    if (ns_item && parse_ns_id(ns_item, &ns_id)) {
+        snprintf(err, errlen, "namespace must be an id like \"0x1f\" or \"31\"");
+        return -EINVAL;
+    }
+    rc = cold_usage(srv, &u, &n_u);
+    if (rc)
+        goto out;
     if (ns_item) {
-        if (parse_ns_id(ns_item, &ns_id)) {
-            snprintf(err, errlen, "namespace must be an id like \"0x1f\" or \"31\"");
-            return -EINVAL;
-        }
         ns = malloc(sizeof(*ns));
         if (!ns) {
             rc = -ENOMEM;
             goto out;
         }
         ns[0] = registry_find(&srv->reg, ns_id);
-        if (!ns[0]) {
-            snprintf(err, errlen, "no namespace 0x%016" PRIx64 " attached now or lately",
-                     ns_id);
+        n = ns[0] != NULL;
+        if (!ns[0] && !usage_of(u, n_u, ns_id)) {
+            snprintf(err, errlen, "no namespace 0x%016" PRIx64 " attached now or lately, "
+                     "nor on the cold tier", ns_id);
             rc = -ENOENT;
             goto out;
         }
-        n = 1;
     } else {
         rc = registry_hold_all(&srv->reg, &ns, &n);
         if (rc)
@@ -429,10 +513,12 @@ static int cmd_contexts(struct kvt_admin_conn *conn, const cJSON *req, cJSON *re
             goto out;
     }
     add_u64(reply, "untracked", untracked);
+    add_cold_contexts(u, n_u, ns_item ? &ns_id : NULL, list, reply);
 out:
     if (rc == -ENOMEM)
         snprintf(err, errlen, "out of memory");
     registry_put_all(&srv->reg, ns, n);
+    free(u);
     return rc;
 }
 

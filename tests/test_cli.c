@@ -10,6 +10,8 @@
  *    written;
  *  - every key's default in `kvtierd --help` (the key table) is the one
  *    kvtierd(8) documents;
+ *  - after a restart, `contexts` and `namespaces` list what the cold tier
+ *    holds, though the names are not known;
  *  - metrics: latency as _seconds histograms whose count is the stats'
  *    count, kvtier_build_info, the start time, pid/uptime/version in stats,
  *    and cold.quota_drops as kvtier_cold_quota_drops_total. */
@@ -343,6 +345,62 @@ static void metrics_are_histograms_with_build_and_start(void **state)
     daemon_stop(&d);
 }
 
+static void listings_show_the_cold_tier_after_restart(void **state)
+{
+    char cold_path[300], args[128];
+    (void)state;
+    daemon_start(&d, "--hot-bytes", "64M", NULL);
+    daemon_stop(&d);
+    snprintf(cold_path, sizeof(cold_path), "%s/cold.kvt", d.dir);
+    daemon_restart(&d, "--hot-bytes", "64M", "--cold-path", cold_path, "--cold-bytes", "64M",
+                   "--cold-region-bytes", "4M", NULL);
+    store_contexts(3);
+    assert_int_equal(test_ctl(out, sizeof(out), d.admin_socket, "namespaces --json"), 0);
+    cJSON *r = cJSON_Parse(out);
+    const cJSON *ns = cJSON_GetArrayItem(cJSON_GetObjectItemCaseSensitive(r, "namespaces"), 0);
+    char *id = strdup(cJSON_GetObjectItemCaseSensitive(ns, "id")->valuestring);
+    cJSON_Delete(r);
+    daemon_stop(&d);                 /* SIGTERM writes the hot tier to the cold tier */
+    daemon_restart(&d, "--hot-bytes", "64M", "--cold-path", cold_path, "--cold-bytes", "64M",
+                   "--cold-region-bytes", "4M", NULL);
+
+    /* The names are gone with the process; the cold tier's data is not. */
+    assert_int_equal(test_ctl(out, sizeof(out), d.admin_socket, "contexts --json"), 0);
+    r = cJSON_Parse(out);
+    assert_int_equal(cJSON_GetArraySize(cJSON_GetObjectItemCaseSensitive(r, "contexts")), 0);
+    const cJSON *cold = cJSON_GetArrayItem(cJSON_GetObjectItemCaseSensitive(r, "cold"), 0);
+    assert_non_null(cold);
+    assert_string_equal(cJSON_GetObjectItemCaseSensitive(cold, "namespace")->valuestring, id);
+    assert_int_equal((int)cJSON_GetObjectItemCaseSensitive(cold, "objects")->valuedouble, 3);
+    assert_int_equal((int)cJSON_GetObjectItemCaseSensitive(cold, "records")->valuedouble,
+                     3 * LAYERS);
+    cJSON_Delete(r);
+    assert_int_equal(test_ctl(out, sizeof(out), d.admin_socket, "contexts"), 0);
+    assert_non_null(strstr(out, "(no context names known"));
+    assert_non_null(strstr(out, "cold tier"));
+    snprintf(args, sizeof(args), "contexts %s --json", id);
+    assert_int_equal(test_ctl(out, sizeof(out), d.admin_socket, args), 0);
+
+    assert_int_equal(test_ctl(out, sizeof(out), d.admin_socket, "namespaces --json"), 0);
+    r = cJSON_Parse(out);
+    ns = cJSON_GetArrayItem(cJSON_GetObjectItemCaseSensitive(r, "namespaces"), 0);
+    assert_non_null(ns);
+    assert_string_equal(cJSON_GetObjectItemCaseSensitive(ns, "id")->valuestring, id);
+    assert_true(cJSON_IsNull(cJSON_GetObjectItemCaseSensitive(ns, "name")));
+    assert_int_equal((int)cJSON_GetObjectItemCaseSensitive(ns, "cold_objects")->valuedouble, 3);
+    cJSON_Delete(r);
+    /* They are served: every context reads back. */
+    struct test_ctx_shape shape = { LAYERS, TOKENS, HEADS, DIM };
+    kvt_model m = test_model("cli", LAYERS, HEADS, DIM, KVT_F16, TOKENS);
+    kvt_client *c;
+    CHECK_OK(kvt_connect(d.socket, &m, &c));
+    for (int i = 0; i < 3; i++)
+        assert_int_equal(test_check_context(c, &shape, i), 0);
+    kvt_disconnect(c);
+    free(id);
+    daemon_stop(&d);
+}
+
 static int teardown(void **state)
 {
     (void)state;
@@ -358,6 +416,7 @@ int main(void)
         cmocka_unit_test_teardown(evict_says_dropped_and_remaining, teardown),
         cmocka_unit_test_teardown(kvtierd_takes_key_equals_value_and_sizes, teardown),
         cmocka_unit_test(man_page_defaults_are_the_tables),
+        cmocka_unit_test_teardown(listings_show_the_cold_tier_after_restart, teardown),
         cmocka_unit_test_teardown(metrics_are_histograms_with_build_and_start, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
