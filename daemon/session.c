@@ -261,12 +261,18 @@ static const char *data_reason(struct kvt_session *s, int rc)
     return NULL;
 }
 
+/* Once the last part is submitted, the parts may all run, the reply go
+ * out and the loop free the session: nothing of s is read after that
+ * submit, not even the loop's bound. */
 static void submit_parts(struct kvt_session *s, void (*fn)(struct work_item *))
 {
-    atomic_store(&s->parts_left, s->n_parts);
-    for (unsigned i = 0; i < s->n_parts; i++) {
+    struct kvt_workers *workers = s->srv->workers;
+    unsigned n = s->n_parts;
+
+    atomic_store(&s->parts_left, n);
+    for (unsigned i = 0; i < n; i++) {
         s->parts[i].item.fn = fn;
-        workers_submit(s->srv->workers, &s->parts[i].item);
+        workers_submit(workers, &s->parts[i].item);
     }
 }
 
