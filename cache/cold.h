@@ -92,7 +92,7 @@ struct kvt_cold_ns_usage {
     uint32_t domain;
     uint64_t records;          /* live chunk records */
     uint64_t bytes;            /* their bytes in the file */
-    uint64_t objects;          /* distinct contexts or token prefixes */
+    uint64_t objects;          /* contexts or token prefixes: their chunk 0 of layer 0 */
 };
 /* Every namespace with live records, by ns_id, into *out (malloc'd, the
  * caller frees; NULL when none) and *n. Returns 0 or -ENOMEM. */

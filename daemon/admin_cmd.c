@@ -4,10 +4,8 @@
  *
  * "contexts" looks up every listed context's chunks, so its cost grows with
  * the names known (at most REGISTRY_NAMES_MAX per namespace). "contexts"
- * and "namespaces" also copy the cold index's keys (32 bytes per record)
- * and sort them on this thread: linear in the records, n log n in the
- * sort, so a cold tier of millions of records makes them take a noticeable
- * while (the cold lock is held for the copy only). */
+ * and "namespaces" also walk the cold index once (cold_namespace_usage),
+ * linear in its records, with the cold lock held. */
 #include "daemon/admin_cmd.h"
 
 #include <errno.h>
