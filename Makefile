@@ -15,6 +15,8 @@ B        ?= build
 PREFIX   ?= /usr/local
 LIBDIR   ?= $(PREFIX)/lib
 CC       ?= cc
+LD       ?= ld
+OBJCOPY  ?= objcopy
 VERSION  := 0.1.0
 
 PKGS     := liburing liblz4 libsystemd libcjson libxxhash
@@ -49,16 +51,17 @@ endif
 SIMD_OBJS   := simd/simd.o simd/scalar.o simd/sse2.o simd/avx2.o simd/avx2_outliers.o
 # The cold tier alone (test_cold, the cold-record fuzz target use just it).
 COLD_MODULES   := cache/chunk.o cache/cold.o cache/cold_tomb.o cache/cold_read.o cache/cold_index.o cache/cold_open.o \
-	cache/cold_io.o cache/domain_bytes.o
+	cache/cold_io.o cache/cold_usage.o cache/domain_bytes.o
 HOT_MODULES := cache/chunk.o cache/blocks.o cache/hot.o cache/hot_ops.o cache/hot_walk.o cache/hot_evict.o \
 	cache/domain_bytes.o
 # The remote tier: records, seals and the libmemcached pool client.
 REMOTE_MODULES := cache/remote.o cache/remote_seal.o cache/remote_pool_mc.o
 CACHE_OBJS  := $(sort $(HOT_MODULES) $(COLD_MODULES) $(REMOTE_MODULES))
 PROTO_OBJS  := proto/proto.o proto/prefix.o
-DAEMON_OBJS := daemon/config.o daemon/log.o daemon/registry.o daemon/store.o daemon/admin.o daemon/admin_cmd.o daemon/admin_text.o daemon/job.o \
-	daemon/sockpath.o daemon/latency.o daemon/tiers.o daemon/tiers_remote.o daemon/admin_remote.o daemon/workers.o daemon/session.o daemon/session_attach.o daemon/server.o \
-	daemon/notify.o daemon/accept_pause.o daemon/live.o
+DAEMON_OBJS := daemon/config.o daemon/log.o daemon/registry.o daemon/store.o daemon/admin.o daemon/admin_cmd.o daemon/admin_text.o \
+	daemon/admin_stats.o daemon/admin_config.o daemon/config_rewrite.o daemon/admin_remote.o daemon/job.o \
+	daemon/sockpath.o daemon/lock_owner.o daemon/latency.o daemon/tiers.o daemon/tiers_remote.o daemon/workers.o \
+	daemon/session.o daemon/session_attach.o daemon/server.o daemon/notify.o daemon/accept_pause.o daemon/live.o
 CLIENT_OBJS := client/kvtier.o client/region.o client/batch.o client/copier.o
 
 LIB_OBJS    := $(addprefix $(B)/,$(CLIENT_OBJS) $(PROTO_OBJS))
@@ -79,7 +82,7 @@ INTEG_TESTS := test_store_fetch test_prefix_sharing test_absent_and_length \
 	test_namespace_limits test_quota_below_chunk \
 	test_admin_backpressure test_admin_utf8 test_cold_format_v1 test_outliers_change \
 	test_nonfinite_refused test_outlier_accuracy test_copy_path test_remote_tier \
-	test_connect_sizes test_loop_disk
+	test_connect_sizes test_loop_disk test_cli test_config_rewrite test_new_user
 TEST_BINS := $(addprefix $(B)/tests/,$(UNIT_TESTS) $(INTEG_TESTS))
 
 .PHONY: all deps run test test-python test-build test-asan test-aarch64 bench soak install clean \
@@ -115,11 +118,17 @@ $(B)/libkvtier.so: $(LIB_OBJS) client/libkvtier.map
 $(B)/libkvtier.so.0: $(B)/libkvtier.so
 	ln -sf libkvtier.so $@
 
-$(B)/libkvtier.a: $(LIB_OBJS)
+# The static library is one relocatable object whose only global symbols
+# are the public kvt_* of the version script: the library's own helpers
+# (proto_*, region_*, prefix_*) must not collide with a program's names.
+$(B)/libkvtier.a: $(LIB_OBJS) client/libkvtier.map
 	@rm -f $@
-	ar rcs $@ $^
+	grep -o 'kvt_[a-z_]*' client/libkvtier.map > $(B)/libkvtier.syms
+	$(LD) -r -o $(B)/libkvtier.o $(LIB_OBJS)
+	$(OBJCOPY) --keep-global-symbols=$(B)/libkvtier.syms $(B)/libkvtier.o
+	ar rcs $@ $(B)/libkvtier.o
 
-$(B)/kvtierctl: $(B)/client/kvtierctl.o
+$(B)/kvtierctl: $(B)/client/kvtierctl.o $(B)/client/kvtierctl_metrics.o
 	$(CC) $(ALL_CFLAGS) -o $@ $^ $(LDLIBS_ALL)
 
 # ---- llama.cpp glue (make llama LLAMA_DIR=DIR) ------------------------------
@@ -189,12 +198,15 @@ $(B)/tests/test_cold_format: $(B)/tests/test_cold_format.o $(B)/tests/cold_file_
 	$(addprefix $(B)/,$(COLD_MODULES))
 $(B)/tests/test_proto: $(B)/tests/test_proto.o $(B)/proto/proto.o
 $(B)/tests/test_llama_state: $(B)/tests/test_llama_state.o $(B)/client/llama_state.o
-$(addprefix $(B)/tests/,$(INTEG_TESTS)): %: %.o $(B)/tests/helpers.o $(B)/libkvtier.a $(addprefix $(B)/,$(SIMD_OBJS))
+# The tests' raw-protocol helpers use proto_*, which libkvtier.a hides.
+$(addprefix $(B)/tests/,$(INTEG_TESTS)): %: %.o $(B)/tests/helpers.o $(B)/libkvtier.a $(B)/proto/proto.o \
+	$(addprefix $(B)/,$(SIMD_OBJS))
 
+$(B)/tests/test_cli $(B)/tests/test_config_rewrite $(B)/tests/test_new_user: $(B)/tests/cmd_util.o
 $(B)/tests/test_soak: $(B)/tests/soak_client.o $(B)/tests/soak_events.o
 $(B)/tests/test_cold_format_v1: $(B)/tests/cold_file_edit.o $(B)/cache/chunk.o
 # The remote test names records as the daemon does (remote_record_name).
-$(B)/tests/test_remote_tier: $(B)/tests/memcached_util.o $(addprefix $(B)/,$(REMOTE_MODULES)) \
+$(B)/tests/test_remote_tier: $(B)/tests/memcached_util.o $(B)/proto/prefix.o $(addprefix $(B)/,$(REMOTE_MODULES)) \
 	$(B)/cache/chunk.o
 $(B)/tests/test_remote_tier: TEST_LIBS += $(REMOTE_LIBS)
 
@@ -231,8 +243,13 @@ test: deps
 test-python: all
 	PYTHONDONTWRITEBYTECODE=1 KVTIER_BUILD=$(B) $(PYTHON) -m pytest -q -p no:cacheprovider tests/python
 
+# What to type next goes out before the daemon's own log lines.
 run: deps all
 	@mkdir -p var
+	@echo "kvtierd --dev: data socket $(CURDIR)/var/kvtier.sock, admin socket $(CURDIR)/var/admin.sock"
+	@echo "  admin, from another shell in $(CURDIR):  $(B)/kvtierctl health   (or stats, metrics, contexts)"
+	@echo "  clients:  kvt_connect(\"var/kvtier.sock\", ...) from $(CURDIR), or KVTIER_SOCKET=$(CURDIR)/var/kvtier.sock"
+	@echo "  (README.md has a complete client program and the command that builds it)"
 	$(B)/kvtierd --dev
 
 # KVTIER_BENCH_ONLY=llama runs only the llama.cpp restore bench.

@@ -86,6 +86,18 @@ size_t cold_domains(struct kvt_cold *cold, uint32_t *out, size_t max);
 /* Live record bytes of domain now. */
 uint64_t cold_domain_used(struct kvt_cold *cold, uint32_t domain);
 
+/* What the cold tier holds of one namespace. */
+struct kvt_cold_ns_usage {
+    uint64_t ns_id;
+    uint32_t domain;
+    uint64_t records;          /* live chunk records */
+    uint64_t bytes;            /* their bytes in the file */
+    uint64_t objects;          /* contexts or token prefixes: their chunk 0 of layer 0 */
+};
+/* Every namespace with live records, by ns_id, into *out (malloc'd, the
+ * caller frees; NULL when none) and *n. Returns 0 or -ENOMEM. */
+int cold_namespace_usage(struct kvt_cold *cold, struct kvt_cold_ns_usage **out, size_t *n);
+
 /* Append a record for img (replacing any older record of the same key). If
  * the key's domain would go over the domain quota, that domain's oldest
  * records leave the index first (they become misses; other domains' records

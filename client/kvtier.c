@@ -80,14 +80,40 @@ const char *kvt_strerror(int err)
     return "Unknown error";
 }
 
-/* kvt_connect fails without a handle to ask: its reason (the daemon's
- * refusal of the attach, or the library's) is kept per thread, as errno is,
- * and kvt_last_error(NULL) gives it. */
-static __thread char connect_error[KVT_REASON_MAX];
+/* Why this thread's last kvt_connect failed: it has no handle to hold the
+ * reason, so kvt_last_error(NULL) gives it. */
+static __thread char connect_error[512];
 
 const char *kvt_last_error(const kvt_client *c)
 {
     return c ? c->last_error : connect_error;
+}
+
+/* kvt_connect failed with rc: say why in words that name the socket, as
+ * -ENOENT's own sentence speaks of absent data. `why`, when not empty, is
+ * the library's own reason (a region size it cannot have). */
+static void connect_failed(const kvt_client *c, const char *path, int rc, const char *why)
+{
+    if (why && *why)
+        snprintf(connect_error, sizeof(connect_error), "%s", why);
+    else if (c && c->last_error[0])
+        snprintf(connect_error, sizeof(connect_error), "%s", c->last_error);
+    else if (rc == -ENOENT)
+        snprintf(connect_error, sizeof(connect_error),
+                 "no kvtierd socket at %s (is kvtierd running? `make run` serves "
+                 "var/kvtier.sock in its tree)", path);
+    else if (rc == -ECONNREFUSED)
+        snprintf(connect_error, sizeof(connect_error),
+                 "kvtierd is not accepting connections on %s (not running, or stopping)", path);
+    else if (rc == -EPROTOTYPE)
+        snprintf(connect_error, sizeof(connect_error),
+                 "%s is not kvtierd's data socket (the admin socket?)", path);
+    else if (rc == -EINVAL && !c)
+        snprintf(connect_error, sizeof(connect_error),
+                 "bad model: name 1..127 bytes, layers, heads and head_dim 1..1024, a known dtype");
+    else
+        snprintf(connect_error, sizeof(connect_error), "cannot connect to %s: %s", path,
+                 kvt_strerror(rc));
 }
 
 /* Refuse a call without asking the daemon; kvt_last_error() then gives our
@@ -347,21 +373,21 @@ int kvt_connect_region(const char *socket_path, const kvt_model *model,
     int rc;
 
     connect_error[0] = '\0';
-    if (!out)
-        return -EINVAL;
-    *out = NULL;
-    rc = check_model(model);
-    if (rc) {
-        why = "bad model: name 1..127 bytes, geometry 1..1024, dtype f32, f16 or bf16";
-        goto err;
-    }
-    rc = region_size(region_bytes, &bytes, &why);
-    if (rc)
-        goto err;
     if (!socket_path)
         socket_path = getenv("KVTIER_SOCKET");
     if (!socket_path || !*socket_path)
         socket_path = DEFAULT_SOCKET;
+    if (!out) {
+        snprintf(connect_error, sizeof(connect_error), "out is NULL");
+        return -EINVAL;
+    }
+    *out = NULL;
+    rc = check_model(model);
+    if (rc)
+        goto err;
+    rc = region_size(region_bytes, &bytes, &why);
+    if (rc)
+        goto err;
 
     c = calloc(1, sizeof(*c));
     if (!c) {
@@ -387,14 +413,12 @@ int kvt_connect_region(const char *socket_path, const kvt_model *model,
         goto err;
     }
     rc = attach(c);
-    if (rc) {
-        why = c->last_error;     /* the daemon's reason, if it gave one */
-        goto err;
-    }
+    if (rc)
+        goto err;               /* the daemon's reason, if it gave one, is in c */
     *out = c;
     return 0;
 err:
-    snprintf(connect_error, sizeof(connect_error), "%s", why);
+    connect_failed(c, socket_path, rc, why);
     kvt_disconnect(c);
     return rc;
 }

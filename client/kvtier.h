@@ -46,7 +46,8 @@ typedef struct kvt_span {
  * /run/kvtier/kvtier.sock) and attach to the namespace of `model`. The
  * model struct and its name are copied. On success *out owns the handle
  * until kvt_disconnect(). Errors: -EINVAL (bad model), -ENOENT/-ECONNREFUSED
- * (no daemon), -EPROTO (daemon speaks another protocol version), -ENOMEM.
+ * (no daemon), -EPROTO (daemon speaks another protocol version), -ENOMEM;
+ * kvt_last_error(NULL) then says why in words ("no kvtierd socket at PATH").
  * If the daemon restarts, the next call on the handle reconnects itself. */
 int  kvt_connect(const char *socket_path, const kvt_model *model, kvt_client **out);
 /* Close the connection and free the handle, its shared memory included
@@ -98,7 +99,9 @@ void  kvt_free(kvt_client *c, void *p);
 /* The reason for the last error on this handle: the daemon's (e.g. "layer 40
  * out of range 0..31"), or the library's own when it refused the call before
  * sending it; "" if the last call succeeded or none was given. Valid until
- * the next call on the handle. */
+ * the next call on the handle. With c NULL: why the calling thread's last
+ * kvt_connect failed (e.g. "no kvtierd socket at /run/kvtier/kvtier.sock"),
+ * "" after one that succeeded; valid until its next kvt_connect. */
 const char *kvt_last_error(const kvt_client *c);
 
 /* kvt_last_error(NULL): the reason the calling thread's last kvt_connect*

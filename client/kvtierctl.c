@@ -7,6 +7,7 @@
  */
 #include <cjson/cJSON.h>
 #include <errno.h>
+#include <getopt.h>
 #include <math.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -16,7 +17,10 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include "client/kvtierctl.h"
+
 #define DEFAULT_ADMIN_SOCKET "/run/kvtier/admin.sock"
+#define DEV_ADMIN_SOCKET "var/admin.sock"   /* kvtierd --dev, run in the tree */
 #define REPLY_MAX (64u << 20)   /* a sane bound on one reply line */
 
 enum { EXIT_OK = 0, EXIT_DAEMON = 1, EXIT_USAGE = 2, EXIT_CONNECT = 3 };
@@ -24,16 +28,18 @@ enum { EXIT_OK = 0, EXIT_DAEMON = 1, EXIT_USAGE = 2, EXIT_CONNECT = 3 };
 static void usage(FILE *f)
 {
     fprintf(f,
-        "Usage: kvtierctl [--socket ADMIN_PATH] [--json] COMMAND [ARGS]\n"
-        "  stats                       tier sizes, hit/miss, traffic\n"
+        "Usage: kvtierctl [--socket ADMIN_PATH] [--json] COMMAND [ARGS]   (options anywhere)\n"
+        "  stats                       tier sizes, hit/miss, traffic, pid, uptime, version\n"
         "  metrics                     the same in Prometheus text format\n"
         "  namespaces | clients\n"
-        "  contexts [NS]               named contexts stored since the daemon started\n"
+        "  contexts [NS]               named contexts, and what the cold tier holds\n"
         "  evict --context NAME [--namespace NS] | --namespace NS | --tier hot|cold|all\n"
         "  flush                       hot tier to cold tier, fsynced; returns when done\n"
-        "  config get [KEY] | config set KEY VALUE\n"
+        "  config get [KEY] | config set KEY VALUE | config rewrite\n"
         "  health                      exit 0 when the daemon is serving\n"
-        "The admin socket is $KVTIER_ADMIN_SOCKET, else " DEFAULT_ADMIN_SOCKET ".\n");
+        "  --version, --help\n"
+        "The admin socket is --socket, else $KVTIER_ADMIN_SOCKET, else " DEFAULT_ADMIN_SOCKET
+        ",\nelse " DEV_ADMIN_SOCKET " (what `make run` creates) when that exists.\n");
 }
 
 /* ---- requests ------------------------------------------------------------------ */
@@ -65,71 +71,197 @@ static void add_context(cJSON *req, const char *name)
     free(hex);
 }
 
-/* Build the request for argv (the command and its arguments). Returns NULL
- * after printing a usage error. */
-static cJSON *build_request(int argc, char **argv, const char **cmd_out)
-{
-    const char *cmd = argv[0];
-    cJSON *req = cJSON_CreateObject();
+/* The command line: options may come before or after the command. */
+struct cmdline {
+    const char *socket;              /* NULL: find one (admin_socket_path) */
+    bool json;
+    const char *context, *ns, *tier; /* evict's options */
+    int argc;                        /* the command and its arguments */
+    char **argv;
+};
 
-    *cmd_out = cmd;
+static const char *const commands[] = {
+    "stats", "metrics", "namespaces", "clients", "contexts", "evict", "flush", "config",
+    "health", NULL,
+};
+
+static bool known_command(const char *cmd)
+{
+    for (const char *const *c = commands; *c; c++)
+        if (!strcmp(*c, cmd))
+            return true;
+    return false;
+}
+
+static int bad_args(const char *cmd, const char *why)
+{
+    fprintf(stderr, "kvtierctl: %s: %s\n", cmd, why);
+    usage(stderr);
+    return -EINVAL;
+}
+
+/* Build the request for the command line into *out. Returns 0, or -EINVAL
+ * after printing a usage error. */
+static int build_request(const struct cmdline *cl, cJSON **out)
+{
+    const char *cmd = cl->argv[0];
+    int argc = cl->argc;
+    char **argv = cl->argv;
+    bool evict = !strcmp(cmd, "evict");
+    cJSON *req;
+
+    if (!known_command(cmd)) {
+        fprintf(stderr, "kvtierctl: unknown command '%s'\n", cmd);
+        usage(stderr);
+        return -EINVAL;
+    }
+    if (!evict && (cl->context || cl->ns || cl->tier))
+        return bad_args(cmd, "--context, --namespace and --tier are for evict");
+    req = cJSON_CreateObject();
+    *out = req;
     if (!strcmp(cmd, "stats") || !strcmp(cmd, "metrics") || !strcmp(cmd, "namespaces") ||
         !strcmp(cmd, "clients") || !strcmp(cmd, "flush") || !strcmp(cmd, "health")) {
         if (argc != 1)
-            goto bad;
+            goto extra;
         cJSON_AddStringToObject(req, "cmd", strcmp(cmd, "metrics") ? cmd : "stats");
-        return req;
+        return 0;
     }
     if (!strcmp(cmd, "contexts")) {
         if (argc > 2)
-            goto bad;
+            goto extra;
         cJSON_AddStringToObject(req, "cmd", "contexts");
         if (argc == 2)
             cJSON_AddStringToObject(req, "namespace", argv[1]);
-        return req;
+        return 0;
     }
-    if (!strcmp(cmd, "evict")) {
+    if (evict) {
+        if (argc != 1)
+            goto extra;
+        if ((cl->tier && (cl->context || cl->ns)) || (!cl->tier && !cl->context && !cl->ns)) {
+            cJSON_Delete(req);
+            *out = NULL;
+            return bad_args(cmd, "give --context NAME [--namespace NS], --namespace NS "
+                            "or --tier hot|cold|all");
+        }
         cJSON_AddStringToObject(req, "cmd", "evict");
-        for (int i = 1; i < argc; i += 2) {
-            const char *opt = argv[i];
-            if (i + 1 >= argc)
-                goto bad;
-            if (!strcmp(opt, "--context"))
-                add_context(req, argv[i + 1]);
-            else if (!strcmp(opt, "--namespace"))
-                cJSON_AddStringToObject(req, "namespace", argv[i + 1]);
-            else if (!strcmp(opt, "--tier"))
-                cJSON_AddStringToObject(req, "tier", argv[i + 1]);
-            else
-                goto bad;
-        }
-        bool ctx = cJSON_HasObjectItem(req, "context") || cJSON_HasObjectItem(req, "context_hex"),
-             ns = cJSON_HasObjectItem(req, "namespace"),
-             tier = cJSON_HasObjectItem(req, "tier");
-        if ((tier && (ctx || ns)) || (!tier && !ctx && !ns))
-            goto bad;
-        return req;
+        if (cl->context)
+            add_context(req, cl->context);
+        if (cl->ns)
+            cJSON_AddStringToObject(req, "namespace", cl->ns);
+        if (cl->tier)
+            cJSON_AddStringToObject(req, "tier", cl->tier);
+        return 0;
     }
-    if (!strcmp(cmd, "config") && argc >= 2) {
-        cJSON_AddStringToObject(req, "cmd", "config");
-        if (!strcmp(argv[1], "get") && argc <= 3) {
-            cJSON_AddStringToObject(req, "op", "get");
-            if (argc == 3)
-                cJSON_AddStringToObject(req, "key", argv[2]);
-            return req;
-        }
-        if (!strcmp(argv[1], "set") && argc == 4) {
-            cJSON_AddStringToObject(req, "op", "set");
+    /* config */
+    cJSON_AddStringToObject(req, "cmd", "config");
+    if (argc >= 2 && !strcmp(argv[1], "get") && argc <= 3) {
+        cJSON_AddStringToObject(req, "op", "get");
+        if (argc == 3)
             cJSON_AddStringToObject(req, "key", argv[2]);
-            cJSON_AddStringToObject(req, "value", argv[3]);
-            return req;
+        return 0;
+    }
+    if (argc == 4 && !strcmp(argv[1], "set")) {
+        cJSON_AddStringToObject(req, "op", "set");
+        cJSON_AddStringToObject(req, "key", argv[2]);
+        cJSON_AddStringToObject(req, "value", argv[3]);
+        return 0;
+    }
+    if (argc == 2 && !strcmp(argv[1], "rewrite")) {
+        cJSON_AddStringToObject(req, "op", "rewrite");
+        return 0;
+    }
+    cJSON_Delete(req);
+    *out = NULL;
+    return bad_args(cmd, "expected get [KEY], set KEY VALUE or rewrite");
+extra:
+    cJSON_Delete(req);
+    *out = NULL;
+    return bad_args(cmd, "unexpected arguments");
+}
+
+/* Parse options anywhere on the line (getopt_long permutes them to the
+ * front). Returns 0, 1 when --help or --version was answered, or -EINVAL
+ * after a usage error. */
+static int parse_cmdline(int argc, char **argv, struct cmdline *cl)
+{
+    enum { OPT_CONTEXT = 256, OPT_NAMESPACE, OPT_TIER };
+    static const struct option opts[] = {
+        { "socket",    required_argument, NULL, 's' },
+        { "json",      no_argument,       NULL, 'j' },
+        { "help",      no_argument,       NULL, 'h' },
+        { "version",   no_argument,       NULL, 'V' },
+        { "context",   required_argument, NULL, OPT_CONTEXT },
+        { "namespace", required_argument, NULL, OPT_NAMESPACE },
+        { "tier",      required_argument, NULL, OPT_TIER },
+        { NULL, 0, NULL, 0 },
+    };
+    int o;
+
+    memset(cl, 0, sizeof(*cl));
+    opterr = 0;
+    while ((o = getopt_long(argc, argv, ":s:jhV", opts, NULL)) != -1) {
+        switch (o) {
+        case 's': cl->socket = optarg; break;
+        case 'j': cl->json = true; break;
+        case 'h': usage(stdout); return 1;
+        case 'V': printf("kvtierctl %s\n", KVT_VERSION); return 1;
+        case OPT_CONTEXT: cl->context = optarg; break;
+        case OPT_NAMESPACE: cl->ns = optarg; break;
+        case OPT_TIER: cl->tier = optarg; break;
+        case ':':
+            fprintf(stderr, "kvtierctl: option '%s' needs a value\n", argv[optind - 1]);
+            usage(stderr);
+            return -EINVAL;
+        default:
+            fprintf(stderr, "kvtierctl: unknown option '%s'\n", argv[optind - 1]);
+            usage(stderr);
+            return -EINVAL;
         }
     }
-bad:
-    fprintf(stderr, "kvtierctl: bad arguments for '%s'\n", cmd);
-    usage(stderr);
-    cJSON_Delete(req);
-    return NULL;
+    if (optind == argc) {
+        fprintf(stderr, "kvtierctl: no command given\n");
+        usage(stderr);
+        return -EINVAL;
+    }
+    cl->argc = argc - optind;
+    cl->argv = argv + optind;
+    return 0;
+}
+
+static bool exists(const char *path)
+{
+    return access(path, F_OK) == 0;
+}
+
+/* --socket, else $KVTIER_ADMIN_SOCKET, else the production path; when that
+ * does not exist, a `make run` daemon's socket in the current directory. */
+static const char *admin_socket_path(const struct cmdline *cl)
+{
+    const char *env = getenv("KVTIER_ADMIN_SOCKET");
+
+    if (cl->socket)
+        return cl->socket;
+    if (env && *env)
+        return env;
+    if (!exists(DEFAULT_ADMIN_SOCKET) && exists(DEV_ADMIN_SOCKET))
+        return DEV_ADMIN_SOCKET;
+    return DEFAULT_ADMIN_SOCKET;
+}
+
+/* Why the admin socket at path cannot be reached, with where to look. */
+static void say_cannot_connect(const char *path, int err)
+{
+    if (err == -EPROTOTYPE) {
+        fprintf(stderr, "kvtierctl: %s is kvtierd's data socket (for libkvtier clients); "
+                "kvtierctl talks to the admin socket (admin-socket in the config, "
+                "admin.sock beside it by default)\n", path);
+        return;
+    }
+    fprintf(stderr, "kvtierctl: cannot connect to %s: %s\n", path, strerror(-err));
+    if (err == -ENOENT || err == -ECONNREFUSED)
+        fprintf(stderr, "kvtierctl: is kvtierd running? A `make run` daemon listens on "
+                "%s in its tree: run kvtierctl there, or pass --socket PATH "
+                "(or set KVTIER_ADMIN_SOCKET)\n", DEV_ADMIN_SOCKET);
 }
 
 /* ---- transport ------------------------------------------------------------------ */
@@ -226,7 +358,7 @@ static void show_progress(const cJSON *progress)
 
 /* ---- human output ------------------------------------------------------------------ */
 
-static void format_value(const cJSON *v, char *buf, size_t len)
+void ctl_format_value(const cJSON *v, char *buf, size_t len)
 {
     if (cJSON_IsNumber(v)) {
         double d = v->valuedouble;
@@ -273,7 +405,7 @@ static void print_flat(const cJSON *obj, const char *prefix, int width)
         if (cJSON_IsObject(it)) {
             print_flat(it, key, width);
         } else if (!cJSON_IsArray(it)) {
-            format_value(it, val, sizeof(val));
+            ctl_format_value(it, val, sizeof(val));
             printf("%-*s %s\n", width, key, val);
         }
     }
@@ -309,7 +441,7 @@ static void print_table(const cJSON *rows)
     }
     for (const cJSON *r = rows->child; r; r = r->next) {
         for (int i = 0; i < ncol; i++) {
-            format_value(cJSON_GetObjectItemCaseSensitive(r, col[i]), val, sizeof(val));
+            ctl_format_value(cJSON_GetObjectItemCaseSensitive(r, col[i]), val, sizeof(val));
             if ((int)strlen(val) > width[i])
                 width[i] = (int)strlen(val);
         }
@@ -318,11 +450,29 @@ static void print_table(const cJSON *rows)
         printf("%-*s%s", i + 1 < ncol ? width[i] : 0, col[i], i + 1 < ncol ? "  " : "\n");
     for (const cJSON *r = rows->child; r; r = r->next) {
         for (int i = 0; i < ncol; i++) {
-            format_value(cJSON_GetObjectItemCaseSensitive(r, col[i]), val, sizeof(val));
+            ctl_format_value(cJSON_GetObjectItemCaseSensitive(r, col[i]), val, sizeof(val));
             /* The last column unpadded: no trailing blanks. */
             printf("%-*s%s", i + 1 < ncol ? width[i] : 0, val, i + 1 < ncol ? "  " : "\n");
         }
     }
+}
+
+static double number(const cJSON *obj, const char *name)
+{
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(obj, name);
+    return cJSON_IsNumber(v) ? v->valuedouble : 0;
+}
+
+/* What an evict dropped, then what the tiers still hold. */
+static void print_evicted(const cJSON *reply)
+{
+    const cJSON *left = cJSON_GetObjectItemCaseSensitive(reply, "remaining");
+
+    printf("dropped:   %.0f chunks from the hot tier, %.0f records from the cold tier\n",
+           number(reply, "hot_chunks"), number(reply, "cold_records"));
+    if (cJSON_IsObject(left))
+        printf("remaining: %.0f chunks in the hot tier, %.0f records in the cold tier\n",
+               number(left, "hot_chunks"), number(left, "cold_records"));
 }
 
 static void print_human(const char *cmd, const cJSON *reply)
@@ -339,6 +489,17 @@ static void print_human(const char *cmd, const cJSON *reply)
         printf("%s %s\n", key->valuestring, value->valuestring);
         return;
     }
+    if (!strcmp(cmd, "config") && cJSON_IsString(cJSON_GetObjectItemCaseSensitive(reply, "file"))) {
+        const cJSON *n = cJSON_GetObjectItemCaseSensitive(reply, "keys_written");
+        printf("rewrote %s: %.0f keys changed from what it said\n",
+               cJSON_GetObjectItemCaseSensitive(reply, "file")->valuestring,
+               cJSON_IsNumber(n) ? n->valuedouble : 0);
+        return;
+    }
+    if (!strcmp(cmd, "evict")) {
+        print_evicted(reply);
+        return;
+    }
     if (!strcmp(cmd, "flush")) {
         const cJSON *n = cJSON_GetObjectItemCaseSensitive(reply, "chunks_written");
         printf("flushed: %.0f chunks written, cold file synced\n",
@@ -348,11 +509,21 @@ static void print_human(const char *cmd, const cJSON *reply)
     if (!strcmp(cmd, "contexts")) {
         const cJSON *list = cJSON_GetObjectItemCaseSensitive(reply, "contexts");
         const cJSON *untracked = cJSON_GetObjectItemCaseSensitive(reply, "untracked");
-        if (cJSON_IsArray(list))
+        const cJSON *cold = cJSON_GetObjectItemCaseSensitive(reply, "cold");
+        bool cold_holds = cJSON_GetArraySize(cold) > 0;
+        if (cJSON_IsArray(list) && (list->child || !cold_holds))
             print_table(list);
+        else if (cJSON_IsArray(list))
+            printf("(no context names known: none stored since the daemon started)\n");
         if (cJSON_IsNumber(untracked) && untracked->valuedouble > 0)
             printf("(%.0f stores named a context past the per-namespace limit of "
                    "names; those names are not listed)\n", untracked->valuedouble);
+        if (cold_holds) {
+            /* Names are not kept on disk: what was stored before a restart
+             * is served, and listed by name again once stored again. */
+            printf("\ncold tier (contexts and token prefixes it holds, named or not):\n");
+            print_table(cold);
+        }
         return;
     }
     print_flat(reply, "", (int)key_width(reply, 0));
@@ -368,200 +539,31 @@ static void print_human(const char *cmd, const cJSON *reply)
     }
 }
 
-/* ---- Prometheus ---------------------------------------------------------------------- */
-
-struct metric {
-    const char *section;     /* NULL: top level of the stats reply */
-    const char *field;
-    const char *name;        /* after the kvtier_ prefix */
-    const char *type;
-    const char *help;
-};
-
-static const struct metric metrics[] = {
-    { "hot", "budget_bytes", "hot_budget_bytes", "gauge", "Byte budget of the RAM tier." },
-    { "hot", "used_bytes", "hot_used_bytes", "gauge", "Bytes held by the RAM tier." },
-    { "hot", "pooled_bytes", "hot_pooled_bytes", "gauge", "Free data blocks kept for reuse (within the budget)." },
-    { "hot", "block_reuses", "hot_block_reuses_total", "counter", "New chunks that reused a freed block." },
-    { "hot", "chunks", "hot_chunks", "gauge", "Chunks in the RAM tier." },
-    { "hot", "evictions", "hot_evictions_total", "counter", "Chunks dropped from the RAM tier for space." },
-    { "hot", "hits", "hot_hits_total", "counter", "Fetched chunk segments found in RAM." },
-    { "hot", "misses", "hot_misses_total", "counter", "Fetched chunk segments not in RAM (promoted or absent)." },
-    { "cold", "capacity_bytes", "cold_capacity_bytes", "gauge", "Size of the cold tier file." },
-    { "cold", "used_bytes", "cold_used_bytes", "gauge", "Live record bytes on the cold tier." },
-    { "cold", "records", "cold_records", "gauge", "Live records on the cold tier." },
-    { "cold", "puts", "cold_puts_total", "counter", "Records written to the cold tier." },
-    { "cold", "gets", "cold_gets_total", "counter", "Record reads from the cold tier." },
-    { "cold", "hits", "cold_hits_total", "counter", "Cold tier lookups that found a record." },
-    { "cold", "misses", "cold_misses_total", "counter", "Cold tier lookups that found nothing." },
-    { "cold", "bytes_written", "cold_written_bytes_total", "counter", "File bytes written, after compression." },
-    { "cold", "bytes_read", "cold_read_bytes_total", "counter", "File bytes read." },
-    { "cold", "raw_bytes_in", "cold_raw_bytes_total", "counter", "Payload bytes before compression." },
-    { "cold", "compression_ratio", "cold_compression_ratio", "gauge", "Raw bytes in per file byte written." },
-    { "cold", "checksum_failures", "cold_checksum_failures_total", "counter", "Records that failed their checksum." },
-    { "cold", "io_errors", "cold_io_errors_total", "counter", "Cold tier I/O errors." },
-    { "cold", "records_unwritten", "cold_records_unwritten_total", "counter", "Chunk records whose write failed (written again while in RAM)." },
-    { "cold", "records_lost", "cold_records_lost_total", "counter", "Chunk records lost: their write failed after they left RAM." },
-    { "cold", "regions_reclaimed", "cold_regions_reclaimed_total", "counter", "Cold file regions reclaimed." },
-    { "cold", "uring", "cold_uring", "gauge", "1 when the cold tier uses io_uring." },
-    { "tiers", "demotions", "demotions_total", "counter", "Chunks written from the RAM tier to the cold tier." },
-    { "tiers", "promotions", "promotions_total", "counter", "Chunks read back from the cold tier." },
-    { "tiers", "demote_errors", "demote_errors_total", "counter", "Chunks that could not be written to the cold tier." },
-    { "remote", "gets", "remote_gets_total", "counter", "Records asked of the remote pool." },
-    { "remote", "hits", "remote_hits_total", "counter", "Remote records found and valid." },
-    { "remote", "misses", "remote_misses_total", "counter", "Remote records absent, rejected or not answered in time." },
-    { "remote", "rejected", "remote_rejected_total", "counter", "Remote records that failed their seal or checksum (misses)." },
-    { "remote", "errors", "remote_errors_total", "counter", "Remote reads that met a failing or slow server." },
-    { "remote", "puts", "remote_puts_total", "counter", "Records written through to the pool." },
-    { "remote", "put_errors", "remote_put_errors_total", "counter", "Writes to the pool that failed." },
-    { "remote", "too_large", "remote_too_large_total", "counter", "Records a server refused as larger than its item size (-I)." },
-    { "remote", "put_dropped", "remote_put_dropped_total", "counter", "Writes dropped because the queue was full." },
-    { "remote", "queued", "remote_queued", "gauge", "Writes waiting for the pool." },
-    { "remote", "bytes_read", "remote_read_bytes_total", "counter", "Record bytes read from the pool." },
-    { "remote", "bytes_written", "remote_written_bytes_total", "counter", "Record bytes written to the pool." },
-    { "remote", "promotions", "remote_promotions_total", "counter", "Chunks brought into RAM from the pool." },
-    { "remote", "get_us_mean", "remote_get_latency_mean_us", "gauge", "Mean time of one read call to the pool." },
-    { "remote", "get_us_max", "remote_get_latency_max_us", "gauge", "Longest read call to the pool." },
-    { "remote", "put_us_mean", "remote_put_latency_mean_us", "gauge", "Mean time of one record write." },
-    { "remote", "put_us_max", "remote_put_latency_max_us", "gauge", "Longest record write." },
-    { "remote", "sealed", "remote_sealed", "gauge", "1 when records are sealed with remote-key-file." },
-    { NULL, "clients", "clients", "gauge", "Connected data clients." },
-    { NULL, "requests", "requests_total", "counter", "Data requests served." },
-    { NULL, "stores", "stores_total", "counter", "Successful store requests." },
-    { NULL, "fetches", "fetches_total", "counter", "Successful fetch requests." },
-    { NULL, "bytes_in", "stored_bytes_total", "counter", "K/V bytes received from clients." },
-    { NULL, "bytes_out", "fetched_bytes_total", "counter", "K/V bytes sent to clients." },
-    { "connections", "refused_max_clients", "connections_refused_max_clients_total", "counter", "Connections refused at max-clients." },
-    { "connections", "refused_per_uid", "connections_refused_per_uid_total", "counter", "Connections refused at max-clients-per-uid." },
-    { "connections", "refused_unanswered", "connections_refused_unanswered_total", "counter", "Refused connections closed without a reply." },
-    { "connections", "attach_timeouts", "connections_attach_timeouts_total", "counter", "Connections closed for not attaching within attach-timeout-ms." },
-    { "connections", "accept_fd_shortages", "connections_accept_fd_shortages_total", "counter", "Accepts that failed for lack of fds or memory." },
-};
-
-/* One series per pool server and counter, labelled with its address. */
-static void print_remote_servers(const cJSON *remote)
-{
-    static const char *const field[] = { "hits", "misses", "errors", "bytes_read",
-                                         "bytes_written" };
-    const cJSON *servers = cJSON_GetObjectItemCaseSensitive(remote, "servers"), *s;
-
-    if (!cJSON_IsArray(servers))
-        return;
-    printf("# HELP kvtier_remote_server_up 1 when the server's last operation succeeded.\n"
-           "# TYPE kvtier_remote_server_up gauge\n");
-    cJSON_ArrayForEach(s, servers) {
-        const char *host = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(s, "host"));
-        const char *state = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(s, "state"));
-        double port = cJSON_GetNumberValue(cJSON_GetObjectItemCaseSensitive(s, "port"));
-        printf("kvtier_remote_server_up{server=\"%s:%.0f\"} %d\n", host ? host : "?", port,
-               state && !strcmp(state, "up"));
-    }
-    for (size_t f = 0; f < sizeof(field) / sizeof(field[0]); f++) {
-        printf("# HELP kvtier_remote_server_%s_total Per-server %s of the remote pool.\n"
-               "# TYPE kvtier_remote_server_%s_total counter\n", field[f], field[f], field[f]);
-        cJSON_ArrayForEach(s, servers) {
-            const char *host = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(s, "host"));
-            double port = cJSON_GetNumberValue(cJSON_GetObjectItemCaseSensitive(s, "port"));
-            double v = cJSON_GetNumberValue(cJSON_GetObjectItemCaseSensitive(s, field[f]));
-            printf("kvtier_remote_server_%s_total{server=\"%s:%.0f\"} %.0f\n", field[f],
-                   host ? host : "?", port, v);
-        }
-    }
-}
-
-static void print_metrics(const cJSON *reply)
-{
-    char val[64];
-
-    for (size_t i = 0; i < sizeof(metrics) / sizeof(metrics[0]); i++) {
-        const struct metric *m = &metrics[i];
-        const cJSON *obj = m->section ? cJSON_GetObjectItemCaseSensitive(reply, m->section) : reply;
-        const cJSON *v = cJSON_GetObjectItemCaseSensitive(obj, m->field);
-        if (!v)
-            continue;      /* no cold tier: its metrics are absent */
-        if (cJSON_IsBool(v))
-            snprintf(val, sizeof(val), "%d", cJSON_IsTrue(v) ? 1 : 0);
-        else
-            format_value(v, val, sizeof(val));
-        printf("# HELP kvtier_%s %s\n# TYPE kvtier_%s %s\nkvtier_%s %s\n",
-               m->name, m->help, m->name, m->type, m->name, val);
-    }
-    const cJSON *lat = cJSON_GetObjectItemCaseSensitive(reply, "latency_us");
-    printf("# HELP kvtier_request_latency_us Store/fetch latency percentiles (log2 bucket upper bounds).\n"
-           "# TYPE kvtier_request_latency_us gauge\n");
-    for (const char *const *op = (const char *const[]){ "store", "fetch", NULL }; *op; op++) {
-        const cJSON *h = cJSON_GetObjectItemCaseSensitive(lat, *op);
-        static const char *const field[] = { "p50", "p99", "p999" };
-        static const char *const quantile[] = { "0.5", "0.99", "0.999" };
-        for (size_t q = 0; q < 3; q++) {
-            const cJSON *v = cJSON_GetObjectItemCaseSensitive(h, field[q]);
-            if (cJSON_IsNumber(v))
-                printf("kvtier_request_latency_us{op=\"%s\",quantile=\"%s\"} %.0f\n",
-                       *op, quantile[q], v->valuedouble);
-        }
-    }
-    const cJSON *domains = cJSON_GetObjectItemCaseSensitive(reply, "domains");
-    static const char *const tier[] = { "hot", "cold" };
-    for (size_t t = 0; t < 2; t++) {
-        printf("# HELP kvtier_domain_%s_bytes Bytes a sharing domain holds in the %s tier.\n"
-               "# TYPE kvtier_domain_%s_bytes gauge\n", tier[t], tier[t], tier[t]);
-        const cJSON *dom;
-        cJSON_ArrayForEach(dom, domains) {
-            char field[16];
-            snprintf(field, sizeof(field), "%s_bytes", tier[t]);
-            const cJSON *id = cJSON_GetObjectItemCaseSensitive(dom, "domain");
-            const cJSON *v = cJSON_GetObjectItemCaseSensitive(dom, field);
-            if (cJSON_IsNumber(id) && cJSON_IsNumber(v))
-                printf("kvtier_domain_%s_bytes{domain=\"%.0f\"} %.0f\n", tier[t],
-                       id->valuedouble, v->valuedouble);
-        }
-    }
-    print_remote_servers(cJSON_GetObjectItemCaseSensitive(reply, "remote"));
-    printf("# HELP kvtier_cold_enabled 1 when the daemon has a cold tier.\n"
-           "# TYPE kvtier_cold_enabled gauge\nkvtier_cold_enabled %d\n",
-           cJSON_IsObject(cJSON_GetObjectItemCaseSensitive(reply, "cold")));
-}
-
 /* ---- main ------------------------------------------------------------------------------ */
 
 int main(int argc, char **argv)
 {
-    const char *path = getenv("KVTIER_ADMIN_SOCKET");
-    const char *cmd;
-    bool json = false;
+    struct cmdline cl;
+    const char *path, *cmd;
+    bool json;
     char *line = NULL, *text = NULL;
     struct line_reader reader = { .fd = -1 };
     bool progress = false;
     cJSON *req = NULL, *reply = NULL;
-    int i, fd = -1, rc = EXIT_OK;
+    int fd = -1, rc = EXIT_OK;
 
-    if (!path || !*path)
-        path = DEFAULT_ADMIN_SOCKET;
-    for (i = 1; i < argc && argv[i][0] == '-'; i++) {
-        if (!strcmp(argv[i], "--json")) {
-            json = true;
-        } else if (!strcmp(argv[i], "--socket") && i + 1 < argc) {
-            path = argv[++i];
-        } else if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
-            usage(stdout);
-            return EXIT_OK;
-        } else {
-            fprintf(stderr, "kvtierctl: unknown option '%s'\n", argv[i]);
-            usage(stderr);
-            return EXIT_USAGE;
-        }
-    }
-    if (i == argc) {
-        usage(stderr);
+    rc = parse_cmdline(argc, argv, &cl);
+    if (rc)
+        return rc > 0 ? EXIT_OK : EXIT_USAGE;
+    if (build_request(&cl, &req))
         return EXIT_USAGE;
-    }
-    req = build_request(argc - i, argv + i, &cmd);
-    if (!req)
-        return EXIT_USAGE;
+    cmd = cl.argv[0];
+    json = cl.json;
+    path = admin_socket_path(&cl);
 
     fd = connect_admin(path);
     if (fd < 0) {
-        fprintf(stderr, "kvtierctl: cannot connect to %s: %s\n", path, strerror(-fd));
+        say_cannot_connect(path, fd);
         rc = EXIT_CONNECT;
         goto out;
     }
@@ -613,7 +615,7 @@ int main(int argc, char **argv)
     if (json)
         printf("%s\n", line);
     else if (!strcmp(cmd, "metrics"))
-        print_metrics(reply);
+        ctl_print_metrics(reply);
     else
         print_human(cmd, reply);
 out:

@@ -3,7 +3,9 @@
  * defer their reply (see admin.c for the framing).
  *
  * "contexts" looks up every listed context's chunks, so its cost grows with
- * the names known (at most REGISTRY_NAMES_MAX per namespace). */
+ * the names known (at most REGISTRY_NAMES_MAX per namespace). "contexts"
+ * and "namespaces" also walk the cold index once (cold_namespace_usage),
+ * linear in its records, with the cold lock held. */
 #include "daemon/admin_cmd.h"
 
 #include <errno.h>
@@ -13,7 +15,7 @@
 #include <string.h>
 #include <xxhash.h>
 
-#include "daemon/admin_remote.h"
+#include "daemon/admin_json.h"
 #include "daemon/admin_text.h"
 #include "daemon/job.h"
 #include "daemon/log.h"
@@ -28,140 +30,45 @@ typedef int (*admin_fn)(struct kvt_admin_conn *c, const cJSON *req, cJSON *reply
 
 
 
-/* Counters go out as JSON numbers: exact up to 2^53, far beyond any byte
- * count a daemon reaches. 64-bit ids go out as hex strings instead. */
-static void add_u64(cJSON *obj, const char *name, uint64_t v)
+/* What the cold tier holds per namespace (none without a cold tier). */
+static int cold_usage(struct kvt_server *srv, struct kvt_cold_ns_usage **u, size_t *n)
 {
-    cJSON_AddNumberToObject(obj, name, (double)v);
+    *u = NULL;
+    *n = 0;
+    return srv->tiers.cold ? cold_namespace_usage(srv->tiers.cold, u, n) : 0;
 }
 
-static void add_id(cJSON *obj, const char *name, uint64_t id)
+static const struct kvt_cold_ns_usage *usage_of(const struct kvt_cold_ns_usage *u, size_t n,
+                                                uint64_t ns_id)
 {
-    char buf[24];
-    snprintf(buf, sizeof(buf), "0x%016" PRIx64, id);
-    cJSON_AddStringToObject(obj, name, buf);
+    for (size_t i = 0; i < n; i++)
+        if (u[i].ns_id == ns_id)
+            return &u[i];
+    return NULL;
 }
 
-#define STATS_DOMAINS_MAX 256
-
-static int cmp_u32(const void *a, const void *b)
+static void add_cold_columns(cJSON *o, const struct kvt_cold_ns_usage *u)
 {
-    uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
-    return x < y ? -1 : x > y;
+    add_u64(o, "cold_objects", u ? u->objects : 0);
+    add_u64(o, "cold_bytes", u ? u->bytes : 0);
 }
 
-/* Bytes per sharing domain in each tier, against the quotas: every domain
- * that holds anything in either tier, by domain id. */
-static void add_domains(struct kvt_server *srv, cJSON *reply)
-{
-    uint32_t ids[2 * STATS_DOMAINS_MAX];
-    size_t n = hot_domains(srv->dp.hot, ids, STATS_DOMAINS_MAX);
-    cJSON *list = cJSON_AddArrayToObject(reply, "domains");
-
-    if (srv->tiers.cold)
-        n += cold_domains(srv->tiers.cold, ids + n, STATS_DOMAINS_MAX);
-    if (n > 1)
-        qsort(ids, n, sizeof(ids[0]), cmp_u32);
-    for (size_t i = 0; i < n; i++) {
-        if (i && ids[i] == ids[i - 1])
-            continue;
-        cJSON *o = cJSON_CreateObject();
-        add_u64(o, "domain", ids[i]);
-        add_u64(o, "hot_bytes", hot_domain_used(srv->dp.hot, ids[i]));
-        add_u64(o, "cold_bytes",
-                srv->tiers.cold ? cold_domain_used(srv->tiers.cold, ids[i]) : 0);
-        cJSON_AddItemToArray(list, o);
-    }
-}
-
-static int cmd_stats(struct kvt_admin_conn *conn, const cJSON *req, cJSON *reply,
-                     char *err, size_t errlen)
-{
-    struct kvt_server *srv = conn->srv;
-    struct kvt_hot_stats hs;
-    cJSON *hot = cJSON_AddObjectToObject(reply, "hot");
-
-    (void)req, (void)err, (void)errlen;
-    hot_stats(srv->dp.hot, &hs);
-    add_u64(hot, "budget_bytes", hs.budget_bytes);
-    add_u64(hot, "used_bytes", hs.used_bytes);
-    add_u64(hot, "pooled_bytes", hs.pooled_bytes);
-    add_u64(hot, "block_reuses", hs.block_reuses);
-    add_u64(hot, "chunks", hs.chunks);
-    add_u64(hot, "evictions", hs.evictions);
-    add_u64(hot, "hits", atomic_load(&srv->dp.hot_hits));
-    add_u64(hot, "misses", atomic_load(&srv->dp.hot_misses));
-
-    if (srv->tiers.cold) {
-        struct kvt_cold_stats cs;
-        cJSON *cold = cJSON_AddObjectToObject(reply, "cold");
-        cold_stats(srv->tiers.cold, &cs);
-        add_u64(cold, "capacity_bytes", cs.capacity_bytes);
-        add_u64(cold, "used_bytes", cs.used_bytes);
-        add_u64(cold, "records", cs.records);
-        add_u64(cold, "puts", cs.puts);
-        add_u64(cold, "gets", cs.gets);
-        add_u64(cold, "hits", cs.hits);
-        add_u64(cold, "misses", cs.misses);
-        add_u64(cold, "bytes_written", cs.bytes_written);
-        add_u64(cold, "bytes_read", cs.bytes_read);
-        add_u64(cold, "raw_bytes_in", cs.raw_bytes_in);
-        cJSON_AddNumberToObject(cold, "compression_ratio",
-                                cs.bytes_written ? (double)cs.raw_bytes_in /
-                                                   (double)cs.bytes_written : 0.0);
-        add_u64(cold, "checksum_failures", cs.checksum_failures);
-        add_u64(cold, "io_errors", cs.io_errors);
-        add_u64(cold, "records_unwritten", cs.records_unwritten);
-        add_u64(cold, "records_lost", cs.records_lost);
-        add_u64(cold, "regions_reclaimed", cs.regions_reclaimed);
-        cJSON_AddBoolToObject(cold, "uring", cs.uring);
-    } else {
-        cJSON_AddNullToObject(reply, "cold");
-    }
-
-    cJSON *tiers = cJSON_AddObjectToObject(reply, "tiers");
-    add_u64(tiers, "demotions", atomic_load(&srv->tiers.demotions));
-    add_u64(tiers, "promotions", atomic_load(&srv->tiers.promotions));
-    add_u64(tiers, "demote_errors", atomic_load(&srv->tiers.demote_errors));
-    add_u64(tiers, "loop_disk_handoffs", atomic_load(&srv->disk_handoffs));
-    admin_remote_stats(&srv->tiers, reply);
-    add_domains(srv, reply);
-    add_u64(reply, "clients", srv->n_sessions);
-    cJSON *conns = cJSON_AddObjectToObject(reply, "connections");
-    add_u64(conns, "refused_max_clients", srv->refused_max_clients);
-    add_u64(conns, "refused_per_uid", srv->refused_per_uid);
-    add_u64(conns, "refused_unanswered", srv->refused_unanswered);
-    add_u64(conns, "attach_timeouts", srv->attach_timeouts);
-    add_u64(conns, "accept_fd_shortages", srv->accept.fd_shortages);
-    add_u64(reply, "requests", atomic_load(&srv->requests));
-    add_u64(reply, "stores", atomic_load(&srv->stores));
-    add_u64(reply, "fetches", atomic_load(&srv->fetches));
-    add_u64(reply, "bytes_in", atomic_load(&srv->bytes_in));
-    add_u64(reply, "bytes_out", atomic_load(&srv->bytes_out));
-
-    /* Percentiles are bucket upper bounds: exact to a factor of two. */
-    cJSON *lat = cJSON_AddObjectToObject(reply, "latency_us");
-    const struct { const char *name; const struct kvt_latency *l; } hist[] = {
-        { "store", &srv->store_latency }, { "fetch", &srv->fetch_latency },
-    };
-    for (size_t i = 0; i < 2; i++) {
-        uint64_t n;
-        cJSON *h = cJSON_AddObjectToObject(lat, hist[i].name);
-        add_u64(h, "p50", latency_percentile_us(hist[i].l, 50, &n));
-        add_u64(h, "p99", latency_percentile_us(hist[i].l, 99, &n));
-        add_u64(h, "p999", latency_percentile_us(hist[i].l, 99.9, &n));
-        add_u64(h, "count", n);
-    }
-    return 0;
-}
-
+/* The registry's namespaces, then those only the cold tier holds (after a
+ * restart, until a client attaches their model again): their name and
+ * geometry are not on disk. */
 static int cmd_namespaces(struct kvt_admin_conn *conn, const cJSON *req, cJSON *reply,
                           char *err, size_t errlen)
 {
     struct kvt_server *srv = conn->srv;
+    struct kvt_cold_ns_usage *u;
+    size_t n_u;
     cJSON *list = cJSON_AddArrayToObject(reply, "namespaces");
 
-    (void)req, (void)err, (void)errlen;
+    (void)req;
+    if (cold_usage(srv, &u, &n_u)) {
+        snprintf(err, errlen, "out of memory");
+        return -ENOMEM;
+    }
     pthread_mutex_lock(&srv->reg.lock);
     for (uint32_t i = 0; i < srv->reg.n_ns; i++) {
         const struct kvt_ns *ns = srv->reg.ns[i];
@@ -174,9 +81,28 @@ static int cmd_namespaces(struct kvt_admin_conn *conn, const cJSON *req, cJSON *
         add_u64(o, "head_dim", ns->dim);
         add_u64(o, "chunk_tokens", ns->chunk_tokens);
         add_u64(o, "clients", ns->clients);
+        add_cold_columns(o, usage_of(u, n_u, ns->id));
+        cJSON_AddItemToArray(list, o);
+    }
+    for (size_t j = 0; j < n_u; j++) {
+        bool known = false;
+        for (uint32_t i = 0; i < srv->reg.n_ns && !known; i++)
+            known = srv->reg.ns[i]->id == u[j].ns_id;
+        if (known)
+            continue;
+        cJSON *o = cJSON_CreateObject();
+        add_id(o, "id", u[j].ns_id);
+        cJSON_AddNullToObject(o, "name");
+        add_u64(o, "domain", u[j].domain);
+        for (const char *const *k = (const char *const[]){ "layers", "kv_heads", "head_dim",
+                                                           "chunk_tokens", NULL }; *k; k++)
+            cJSON_AddNullToObject(o, *k);
+        add_u64(o, "clients", 0);
+        add_cold_columns(o, &u[j]);
         cJSON_AddItemToArray(list, o);
     }
     pthread_mutex_unlock(&srv->reg.lock);
+    free(u);
     return 0;
 }
 
@@ -237,6 +163,26 @@ struct kvt_admin_work {
     uint32_t n_ids;
     uint64_t ids[];                  /* allocated with the work */
 };
+
+/* An evict's reply: what it dropped ("hot_chunks", "cold_records"), then
+ * what the tiers still hold, so nobody reads one for the other. */
+static void add_evicted(struct kvt_server *srv, const struct kvt_admin_work *w, cJSON *reply)
+{
+    struct kvt_hot_stats hs;
+    cJSON *left = cJSON_AddObjectToObject(reply, "remaining");
+
+    add_u64(reply, "hot_chunks", w->hot_chunks);
+    add_u64(reply, "cold_records", w->cold_records);
+    hot_stats(srv->dp.hot, &hs);
+    add_u64(left, "hot_chunks", hs.chunks);
+    if (srv->tiers.cold) {
+        struct kvt_cold_stats cs;
+        cold_stats(srv->tiers.cold, &cs);
+        add_u64(left, "cold_records", cs.records);
+    } else {
+        add_u64(left, "cold_records", 0);
+    }
+}
 
 static int run_flush(struct kvt_job *j, void *arg)
 {
@@ -403,8 +349,7 @@ static int evict_context(struct kvt_admin_conn *conn, const cJSON *req, const ch
         rc = start_job(conn, req, run_evict_context, w, err, errlen);    /* takes w */
     } else {
         (void)run_evict_context(NULL, w);
-        add_u64(reply, "hot_chunks", w->hot_chunks);
-        add_u64(reply, "cold_records", w->cold_records);
+        add_evicted(srv, w, reply);
         free(w);
     }
     /* Unless refused, the name leaves the listing now; the data goes with
@@ -495,34 +440,67 @@ static int list_contexts(struct kvt_server *srv, struct kvt_ns *ns, cJSON *list,
     return 0;
 }
 
+/* What the cold tier holds of each namespace listed (or of ns_id alone):
+ * after a restart the names are not known, but the data is served. */
+static void add_cold_contexts(const struct kvt_cold_ns_usage *u, size_t n_u, const uint64_t *ns_id,
+                              const cJSON *listed, cJSON *reply)
+{
+    cJSON *cold = cJSON_AddArrayToObject(reply, "cold");
+    char id[24];
+
+    for (size_t i = 0; i < n_u; i++) {
+        const cJSON *e;
+        uint64_t names = 0;
+        if (ns_id && u[i].ns_id != *ns_id)
+            continue;
+        snprintf(id, sizeof(id), "0x%016" PRIx64, u[i].ns_id);
+        cJSON_ArrayForEach(e, listed) {
+            const cJSON *ns = cJSON_GetObjectItemCaseSensitive(e, "namespace");
+            names += cJSON_IsString(ns) && !strcmp(ns->valuestring, id);
+        }
+        cJSON *o = cJSON_CreateObject();
+        add_id(o, "namespace", u[i].ns_id);
+        add_u64(o, "objects", u[i].objects);
+        add_u64(o, "records", u[i].records);
+        add_u64(o, "bytes", u[i].bytes);
+        add_u64(o, "names_listed", names);
+        cJSON_AddItemToArray(cold, o);
+    }
+}
+
 static int cmd_contexts(struct kvt_admin_conn *conn, const cJSON *req, cJSON *reply,
                         char *err, size_t errlen)
 {
     struct kvt_server *srv = conn->srv;
     const cJSON *ns_item = cJSON_GetObjectItemCaseSensitive(req, "namespace");
+    struct kvt_cold_ns_usage *u = NULL;
     struct kvt_ns **ns = NULL;
     uint64_t ns_id, untracked = 0;
     uint32_t n = 0;
+    size_t n_u = 0;
     int rc;
 
+    if (ns_item && parse_ns_id(ns_item, &ns_id)) {
+        snprintf(err, errlen, "namespace must be an id like \"0x1f\" or \"31\"");
+        return -EINVAL;
+    }
+    rc = cold_usage(srv, &u, &n_u);
+    if (rc)
+        goto out;
     if (ns_item) {
-        if (parse_ns_id(ns_item, &ns_id)) {
-            snprintf(err, errlen, "namespace must be an id like \"0x1f\" or \"31\"");
-            return -EINVAL;
-        }
         ns = malloc(sizeof(*ns));
         if (!ns) {
             rc = -ENOMEM;
             goto out;
         }
         ns[0] = registry_find(&srv->reg, ns_id);
-        if (!ns[0]) {
-            snprintf(err, errlen, "no namespace 0x%016" PRIx64 " attached now or lately",
-                     ns_id);
+        n = ns[0] != NULL;
+        if (!ns[0] && !usage_of(u, n_u, ns_id)) {
+            snprintf(err, errlen, "no namespace 0x%016" PRIx64 " attached now or lately, "
+                     "nor on the cold tier", ns_id);
             rc = -ENOENT;
             goto out;
         }
-        n = 1;
     } else {
         rc = registry_hold_all(&srv->reg, &ns, &n);
         if (rc)
@@ -535,10 +513,12 @@ static int cmd_contexts(struct kvt_admin_conn *conn, const cJSON *req, cJSON *re
             goto out;
     }
     add_u64(reply, "untracked", untracked);
+    add_cold_contexts(u, n_u, ns_item ? &ns_id : NULL, list, reply);
 out:
     if (rc == -ENOMEM)
         snprintf(err, errlen, "out of memory");
     registry_put_all(&srv->reg, ns, n);
+    free(u);
     return rc;
 }
 
@@ -559,100 +539,6 @@ static int cmd_flush(struct kvt_admin_conn *conn, const cJSON *req, cJSON *reply
     return start_job(conn, req, run_flush, w, err, errlen);
 }
 
-/* Keys that can change while running; SIGHUP applies the same set. */
-static const char *const live_keys[] = {
-    "log-level", "poll-us", "hot-bytes", "hot-high-watermark", "hot-low-watermark",
-    "hot-quota", "cold-quota", "outliers",
-};
-
-static bool is_live(const char *key)
-{
-    for (size_t i = 0; i < sizeof(live_keys) / sizeof(live_keys[0]); i++)
-        if (!strcmp(live_keys[i], key))
-            return true;
-    return false;
-}
-
-static int config_set_live(struct kvt_server *srv, const char *key, const cJSON *value,
-                           char *err, size_t errlen)
-{
-    struct kvt_config cfg = srv->cfg;
-    char text[64];
-    int rc;
-
-    if (cJSON_IsNumber(value))
-        snprintf(text, sizeof(text), "%.0f", value->valuedouble);
-    else if (cJSON_IsString(value))
-        snprintf(text, sizeof(text), "%s", value->valuestring);
-    else {
-        snprintf(err, errlen, "config set needs a \"value\" (string or number)");
-        return -EINVAL;
-    }
-    /* Refused before its value is parsed, so the reason is the one that
-     * holds whatever the value: the remote tier's keys name its servers,
-     * secret and domains, which are set up once at start. */
-    if (!is_live(key)) {
-        snprintf(err, errlen, "%s cannot change while running%s", key,
-                 !strncmp(key, "remote", 6) ? " (the remote tier's keys are read at start "
-                                              "only: restart kvtierd to change them)" : "");
-        return -EPERM;
-    }
-    rc = config_set(&cfg, key, text, err, errlen);
-    if (rc)
-        return rc;
-    rc = config_validate(&cfg, err, errlen);
-    if (rc)
-        return rc;
-    server_apply_live(srv, &cfg);
-    log_info("admin: config set %s = %s", key, text);
-    return 0;
-}
-
-static int cmd_config(struct kvt_admin_conn *conn, const cJSON *req, cJSON *reply,
-                      char *err, size_t errlen)
-{
-    struct kvt_server *srv = conn->srv;
-    const cJSON *op = cJSON_GetObjectItemCaseSensitive(req, "op");
-    const cJSON *key = cJSON_GetObjectItemCaseSensitive(req, "key");
-    char value[1024];
-    int rc;
-
-    if (!cJSON_IsString(op) || (strcmp(op->valuestring, "get") && strcmp(op->valuestring, "set"))) {
-        snprintf(err, errlen, "config needs \"op\": \"get\" or \"set\"");
-        return -EINVAL;
-    }
-    if (key && !cJSON_IsString(key)) {
-        snprintf(err, errlen, "config \"key\" must be a string");
-        return -EINVAL;
-    }
-    if (!strcmp(op->valuestring, "get") && !key) {
-        cJSON *all = cJSON_AddObjectToObject(reply, "config");
-        for (size_t i = 0; config_key_name(i); i++) {
-            config_get(&srv->cfg, config_key_name(i), value, sizeof(value));
-            cJSON_AddStringToObject(all, config_key_name(i), value);
-        }
-        return 0;
-    }
-    if (!key) {
-        snprintf(err, errlen, "config set needs a \"key\"");
-        return -EINVAL;
-    }
-    if (config_get(&srv->cfg, key->valuestring, value, sizeof(value))) {
-        snprintf(err, errlen, "unknown config key '%.200s'", key->valuestring);
-        return -ENOENT;
-    }
-    if (!strcmp(op->valuestring, "set")) {
-        rc = config_set_live(srv, key->valuestring,
-                             cJSON_GetObjectItemCaseSensitive(req, "value"), err, errlen);
-        if (rc)
-            return rc;
-        config_get(&srv->cfg, key->valuestring, value, sizeof(value));
-    }
-    cJSON_AddStringToObject(reply, "key", key->valuestring);
-    cJSON_AddStringToObject(reply, "value", value);
-    return 0;
-}
-
 static int cmd_health(struct kvt_admin_conn *conn, const cJSON *req, cJSON *reply,
                       char *err, size_t errlen)
 {
@@ -666,13 +552,13 @@ static const struct {
     const char *name;
     admin_fn fn;
 } commands[] = {
-    { "stats",      cmd_stats },
+    { "stats",      admin_cmd_stats },
     { "namespaces", cmd_namespaces },
     { "contexts",   cmd_contexts },
     { "clients",    cmd_clients },
     { "evict",      cmd_evict },
     { "flush",      cmd_flush },
-    { "config",     cmd_config },
+    { "config",     admin_cmd_config },
     { "health",     cmd_health },
 };
 
@@ -700,8 +586,6 @@ void admin_job_result(const struct kvt_admin_work *w, uint64_t done, int rc, cJS
         snprintf(err, errlen, "%s failed: %s", w->what, strerror(-rc));
     else if (!strcmp(w->what, "flush"))
         add_u64(reply, "chunks_written", done);
-    else {
-        add_u64(reply, "hot_chunks", w->hot_chunks);
-        add_u64(reply, "cold_records", w->cold_records);
-    }
+    else
+        add_evicted(w->srv, w, reply);
 }

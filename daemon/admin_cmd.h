@@ -44,6 +44,13 @@ struct kvt_admin_conn {
 int admin_dispatch(struct kvt_admin_conn *c, const char *name, const cJSON *req,
                    cJSON *reply, char *err, size_t errlen);
 
+/* The commands kept in files of their own: "stats" (admin_stats.c) and
+ * "config" (admin_config.c), called as admin_dispatch's handlers are. */
+int admin_cmd_stats(struct kvt_admin_conn *c, const cJSON *req, cJSON *reply,
+                    char *err, size_t errlen);
+int admin_cmd_config(struct kvt_admin_conn *c, const cJSON *req, cJSON *reply,
+                     char *err, size_t errlen);
+
 /* The long command a job runs: its name ("flush", "evict") and, once the
  * job ended with rc, its reply fields (rc == 0) or its error sentence. */
 const char *admin_work_name(const struct kvt_admin_work *w);

@@ -16,11 +16,16 @@
 enum key_type { K_PATH, K_SIZE, K_U32, K_QUANT, K_LEVEL, K_MODE, K_SHARE, K_COLDIO,
                K_REMOTE, K_RDOMAIN };
 
+/* One row per key: the config file, the command line (--KEY VALUE or
+ * --KEY=VALUE), `config get/set/rewrite` and the documentation
+ * (kvtierd(8), checked against this table by test_config) all read it.
+ * A row may stop after max: live then defaults to false. */
 struct key_def {
     const char *name;
     enum key_type type;
     size_t offset;
     uint64_t min, max;      /* K_SIZE, K_U32 */
+    bool live;              /* `config set` and SIGHUP change it while running */
 };
 
 #define OFF(f) offsetof(struct kvt_config, f)
@@ -28,14 +33,14 @@ static const struct key_def keys[] = {
     { "socket",         K_PATH,  OFF(socket),         0, 0 },
     { "admin-socket",   K_PATH,  OFF(admin_socket),   0, 0 },
     { "cold-path",      K_PATH,  OFF(cold_path),      0, 0 },
-    { "hot-bytes",      K_SIZE,  OFF(hot_bytes),      1 << 20, UINT64_C(1) << 44 },
+    { "hot-bytes",      K_SIZE,  OFF(hot_bytes),      1 << 20, UINT64_C(1) << 44, true },
     { "cold-bytes",     K_SIZE,  OFF(cold_bytes),     0, UINT64_C(1) << 50 },
     { "chunk-tokens",   K_U32,   OFF(chunk_tokens),   1, 4096 },
     { "quant",          K_QUANT, OFF(quant_none),     0, 0 },
-    { "outliers",       K_U32,   OFF(outliers),       0, 16 },
+    { "outliers",       K_U32,   OFF(outliers),       0, 16, true },
     { "workers",        K_U32,   OFF(workers),        1, 256 },
-    { "poll-us",        K_U32,   OFF(poll_us),        0, 1000 },
-    { "log-level",      K_LEVEL, OFF(log_level),      0, 0 },
+    { "poll-us",        K_U32,   OFF(poll_us),        0, 1000, true },
+    { "log-level",      K_LEVEL, OFF(log_level),      0, 0, true },
     { "max-clients",    K_U32,   OFF(max_clients),    1, 65536 },
     { "max-clients-per-uid", K_U32, OFF(max_clients_per_uid), 1, 65536 },
     { "attach-timeout-ms",   K_U32, OFF(attach_timeout_ms),   10, 3600000 },
@@ -44,12 +49,12 @@ static const struct key_def keys[] = {
     { "max-client-shm", K_SIZE,  OFF(max_client_shm), 1 << 20, UINT64_C(1) << 40 },
     { "socket-mode",    K_MODE,  OFF(socket_mode),    0, 0777 },
     { "share",          K_SHARE, 0,                   0, 0 },
-    { "hot-high-watermark", K_U32, OFF(hot_high_pct), 1, 100 },
-    { "hot-low-watermark",  K_U32, OFF(hot_low_pct),  1, 100 },
+    { "hot-high-watermark", K_U32, OFF(hot_high_pct), 1, 100, true },
+    { "hot-low-watermark",  K_U32, OFF(hot_low_pct),  1, 100, true },
     { "cold-region-bytes",  K_SIZE, OFF(cold_region_bytes), 1 << 20, 1u << 30 },
     { "cold-io",        K_COLDIO, OFF(cold_pread),    0, 0 },
-    { "hot-quota",      K_SIZE,  OFF(hot_quota),      0, UINT64_C(1) << 44 },
-    { "cold-quota",     K_SIZE,  OFF(cold_quota),     0, UINT64_C(1) << 50 },
+    { "hot-quota",      K_SIZE,  OFF(hot_quota),      0, UINT64_C(1) << 44, true },
+    { "cold-quota",     K_SIZE,  OFF(cold_quota),     0, UINT64_C(1) << 50, true },
     { "max-namespaces-per-uid", K_U32, OFF(max_ns_per_uid), 1, 65536 },
     { "remote",         K_REMOTE, OFF(remote),        0, 0 },
     { "remote-replicas", K_U32,  OFF(remote_replicas), 0, 8 },
@@ -113,6 +118,7 @@ void config_defaults(struct kvt_config *cfg)
     /* A LAN round trip is well under 1 ms and a 1 MiB record a few ms:
      * 200 ms means a server that is dead or stuck, not a busy one. */
     cfg->remote_timeout_ms = 200;
+    cfg->cold_region_bytes = 64u << 20;
 }
 
 void config_dev_defaults(struct kvt_config *cfg)
@@ -142,12 +148,33 @@ int config_parse_size(const char *s, uint64_t *out)
     case 'G': case 'g': shift = 30; end++; break;
     case 'T': case 't': shift = 40; end++; break;
     }
+    /* 256MB and 1GiB mean what 256M and 1G mean: powers of 1024 always,
+     * as memory sizes are, so the three spellings never disagree. */
+    if (shift && (*end == 'i' || *end == 'I') && (end[1] == 'B' || end[1] == 'b'))
+        end += 2;
+    else if (*end == 'B' || *end == 'b')
+        end++;
     if (*end)
         return -EINVAL;
     if (shift && v > (UINT64_MAX >> shift))
         return -ERANGE;
     *out = (uint64_t)v << shift;
     return 0;
+}
+
+void config_format_size(uint64_t v, char *buf, size_t len)
+{
+    static const char unit[] = "KMGT";
+    int u = -1;
+
+    while (v && u < 3 && (v & 1023) == 0) {
+        v >>= 10;
+        u++;
+    }
+    if (u < 0)
+        snprintf(buf, len, "%" PRIu64, v);
+    else
+        snprintf(buf, len, "%" PRIu64 "%c", v, unit[u]);
 }
 
 static int reason(char *err, size_t len, int rc, const char *fmt, const char *a)
@@ -250,8 +277,13 @@ int config_set(struct kvt_config *cfg, const char *key, const char *value,
     char *end;
     int rc;
 
-    if (!k)
-        return reason(err, len, -ENOENT, "unknown config key '%s'", key);
+    if (!k) {
+        const char *near = config_suggest_key(key);
+        if (err && len)
+            snprintf(err, len, "unknown config key '%s'%s%s%s", key,
+                     near ? " (did you mean " : "", near ? near : "", near ? "?)" : "");
+        return -ENOENT;
+    }
     field = (uint8_t *)cfg + k->offset;
     switch (k->type) {
     case K_PATH:
@@ -328,8 +360,8 @@ int config_get(const struct kvt_config *cfg, const char *key, char *buf, size_t 
     switch (k->type) {
     case K_PATH:  snprintf(buf, len, "%s", (const char *)field); break;
     case K_SIZE:
-        snprintf(buf, len, "%" PRIu64, k->max <= UINT32_MAX ?
-                 *(const uint32_t *)field : *(const uint64_t *)field);
+        config_format_size(k->max <= UINT32_MAX ? *(const uint32_t *)field :
+                           *(const uint64_t *)field, buf, len);
         break;
     case K_U32:   snprintf(buf, len, "%" PRIu32, *(const uint32_t *)field); break;
     case K_MODE:  snprintf(buf, len, "%04o", *(const uint32_t *)field); break;
@@ -362,20 +394,94 @@ const char *config_key_name(size_t i)
     return i < N_KEYS ? keys[i].name : NULL;
 }
 
-static char *trim(char *s)
+bool config_key_live(const char *name)
 {
-    while (isspace((unsigned char)*s))
-        s++;
-    char *e = s + strlen(s);
-    while (e > s && isspace((unsigned char)e[-1]))
-        *--e = '\0';
-    return s;
+    const struct key_def *k = find_key(name);
+    return k && k->live;
+}
+
+/* Edits (insert, delete, substitute) from a to b, rows of at most 64. */
+static size_t edit_distance(const char *a, const char *b)
+{
+    size_t la = strlen(a), lb = strlen(b), row[65];
+
+    if (la > 64 || lb > 64)
+        return SIZE_MAX;
+    for (size_t j = 0; j <= lb; j++)
+        row[j] = j;
+    for (size_t i = 1; i <= la; i++) {
+        size_t diag = row[0];
+        row[0] = i;
+        for (size_t j = 1; j <= lb; j++) {
+            size_t up = row[j];
+            size_t best = diag + (a[i - 1] != b[j - 1]);
+            if (up + 1 < best)
+                best = up + 1;
+            if (row[j - 1] + 1 < best)
+                best = row[j - 1] + 1;
+            row[j] = best;
+            diag = up;
+        }
+    }
+    return row[lb];
+}
+
+const char *config_suggest_key(const char *name)
+{
+    const char *best = NULL;
+    size_t best_d = SIZE_MAX, limit = strlen(name) / 3 + 1;
+
+    if (limit < 2)
+        limit = 2;
+    for (size_t i = 0; i < N_KEYS; i++) {
+        size_t d = edit_distance(name, keys[i].name);
+        /* A prefix of a key ("cold-region") is a likely slip too. */
+        if (strlen(name) >= 4 && !strncmp(keys[i].name, name, strlen(name)))
+            d = 1;
+        if (d < best_d) {
+            best_d = d;
+            best = keys[i].name;
+        }
+    }
+    return best_d <= limit ? best : NULL;
+}
+
+static bool blank(char ch)
+{
+    return isspace((unsigned char)ch);
+}
+
+int config_line_parse(const char *line, size_t len, struct config_line *out)
+{
+    const char *hash = memchr(line, '#', len);
+    size_t end = hash ? (size_t)(hash - line) : len, at = 0;
+
+    memset(out, 0, sizeof(*out));
+    while (at < end && blank(line[at]))
+        at++;
+    while (end > at && blank(line[end - 1]))
+        end--;
+    if (at == end)
+        return 0;
+    const char *eq = memchr(line + at, '=', end - at);
+    if (!eq)
+        return -EINVAL;
+    out->key_off = at;
+    out->key_len = (size_t)(eq - line) - at;
+    while (out->key_len && blank(line[at + out->key_len - 1]))
+        out->key_len--;
+    out->value_off = (size_t)(eq - line) + 1;
+    while (out->value_off < end && blank(line[out->value_off]))
+        out->value_off++;
+    out->value_len = end - out->value_off;
+    return 1;
 }
 
 int config_load_file(struct kvt_config *cfg, const char *path, char *err, size_t len)
 {
     struct kvt_config tmp = *cfg;
-    char line[1024], why[256];
+    char line[1024], why[256], key[128], value[1024];
+    struct config_line cl;
     unsigned lineno = 0;
     int rc = 0;
     FILE *f = fopen(path, "re");
@@ -392,20 +498,17 @@ int config_load_file(struct kvt_config *cfg, const char *path, char *err, size_t
             rc = -EINVAL;
             goto out;
         }
-        char *hash = strchr(line, '#');
-        if (hash)
-            *hash = '\0';
-        char *s = trim(line);
-        if (!*s)
+        rc = config_line_parse(line, strlen(line), &cl);
+        if (rc == 0)
             continue;
-        char *eq = strchr(s, '=');
-        if (!eq) {
+        if (rc < 0 || cl.key_len == 0 || cl.key_len >= sizeof(key)) {
             snprintf(err, len, "%s:%u: expected 'key = value'", path, lineno);
             rc = -EINVAL;
             goto out;
         }
-        *eq = '\0';
-        rc = config_set(&tmp, trim(s), trim(eq + 1), why, sizeof(why));
+        snprintf(key, sizeof(key), "%.*s", (int)cl.key_len, line + cl.key_off);
+        snprintf(value, sizeof(value), "%.*s", (int)cl.value_len, line + cl.value_off);
+        rc = config_set(&tmp, key, value, why, sizeof(why));
         if (rc) {
             snprintf(err, len, "%s:%u: %s", path, lineno, why);
             goto out;

@@ -72,12 +72,39 @@ int config_load_file(struct kvt_config *cfg, const char *path, char *err, size_t
 /* Check cross-key consistency after loading. */
 int config_validate(const struct kvt_config *cfg, char *err, size_t errlen);
 
-/* Parse a SIZE: bytes or K/M/G/T (powers of 1024). Returns 0 or -EINVAL/-ERANGE. */
+/* Parse a SIZE: bytes or K/M/G/T (powers of 1024), optionally followed by
+ * B or iB (256MB, 1GiB: still powers of 1024). Returns 0 or -EINVAL/-ERANGE. */
 int config_parse_size(const char *s, uint64_t *out);
+/* A size in the largest unit that holds it exactly: 536870912 -> "512M". */
+void config_format_size(uint64_t v, char *buf, size_t len);
 
 /* Format key's current value into buf; returns 0 or -ENOENT. */
 int config_get(const struct kvt_config *cfg, const char *key, char *buf, size_t len);
 /* Key names in table order, NULL-terminated (for listings and --help). */
 const char *config_key_name(size_t i);
+/* Whether `config set` (and SIGHUP) may change the key while running. */
+bool config_key_live(const char *name);
+/* The key nearest to a misspelt name ("hot-byte" -> "hot-bytes"), or NULL
+ * when none is near. */
+const char *config_suggest_key(const char *name);
+
+/* Where a config file line's key and value lie (offsets into the line;
+ * the value stops before a '#' comment and trailing blanks). */
+struct config_line {
+    size_t key_off, key_len, value_off, value_len;
+};
+/* Returns 1 for a "key = value" line, 0 for a blank or comment line,
+ * -EINVAL for anything else. */
+int config_line_parse(const char *line, size_t len, struct config_line *out);
+
+/* `config rewrite`: make the file at path give live's value for every live
+ * key (config_key_live) where it gives another: the key's last line gets
+ * the new value (its comment and spacing kept), a key the file lacks is
+ * appended. Everything else stays byte for byte. Written to a temporary
+ * file beside it, fsynced and renamed over it, so a crash leaves the old
+ * file or the new one. *changed gets the number of keys written. Returns 0
+ * or -errno with a sentence in err. */
+int config_rewrite_file(const char *path, const struct kvt_config *live, unsigned *changed,
+                        char *err, size_t errlen);
 
 #endif

@@ -17,6 +17,15 @@ void latency_record(struct kvt_latency *l, uint64_t ns)
     if (i >= LATENCY_BUCKETS)
         i = LATENCY_BUCKETS - 1;
     atomic_fetch_add_explicit(&l->bucket[i], 1, memory_order_relaxed);
+    atomic_fetch_add_explicit(&l->sum_ns, ns, memory_order_relaxed);
+}
+
+void latency_snapshot(const struct kvt_latency *l, uint64_t n[LATENCY_BUCKETS],
+                      uint64_t *sum_ns)
+{
+    for (unsigned i = 0; i < LATENCY_BUCKETS; i++)
+        n[i] = atomic_load_explicit(&l->bucket[i], memory_order_relaxed);
+    *sum_ns = atomic_load_explicit(&l->sum_ns, memory_order_relaxed);
 }
 
 uint64_t latency_percentile_us(const struct kvt_latency *l, double p, uint64_t *count)

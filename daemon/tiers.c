@@ -6,6 +6,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "daemon/lock_owner.h"
 #include "daemon/log.h"
 
 #define DEMOTER_PERIOD_NS (5 * 1000 * 1000)   /* watermark check interval */
@@ -232,6 +233,11 @@ int tiers_open(struct kvt_tiers *t, struct kvt_hot *hot, const struct kvt_config
                                   .unwritten = take_back_unwritten,
                                   .unwritten_arg = t };
     rc = cold_open(&cc, &t->cold);
+    if (rc == -EBUSY && lock_owner(cfg->cold_path)) {
+        log_err("cannot open the cold tier %s: another kvtierd (pid %d) holds it; give "
+                "this one its own cold-path", cfg->cold_path, (int)lock_owner(cfg->cold_path));
+        return rc;
+    }
     if (rc) {
         log_err("cannot open the cold tier %s: %s", cfg->cold_path, strerror(-rc));
         return rc;

@@ -1,5 +1,5 @@
 /* bench_outliers.c - `make bench`'s shape 2 rows with the daemon started
- * with outliers = 0, 4 and 8 (API.md, "Outliers"): store and fetch against
+ * with outliers = 0, 4 and 8 (libkvtier(3), kvt_fetch; kvtierd(8), --outliers): store and fetch against
  * memcpy, and what the hot tier holds per token against f16. */
 #include <errno.h>
 #include <math.h>

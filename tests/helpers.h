@@ -1,5 +1,5 @@
 /* helpers.h - shared by the integration tests: a real kvtierd on a temp socket,
- * data generators, the API.md error bound, and failure messages with kvt_strerror. */
+ * data generators, libkvtier(3)'s int8 error bound, and failure messages with kvt_strerror. */
 #ifndef KVT_TEST_HELPERS_H
 #define KVT_TEST_HELPERS_H
 
@@ -91,7 +91,7 @@ float test_value(uint64_t seed, uint32_t layer, uint32_t token, uint32_t elem);
 /* Fill n_tokens rows of heads*dim values in dtype. */
 void test_fill(void *buf, kvt_dtype dt, uint64_t seed, uint32_t layer,
                uint32_t token_start, uint32_t n_tokens, uint32_t heads, uint32_t dim);
-/* Check buf against test_fill's values within the API.md int8 bound (or
+/* Check buf against test_fill's values within libkvtier(3)'s int8 bound (or
  * exactly, when exact). Returns the number of violations (0 = good) and
  * prints the first one. */
 size_t test_check(const void *buf, kvt_dtype dt, uint64_t seed, uint32_t layer,

@@ -4,7 +4,9 @@
  * with another cold-bytes each make the start fail with exit status 2 (the
  * unit's RestartPreventExitStatus, so no restart loop), one log line that
  * names the cause and what to do, and the file left byte for byte as it
- * was. Moving the file aside, as kvtierd(8) says, lets the daemon start. */
+ * was. Moving the file aside, as kvtierd(8) says, lets the daemon start.
+ * A second kvtierd given the cold file a running one serves exits 1 and
+ * says that another kvtierd, by pid, holds it. */
 #include "tests/helpers.h"
 
 #include <errno.h>
@@ -117,10 +119,30 @@ static void other_size_exits_2_file_untouched(void **state)
     assert_int_equal(file_size(cold), whole);
 }
 
+static void second_daemon_names_the_one_holding_the_file(void **state)
+{
+    struct test_daemon other;
+    char want[128];
+    (void)state;
+
+    daemon_restart(&d, "--hot-bytes", "64M", "--cold-path", cold, "--cold-bytes", cold_flag,
+                   "--cold-region-bytes", "4M", NULL);
+    daemon_start(&other, "--hot-bytes", "64M", NULL);
+    daemon_stop(&other);
+    assert_int_equal(daemon_start_status(&other, "--hot-bytes", "64M", "--cold-path", cold,
+                                         "--cold-bytes", cold_flag, "--cold-region-bytes", "4M",
+                                         NULL), 1);
+    snprintf(want, sizeof(want), "another kvtierd (pid %d) holds it", (int)d.pid);
+    assert_true(test_file_contains(other.log, want));
+    daemon_cleanup(&other);
+    daemon_stop(&d);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(other_size_exits_2_file_untouched),
+        cmocka_unit_test(second_daemon_names_the_one_holding_the_file),
         cmocka_unit_test(truncated_file_exits_2_and_says_what_to_do),
     };
     return cmocka_run_group_tests(tests, setup, teardown);

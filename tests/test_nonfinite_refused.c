@@ -1,4 +1,4 @@
-/* test_nonfinite_refused.c - proves API.md's promise that in int8 mode a
+/* test_nonfinite_refused.c - proves libkvtier(3)'s promise that in int8 mode a
  * store holding any NaN or +-Inf is refused with -EINVAL and nothing of that
  * request is stored, while --quant none keeps such values bit for bit.
  *

@@ -1,4 +1,4 @@
-/* test_outlier_accuracy.c - proves API.md's accuracy promise of the int8
+/* test_outlier_accuracy.c - proves libkvtier(3)'s accuracy promise of the int8
  * mode ("Outliers") on keys shaped like real ones, against a real daemon, with
  * the data stored by one process and fetched as f32 by another:
  *   - with the default (`outliers` 4), every element of K and V is within
@@ -166,7 +166,7 @@ static int outliers_setting(void)
     return n;
 }
 
-/* The tests rely on the default being API.md's 4; a daemon from before the
+/* The tests rely on the default being kvtierd(8)'s 4; a daemon from before the
  * key existed quantizes as outliers = 0 does, and fails the checks. */
 static void expect_default_outliers(void)
 {
@@ -206,7 +206,7 @@ static float rest_amax(const uint16_t *x, unsigned n_out)
     return n_out < DIM ? mag[n_out] : 0;
 }
 
-/* Check one vector against API.md; add its squared errors to *err2 and
+/* Check one vector against libkvtier(3); add its squared errors to *err2 and
  * *ref2 (ordinary channels only when gain_of is set). */
 static void check_vector(const uint16_t *stored, const float *got, unsigned n_out,
                          const char *what, uint32_t l, uint32_t t, uint32_t h, int is_key,

@@ -1,4 +1,4 @@
-/* test_simd_outliers.c - int8 with outliers kept exact: every backend writes the scalar reference's bytes, and the reference keeps API.md's promise.
+/* test_simd_outliers.c - int8 with outliers kept exact: every backend writes the scalar reference's bytes, and the reference keeps libkvtier(3)'s promise.
  *
  * Proves:
  *  - quantize_outliers / dequantize_outliers of every backend in simd_all()
@@ -160,7 +160,7 @@ static void naive_outliers(const void *src, enum kvt_elem e, size_t first, size_
     }
 }
 
-/* API.md's promise and simd.h's definition, on the scalar output. */
+/* libkvtier(3)'s promise and simd.h's definition, on the scalar output. */
 static void check_reference(const void *src, enum kvt_elem e, size_t n_groups, size_t dim,
                             unsigned n_out, const int8_t *q, const float *scales,
                             const uint16_t *idx, const uint16_t *f16, const void *y,

@@ -1,5 +1,5 @@
 /* test_store_fetch.c - proves that KV stored by one process is fetched by
- * another: 32 layers x 1000 tokens of f16 within the API.md int8 bound, an
+ * another: 32 layers x 1000 tokens of f16 within libkvtier(3)'s int8 bound, an
  * f32 client reading what an f16 client stored, copy and zero-copy buffers,
  * and --quant none round-tripping bit-exactly. */
 #include "tests/helpers.h"
