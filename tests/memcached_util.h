@@ -18,9 +18,10 @@ struct mc_pool {
 };
 
 /* Start n servers (memcached -m mem_mb -I item_max, e.g. "1m" or "64k") on free
- * loopback ports and wait until each accepts. Returns 0, or -errno (the
- * caller skips the test when memcached is not installed: -ENOENT). Servers
- * are killed at exit even if the test fails. */
+ * loopback ports and wait until each accepts. Returns 0, or -errno
+ * (-ENOENT when memcached is not installed: tests/deps.sh installs it, and
+ * the tests fail rather than skip without it). Servers are killed at exit
+ * even if the test fails. */
 int mc_start(struct mc_pool *p, int n, unsigned mem_mb, const char *item_max);
 /* SIGKILL server i and reap it (it is gone: connections are refused). */
 void mc_kill(struct mc_pool *p, int i);
