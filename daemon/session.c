@@ -152,7 +152,7 @@ static void submit_parts(struct kvt_session *s, void (*fn)(struct work_item *))
 
 static void part_run(struct work_item *item);
 
-/* A split int8 store's first phase: each part stages or checks its slice
+/* A split int8 store's first phase: the parts stage or check its segments
  * (dp_stage), and the last to finish either frees every stage and answers
  * the refusal, or submits the store parts, which commit the stages.
  * No part waits for another: with as many busy sessions as workers, a
@@ -161,16 +161,19 @@ static void part_check_run(struct work_item *item)
 {
     struct session_part *p = (struct session_part *)item;
     struct kvt_session *s = p->s;
+    size_t i;
 
-    if (dp_stage(&s->srv->dp, &s->rq, s->segs + p->first, p->count)) {
-        int zero = 0;
-        atomic_compare_exchange_strong(&s->status, &zero, -EINVAL);
+    while ((i = atomic_fetch_add_explicit(&s->next_check, 1, memory_order_relaxed)) < s->n_segs &&
+           !atomic_load_explicit(&s->status, memory_order_relaxed)) {
+        if (dp_stage(&s->srv->dp, &s->rq, s->segs + i, 1)) {
+            int zero = 0;
+            atomic_compare_exchange_strong(&s->status, &zero, -EINVAL);
+        }
     }
     if (atomic_fetch_sub_explicit(&s->parts_left, 1, memory_order_acq_rel) != 1)
         return;
     if (atomic_load(&s->status)) {
-        for (unsigned i = 0; i < s->n_parts; i++)
-            dp_release(&s->srv->dp, s->segs + s->parts[i].first, s->parts[i].count);
+        dp_release(&s->srv->dp, s->segs, s->n_segs);
         free(s->segs);
         s->segs = NULL;
         finish(s, s->op, s->seq, -EINVAL, 0, NONFINITE_REASON);
@@ -185,12 +188,19 @@ static void part_run(struct work_item *item)
     struct session_part *p = (struct session_part *)item;
     struct kvt_session *s = p->s;
     struct kvt_datapath *dp = &s->srv->dp;
-    int rc = s->op == KVT_OP_STORE
-                 ? dp_store(dp, &s->rq, s->segs + p->first, p->count)
-                 : dp_fetch(dp, &s->rq, s->segs + p->first, p->count);
-    if (rc) {
-        int zero = 0;
-        atomic_compare_exchange_strong(&s->status, &zero, rc);
+    size_t i;
+
+    while ((i = atomic_fetch_add_explicit(&s->next_seg, 1, memory_order_relaxed)) < s->n_segs) {
+        /* A fetch stops at the first failure (the reply is an error); a
+         * store goes on, so that every staged segment is committed or freed. */
+        if (s->op != KVT_OP_STORE && atomic_load_explicit(&s->status, memory_order_relaxed))
+            break;
+        int rc = s->op == KVT_OP_STORE ? dp_store(dp, &s->rq, s->segs + i, 1)
+                                       : dp_fetch(dp, &s->rq, s->segs + i, 1);
+        if (rc) {
+            int zero = 0;
+            atomic_compare_exchange_strong(&s->status, &zero, rc);
+        }
     }
     /* The last part to finish answers; acq_rel orders every part's writes
      * into the client's region before the reply that tells it to look. */
@@ -268,21 +278,21 @@ static int spans_request(struct kvt_session *s, const char **why)
         return 1;
     }
 
-    /* Split into one contiguous slice per worker, so both cores share one
-     * large batch; segments carry at most chunk_tokens each, so slices of
-     * equal count are close to equal in bytes. */
+    /* One part per worker, each claiming segments until none is left:
+     * segments carry at most chunk_tokens each, so they are close to equal
+     * in bytes, and the threads that are awake do the work. */
     unsigned parts = workers < SESSION_MAX_PARTS ? workers : SESSION_MAX_PARTS;
     if (small)
         parts = 1;
     if (parts > n_segs)
         parts = (unsigned)n_segs;
     atomic_store(&s->status, 0);
+    atomic_store(&s->next_seg, 0);
+    atomic_store(&s->next_check, 0);
+    s->n_segs = n_segs;
     s->n_parts = parts;
-    for (unsigned i = 0, first = 0; i < parts; i++) {
-        size_t count = n_segs / parts + (i < n_segs % parts);
-        s->parts[i] = (struct session_part){ .s = s, .first = first, .count = count };
-        first += (unsigned)count;
-    }
+    for (unsigned i = 0; i < parts; i++)
+        s->parts[i] = (struct session_part){ .s = s };
     submit_parts(s, s->op == KVT_OP_STORE && !s->srv->dp.lossless ? part_check_run : part_run);
     return 1;     /* answered by the last worker */
 }

@@ -16,7 +16,7 @@
 struct session_part {
     struct work_item item;           /* first: the worker hands us this */
     struct kvt_session *s;
-    size_t first, count;             /* segment slice */
+    size_t count;                    /* segments of a request run whole */
 };
 
 struct kvt_session {
@@ -42,7 +42,12 @@ struct kvt_session {
     struct kvt_data_view view;
     struct dp_request rq;
     struct dp_segment *segs;
+    size_t n_segs;                   /* of a split request */
     unsigned n_parts;                /* of a split request: parts[0..n_parts) */
+    /* Parts claim segments one at a time from next_seg (one counter per
+     * phase of a store): a part that started late, its worker asleep or
+     * busy, takes fewer, and no slice waits alone for a slow thread. */
+    atomic_size_t next_seg, next_check;
     atomic_uint parts_left;
     atomic_int status;
     struct session_part parts[SESSION_MAX_PARTS];
