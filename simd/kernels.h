@@ -133,7 +133,14 @@ static inline int simd_convert_trivial(void *dst, enum kvt_elem dst_elem, const 
     if (!simd_elem_known(dst_elem) || !simd_elem_known(src_elem))
         return 1;
     if (dst_elem == src_elem) {
-        memcpy(dst, src, n * simd_elem_size(src_elem));
+        size_t bytes = n * simd_elem_size(src_elem);
+#if defined(__x86_64__) || defined(__i386__)
+        if (bytes >= SIMD_STREAM_MIN_BYTES) {
+            simd_stream_copy(dst, src, bytes);
+            return 1;
+        }
+#endif
+        memcpy(dst, src, bytes);
         return 1;
     }
     return 0;

@@ -367,6 +367,30 @@ KERNEL int outlier_scan(struct simd_topk *t, const void *src, enum kvt_elem elem
 
 /* ---- convert ------------------------------------------------------------------------ */
 
+void simd_stream_copy(void *dst, const void *src, size_t bytes)
+{
+    uint8_t *d = dst;
+    const uint8_t *s = src;
+    size_t head = (16 - ((uintptr_t)d & 15)) & 15;
+
+    if (head > bytes)
+        head = bytes;
+    memcpy(d, s, head);
+    size_t i = head;
+    for (; i + 64 <= bytes; i += 64) {
+        __m128i a = _mm_loadu_si128((const __m128i *)(s + i));
+        __m128i b = _mm_loadu_si128((const __m128i *)(s + i + 16));
+        __m128i c = _mm_loadu_si128((const __m128i *)(s + i + 32));
+        __m128i e = _mm_loadu_si128((const __m128i *)(s + i + 48));
+        _mm_stream_si128((__m128i *)(d + i), a);
+        _mm_stream_si128((__m128i *)(d + i + 16), b);
+        _mm_stream_si128((__m128i *)(d + i + 32), c);
+        _mm_stream_si128((__m128i *)(d + i + 48), e);
+    }
+    memcpy(d + i, s + i, bytes - i);
+    _mm_sfence();
+}
+
 KERNEL void convert_loop(enum kvt_elem dst_elem, enum kvt_elem src_elem, void *dst,
                          const void *src, size_t n)
 {

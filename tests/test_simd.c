@@ -637,6 +637,35 @@ static void test_convert(void **state)
     free(sample);
 }
 
+/* Large same-type converts stream past the caches on x86 (kernels.h): every
+ * byte copied, at every destination and source alignment, none past the end. */
+static void test_stream_copy(void **state)
+{
+    const size_t bytes = SIMD_STREAM_MIN_BYTES + 77, guard = 64;
+    unsigned char *src = malloc(bytes + 32), *dst = malloc(bytes + 32 + guard);
+    const struct kvt_simd_ops *const *all = simd_all();
+
+    (void)state;
+    assert_non_null(src);
+    assert_non_null(dst);
+    for (size_t i = 0; i < bytes + 32; i++)
+        src[i] = (unsigned char)(i * 131 + 7);
+    for (size_t d = 0; d < 17; d++)
+        for (size_t so = 0; so < 3; so++) {
+            memset(dst, 0xa5, bytes + 32 + guard);
+            for (size_t b = 0; all[b]; b++) {
+                all[b]->convert(dst + d, KVT_ELEM_BF16, src + so, KVT_ELEM_BF16, bytes / 2);
+                if (memcmp(dst + d, src + so, bytes / 2 * 2))
+                    fail_msg("%s: a %zu-byte copy to offset %zu differs", all[b]->name, bytes, d);
+                for (size_t g = d + bytes / 2 * 2; g < bytes + 32 + guard; g++)
+                    if (dst[g] != 0xa5)
+                        fail_msg("%s: the copy wrote past its end", all[b]->name);
+            }
+        }
+    free(src);
+    free(dst);
+}
+
 /* ---- tests: the finiteness check -------------------------------------------- */
 
 /* Lengths 1..64 put the bad value at every lane of every vector width and
@@ -712,6 +741,7 @@ int main(void)
         cmocka_unit_test(test_quantize_edges),
         cmocka_unit_test(test_dequantize_any_input),
         cmocka_unit_test(test_convert),
+        cmocka_unit_test(test_stream_copy),
         cmocka_unit_test(test_check_finite),
     };
 
