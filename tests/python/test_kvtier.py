@@ -120,6 +120,79 @@ def test_strided_pieces_pipeline(daemon):
         assert torch.equal(k1, ks[1]) and torch.equal(v1, vs[1])
 
 
+@pytest.mark.parametrize("lossless", [
+    pytest.param(False, marks=pytest.mark.daemon_flags("--quant", "int8")),
+    pytest.param(False, marks=pytest.mark.daemon_flags("--quant", "int8", "--outliers", "0")),
+    pytest.param(True, marks=pytest.mark.daemon_flags("--quant", "none"))])
+def test_large_fetch_equals_small_fetches(daemon, lossless):
+    """A fetch whose rows are large streams them to the client past the
+    caches, through a scratch buffer for int8; small fetches write them
+    directly. Both give the same bits."""
+    m = kvtier.Model("py-stream", n_layers=1, n_kv_heads=8, head_dim=128, dtype="float32",
+                     chunk_tokens=256)
+    with kvtier.connect(m, daemon.socket, shm_bytes=64 << 20) as c:
+        rng = np.random.default_rng(9)
+        k = rng.standard_normal((512, 8, 128)).astype(np.float32)
+        v = rng.standard_normal((512, 8, 128)).astype(np.float32)
+        k[:, :, 5] *= 40                                # outlier channels
+        c.store("s", 0, 0, k, v)
+        big_k, big_v = c.alloc((512, 8, 128)), c.alloc((512, 8, 128))
+        c.fetch("s", 0, 0, 512, out=(big_k, big_v))    # 1 MiB of K per chunk
+        small_k, small_v = c.alloc((16, 8, 128)), c.alloc((16, 8, 128))
+        for t in range(0, 512, 16):                     # 64 KiB: direct
+            c.fetch("s", 0, t, 16, out=(small_k, small_v))
+            assert np.array_equal(small_k, big_k[t:t + 16]), t
+            assert np.array_equal(small_v, big_v[t:t + 16]), t
+        if lossless:
+            assert np.array_equal(big_k, k) and np.array_equal(big_v, v)
+        else:
+            assert int8_ok(big_k, k) and int8_ok(big_v, v)
+
+
+def test_pieces_cover_every_token_once():
+    """The staging plan: pieces of several layers, at most cap tokens each,
+    smaller first, covering each layer's tokens once, in order."""
+    from kvtier import _staged
+    for n_layers, n, cap in ((32, 8192, 16384), (3, 100, 64), (5, 1, 8), (2, 3000, 1000), (4, 7, 1)):
+        spans = [(layer, 10 * layer, np.zeros((n, 1, 1)), np.zeros((n, 1, 1))) for layer in range(n_layers)]
+        pieces = _staged._pieces(spans, cap)
+        sizes = [sum(c.n for c in p) for p in pieces]
+        assert max(sizes) <= cap and sizes[0] <= max(1, cap // 8)
+        assert sizes[:-1] == sorted(sizes[:-1])          # ramps up, then stays
+        got = {}
+        for p in pieces:
+            at = 0
+            for c in p:
+                assert c.at == at and c.k.shape[0] == c.n == c.v.shape[0]
+                at += c.n
+                got.setdefault(c.layer, []).append((c.start, c.n))
+        for layer in range(n_layers):
+            runs, pos = got[layer], 10 * layer
+            for start, k in runs:
+                assert start == pos
+                pos += k
+            assert pos == 10 * layer + n
+    assert len(_staged._pieces([(0, 0, np.zeros((8192, 1, 1)), np.zeros((8192, 1, 1)))] * 32, 16384)) < 32
+
+
+@pytest.mark.daemon_flags("--quant", "none")
+def test_strided_many_layers_three_buffers(daemon):
+    """Many short layers: pieces of several layers each, through three
+    staging buffers, every value back in place."""
+    m = kvtier.Model("py-many", n_layers=12, n_kv_heads=H, head_dim=D, dtype="float32")
+    with kvtier.connect(m, daemon.socket, shm_bytes=4 << 20) as c:
+        n = 700
+        toks = np.arange(n, dtype=np.int32)
+        ks = [torch.randn(H, n, D).permute(1, 0, 2) for _ in range(12)]
+        vs = [torch.randn(H, n, D).permute(1, 0, 2) for _ in range(12)]
+        c.store_tokens(toks, list(zip(ks, vs)))
+        outs = [(torch.empty(H, n, D).permute(1, 0, 2), torch.empty(H, n, D).permute(1, 0, 2))
+                for _ in range(12)]
+        c.fetch_tokens(toks, out=outs)
+        for i in range(12):
+            assert torch.equal(outs[i][0], ks[i]) and torch.equal(outs[i][1], vs[i])
+
+
 @pytest.mark.daemon_flags("--quant", "none")
 def test_dtypes_share_namespace_and_bfloat16(daemon):
     k = rand(40, 5)

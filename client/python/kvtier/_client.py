@@ -180,7 +180,7 @@ class Client:
 
     def _spans_call(self, spans, store, call_batch, what):
         """One C batch call when every buffer is dense on the CPU, else
-        the staged pipeline (one call per piece)."""
+        the staged pipeline (one call per piece of one or more layers)."""
         h = self._handle()
         if not _staged.spans_need_staging(spans):
             arr = (Span * len(spans))()
@@ -190,9 +190,10 @@ class Client:
             check(call_batch(h, arr, len(spans)), h, what)
             return
 
-        def one(span):
-            check(call_batch(h, ctypes.byref(span), 1), h, what)
-        _staged.run(self, spans, store, one)
+        def some(group):
+            arr = (Span * len(group))(*group)
+            check(call_batch(h, arr, len(group)), h, what)
+        _staged.run(self, spans, store, some)
 
     def store_batch(self, ctx, spans):
         """spans: [(layer, token_start, k, v), ...], k and v [n, heads, dim]."""

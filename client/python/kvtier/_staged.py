@@ -3,14 +3,17 @@
 They cross through two staging buffers in the shared region, so the daemon
 reads and writes them in place (no copy in libkvtier) and, once the region
 is registered with CUDA (page-locked), the host-device copies run at pinned
-speed. Spans are cut into pieces (at most STAGE_MAX bytes of K or V each,
-one layer's span for a typical prefix) and piped: a fetch has the daemon
+speed. Spans are cut into pieces (at most STAGE_MAX bytes of K or V each, the
+spans of several layers in one request for a short prefix) and piped: a fetch has the daemon
 fill piece i+1 (on the client's worker thread; ctypes releases the GIL)
-while piece i is copied to the tensor, a store copies piece i+1 off the GPU
-while the daemon stores piece i.
+while piece i is copied to the tensor (three buffers, so the next request
+never waits for this thread), a store copies piece i+1 off the GPU while the
+daemon stores piece i.
 """
 import ctypes
 import errno
+import queue
+import threading
 
 from . import _arrays
 from ._lib import Error, Span, lib
@@ -19,11 +22,13 @@ STAGE_MAX = 32 << 20     # bytes of K (and as much of V) per staging buffer
 ALIGN = 64
 
 
-class Piece:
-    __slots__ = ("layer", "start", "n", "k", "v")
+class Cut:
+    """Tokens [start, start + n) of one layer: src/dst k, v, and where in
+    the staging buffer they go (tokens from its start)."""
+    __slots__ = ("layer", "start", "n", "k", "v", "at")
 
-    def __init__(self, layer, start, n, k, v):
-        self.layer, self.start, self.n, self.k, self.v = layer, start, n, k, v
+    def __init__(self, layer, start, n, k, v, at):
+        self.layer, self.start, self.n, self.k, self.v, self.at = layer, start, n, k, v, at
 
 
 def _cudart_functions(torch):
@@ -89,12 +94,26 @@ def _alloc_buffers(handle, row, n_tokens, count):
 
 
 def _pieces(spans, cap):
-    out = []
+    """Requests of at most cap tokens of K (and as many of V) each, a
+    request holding the cuts of one or more layers, so that a short prefix
+    takes few round trips. The first pieces are smaller (cap/8, /4, /2):
+    the GPU copy starts sooner, and only the last piece's copy is left
+    uncovered at the end."""
+    out, cur, used = [], [], 0
+    limit = max(1, cap // 8)
     for layer, start, k, v in spans:
-        n = k.shape[0]
-        for a in range(0, n, cap):
-            b = min(n, a + cap)
-            out.append(Piece(layer, start + a, b - a, k[a:b], v[a:b]))
+        n, a = k.shape[0], 0
+        while a < n:
+            if used == limit:
+                out.append(cur)
+                cur, used = [], 0
+                limit = min(cap, limit * 2)
+            b = min(n, a + limit - used)
+            cur.append(Cut(layer, start + a, b - a, k[a:b], v[a:b], used))
+            used += b - a
+            a = b
+    if cur:
+        out.append(cur)
     return out
 
 
@@ -112,15 +131,16 @@ def _copy(dst, src):
         _arrays.np.copyto(dst, src)
 
 
-def _cuda_event(p):
-    """An event after the copies of piece p issued so far, None on CPU."""
-    t = p.k if _arrays.is_cuda(p.k) else p.v if _arrays.is_cuda(p.v) else None
-    if t is None:
-        return None
-    torch = _arrays.torch()
-    ev = torch.cuda.Event()
-    ev.record(torch.cuda.current_stream(t.device))
-    return ev
+def _cuda_event(piece):
+    """An event after the copies of piece issued so far, None on CPU."""
+    for c in piece:
+        t = c.k if _arrays.is_cuda(c.k) else c.v if _arrays.is_cuda(c.v) else None
+        if t is not None:
+            torch = _arrays.torch()
+            ev = torch.cuda.Event()
+            ev.record(torch.cuda.current_stream(t.device))
+            return ev
+    return None
 
 
 def _wait(ev):
@@ -130,78 +150,122 @@ def _wait(ev):
 
 def run(client, spans, store, call):
     """Store or fetch spans [(layer, token_start, k, v)] through staging;
-    call(span) does the C request for one Span whose buffers are staging."""
+    call([Span]) does the C request for Spans whose buffers are staging."""
     row, shape, dtype = client._row, client._head_shape, client.model.dtype
-    want = max(k.shape[0] for _, _, k, _ in spans)
-    pieces = _pieces(spans, _stage_tokens(row, want))
-    n_bufs = 1 if len(pieces) == 1 else 2
-    cap, half, bufs = _alloc_buffers(client._h, row, max(p.n for p in pieces), n_bufs)
-    if cap < max(p.n for p in pieces):
+    total = sum(k.shape[0] for _, _, k, _ in spans)
+    pieces = _pieces(spans, _stage_tokens(row, total))
+    n_bufs = 1 if len(pieces) == 1 else 2 if store or len(pieces) == 2 else 3
+    need = max(sum(c.n for c in p) for p in pieces)
+    cap, half, bufs = _alloc_buffers(client._h, row, need, n_bufs)
+    if cap < need:
         pieces = _pieces(spans, cap)
 
-    def views(j, p):
-        base = bufs[j % n_bufs]
-        as_torch = _arrays.is_torch(p.k) or _arrays.is_torch(p.v)
-        k = _arrays.typed(_arrays.view(base, p.n * row), dtype, (p.n,) + shape, as_torch)
-        v = _arrays.typed(_arrays.view(base + half, p.n * row), dtype, (p.n,) + shape, as_torch)
+    def views(j, c):
+        base = bufs[j % n_bufs] + c.at * row
+        as_torch = _arrays.is_torch(c.k) or _arrays.is_torch(c.v)
+        k = _arrays.typed(_arrays.view(base, c.n * row), dtype, (c.n,) + shape, as_torch)
+        v = _arrays.typed(_arrays.view(base + half, c.n * row), dtype, (c.n,) + shape, as_torch)
         return k, v
 
     def request(j, p):
         base = bufs[j % n_bufs]
-        return call(Span(p.layer, p.start, p.n, base, base + half))
+        return call([Span(c.layer, c.start, c.n, base + c.at * row, base + half + c.at * row)
+                     for c in p])
 
-    # Piped with two buffers; one piece (or one buffer) goes in step.
-    pool = client._worker() if n_bufs == 2 and len(pieces) > 1 else None
-    fut, events = None, [None, None]
-    try:
-        if pool is None:
+    def to_stage(j, p):
+        for c in p:
+            k, v = views(j, c)
+            _copy(k, c.k)
+            _copy(v, c.v)
+        return _cuda_event(p)
+
+    def from_stage(j, p):
+        for c in p:
+            k, v = views(j, c)
+            _copy(c.k, k)
+            _copy(c.v, v)
+        return _cuda_event(p)
+
+    if n_bufs == 1:
+        try:
             for j, p in enumerate(pieces):
                 if store:
-                    k, v = views(j, p)
-                    _copy(k, p.k)
-                    _copy(v, p.v)
-                    _wait(_cuda_event(p))
+                    _wait(to_stage(j, p))
                     request(j, p)
                 else:
                     request(j, p)
-                    k, v = views(j, p)
-                    _copy(p.k, k)
-                    _copy(p.v, v)
-                    _wait(_cuda_event(p))     # the buffer is reused next
-        elif store:
-            for j, p in enumerate(pieces):
-                k, v = views(j, p)
-                _copy(k, p.k)                # while the daemon stores piece j-1
-                _copy(v, p.v)
-                ev = _cuda_event(p)
-                if fut is not None:
-                    fut.result()             # piece j-1 stored: its buffer is free
-                _wait(ev)
-                fut = pool.submit(request, j, p)
-            fut.result()
+                    _wait(from_stage(j, p))   # the buffer is reused next
+        finally:
+            lib.kvt_free(client._h, bufs[0])
+        return
+    try:
+        if store:
+            _store_piped(client._worker(), pieces, to_stage, request)
         else:
-            fut = pool.submit(request, 0, pieces[0])
-            for j, p in enumerate(pieces):
-                fut.result()
-                fut = None
-                if j + 1 < len(pieces):
-                    nxt = (j + 1) % 2
-                    _wait(events[nxt])       # piece j-1 has left that buffer
-                    fut = pool.submit(request, j + 1, pieces[j + 1])
-                k, v = views(j, p)
-                _copy(p.k, k)                # while the daemon fills piece j+1
-                _copy(p.v, v)
-                events[j % 2] = _cuda_event(p)
+            _fetch_piped(client._worker(), pieces, n_bufs, from_stage, request)
+    finally:
+        for b in bufs:
+            lib.kvt_free(client._h, b)
+
+
+def _store_piped(pool, pieces, to_stage, request):
+    """Copy piece j into its buffer while the daemon stores piece j-1."""
+    fut = None
+    try:
+        for j, p in enumerate(pieces):
+            ev = to_stage(j, p)
+            if fut is not None:
+                fut.result()             # piece j-1 stored: its buffer is free
+            _wait(ev)
+            fut = pool.submit(request, j, p)
+        fut.result()
+        fut = None
     finally:
         if fut is not None:
             try:
                 fut.result()
             except Exception:
                 pass
-        for ev in events:
+
+
+def _fetch_piped(pool, pieces, n_bufs, from_stage, request):
+    """A producer thread asks the daemon for piece after piece, each into
+    the next buffer once the copy out of that buffer's last piece is done;
+    this thread copies each filled piece out. The daemon never waits for
+    this thread to be scheduled, only for a buffer to drain."""
+    free = threading.Semaphore(n_bufs)
+    drained = [None] * n_bufs        # event after the copy out of each buffer
+    filled = queue.Queue()
+    stop = threading.Event()
+
+    def produce():
+        for j, p in enumerate(pieces):
+            free.acquire()
+            if stop.is_set():
+                return
+            try:
+                _wait(drained[j % n_bufs])
+                request(j, p)
+            except BaseException as e:
+                filled.put(e)
+                return
+            filled.put(j)
+
+    fut = pool.submit(produce)
+    try:
+        for _ in pieces:
+            j = filled.get()
+            if isinstance(j, BaseException):
+                raise j
+            drained[j % n_bufs] = from_stage(j, pieces[j])
+            free.release()
+    finally:
+        stop.set()
+        for _ in range(n_bufs):
+            free.release()
+        fut.result()
+        for ev in drained:
             _wait(ev)
-        for b in bufs:
-            lib.kvt_free(client._h, b)
 
 
 def spans_need_staging(spans):
