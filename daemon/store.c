@@ -222,40 +222,6 @@ static int rows_to_chunk(void *arg, const struct kvt_chunk_shape *s, void *data)
 }
 
 /* hot_rows_fn: the inverse, into the client's region (the chunk is only read). */
-/* Dequantize groups of dim values into dst. A large output goes through a
- * scratch buffer that stays in the core's cache, then streams to dst past
- * the caches (simd_stream_copy): dst is a client buffer that a DMA engine
- * or a later pass reads, and ordinary stores would first read each of its
- * lines from memory. */
-static void dequant_rows(const struct kvt_simd_ops *simd, uint8_t *dst, enum kvt_elem elem,
-                         const int8_t *q, const float *scale, const uint16_t *out_idx,
-                         const uint16_t *out_val, size_t groups, uint32_t dim, uint16_t outliers)
-{
-#if defined(__x86_64__) || defined(__i386__)
-    enum { SCRATCH = 32u << 10 };
-    static _Thread_local uint8_t scratch[SCRATCH] __attribute__((aligned(64)));
-    const size_t row = (size_t)dim * simd_elem_size(elem), per = SCRATCH / row;
-
-    if (groups * row >= SIMD_STREAM_MIN_BYTES && per) {
-        for (size_t g = 0; g < groups; g += per) {
-            size_t n = groups - g < per ? groups - g : per;
-            const int8_t *qg = q + g * dim;
-            if (outliers)
-                simd->dequantize_outliers(scratch, elem, qg, scale + g, out_idx + g * outliers,
-                                          out_val + g * outliers, n, dim, outliers);
-            else
-                simd->dequantize(scratch, elem, qg, scale + g, n, dim);
-            simd_stream_copy(dst + g * row, scratch, n * row);
-        }
-        return;
-    }
-#endif
-    if (outliers)
-        simd->dequantize_outliers(dst, elem, q, scale, out_idx, out_val, groups, dim, outliers);
-    else
-        simd->dequantize(dst, elem, q, scale, groups, dim);
-}
-
 static int rows_from_chunk(void *arg, const struct kvt_chunk_shape *s, void *data)
 {
     const struct rows_move *m = arg;
@@ -275,12 +241,16 @@ static int rows_from_chunk(void *arg, const struct kvt_chunk_shape *s, void *dat
     }
     const float *ks = cv.k_scale + (size_t)g->tok * s->heads;
     const float *vs = cv.v_scale + (size_t)g->tok * s->heads;
-    const size_t o = (size_t)g->tok * s->heads * s->outliers;
-    const bool out = s->outliers != 0;   /* the outlier arrays exist */
-    dequant_rows(simd, client_k, elem, (const int8_t *)ck, ks, out ? cv.k_out_idx + o : NULL,
-                 out ? cv.k_out_val + o : NULL, groups, s->dim, s->outliers);
-    dequant_rows(simd, client_v, elem, (const int8_t *)cvv, vs, out ? cv.v_out_idx + o : NULL,
-                 out ? cv.v_out_val + o : NULL, groups, s->dim, s->outliers);
+    if (!s->outliers) {
+        simd->dequantize(client_k, elem, (const int8_t *)ck, ks, groups, s->dim);
+        simd->dequantize(client_v, elem, (const int8_t *)cvv, vs, groups, s->dim);
+        return 0;
+    }
+    size_t o = (size_t)g->tok * s->heads * s->outliers;
+    simd->dequantize_outliers(client_k, elem, (const int8_t *)ck, ks, cv.k_out_idx + o,
+                              cv.k_out_val + o, groups, s->dim, s->outliers);
+    simd->dequantize_outliers(client_v, elem, (const int8_t *)cvv, vs, cv.v_out_idx + o,
+                              cv.v_out_val + o, groups, s->dim, s->outliers);
     return 0;
 }
 

@@ -125,9 +125,9 @@ def test_strided_pieces_pipeline(daemon):
     pytest.param(False, marks=pytest.mark.daemon_flags("--quant", "int8", "--outliers", "0")),
     pytest.param(True, marks=pytest.mark.daemon_flags("--quant", "none"))])
 def test_large_fetch_equals_small_fetches(daemon, lossless):
-    """A fetch whose rows are large streams them to the client past the
-    caches, through a scratch buffer for int8; small fetches write them
-    directly. Both give the same bits."""
+    """Large lossless rows stream to the client past the caches, small ones
+    are copied; int8 rows of every size are dequantized in place. A large
+    fetch and many small ones give the same bits."""
     m = kvtier.Model("py-stream", n_layers=1, n_kv_heads=8, head_dim=128, dtype="float32",
                      chunk_tokens=256)
     with kvtier.connect(m, daemon.socket, shm_bytes=64 << 20) as c:
