@@ -152,6 +152,12 @@ static void submit_parts(struct kvt_session *s, void (*fn)(struct work_item *))
 
 static void part_run(struct work_item *item);
 
+/* Segments of a claim that starts at segment i. */
+static size_t claimed(const struct kvt_session *s, size_t i)
+{
+    return s->n_segs - i < s->grain ? s->n_segs - i : s->grain;
+}
+
 /* A split int8 store's first phase: the parts stage or check its segments
  * (dp_stage), and the last to finish either frees every stage and answers
  * the refusal, or submits the store parts, which commit the stages.
@@ -163,9 +169,10 @@ static void part_check_run(struct work_item *item)
     struct kvt_session *s = p->s;
     size_t i;
 
-    while ((i = atomic_fetch_add_explicit(&s->next_check, 1, memory_order_relaxed)) < s->n_segs &&
+    while ((i = atomic_fetch_add_explicit(&s->next_check, s->grain, memory_order_relaxed)) <
+               s->n_segs &&
            !atomic_load_explicit(&s->status, memory_order_relaxed)) {
-        if (dp_stage(&s->srv->dp, &s->rq, s->segs + i, 1)) {
+        if (dp_stage(&s->srv->dp, &s->rq, s->segs + i, claimed(s, i))) {
             int zero = 0;
             atomic_compare_exchange_strong(&s->status, &zero, -EINVAL);
         }
@@ -190,13 +197,15 @@ static void part_run(struct work_item *item)
     struct kvt_datapath *dp = &s->srv->dp;
     size_t i;
 
-    while ((i = atomic_fetch_add_explicit(&s->next_seg, 1, memory_order_relaxed)) < s->n_segs) {
+    while ((i = atomic_fetch_add_explicit(&s->next_seg, s->grain, memory_order_relaxed)) <
+           s->n_segs) {
         /* A fetch stops at the first failure (the reply is an error); a
          * store goes on, so that every staged segment is committed or freed. */
         if (s->op != KVT_OP_STORE && atomic_load_explicit(&s->status, memory_order_relaxed))
             break;
-        int rc = s->op == KVT_OP_STORE ? dp_store(dp, &s->rq, s->segs + i, 1)
-                                       : dp_fetch(dp, &s->rq, s->segs + i, 1);
+        size_t n = claimed(s, i);
+        int rc = s->op == KVT_OP_STORE ? dp_store(dp, &s->rq, s->segs + i, n)
+                                       : dp_fetch(dp, &s->rq, s->segs + i, n);
         if (rc) {
             int zero = 0;
             atomic_compare_exchange_strong(&s->status, &zero, rc);
@@ -278,7 +287,7 @@ static int spans_request(struct kvt_session *s, const char **why)
         return 1;
     }
 
-    /* One part per worker, each claiming segments until none is left:
+    /* One part per worker, each claiming segments until none are left:
      * segments carry at most chunk_tokens each, so they are close to equal
      * in bytes, and the threads that are awake do the work. */
     unsigned parts = workers < SESSION_MAX_PARTS ? workers : SESSION_MAX_PARTS;
@@ -290,6 +299,12 @@ static int spans_request(struct kvt_session *s, const char **why)
     atomic_store(&s->next_seg, 0);
     atomic_store(&s->next_check, 0);
     s->n_segs = n_segs;
+    /* About four claims per part: enough to even out late starters, and
+     * each claim still a batch, whose misses dp_fetch promotes together
+     * (many SSD reads in flight at once). */
+    s->grain = n_segs / ((size_t)parts * 4);
+    if (s->grain == 0)
+        s->grain = 1;
     s->n_parts = parts;
     for (unsigned i = 0; i < parts; i++)
         s->parts[i] = (struct session_part){ .s = s };

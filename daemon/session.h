@@ -44,9 +44,10 @@ struct kvt_session {
     struct dp_segment *segs;
     size_t n_segs;                   /* of a split request */
     unsigned n_parts;                /* of a split request: parts[0..n_parts) */
-    /* Parts claim segments one at a time from next_seg (one counter per
-     * phase of a store): a part that started late, its worker asleep or
-     * busy, takes fewer, and no slice waits alone for a slow thread. */
+    /* Parts claim `grain` segments at a time from next_seg (one counter
+     * per phase of a store): a part that started late, its worker asleep
+     * or busy, takes fewer, and no slice waits alone for a slow thread. */
+    size_t grain;
     atomic_size_t next_seg, next_check;
     atomic_uint parts_left;
     atomic_int status;
