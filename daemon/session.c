@@ -134,7 +134,7 @@ static const char *data_reason(struct kvt_session *s, int rc)
 }
 
 /* Once the last part is submitted, s may be gone: that part can finish,
- * reply and have the loop close the session before workers_submit
+ * reply and have the loop close the session before workers_submit_list
  * returns. So nothing of s is read after it (the count and the pool are
  * taken first, every item's fn is set before any is submitted). */
 static void submit_parts(struct kvt_session *s, void (*fn)(struct work_item *))
@@ -144,10 +144,12 @@ static void submit_parts(struct kvt_session *s, void (*fn)(struct work_item *))
     struct session_part *parts = s->parts;
 
     atomic_store(&s->parts_left, n);
-    for (unsigned i = 0; i < n; i++)
+    for (unsigned i = 0; i < n; i++) {
         parts[i].item.fn = fn;
-    for (unsigned i = 0; i < n; i++)
-        workers_submit(workers, &parts[i].item);
+        parts[i].item.next = i + 1 < n ? &parts[i + 1].item : NULL;
+    }
+    /* One lock and one wake-up round for all of them. */
+    workers_submit_list(workers, &parts[0].item, &parts[n - 1].item, n);
 }
 
 static void part_run(struct work_item *item);

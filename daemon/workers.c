@@ -70,6 +70,24 @@ void workers_submit(struct kvt_workers *w, struct work_item *item)
     pthread_mutex_unlock(&w->lock);
 }
 
+void workers_submit_list(struct kvt_workers *w, struct work_item *first,
+                         struct work_item *last, unsigned n)
+{
+    last->next = NULL;
+    pthread_mutex_lock(&w->lock);
+    if (w->tail)
+        w->tail->next = first;
+    else
+        w->head = first;
+    w->tail = last;
+    if (n >= w->n_threads)
+        pthread_cond_broadcast(&w->wake);
+    else
+        for (unsigned i = 0; i < n; i++)
+            pthread_cond_signal(&w->wake);
+    pthread_mutex_unlock(&w->lock);
+}
+
 void workers_stop(struct kvt_workers *w)
 {
     if (!w)

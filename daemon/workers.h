@@ -13,6 +13,10 @@ struct work_item {
 
 int workers_start(unsigned n_threads, struct kvt_workers **out);
 void workers_submit(struct kvt_workers *w, struct work_item *item);
+/* Queue n items linked through their next fields, first to last, under one
+ * lock, and wake as many threads as there are items. */
+void workers_submit_list(struct kvt_workers *w, struct work_item *first,
+                         struct work_item *last, unsigned n);
 /* Run every queued item, then join and free the pool. NULL is ignored. */
 void workers_stop(struct kvt_workers *w);
 
