@@ -93,21 +93,36 @@ def _alloc_buffers(handle, row, n_tokens, count):
         n_tokens = (n_tokens + 1) // 2
 
 
+def _piece_sizes(total, cap):
+    """Tokens of each piece: cap, but the first three and the last three
+    smaller (cap/8, /4, /2 and back) when there is room, so that the first
+    copy to the GPU starts sooner and the last one, which nothing covers,
+    is short."""
+    ramp = [max(1, cap // 8), max(1, cap // 4), max(1, cap // 2)]
+    if total <= 2 * sum(ramp):
+        sizes, left = [], total
+        for n in ramp + [cap] * (total // cap + 1):
+            if left <= 0:
+                break
+            sizes.append(min(n, left))
+            left -= sizes[-1]
+        return sizes
+    middle = total - 2 * sum(ramp)
+    return ramp + [cap] * (middle // cap) + ([middle % cap] if middle % cap else []) + ramp[::-1]
+
+
 def _pieces(spans, cap):
     """Requests of at most cap tokens of K (and as many of V) each, a
     request holding the cuts of one or more layers, so that a short prefix
-    takes few round trips. The first pieces are smaller (cap/8, /4, /2):
-    the GPU copy starts sooner, and only the last piece's copy is left
-    uncovered at the end."""
-    out, cur, used = [], [], 0
-    limit = max(1, cap // 8)
+    takes few round trips; sized by _piece_sizes."""
+    sizes = iter(_piece_sizes(sum(k.shape[0] for _, _, k, _ in spans), cap))
+    out, cur, used, limit = [], [], 0, next(sizes)
     for layer, start, k, v in spans:
         n, a = k.shape[0], 0
         while a < n:
             if used == limit:
                 out.append(cur)
-                cur, used = [], 0
-                limit = min(cap, limit * 2)
+                cur, used, limit = [], 0, next(sizes)
             b = min(n, a + limit - used)
             cur.append(Cut(layer, start + a, b - a, k[a:b], v[a:b], used))
             used += b - a
