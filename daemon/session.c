@@ -301,10 +301,10 @@ static int spans_request(struct kvt_session *s, const char **why)
     atomic_store(&s->next_seg, 0);
     atomic_store(&s->next_check, 0);
     s->n_segs = n_segs;
-    /* About four claims per part: enough to even out late starters, and
+    /* About sixteen claims per part: enough to even out late starters, and
      * each claim still a batch, whose misses dp_fetch promotes together
      * (many SSD reads in flight at once). */
-    s->grain = n_segs / ((size_t)parts * 4);
+    s->grain = n_segs / ((size_t)parts * 16);
     if (s->grain == 0)
         s->grain = 1;
     s->n_parts = parts;
