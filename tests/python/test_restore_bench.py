@@ -1,6 +1,6 @@
-"""tests/gpu/restore_bench.py where it cannot run its benchmark (CI has no
-GPU): it says why and exits 0; its argument parsing and report table work
-without transformers."""
+"""tests/gpu/restore_bench.py and fetch_profile.py where they cannot run
+(CI has no GPU): they say why and exit 0; restore_bench's argument parsing
+and report table work without transformers."""
 import importlib.util
 import os
 import subprocess
@@ -34,6 +34,15 @@ def test_skips_without_cuda_or_transformers():
     assert "skipped" in r.stdout and ("CUDA" in r.stdout or "transformers" in r.stdout)
 
 
+@pytest.mark.skipif(torch.cuda.is_available(), reason="a GPU: the profile itself would run")
+def test_fetch_profile_without_cuda():
+    script = os.path.join(ROOT, "tests", "gpu", "fetch_profile.py")
+    r = subprocess.run([sys.executable, script, "--build", BUILD], capture_output=True,
+                       text=True, timeout=120)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "no CUDA" in r.stdout
+
+
 def test_arguments_and_table():
     mod = load_script()
     a = mod.parse_args(["--build", "somewhere", "--tokens", "16,32", "--quant", "int8"])
@@ -44,4 +53,4 @@ def test_arguments_and_table():
                speedup=5.0, restore_GBps=27.0, pinned_h2d_GBps=50.0, rate_vs_pinned=0.54,
                logits_equal=False, kl_mean=1e-4, top1_agree=0.98)
     text = mod.table([row])
-    assert "| int8 | 2048 | 10.0 | 12.0 | 60.0 | 5.0x | 27.0 | 50.0 | 0.54 | differ |" in text
+    assert "| int8 | 2048 | 10.0 | 12.0 | 60.0 | 6.0x | 5.0x | 27.0 | 50.0 | 0.54 | differ |" in text

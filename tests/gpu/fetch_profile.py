@@ -1,0 +1,195 @@
+#!/usr/bin/env python3
+"""fetch_profile.py - where a GPU restore's time goes (docs/performance.md).
+
+    LD_LIBRARY_PATH=DIR python3 tests/gpu/fetch_profile.py --build DIR
+
+For each daemon mode (--quant none, int8) it stores 8192 tokens of 32
+layers of the Llama-3-8B KV geometry (8 kv heads x 128, bfloat16: 1 GiB)
+from CUDA tensors, then measures, in one process:
+  zc_*       the daemon's zero-copy fetch into region buffers (alloc),
+             one layer a call and all 32 in one call;
+  h2d        pinned host-to-GPU copies out of the region;
+  both_*     the two at once, on separate buffers (they share the host's
+             memory bandwidth);
+  staged_*   fetch_tokens into CUDA tensors through the staging pipeline,
+             with the time spent inside the daemon's calls;
+  hf_*       kvtier.hf.load's steps: match, GPU allocation, fetch, cache.
+Each figure is the best (or median, *_med) of 5. Needs CUDA; exits 0
+without it.
+"""
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.normpath(os.path.join(HERE, "..", ".."))
+sys.path.insert(0, os.path.join(ROOT, "client", "python"))
+
+L, N, H, D = 32, 8192, 8, 128
+NB = N * H * D * 2 * 2        # one layer's K and V bytes in bfloat16
+
+
+def start_daemon(build, tmp, mode):
+    sock, admin = os.path.join(tmp, mode + ".sock"), os.path.join(tmp, mode + "-admin.sock")
+    d = subprocess.Popen([os.path.join(build, "kvtierd"), "--socket", sock, "--admin-socket", admin,
+                          "--hot-bytes", "8G", "--cold-bytes", "0", "--quant", mode,
+                          "--max-client-shm", "4G", "--log-level", "warning"])
+    for _ in range(500):
+        if os.path.exists(sock):
+            break
+        time.sleep(0.01)
+    time.sleep(0.2)
+    return d, sock
+
+
+def timed(torch, f, reps=5):
+    ts = []
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        f()
+        torch.cuda.synchronize()
+        ts.append(time.perf_counter() - t0)
+    return min(ts), statistics.median(ts)
+
+
+def gbps(nbytes, s):
+    return round(nbytes / s / 1e9, 1)
+
+
+def profile(torch, kvtier, c, res):
+    import kvtier._staged as st
+    import kvtier.hf as hf
+    toks = torch.arange(N, dtype=torch.int32).numpy()
+    g = torch.Generator(device="cuda").manual_seed(1)
+    kv = [(torch.randn((N, H, D), generator=g, device="cuda").bfloat16(),
+           torch.randn((N, H, D), generator=g, device="cuda").bfloat16()) for _ in range(L)]
+    res["pinned"] = c.pin_cuda()
+    c.store_tokens(toks, kv)
+
+    out = [(c.alloc((N, H, D)), c.alloc((N, H, D))) for _ in range(L)]
+    c.fetch_tokens(toks, out=out)
+    for per in (1, L):
+        def f():
+            for l0 in range(0, L, per):
+                c.fetch_tokens(toks, out={l: out[l] for l in range(l0, min(L, l0 + per))})
+        best, med = timed(torch, f)
+        res["zc_%dlayers_GBps" % per], res["zc_%dlayers_med_GBps" % per] = gbps(L * NB, best), gbps(L * NB, med)
+
+    dst = torch.empty((N, H, D), dtype=torch.bfloat16, device="cuda")
+    def h2d():
+        for k, v in out:
+            dst.copy_(k, non_blocking=True)
+            dst.copy_(v, non_blocking=True)
+    res["h2d_GBps"] = gbps(L * NB, timed(torch, h2d)[0])
+
+    src = [(c.alloc((N, H, D)), c.alloc((N, H, D))) for _ in range(L)]
+    stop, moved = threading.Event(), [0, 0.0]
+    def pump():
+        t0 = time.perf_counter()
+        while not stop.is_set():
+            for k, v in src:
+                dst.copy_(k, non_blocking=True)
+                dst.copy_(v, non_blocking=True)
+            torch.cuda.synchronize()
+            moved[0] += L * NB
+        moved[1] = time.perf_counter() - t0
+    th = threading.Thread(target=pump)
+    th.start()
+    time.sleep(0.05)
+    t0 = time.perf_counter()
+    for _ in range(5):
+        c.fetch_tokens(toks, out=dict(enumerate(out)))
+    res["both_zc_GBps"] = gbps(5 * L * NB, time.perf_counter() - t0)
+    stop.set()
+    th.join()
+    res["both_h2d_GBps"] = gbps(moved[0], moved[1])
+    out = src = None
+
+    shape = (L, 1, H, N, D)
+    k_all = torch.empty(shape, dtype=torch.bfloat16, device="cuda")
+    v_all = torch.empty(shape, dtype=torch.bfloat16, device="cuda")
+    views = [(k_all[i, 0].permute(1, 0, 2), v_all[i, 0].permute(1, 0, 2)) for i in range(L)]
+    inside, run = [0.0, 0], st.run
+    def traced(client, spans, store, call):
+        def one(group):
+            t = time.perf_counter()
+            call(group)
+            inside[0] += time.perf_counter() - t
+            inside[1] += 1
+        return run(client, spans, store, one)
+    st.run = traced
+    try:
+        c.fetch_tokens(toks, out=views)
+        inside[:] = [0.0, 0]
+        best, med = timed(torch, lambda: c.fetch_tokens(toks, out=views))
+    finally:
+        st.run = run
+    res["staged_GBps"], res["staged_ms"] = gbps(L * NB, med), round(med * 1e3, 2)
+    res["staged_daemon_ms"], res["staged_calls"] = round(inside[0] / 5 * 1e3, 2), inside[1] // 5
+    res["equal"] = all(torch.equal(views[i][0], kv[i][0]) and torch.equal(views[i][1], kv[i][1])
+                       for i in range(L))
+
+    steps = {"match": [], "alloc": [], "fetch": [], "cache": []}
+    for r in range(4):
+        del k_all, v_all, views
+        torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        n = hf._longest_prefix(c, toks)
+        t1 = time.perf_counter()
+        k_all = torch.empty(shape, dtype=torch.bfloat16, device="cuda")
+        v_all = torch.empty(shape, dtype=torch.bfloat16, device="cuda")
+        views = [(k_all[i, 0].permute(1, 0, 2), v_all[i, 0].permute(1, 0, 2)) for i in range(L)]
+        torch.cuda.synchronize()
+        t2 = time.perf_counter()
+        c.fetch_tokens(toks[:n], out=views)
+        torch.cuda.synchronize()
+        t3 = time.perf_counter()
+        cache = hf._dynamic_cache(tuple((k_all[i], v_all[i]) for i in range(L)))
+        torch.cuda.synchronize()
+        t4 = time.perf_counter()
+        del cache
+        if r:
+            for key, a, b in (("match", t0, t1), ("alloc", t1, t2), ("fetch", t2, t3), ("cache", t3, t4)):
+                steps[key].append(b - a)
+    for key, ts in steps.items():
+        res["hf_%s_ms" % key] = round(statistics.median(ts) * 1e3, 2)
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--build", default=os.path.join(ROOT, "build"),
+                   help="build dir holding kvtierd and libkvtier.so (default: build)")
+    args = p.parse_args()
+    try:
+        import torch
+    except ImportError:
+        print("fetch_profile: no torch; nothing to measure")
+        return 0
+    if not torch.cuda.is_available():
+        print("fetch_profile: no CUDA; nothing to measure")
+        return 0
+    os.environ.setdefault("KVTIER_LIB", os.path.join(args.build, "libkvtier.so"))
+    import kvtier
+    tmp = tempfile.mkdtemp(prefix="kvtier-profile-")
+    for mode in ("none", "int8"):
+        d, sock = start_daemon(args.build, tmp, mode)
+        res = {"mode": mode}
+        try:
+            m = kvtier.Model("fetch-profile", n_layers=L, n_kv_heads=H, head_dim=D, dtype="bfloat16")
+            with torch.no_grad(), kvtier.connect(m, sock, shm_bytes=(2 << 30) + (512 << 20)) as c:
+                profile(torch, kvtier, c, res)
+        finally:
+            d.terminate()
+            d.wait()
+        print(json.dumps(res), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
