@@ -51,7 +51,7 @@ endif
 SIMD_OBJS   := simd/simd.o simd/scalar.o simd/sse2.o simd/avx2.o simd/avx2_outliers.o
 # The cold tier alone (test_cold, the cold-record fuzz target use just it).
 COLD_MODULES   := cache/chunk.o cache/cold.o cache/cold_tomb.o cache/cold_read.o cache/cold_index.o cache/cold_open.o \
-	cache/cold_io.o cache/cold_usage.o cache/domain_bytes.o
+	cache/cold_io.o cache/cold_usage.o cache/cold_names.o cache/domain_bytes.o
 HOT_MODULES := cache/chunk.o cache/blocks.o cache/hot.o cache/hot_ops.o cache/hot_walk.o cache/hot_evict.o \
 	cache/domain_bytes.o
 # The remote tier: records, seals and the libmemcached pool client.

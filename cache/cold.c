@@ -141,7 +141,10 @@ static void drop_unwritten_locked(struct kvt_cold *c, uint32_t r, uint64_t start
     for (; e; e = next) {
         next = e->reg_next;
         if (e->off + e->rec_bytes > start) {
-            unwritten_add_locked(c, &e->key);
+            /* A name is written again with its context's next chunk 0 of
+             * layer 0 (cold_put_named); the hot tier has no chunk of it. */
+            if (!e->name)
+                unwritten_add_locked(c, &e->key);
             cold_index_remove(c, e);
         }
     }
@@ -480,8 +483,63 @@ int cold_append_locked(struct kvt_cold *c, uint8_t *head, uint32_t head_len,
     return cold_append_record_locked(c, head, head_len, data, data_len, e);
 }
 
+/* After img's chunk record went in: log the name of its context again if
+ * the tier holds it only in an older region than the current one, or for
+ * the first time if given (block, len: its encoded name block). The name
+ * follows its chunk 0 of layer 0 into every region that chunk is written
+ * in, so a region's reuse never takes a name whose chunk is still held.
+ * put_lock and lock held. A failed write loses only the name's record:
+ * the chunk's next write logs it again, if the caller still has it. */
+static void name_follow_locked(struct kvt_cold *c, const struct kvt_chunk_key *chunk,
+                               const uint8_t *block, uint32_t len)
+{
+    struct kvt_chunk_key nk = *chunk;
+    struct cold_record_header h = { .magic = COLD_RECORD_MAGIC };
+    uint8_t rec[REC_HDR + COLD_NAME_BLOCK_MAX];
+    struct cold_entry *e;
+
+    nk.layer = COLD_NAME_LAYER;
+    nk.chunk_idx = 0;
+    nk.reserved = 0;
+    e = *cold_index_slot(c, &nk);
+    if (e && e->region == (uint32_t)c->cur_region)
+        return;                        /* the region being written has it */
+    if (!block && !e)
+        return;
+    if (!block) {
+        block = e->name;               /* copied below: e may be reclaimed */
+        len = e->raw_len;
+    }
+    h.version = COLD_FORMAT_VERSION;
+    h.kind = COLD_REC_NAME;
+    h.key = nk;
+    h.raw_len = h.stored_len = len;
+    memcpy(rec, &h, REC_HDR);
+    memcpy(rec + REC_HDR, block, len);
+    e = calloc(1, sizeof(*e));
+    if (e)
+        e->name = malloc(len);
+    if (!e || !e->name) {
+        cold_entry_free(e);
+        return;                        /* logged again with the chunk's next write */
+    }
+    memcpy(e->name, rec + REC_HDR, len);
+    if (cold_append_locked(c, rec, REC_HDR, rec + REC_HDR, len, e) == 0)
+        cold_index_put(c, e);
+    else
+        cold_entry_free(e);
+}
+
 int cold_put(struct kvt_cold *c, const struct kvt_chunk_image *img)
 {
+    return cold_put_named(c, img, NULL);
+}
+
+int cold_put_named(struct kvt_cold *c, const struct kvt_chunk_image *img,
+                   const struct kvt_cold_name *name)
+{
+    uint8_t block[COLD_NAME_BLOCK_MAX];
+    uint32_t block_len = 0;
     struct cold_record_header h = { .magic = COLD_RECORD_MAGIC };
     struct cold_entry *e = NULL;
     uint8_t *rec = NULL;
@@ -492,6 +550,8 @@ int cold_put(struct kvt_cold *c, const struct kvt_chunk_image *img)
 
     if (!c || !img || !img->present || !img->data || !cold_shape_valid(&img->shape))
         return -EINVAL;
+    if (name && cold_name_encode(name, &img->key, block, &block_len))
+        return -EINVAL;
     raw = chunk_data_bytes(&img->shape);
     bitmap = chunk_bitmap_bytes(img->shape.tokens);
     room = c->max_record - REC_HDR - bitmap;      /* data bytes a record can hold */
@@ -500,7 +560,7 @@ int cold_put(struct kvt_cold *c, const struct kvt_chunk_image *img)
     /* Compressed only if strictly smaller than raw, so a record is never
      * bigger than the raw data plus its header and bitmap. */
     rec = malloc(REC_HDR + bitmap + min_u64(raw - 1, room));
-    e = malloc(sizeof(*e));
+    e = calloc(1, sizeof(*e));
     if (!rec || !e) {
         rc = -ENOMEM;
         goto out;
@@ -537,6 +597,8 @@ int cold_put(struct kvt_cold *c, const struct kvt_chunk_image *img)
     if (rc == 0) {
         cold_index_put(c, e);
         e = NULL;
+        if (img->key.layer == 0 && img->key.chunk_idx == 0)
+            name_follow_locked(c, &img->key, block_len ? block : NULL, block_len);
     } else {
         unwritten_add_locked(c, &img->key);
     }
@@ -641,7 +703,8 @@ void cold_stats(struct kvt_cold *c, struct kvt_cold_stats *out)
 {
     pthread_mutex_lock(&c->lock);
     *out = c->st;
-    out->records = c->n_entries;
+    out->records = c->n_entries - c->n_names;
+    out->names = c->n_names;
     out->capacity_bytes = (uint64_t)c->n_regions * (c->region_bytes - COLD_BLOCK);
     pthread_mutex_unlock(&c->lock);
 }

@@ -52,9 +52,10 @@ void cold_index_remove(struct kvt_cold *c, struct cold_entry *e)
     if (e->reg_next)
         e->reg_next->reg_prev = e->reg_prev;
     c->n_entries--;
+    c->n_names -= e->name != NULL;
     c->st.used_bytes -= e->rec_bytes;
     domain_bytes_sub(&c->domain_used, e->key.domain, e->rec_bytes);
-    free(e);
+    cold_entry_free(e);
 }
 
 /* Insert e (owned by the index from now on), replacing an older record of
@@ -67,7 +68,7 @@ void cold_index_put(struct kvt_cold *c, struct cold_entry *e)
     struct cold_region *r = &c->regions[e->region];
 
     if ((*p && (*p)->seq > e->seq) || domain_bytes_reserve(&c->domain_used, e->key.domain) < 0) {
-        free(e);
+        cold_entry_free(e);
         return;
     }
     if (*p)
@@ -83,6 +84,7 @@ void cold_index_put(struct kvt_cold *c, struct cold_entry *e)
         r->entries->reg_prev = e;
     r->entries = e;
     c->n_entries++;
+    c->n_names += e->name != NULL;
     c->st.used_bytes += e->rec_bytes;
     domain_bytes_add(&c->domain_used, e->key.domain, e->rec_bytes);
 }
@@ -106,8 +108,8 @@ uint64_t cold_index_drop_matching(struct kvt_cold *c, uint8_t kind,
         for (; e; e = next) {
             next = e->hash_next;
             if (e->seq < seq && tomb_matches(kind, t, &e->key)) {
+                dropped += e->name == NULL;   /* callers count chunks */
                 cold_index_remove(c, e);
-                dropped++;
             }
         }
     }
@@ -166,7 +168,9 @@ void cold_quota_drop_locked(struct kvt_cold *c, const struct kvt_chunk_key *key,
             e = e->reg_next;
         for (; e && used + need > quota; e = prev) {
             prev = e->reg_prev;
-            if (e->key.domain != key->domain || e == same)
+            /* A name is tiny and is what lists the chunks kept: it goes
+             * with them (a drop, its region's reuse), not for a quota. */
+            if (e->key.domain != key->domain || e == same || e->name)
                 continue;
             used -= e->rec_bytes;
             cold_index_remove(c, e);

@@ -38,6 +38,7 @@ struct cold_entry {
     uint32_t raw_len;
     uint32_t leading_tokens;
     uint32_t region;
+    uint8_t *name;                     /* a name record's block (raw_len bytes), else NULL */
     struct cold_entry *hash_next;
     struct cold_entry *reg_prev, *reg_next;   /* the region's live records */
 };
@@ -103,6 +104,7 @@ struct kvt_cold {
 
     struct cold_entry **buckets;       /* the index: chained hash on the key */
     uint64_t n_buckets, n_entries;
+    uint64_t n_names;                  /* entries that are name records */
     struct cold_region *regions;
     uint32_t *region_order;            /* scratch for quota drops, n_regions */
     uint64_t domain_quota_bytes;       /* 0 = none */
@@ -154,11 +156,30 @@ struct kvt_cold {
 static inline uint64_t round_up(uint64_t v, uint64_t a) { return (v + a - 1) / a * a; }
 static inline uint64_t min_u64(uint64_t a, uint64_t b) { return a < b ? a : b; }
 
+/* Whether a key is a name record's (cold_format.h). */
+static inline bool cold_key_is_name(const struct kvt_chunk_key *k)
+{
+    return k->layer == COLD_NAME_LAYER;
+}
+
+/* cold_names.c. Check a name record's block (the header passed
+ * cold_record_check) and decode it; 0 or -EBADMSG. */
+int cold_name_decode(const struct cold_record_header *h, const uint8_t *block,
+                     struct kvt_cold_name *out);
+/* Check that name belongs to chunk's object (ns_id, obj, domain) and is
+ * within bounds, and write its block (cold_format.h) into block
+ * (COLD_NAME_BLOCK_MAX bytes); 0 or -EINVAL. */
+int cold_name_encode(const struct kvt_cold_name *name, const struct kvt_chunk_key *chunk,
+                     uint8_t *block, uint32_t *len);
+/* Free an entry and what it owns (NULL: nothing). */
+void cold_entry_free(struct cold_entry *e);
+
 /* cold_index.c; all with lock held. */
 struct cold_entry **cold_index_slot(struct kvt_cold *c, const struct kvt_chunk_key *key);
 void cold_index_put(struct kvt_cold *c, struct cold_entry *e);
 void cold_index_remove(struct kvt_cold *c, struct cold_entry *e);
-/* Drop entries older than seq that a tombstone of kind for t covers. */
+/* Drop entries older than seq that a tombstone of kind for t covers;
+ * returns the chunk records among them. */
 uint64_t cold_index_drop_matching(struct kvt_cold *c, uint8_t kind,
                                   const struct kvt_chunk_key *t, uint64_t seq);
 /* Drop region r's records overlapping [start, end) (all: 0, ~0). */

@@ -53,6 +53,8 @@ int cold_namespace_usage(struct kvt_cold *c, struct kvt_cold_ns_usage **out, siz
     pthread_mutex_lock(&c->lock);
     for (uint32_t r = 0; r < c->n_regions && rc == 0; r++)
         for (const struct cold_entry *e = c->regions[r].entries; e; e = e->reg_next) {
+            if (e->name)
+                continue;              /* names are not chunk records */
             struct kvt_cold_ns_usage *s = slot(&u, &n, &cap, &last, e->key.ns_id,
                                                e->key.domain);
             if (!s) {
