@@ -429,6 +429,7 @@ static int list_contexts(struct kvt_server *srv, struct kvt_ns *ns, cJSON *list,
         cJSON *o = cJSON_CreateObject();
         admin_text_add_name(o, "name", names[i]);
         add_id(o, "namespace", ns->id);
+        add_u64(o, "domain", ns->domain);
         add_u64(o, "tokens", dp_context_length(&srv->dp, ns, names[i], strlen(names[i])));
         cJSON_AddItemToArray(list, o);
         free(names[i]);
