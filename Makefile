@@ -211,6 +211,7 @@ $(B)/tests/test_remote_tier: $(B)/tests/memcached_util.o $(B)/proto/prefix.o $(a
 $(B)/tests/test_remote_tier: TEST_LIBS += $(REMOTE_LIBS)
 
 $(B)/tests/bench: $(B)/tests/bench.o $(B)/tests/bench_outliers.o $(B)/tests/bench_remote.o $(B)/tests/bench_loop.o \
+	$(B)/tests/bench_listing.o \
 	$(B)/tests/helpers.o $(B)/tests/memcached_util.o $(B)/libkvtier.a $(addprefix $(B)/,$(SIMD_OBJS))
 
 $(TEST_BINS) $(B)/tests/bench:
