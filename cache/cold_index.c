@@ -53,6 +53,7 @@ void cold_index_remove(struct kvt_cold *c, struct cold_entry *e)
         e->reg_next->reg_prev = e->reg_prev;
     c->n_entries--;
     c->n_names -= e->name != NULL;
+    cold_ns_sub(c, e);
     c->st.used_bytes -= e->rec_bytes;
     domain_bytes_sub(&c->domain_used, e->key.domain, e->rec_bytes);
     cold_entry_free(e);
@@ -60,8 +61,8 @@ void cold_index_remove(struct kvt_cold *c, struct cold_entry *e)
 
 /* Insert e (owned by the index from now on), replacing an older record of
  * its key; an existing newer one wins and e is freed. Without memory to
- * count its domain, e is freed too: the record is a miss, like a dropped
- * one. */
+ * count its domain or namespace, e is freed too: the record is a miss,
+ * like a dropped one. */
 void cold_index_put(struct kvt_cold *c, struct cold_entry *e)
 {
     struct cold_entry **p = cold_index_slot(c, &e->key);
@@ -73,6 +74,11 @@ void cold_index_put(struct kvt_cold *c, struct cold_entry *e)
     }
     if (*p)
         cold_index_remove(c, *p);
+    /* After the old record left: it may have been its namespace's last. */
+    if (cold_ns_reserve(c, e) < 0) {
+        cold_entry_free(e);
+        return;
+    }
     if (c->n_entries >= c->n_buckets)
         index_grow(c);
     p = cold_index_slot(c, &e->key);
@@ -85,6 +91,7 @@ void cold_index_put(struct kvt_cold *c, struct cold_entry *e)
     r->entries = e;
     c->n_entries++;
     c->n_names += e->name != NULL;
+    cold_ns_add(c, e);
     c->st.used_bytes += e->rec_bytes;
     domain_bytes_add(&c->domain_used, e->key.domain, e->rec_bytes);
 }

@@ -52,6 +52,18 @@ struct cold_region {
     struct cold_entry *entries;
 };
 
+/* What the index holds of one namespace, kept up to date as entries come
+ * and go (cold_usage.c), so that a listing copies one of these per
+ * namespace under the lock instead of walking every record: the walk held
+ * the lock, and so every lookup, 4 to 20 ms over 960k records. An entry
+ * goes when its namespace's last chunk record does. */
+struct cold_ns_count {
+    uint64_t ns_id;
+    uint32_t domain;
+    uint64_t records, bytes, objects;  /* chunk records; objects: chunk 0 of layer 0 */
+    struct cold_ns_count *next;
+};
+
 /* A tombstone not yet known to be on disk: its write has not retired, or
  * it failed (then it is logged again, under its own seq, before the next
  * append and by every sync). It is forgotten once the write holding it
@@ -105,6 +117,8 @@ struct kvt_cold {
     struct cold_entry **buckets;       /* the index: chained hash on the key */
     uint64_t n_buckets, n_entries;
     uint64_t n_names;                  /* entries that are name records */
+    struct cold_ns_count **ns_counts;  /* chained hash on ns_id, n_ns_buckets a power of 2 */
+    uint64_t n_ns_buckets, n_ns;
     struct cold_region *regions;
     uint32_t *region_order;            /* scratch for quota drops, n_regions */
     uint64_t domain_quota_bytes;       /* 0 = none */
@@ -173,6 +187,13 @@ int cold_name_encode(const struct kvt_cold_name *name, const struct kvt_chunk_ke
                      uint8_t *block, uint32_t *len);
 /* Free an entry and what it owns (NULL: nothing). */
 void cold_entry_free(struct cold_entry *e);
+
+/* cold_usage.c; lock held. Make sure e's namespace has a count (0 or
+ * -ENOMEM), then count e in or out (chunk records only; names are not). */
+int cold_ns_reserve(struct kvt_cold *c, const struct cold_entry *e);
+void cold_ns_add(struct kvt_cold *c, const struct cold_entry *e);
+void cold_ns_sub(struct kvt_cold *c, const struct cold_entry *e);
+void cold_ns_free(struct kvt_cold *c);
 
 /* cold_index.c; all with lock held. */
 struct cold_entry **cold_index_slot(struct kvt_cold *c, const struct kvt_chunk_key *key);

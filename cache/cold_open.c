@@ -601,6 +601,7 @@ static void cold_free(struct kvt_cold *c)
     free(c->unwritten);
     free(c->tombs);
     domain_bytes_free(&c->domain_used);
+    cold_ns_free(c);
     if (c->hash)
         XXH3_freeState(c->hash);
     if (c->fd >= 0)
