@@ -19,6 +19,7 @@
 struct kvt_server;
 struct kvt_admin_conn;
 struct kvt_admin_work;
+struct kvt_admin_listing;
 struct kvt_job;
 
 /* The admin side's own state, loop thread only. The commands read and
@@ -34,6 +35,7 @@ struct kvt_admin {
     int fd;                          /* listening; -1 if none */
     bool owned;                      /* we created the socket file: unlink it */
     struct kvt_admin_conn *conns;
+    struct kvt_admin_listing *listings;  /* listings running, doubly linked */
     struct kvt_job *job;             /* the long admin command running, or NULL */
     struct kvt_admin_work *job_work; /* what it does */
     struct kvt_admin_conn *job_conn; /* waits for its reply; NULL if gone */
