@@ -204,7 +204,7 @@ $(addprefix $(B)/tests/,$(INTEG_TESTS)): %: %.o $(B)/tests/helpers.o $(B)/libkvt
 
 $(B)/tests/test_cli $(B)/tests/test_config_rewrite $(B)/tests/test_new_user: $(B)/tests/cmd_util.o
 $(B)/tests/test_soak: $(B)/tests/soak_client.o $(B)/tests/soak_events.o
-$(B)/tests/test_cold_format_v1: $(B)/tests/cold_file_edit.o $(B)/cache/chunk.o
+$(B)/tests/test_cold_format_v1 $(B)/tests/test_restart: $(B)/tests/cold_file_edit.o $(B)/cache/chunk.o
 # The remote test names records as the daemon does (remote_record_name).
 $(B)/tests/test_remote_tier: $(B)/tests/memcached_util.o $(B)/proto/prefix.o $(addprefix $(B)/,$(REMOTE_MODULES)) \
 	$(B)/cache/chunk.o

@@ -13,8 +13,11 @@
  * the other domain's name stored under the same model; a name stored and
  * synced before a kill -9 is listed after it, one dropped before it is
  * not; a name record corrupted on disk is skipped (a log line, a count),
- * its context still served, and the others still listed. */
+ * its context still served, and the others still listed; one whose
+ * checksum holds but whose namespace identity does not give its id is
+ * refused (a log line, a count) and listed nowhere. */
 #include "tests/helpers.h"
+#include "tests/cold_file_edit.h"
 
 #include <cjson/cJSON.h>
 #include <errno.h>
@@ -362,6 +365,31 @@ static void names_listed_after_restart(void **state)
     assert_true(test_file_contains(d.log, "checksum failure"));
     CHECK_OK(kvt_length(c, "root-synced", &len));
     assert_int_equal(len, 30);
+    daemon_stop(&d);
+
+    /* A name record whose model name was changed, every checksum then made
+     * to hold (as a bug, or someone with the file's seed, could write): its
+     * model and geometry no longer hash to its namespace id, so the name is
+     * refused, logged and counted, never listed under any namespace. The
+     * corrupt one above now has a good checksum but a name that does not
+     * hash to its key: skipped as malformed. */
+    at = file_find(cold_path, "restart-modelroot-ctx");
+    assert_true(at > 0);
+    fd = open(cold_path, O_RDWR);
+    assert_true(fd >= 0);
+    assert_int_equal(pwrite(fd, "Q", 1, at + 12), 1);     /* restart-modeQ */
+    close(fd);
+    assert_int_equal(cold_file_set_versions(cold_path, &(struct cold_file_versions){ 3, 3, 3 },
+                                            NULL), 0);
+    daemon_restart(&d, COLD_FLAGS, NULL);
+    contexts_text("{\"cmd\":\"contexts\"}", after, sizeof(after));
+    assert_null(strstr(after, "root-ctx "));
+    assert_null(strstr(after, "root-synced "));
+    assert_non_null(strstr(after, "nobody-ctx "));
+    assert_int_equal(cold_stat("names_skipped"), 2);
+    assert_true(test_file_contains(d.log, "does not match its id"));
+    CHECK_OK(kvt_length(c, "root-ctx", &len));
+    assert_int_equal(len, T);
     kvt_disconnect(c);
     daemon_stop(&d);
     unlink(cold_path);
