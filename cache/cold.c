@@ -483,6 +483,24 @@ int cold_append_locked(struct kvt_cold *c, uint8_t *head, uint32_t head_len,
     return cold_append_record_locked(c, head, head_len, data, data_len, e);
 }
 
+/* Copy the name block the index holds for chunk's context into block
+ * (COLD_NAME_BLOCK_MAX bytes); returns its length, 0 if none. lock held. */
+static uint32_t held_name_copy_locked(struct kvt_cold *c, const struct kvt_chunk_key *chunk,
+                                      uint8_t *block)
+{
+    struct kvt_chunk_key nk = *chunk;
+    const struct cold_entry *e;
+
+    nk.layer = COLD_NAME_LAYER;
+    nk.chunk_idx = 0;
+    nk.reserved = 0;
+    e = *cold_index_slot(c, &nk);
+    if (!e || !e->name || e->raw_len > COLD_NAME_BLOCK_MAX)
+        return 0;
+    memcpy(block, e->name, e->raw_len);
+    return e->raw_len;
+}
+
 /* After img's chunk record went in: log the name of its context again if
  * the tier holds it only in an older region than the current one, or for
  * the first time if given (block, len: its encoded name block). The name
@@ -502,6 +520,8 @@ static void name_follow_locked(struct kvt_cold *c, const struct kvt_chunk_key *c
     nk.chunk_idx = 0;
     nk.reserved = 0;
     e = *cold_index_slot(c, &nk);
+    if (e && !e->name)
+        e = NULL;                      /* not a name's: cold_record_check refuses those */
     if (e && e->region == (uint32_t)c->cur_region)
         return;                        /* the region being written has it */
     if (!block && !e)
@@ -546,12 +566,18 @@ int cold_put_named(struct kvt_cold *c, const struct kvt_chunk_image *img,
     const void *data;
     size_t raw;
     uint32_t bitmap, room, stored;
+    bool bad_name = false;
     int clen, rc = 0;
 
-    if (!c || !img || !img->present || !img->data || !cold_shape_valid(&img->shape))
+    if (!c || !img || !img->present || !img->data || !cold_shape_valid(&img->shape) ||
+        cold_key_is_name(&img->key))
         return -EINVAL;
-    if (name && cold_name_encode(name, &img->key, block, &block_len))
-        return -EINVAL;
+    /* A name that is not img's or is out of bounds is not kept, but the
+     * chunk still is: refusing the put would leave it dirty for good. */
+    if (name && cold_name_encode(name, &img->key, block, &block_len)) {
+        block_len = 0;
+        bad_name = true;
+    }
     raw = chunk_data_bytes(&img->shape);
     bitmap = chunk_bitmap_bytes(img->shape.tokens);
     room = c->max_record - REC_HDR - bitmap;      /* data bytes a record can hold */
@@ -592,6 +618,15 @@ int cold_put_named(struct kvt_cold *c, const struct kvt_chunk_image *img,
     pthread_mutex_lock(&c->lock);
     c->st.puts++;
     c->st.raw_bytes_in += bitmap + raw;
+    if (bad_name && !c->bad_name_logged) {
+        c->bad_name_logged = true;
+        cold_log(c, LOG_WARNING, "cold: a context name that does not belong to its chunk "
+                 "or is out of bounds was not kept (logged once); its chunks are");
+    }
+    /* Appending the chunk may start a region and reclaim the one holding
+     * the context's name: keep a copy to log it again after the chunk. */
+    if (!block_len && img->key.layer == 0 && img->key.chunk_idx == 0)
+        block_len = held_name_copy_locked(c, &img->key, block);
     cold_quota_drop_locked(c, &img->key, REC_HDR + bitmap + stored);
     rc = cold_append_locked(c, rec, REC_HDR + bitmap, data, stored, e);
     if (rc == 0) {

@@ -107,7 +107,8 @@ int cold_namespace_usage(struct kvt_cold *cold, struct kvt_cold_ns_usage **out, 
  * are never dropped for it), counted in quota_drops. The
  * data is compressed into the current write buffer, so this returns before
  * the disk write; it blocks only when every write buffer is in flight.
- * Returns 0, -EINVAL for NULL pointers or a shape out of chunk.h's bounds,
+ * Returns 0, -EINVAL for NULL pointers, a shape out of chunk.h's bounds or
+ * a key whose layer is COLD_NAME_LAYER (a name record's, cold_format.h),
  * -E2BIG if the record is larger than a region, -ENOMEM, or -EIO if a write
  * failed while the record was appended (the record is then not stored, and
  * its key goes to the unwritten hook like the failed write's records). */
@@ -131,8 +132,9 @@ struct kvt_cold_name {
  * nothing more is written; when it holds it in an older one, it is logged
  * again (from memory, when name is NULL), so that the name stays as long
  * as that chunk does. It leaves with the context's records (a drop, the
- * region's reuse). Returns what cold_put returns, and -EINVAL for a name
- * that does not belong to img's key or is out of bounds (nothing is put). */
+ * region's reuse). Returns what cold_put returns. A name that does not
+ * belong to img's key or is out of bounds is not kept (logged once) and
+ * the chunk is put without it, as with NULL. */
 int cold_put_named(struct kvt_cold *cold, const struct kvt_chunk_image *img,
                    const struct kvt_cold_name *name);
 /* Every name the tier holds, into *out (malloc'd, the caller frees; NULL
@@ -189,7 +191,8 @@ int cold_sync(struct kvt_cold *cold);
  * index, and may be undone by a restart until that write succeeds). */
 int cold_sync_tombstones(struct kvt_cold *cold);
 /* Without I/O: is a tombstone whose write failed (or one that could not be
- * tracked) not yet on disk? It may have been logged again already, by any
+ * tracked), or one of a drop that dropped any record (a name record too,
+ * though cold_drop_* count only chunks), not yet known to be on disk? It may have been logged again already, by any
  * append, and sit in a write buffer: a drop must sync while this is true,
  * even one that dropped nothing (a client retrying a failed drop). */
 bool cold_tombstones_behind(struct kvt_cold *cold);

@@ -106,9 +106,10 @@ static bool tomb_matches(uint8_t kind, const struct kvt_chunk_key *t,
 
 /* Drop the records a tombstone of `kind` covers that are older than seq. */
 uint64_t cold_index_drop_matching(struct kvt_cold *c, uint8_t kind,
-                                 const struct kvt_chunk_key *t, uint64_t seq)
+                                  const struct kvt_chunk_key *t, uint64_t seq,
+                                  uint64_t *names)
 {
-    uint64_t dropped = 0;
+    uint64_t dropped = 0, names_dropped = 0;
 
     for (uint64_t i = 0; i < c->n_buckets; i++) {
         struct cold_entry *e = c->buckets[i], *next;
@@ -116,10 +117,13 @@ uint64_t cold_index_drop_matching(struct kvt_cold *c, uint8_t kind,
             next = e->hash_next;
             if (e->seq < seq && tomb_matches(kind, t, &e->key)) {
                 dropped += e->name == NULL;   /* callers count chunks */
+                names_dropped += e->name != NULL;
                 cold_index_remove(c, e);
             }
         }
     }
+    if (names)
+        *names = names_dropped;
     return dropped;
 }
 

@@ -163,6 +163,12 @@ struct kvt_cold {
     struct cold_tomb *tombs;
     size_t n_tombs, cap_tombs, n_tombs_failed;
     uint64_t tombs_untracked;
+    /* Drops that dropped any record (a chunk or only a name), numbered in
+     * log order, and the last of them a cold_sync_tombstones made durable:
+     * while drops_logged > drops_synced a drop must sync before its reply
+     * (cold_tombstones_behind), whatever it returned. Under lock. */
+    uint64_t drops_logged, drops_synced;
+    bool bad_name_logged;              /* a name cold_put_named could not keep */
 
     struct kvt_cold_stats st;
 };
@@ -200,9 +206,11 @@ struct cold_entry **cold_index_slot(struct kvt_cold *c, const struct kvt_chunk_k
 void cold_index_put(struct kvt_cold *c, struct cold_entry *e);
 void cold_index_remove(struct kvt_cold *c, struct cold_entry *e);
 /* Drop entries older than seq that a tombstone of kind for t covers;
- * returns the chunk records among them. */
+ * returns the chunk records among them, *names (may be NULL) the name
+ * records. */
 uint64_t cold_index_drop_matching(struct kvt_cold *c, uint8_t kind,
-                                  const struct kvt_chunk_key *t, uint64_t seq);
+                                  const struct kvt_chunk_key *t, uint64_t seq,
+                                  uint64_t *names);
 /* Drop region r's records overlapping [start, end) (all: 0, ~0). */
 void cold_index_drop_range(struct kvt_cold *c, uint32_t r, uint64_t start, uint64_t end);
 /* Drop key's domain's oldest records until need more bytes fit its quota. */

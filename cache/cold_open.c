@@ -77,7 +77,7 @@ static void tomb_add(struct kvt_cold *c, struct recovery *rv, const struct cold_
         size_t cap = rv->cap ? rv->cap * 2 : 256;
         struct tomb *t = realloc(rv->tombs, cap * sizeof(*t));
         if (!t) {
-            cold_index_drop_matching(c, h->kind, &h->key, h->seq);   /* slower, same result */
+            cold_index_drop_matching(c, h->kind, &h->key, h->seq, NULL);   /* slower, same result */
             return;
         }
         rv->tombs = t;

@@ -25,8 +25,10 @@ int64_t cold_record_check(const struct cold_record_header *h, uint32_t version, 
     if (h->kind == COLD_REC_CHUNK) {
         /* Version 1's shape ended in a u32 elem: bytes that now read as
          * outliers were its high half, 0 in every valid version-1 shape. */
+        /* A chunk keyed as a name (cold_key_is_name) would take the slot
+         * of its context's name in the index and be read as one. */
         if ((h->flags & ~COLD_REC_LZ4) || !cold_shape_valid(&h->shape) ||
-            (version == 1 && h->shape.outliers != 0) ||
+            cold_key_is_name(&h->key) || (version == 1 && h->shape.outliers != 0) ||
             h->raw_len != chunk_data_bytes(&h->shape) ||
             h->stored_len == 0 || h->stored_len > h->raw_len ||
             (!(h->flags & COLD_REC_LZ4) && h->stored_len != h->raw_len))

@@ -26,7 +26,14 @@
  *     follows that chunk into new regions, so it outlives the region it
  *     was first written in, and goes with the chunk's last region once
  *     the chunk is no longer written; a drop takes it (also after a
- *     reopen); a name not of its key is refused; a name record whose
+ *     reopen); a name not of its key is not kept (logged once) while
+ *     its chunk is; a chunk keyed as a name (layer COLD_NAME_LAYER) is
+ *     refused by cold_put and, forged into a file, skipped as corrupt,
+ *     after which the context's first chunk puts as usual; a drop of a
+ *     context held only by its name (chunks dropped for a quota) asks for
+ *     its tombstone's sync and holds after a kill -9; a first chunk put
+ *     again as its record starts the region that held it and its name
+ *     keeps the name; a name record whose
  *     bytes are flipped is skipped as corrupt, and one whose checksum
  *     holds but whose name does not hash to its key is skipped, counted
  *     in names_skipped and logged, while the chunks are served as before;
@@ -519,16 +526,22 @@ static void names_kept_with_their_chunk(void **state)
     assert_int_equal(cold_put_named(c, &b0.img, &beta), 0);
     assert_int_equal(cold_put_named(c, &o0.img, &other), 0);
     /* A name that is not the chunk's, or for a chunk other than the
-     * first of layer 0, is refused and nothing is put. */
-    assert_int_equal(cold_put_named(c, &g0.img, &beta), -EINVAL);
-    assert_int_equal(cold_put_named(c, &a1.img, &alpha), -EINVAL);
+     * first of layer 0, is not kept (logged once), but the chunk is: a
+     * refused put would leave it dirty in the hot tier for good. */
+    env->logs[0] = 0;
+    assert_int_equal(cold_put_named(c, &g0.img, &beta), 0);
+    assert_int_equal(cold_put_named(c, &a1.img, &alpha), 0);
     struct kvt_cold_name bad = alpha;
     bad.name[0] ^= 1;
-    assert_int_equal(cold_put_named(c, &a0.img, &bad), -EINVAL);
+    assert_int_equal(cold_put_named(c, &a0.img, &bad), 0);
     bad = alpha;
     bad.model_len = 0;
-    assert_int_equal(cold_put_named(c, &a0.img, &bad), -EINVAL);
-    assert_int_equal(get_matches(c, &g0), -ENOENT);
+    assert_int_equal(cold_put_named(c, &a0.img, &bad), 0);
+    assert_int_equal(logged(env, "was not kept"), 1);
+    assert_int_equal(get_matches(c, &g0), 0);
+    assert_int_equal(get_matches(c, &a0), 0);
+    assert_int_equal(names_held(c, NULL, NULL), 3);
+    assert_false(holds_name(c, &bad));
     /* Put again with its name: nothing more is written for the name. */
     cold_stats(c, &st);
     uint64_t written = st.puts;
@@ -536,13 +549,13 @@ static void names_kept_with_their_chunk(void **state)
     cold_stats(c, &st);
     assert_int_equal(st.puts, written + 1);
     assert_int_equal(st.names, 3);
-    assert_int_equal(st.records, 5);
+    assert_int_equal(st.records, 6);
     assert_int_equal(names_held(c, NULL, NULL), 3);
     assert_int_equal(cold_sync(c), 0);
     cold_close(c);
 
     c = open_cold(env);
-    assert_clean(c, 5);
+    assert_clean(c, 6);
     assert_int_equal(names_held(c, NULL, NULL), 3);
     assert_true(holds_name(c, &alpha));
     assert_true(holds_name(c, &beta));
@@ -707,6 +720,157 @@ static void bad_name_records_skipped(void **state)
         free(t[i].data);
 }
 
+/* A chunk record keyed as a name (layer COLD_NAME_LAYER) would sit in the
+ * slot of its context's name without one; the next put of the context's
+ * first chunk read a name from it. The API refuses such a key, and a file
+ * that holds one (its checksum whole) has it skipped as corrupt. */
+static void chunk_keyed_as_name_refused(void **state)
+{
+    enum { MARK = 0x5a5a5a5au };
+    struct env *env = *state;
+    struct kvt_cold_name nm = name_make("crafted-name-slot", 0x11, 1000);
+    struct tchunk forged, first;
+    struct kvt_cold_stats st;
+    struct kvt_chunk_key k;
+    struct kvt_cold *c = open_cold(env);
+
+    named_chunk(&forged, &nm, COLD_NAME_LAYER, 0, 3);
+    assert_int_equal(cold_put(c, &forged.img), -EINVAL);
+    assert_int_equal(cold_put_named(c, &forged.img, NULL), -EINVAL);
+    forged.img.key.layer = MARK;
+    assert_int_equal(cold_put(c, &forged.img), 0);
+    assert_int_equal(cold_sync(c), 0);
+    cold_close(c);
+
+    /* Rekey the record on disk as a name's, checksums made whole again. */
+    uint8_t *buf = file_bytes(env->path);
+    long at = -1;
+    k = forged.img.key;
+    for (size_t i = 0; i + sizeof(k) <= FILE_BYTES; i++)
+        if (memcmp(buf + i, &k, sizeof(k)) == 0) {
+            assert_int_equal(at, -1);
+            at = (long)i;
+        }
+    free(buf);
+    assert_true(at > 0);
+    k.layer = COLD_NAME_LAYER;
+    int fd = open(env->path, O_RDWR);
+    assert_true(fd >= 0);
+    assert_int_equal(pwrite(fd, &k, sizeof(k), at), (ssize_t)sizeof(k));
+    close(fd);
+    assert_int_equal(cold_file_set_versions(env->path,
+                                            &(struct cold_file_versions){ CUR, CUR, CUR }, NULL),
+                     0);
+
+    c = open_cold(env);
+    cold_stats(c, &st);
+    assert_int_equal(st.records_torn, 1);
+    assert_int_equal(st.records, 0);
+    assert_int_equal(names_held(c, NULL, NULL), 0);
+    /* The context's first chunk, with no name and with one: stored, and
+     * the name is the given one. */
+    named_chunk(&first, &nm, 0, 0, 4);
+    assert_int_equal(cold_put(c, &first.img), 0);
+    assert_int_equal(names_held(c, NULL, NULL), 0);
+    assert_int_equal(cold_put_named(c, &first.img, &nm), 0);
+    assert_true(holds_name(c, &nm));
+    assert_int_equal(get_matches(c, &first), 0);
+    cold_close(c);
+    free(forged.data);
+    free(first.data);
+}
+
+/* A context whose only record left is its name (its chunks dropped for a
+ * quota, which spares names) is dropped for good: the drop counts no
+ * chunk, yet says its tombstone must be synced, as the daemon does
+ * before it replies; after a kill -9 the name is not back. */
+static void name_only_drop_durable(void **state)
+{
+    struct env *env = *state;
+    struct kvt_cold_name nm = name_make("only-its-name-left", 0x11, 1000);
+    struct tchunk t;
+    int status;
+
+    named_chunk(&t, &nm, 0, 0, 1);
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        struct kvt_cold_config cfg = config(env);
+        struct kvt_cold *c;
+        cfg.log = NULL;
+        if (cold_open(&cfg, &c) != 0 || cold_put_named(c, &t.img, &nm) != 0 ||
+            cold_sync(c) != 0)
+            _exit(2);
+        cold_set_domain_quota(c, 1);
+        if (cold_lookup(c, &t.img.key, NULL) != -ENOENT || names_held(c, NULL, NULL) != 1)
+            _exit(3);
+        if (cold_drop_object(c, nm.ns_id, nm.obj_hi, nm.obj_lo) != 0)
+            _exit(4);
+        if (!cold_tombstones_behind(c))
+            _exit(5);                  /* the daemon would reply without a sync */
+        if (cold_sync_tombstones(c) != 0 || cold_tombstones_behind(c))
+            _exit(6);
+        kill(getpid(), SIGKILL);
+        _exit(7);
+    }
+    assert_int_equal(waitpid(pid, &status, 0), pid);
+    if (WIFEXITED(status))
+        fail_msg("child exited %d", WEXITSTATUS(status));
+    assert_true(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL);
+    struct kvt_cold *c = open_cold(env);
+    assert_int_equal(names_held(c, NULL, NULL), 0);
+    assert_false(cold_tombstones_behind(c));
+    cold_close(c);
+    free(t.data);
+}
+
+/* The first chunk put again (without its name) when its record starts a
+ * region, the one that held that chunk and its name: the reclaim takes
+ * the name's entry before the chunk is in, and the name is logged again
+ * from a copy taken before. Two regions, chunks of more than half of one,
+ * so which put starts which region is known. */
+static void name_kept_across_region_reuse(void **state)
+{
+    struct env *env = *state;
+    struct kvt_cold_name nm = name_make("name-over-reuse", 0x11, 1000);
+    const struct kvt_chunk_shape big = { 160, 8, 128, 1 };
+    struct kvt_cold_config cfg = config(env);
+    struct kvt_cold_stats st;
+    struct tchunk a0, filler;
+    struct kvt_cold *c;
+
+    cfg.bytes = COLD_BLOCK + 2 * REGION_BYTES;
+    assert_true(chunk_data_bytes(&big) > REGION_BYTES / 2 &&
+                chunk_data_bytes(&big) < REGION_BYTES - 2 * COLD_BLOCK);
+    named_chunk(&a0, &nm, 0, 0, 1);
+    chunk_make(&filler, 2, big);           /* 2 % 3 != 0: incompressible */
+    a0.img.shape = big;
+    free(a0.data);
+    a0.bytes = filler.bytes;
+    a0.data = malloc(a0.bytes);
+    assert_non_null(a0.data);
+    a0.img.data = a0.data;
+    memcpy(a0.data, filler.data, a0.bytes);
+    memcpy(a0.present, filler.present, sizeof(a0.present));
+    a0.data[0] ^= 1;
+
+    assert_int_equal(cold_open(&cfg, &c), 0);
+    assert_int_equal(cold_put_named(c, &a0.img, &nm), 0);     /* region 0 */
+    assert_int_equal(cold_put(c, &filler.img), 0);            /* region 1 */
+    assert_int_equal(cold_put(c, &a0.img), 0);                /* reclaims region 0 */
+    cold_stats(c, &st);
+    assert_int_equal(st.regions_reclaimed, 1);
+    assert_true(holds_name(c, &nm));
+    assert_int_equal(cold_sync(c), 0);
+    cold_close(c);
+    assert_int_equal(cold_open(&cfg, &c), 0);
+    assert_true(holds_name(c, &nm));
+    assert_int_equal(get_matches(c, &a0), 0);
+    cold_close(c);
+    free(a0.data);
+    free(filler.data);
+}
+
 static void v2_file_upgraded_takes_names(void **state)
 {
     struct env *env = *state;
@@ -753,6 +917,9 @@ int main(void)
         cmocka_unit_test_setup_teardown(names_kept_with_their_chunk, setup, teardown),
         cmocka_unit_test_setup_teardown(bad_name_records_skipped, setup, teardown),
         cmocka_unit_test_setup_teardown(v2_file_upgraded_takes_names, setup, teardown),
+        cmocka_unit_test_setup_teardown(chunk_keyed_as_name_refused, setup, teardown),
+        cmocka_unit_test_setup_teardown(name_only_drop_durable, setup, teardown),
+        cmocka_unit_test_setup_teardown(name_kept_across_region_reuse, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
