@@ -25,6 +25,8 @@
  *   - every name cold_names lists is a name record of the input (format 3
  *     on), within bounds, hashing to its key; a name key is absent for
  *     cold_lookup and cold_get;
+ *   - the first chunk (layer 0, chunk 0) of each of the first 8 keys' objects
+ *     puts into the recovered tier; a key of a name's layer is refused;
  *   - with COLD_IN_PUT_REOPEN: a record put into the recovered tier,
  *     synced, survives close and reopen exactly.
  */
@@ -368,6 +370,32 @@ static void check_names(struct kvt_cold *cold)
     free(names);
 }
 
+/* The first chunk (layer 0, chunk 0) of the objects of the first keys put
+ * into the recovered tier, without a name: a put that follows a name
+ * (cold_put_named) reads what recovery left in the name's slot. The
+ * input's own key is refused if it is a name's. Bounded: a few puts. */
+#define FIRST_CHUNK_PUTS 8
+static void put_first_chunks(struct kvt_cold *cold, const struct kvt_chunk_key *keys,
+                             size_t n_keys)
+{
+    static uint64_t present[BITMAP_WORDS] = { 0xff };
+    static uint8_t data[640];
+    struct kvt_chunk_image img = { .shape = { .tokens = 8, .heads = 2, .dim = 16,
+                                              .elem = KVT_CHUNK_INT8 },
+                                   .present = present, .data = data };
+
+    FUZZ_CHECK(chunk_data_bytes(&img.shape) == sizeof(data), "shape and data disagree");
+    for (size_t i = 0; i < n_keys && i < FIRST_CHUNK_PUTS; i++) {
+        img.key = keys[i];
+        if (img.key.layer == COLD_NAME_LAYER)
+            FUZZ_CHECK(cold_put(cold, &img) == -EINVAL, "a chunk keyed as a name was put");
+        img.key.layer = 0;
+        img.key.chunk_idx = 0;
+        int rc = cold_put(cold, &img);
+        FUZZ_CHECK(rc == 0, "cold_put of a first chunk: %d (%s)", rc, strerror(-rc));
+    }
+}
+
 /* A record put into the recovered tier survives sync, close and reopen. */
 static void put_and_reopen(struct kvt_cold **cold)
 {
@@ -453,6 +481,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     check_names(cold);
     for (size_t i = 0; i < n_keys; i++)
         check_key(cold, &keys[i]);
+    put_first_chunks(cold, keys, n_keys);
     if (flags & COLD_IN_PUT_REOPEN)
         put_and_reopen(&cold);
     cold_close(cold);
