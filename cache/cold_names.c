@@ -70,11 +70,12 @@ int cold_name_decode(const struct cold_record_header *h, const uint8_t *block,
     if (h->raw_len < sizeof(b))
         return -EBADMSG;
     memcpy(&b, block, sizeof(b));
-    const char *name = model + b.model_len;
     if (h->key.layer != COLD_NAME_LAYER || h->key.chunk_idx || h->key.reserved ||
         h->key.ns_id == 0 || b.reserved || b.reserved2 ||
-        h->raw_len != sizeof(b) + (uint32_t)b.model_len + b.name_len ||
-        !geometry_ok(b.layers, b.heads, b.dim, b.chunk_tokens) ||
+        h->raw_len != sizeof(b) + (uint32_t)b.model_len + b.name_len)
+        return -EBADMSG;
+    const char *name = model + b.model_len;      /* inside the block: checked above */
+    if (!geometry_ok(b.layers, b.heads, b.dim, b.chunk_tokens) ||
         !text_ok(model, b.model_len, COLD_NAME_MODEL_MAX) ||
         !text_ok(name, b.name_len, COLD_NAME_CONTEXT_MAX) ||
         !object_ok(name, b.name_len, h->key.obj_hi, h->key.obj_lo))

@@ -353,7 +353,7 @@ static int send_progress(struct kvt_admin_conn *c, const char *what, uint64_t do
 static int send_job_reply(struct kvt_admin_conn *c, const struct kvt_admin_work *w,
                           uint64_t done, int rc)
 {
-    char err[160] = "";
+    char err[256] = "";                /* the size of kvt_admin_work.err (admin_cmd.c) */
     cJSON *reply = cJSON_CreateObject();
 
     if (!reply)
