@@ -420,6 +420,7 @@ static void listing_event(struct kvt_handler *h, uint32_t events)
     if (!job_poll(l->job, &done, &total, &rc))
         return;
     job_free(l->job);
+    a->n_listings--;
     if (l->prev)
         l->prev->next = l->next;
     else
@@ -463,6 +464,7 @@ int admin_start_listing(struct kvt_admin_conn *c, int (*fn)(struct kvt_job *, vo
     if (l->next)
         l->next->prev = l;
     a->listings = l;
+    a->n_listings++;
     c->listing = l;
     c->progress = false;
     return ADMIN_DEFERRED;

@@ -25,6 +25,11 @@ struct kvt_job;
 /* The admin side's own state, loop thread only. The commands read and
  * change the server they administer (srv); the socket, its connections and
  * the long command running are the admin side's. */
+/* Listings (namespaces, contexts) running at once, each on a thread of its
+ * own that outlives its connection: a bound, as admin connections are not
+ * bounded. A few cover an operator and a monitor; more wait for one. */
+#define ADMIN_LISTINGS_MAX 4u
+
 struct kvt_admin {
     struct kvt_handler on_accept;    /* the listening socket is readable */
     struct kvt_handler on_job;       /* the running job reported */
@@ -36,6 +41,7 @@ struct kvt_admin {
     bool owned;                      /* we created the socket file: unlink it */
     struct kvt_admin_conn *conns;
     struct kvt_admin_listing *listings;  /* listings running, doubly linked */
+    unsigned n_listings;             /* how many: at most ADMIN_LISTINGS_MAX */
     struct kvt_job *job;             /* the long admin command running, or NULL */
     struct kvt_admin_work *job_work; /* what it does */
     struct kvt_admin_conn *job_conn; /* waits for its reply; NULL if gone */

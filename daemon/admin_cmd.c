@@ -289,9 +289,15 @@ static int run_listing(struct kvt_job *j, void *arg)
 static int start_listing(struct kvt_admin_conn *conn, const cJSON *req, const char *what,
                          admin_list_fn fn, char *err, size_t errlen)
 {
-    struct kvt_admin_work *w = calloc(1, sizeof(*w));
+    struct kvt_admin_work *w;
     int rc;
 
+    if (conn->admin->n_listings >= ADMIN_LISTINGS_MAX) {
+        snprintf(err, errlen, "%u listings are running, the most at once; try again "
+                 "when one ends", ADMIN_LISTINGS_MAX);
+        return -EBUSY;
+    }
+    w = calloc(1, sizeof(*w));
     if (!w)
         return -ENOMEM;
     *w = (struct kvt_admin_work){ .srv = conn->srv, .what = what, .list = fn,
