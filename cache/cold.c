@@ -141,8 +141,11 @@ static void drop_unwritten_locked(struct kvt_cold *c, uint32_t r, uint64_t start
     for (; e; e = next) {
         next = e->reg_next;
         if (e->off + e->rec_bytes > start) {
-            /* A name is written again with its context's next chunk 0 of
-             * layer 0 (cold_put_named); the hot tier has no chunk of it. */
+            /* A name's only copy in the tier goes with it: it is written
+             * again only if the next put of its context's chunk 0 of layer
+             * 0 gives it (the daemon gives the name its registry holds;
+             * a put without one logs none). Not queued: the hot tier has
+             * no chunk of it. */
             if (!e->name)
                 unwritten_add_locked(c, &e->key);
             cold_index_remove(c, e);
