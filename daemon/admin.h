@@ -27,8 +27,9 @@ struct kvt_job;
  * the long command running are the admin side's. */
 /* Listings (namespaces, contexts) running at once, each on a thread of its
  * own that outlives its connection: a bound, as admin connections are not
- * bounded. A few cover an operator and a monitor; more wait for one. */
-#define ADMIN_LISTINGS_MAX 4u
+ * bounded. Well above an operator and a few monitors polling at once (the
+ * backpressure test runs 10); past it a listing is refused as busy. */
+#define ADMIN_LISTINGS_MAX 16u
 
 struct kvt_admin {
     struct kvt_handler on_accept;    /* the listening socket is readable */
