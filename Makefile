@@ -51,7 +51,7 @@ endif
 SIMD_OBJS   := simd/simd.o simd/scalar.o simd/sse2.o simd/avx2.o simd/avx2_outliers.o
 # The cold tier alone (test_cold, the cold-record fuzz target use just it).
 COLD_MODULES   := cache/chunk.o cache/cold.o cache/cold_tomb.o cache/cold_read.o cache/cold_index.o cache/cold_open.o \
-	cache/cold_io.o cache/cold_usage.o cache/domain_bytes.o
+	cache/cold_io.o cache/cold_usage.o cache/cold_names.o cache/domain_bytes.o
 HOT_MODULES := cache/chunk.o cache/blocks.o cache/hot.o cache/hot_ops.o cache/hot_walk.o cache/hot_evict.o \
 	cache/domain_bytes.o
 # The remote tier: records, seals and the libmemcached pool client.
@@ -204,13 +204,14 @@ $(addprefix $(B)/tests/,$(INTEG_TESTS)): %: %.o $(B)/tests/helpers.o $(B)/libkvt
 
 $(B)/tests/test_cli $(B)/tests/test_config_rewrite $(B)/tests/test_new_user: $(B)/tests/cmd_util.o
 $(B)/tests/test_soak: $(B)/tests/soak_client.o $(B)/tests/soak_events.o
-$(B)/tests/test_cold_format_v1: $(B)/tests/cold_file_edit.o $(B)/cache/chunk.o
+$(B)/tests/test_cold_format_v1 $(B)/tests/test_restart: $(B)/tests/cold_file_edit.o $(B)/cache/chunk.o
 # The remote test names records as the daemon does (remote_record_name).
 $(B)/tests/test_remote_tier: $(B)/tests/memcached_util.o $(B)/proto/prefix.o $(addprefix $(B)/,$(REMOTE_MODULES)) \
 	$(B)/cache/chunk.o
 $(B)/tests/test_remote_tier: TEST_LIBS += $(REMOTE_LIBS)
 
 $(B)/tests/bench: $(B)/tests/bench.o $(B)/tests/bench_outliers.o $(B)/tests/bench_remote.o $(B)/tests/bench_loop.o \
+	$(B)/tests/bench_listing.o \
 	$(B)/tests/helpers.o $(B)/tests/memcached_util.o $(B)/libkvtier.a $(addprefix $(B)/,$(SIMD_OBJS))
 
 $(TEST_BINS) $(B)/tests/bench:

@@ -141,7 +141,13 @@ static void drop_unwritten_locked(struct kvt_cold *c, uint32_t r, uint64_t start
     for (; e; e = next) {
         next = e->reg_next;
         if (e->off + e->rec_bytes > start) {
-            unwritten_add_locked(c, &e->key);
+            /* A name's only copy in the tier goes with it: it is written
+             * again only if the next put of its context's chunk 0 of layer
+             * 0 gives it (the daemon gives the name its registry holds;
+             * a put without one logs none). Not queued: the hot tier has
+             * no chunk of it. */
+            if (!e->name)
+                unwritten_add_locked(c, &e->key);
             cold_index_remove(c, e);
         }
     }
@@ -480,18 +486,101 @@ int cold_append_locked(struct kvt_cold *c, uint8_t *head, uint32_t head_len,
     return cold_append_record_locked(c, head, head_len, data, data_len, e);
 }
 
+/* Copy the name block the index holds for chunk's context into block
+ * (COLD_NAME_BLOCK_MAX bytes); returns its length, 0 if none. lock held. */
+static uint32_t held_name_copy_locked(struct kvt_cold *c, const struct kvt_chunk_key *chunk,
+                                      uint8_t *block)
+{
+    struct kvt_chunk_key nk = *chunk;
+    const struct cold_entry *e;
+
+    nk.layer = COLD_NAME_LAYER;
+    nk.chunk_idx = 0;
+    nk.reserved = 0;
+    e = *cold_index_slot(c, &nk);
+    if (!e || !e->name || e->raw_len > COLD_NAME_BLOCK_MAX)
+        return 0;
+    memcpy(block, e->name, e->raw_len);
+    return e->raw_len;
+}
+
+/* After img's chunk record went in: log the name of its context again if
+ * the tier holds it only in an older region than the current one, or for
+ * the first time if given (block, len: its encoded name block). The name
+ * follows its chunk 0 of layer 0 into every region that chunk is written
+ * in, so a region's reuse never takes a name whose chunk is still held.
+ * put_lock and lock held. A failed write loses only the name's record:
+ * the chunk's next write logs it again, if the caller still has it. */
+static void name_follow_locked(struct kvt_cold *c, const struct kvt_chunk_key *chunk,
+                               const uint8_t *block, uint32_t len)
+{
+    struct kvt_chunk_key nk = *chunk;
+    struct cold_record_header h = { .magic = COLD_RECORD_MAGIC };
+    uint8_t rec[REC_HDR + COLD_NAME_BLOCK_MAX];
+    struct cold_entry *e;
+
+    nk.layer = COLD_NAME_LAYER;
+    nk.chunk_idx = 0;
+    nk.reserved = 0;
+    e = *cold_index_slot(c, &nk);
+    if (e && !e->name)
+        e = NULL;                      /* not a name's: cold_record_check refuses those */
+    if (e && e->region == (uint32_t)c->cur_region)
+        return;                        /* the region being written has it */
+    if (!block && !e)
+        return;
+    if (!block) {
+        block = e->name;               /* copied below: e may be reclaimed */
+        len = e->raw_len;
+    }
+    h.version = COLD_FORMAT_VERSION;
+    h.kind = COLD_REC_NAME;
+    h.key = nk;
+    h.raw_len = h.stored_len = len;
+    memcpy(rec, &h, REC_HDR);
+    memcpy(rec + REC_HDR, block, len);
+    e = calloc(1, sizeof(*e));
+    if (e)
+        e->name = malloc(len);
+    if (!e || !e->name) {
+        cold_entry_free(e);
+        return;                        /* logged again with the chunk's next write */
+    }
+    memcpy(e->name, rec + REC_HDR, len);
+    if (cold_append_locked(c, rec, REC_HDR, rec + REC_HDR, len, e) == 0)
+        cold_index_put(c, e);
+    else
+        cold_entry_free(e);
+}
+
 int cold_put(struct kvt_cold *c, const struct kvt_chunk_image *img)
 {
+    return cold_put_named(c, img, NULL);
+}
+
+int cold_put_named(struct kvt_cold *c, const struct kvt_chunk_image *img,
+                   const struct kvt_cold_name *name)
+{
+    uint8_t block[COLD_NAME_BLOCK_MAX];
+    uint32_t block_len = 0;
     struct cold_record_header h = { .magic = COLD_RECORD_MAGIC };
     struct cold_entry *e = NULL;
     uint8_t *rec = NULL;
     const void *data;
     size_t raw;
     uint32_t bitmap, room, stored;
+    bool bad_name = false;
     int clen, rc = 0;
 
-    if (!c || !img || !img->present || !img->data || !cold_shape_valid(&img->shape))
+    if (!c || !img || !img->present || !img->data || !cold_shape_valid(&img->shape) ||
+        cold_key_is_name(&img->key))
         return -EINVAL;
+    /* A name that is not img's or is out of bounds is not kept, but the
+     * chunk still is: refusing the put would leave it dirty for good. */
+    if (name && cold_name_encode(name, &img->key, block, &block_len)) {
+        block_len = 0;
+        bad_name = true;
+    }
     raw = chunk_data_bytes(&img->shape);
     bitmap = chunk_bitmap_bytes(img->shape.tokens);
     room = c->max_record - REC_HDR - bitmap;      /* data bytes a record can hold */
@@ -500,7 +589,7 @@ int cold_put(struct kvt_cold *c, const struct kvt_chunk_image *img)
     /* Compressed only if strictly smaller than raw, so a record is never
      * bigger than the raw data plus its header and bitmap. */
     rec = malloc(REC_HDR + bitmap + min_u64(raw - 1, room));
-    e = malloc(sizeof(*e));
+    e = calloc(1, sizeof(*e));
     if (!rec || !e) {
         rc = -ENOMEM;
         goto out;
@@ -532,11 +621,22 @@ int cold_put(struct kvt_cold *c, const struct kvt_chunk_image *img)
     pthread_mutex_lock(&c->lock);
     c->st.puts++;
     c->st.raw_bytes_in += bitmap + raw;
+    if (bad_name && !c->bad_name_logged) {
+        c->bad_name_logged = true;
+        cold_log(c, LOG_WARNING, "cold: a context name that does not belong to its chunk "
+                 "or is out of bounds was not kept (logged once); its chunks are");
+    }
+    /* Appending the chunk may start a region and reclaim the one holding
+     * the context's name: keep a copy to log it again after the chunk. */
+    if (!block_len && img->key.layer == 0 && img->key.chunk_idx == 0)
+        block_len = held_name_copy_locked(c, &img->key, block);
     cold_quota_drop_locked(c, &img->key, REC_HDR + bitmap + stored);
     rc = cold_append_locked(c, rec, REC_HDR + bitmap, data, stored, e);
     if (rc == 0) {
         cold_index_put(c, e);
         e = NULL;
+        if (img->key.layer == 0 && img->key.chunk_idx == 0)
+            name_follow_locked(c, &img->key, block_len ? block : NULL, block_len);
     } else {
         unwritten_add_locked(c, &img->key);
     }
@@ -641,7 +741,8 @@ void cold_stats(struct kvt_cold *c, struct kvt_cold_stats *out)
 {
     pthread_mutex_lock(&c->lock);
     *out = c->st;
-    out->records = c->n_entries;
+    out->records = c->n_entries - c->n_names;
+    out->names = c->n_names;
     out->capacity_bytes = (uint64_t)c->n_regions * (c->region_bytes - COLD_BLOCK);
     pthread_mutex_unlock(&c->lock);
 }

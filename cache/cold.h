@@ -63,6 +63,9 @@ struct kvt_cold_stats {
     uint64_t records_unwritten;    /* chunk records whose write failed */
     uint64_t records_lost;     /* of those, the ones the unwritten hook no
                                 * longer held: gone from every tier */
+    uint64_t names;            /* live name records (not in `records`) */
+    uint64_t names_skipped;    /* name records found malformed at open, or
+                                * refused by cold_name_refuse */
     bool uring;                            /* false when using pread/pwrite */
 };
 
@@ -104,11 +107,45 @@ int cold_namespace_usage(struct kvt_cold *cold, struct kvt_cold_ns_usage **out, 
  * are never dropped for it), counted in quota_drops. The
  * data is compressed into the current write buffer, so this returns before
  * the disk write; it blocks only when every write buffer is in flight.
- * Returns 0, -EINVAL for NULL pointers or a shape out of chunk.h's bounds,
+ * Returns 0, -EINVAL for NULL pointers, a shape out of chunk.h's bounds or
+ * a key whose layer is COLD_NAME_LAYER (a name record's, cold_format.h),
  * -E2BIG if the record is larger than a region, -ENOMEM, or -EIO if a write
  * failed while the record was appended (the record is then not stored, and
  * its key goes to the unwritten hook like the failed write's records). */
 int cold_put(struct kvt_cold *cold, const struct kvt_chunk_image *img);
+
+/* A named context's name with its namespace's identity, as the cold tier
+ * keeps it (a name record, cold_format.h). Strings are NUL-terminated
+ * copies of model_len / name_len bytes without a NUL. */
+struct kvt_cold_name {
+    uint64_t ns_id, obj_hi, obj_lo;    /* obj: XXH3_128 of name (high, low) */
+    uint32_t domain;
+    uint32_t layers, heads, dim, chunk_tokens;
+    uint32_t model_len, name_len;
+    char model[128];                   /* 1..127 bytes */
+    char name[256];                    /* 1..255 bytes */
+};
+
+/* cold_put, and for the chunk 0 of layer 0 of a named context also keep
+ * its name (NULL: none given). The name is logged after the chunk, once
+ * per region: when the tier holds it already in the region being written,
+ * nothing more is written; when it holds it in an older one, it is logged
+ * again (from memory, when name is NULL), so that the name stays as long
+ * as that chunk does. It leaves with the context's records (a drop, the
+ * region's reuse). Returns what cold_put returns. A name that does not
+ * belong to img's key or is out of bounds is not kept (logged once) and
+ * the chunk is put without it, as with NULL. */
+int cold_put_named(struct kvt_cold *cold, const struct kvt_chunk_image *img,
+                   const struct kvt_cold_name *name);
+/* Every name the tier holds, into *out (malloc'd, the caller frees; NULL
+ * when none) and *n, in no order. One walk of the index under its lock:
+ * meant for open, not for a listing on a loop. Returns 0 or -ENOMEM. */
+int cold_names(struct kvt_cold *cold, struct kvt_cold_name **out, size_t *n);
+/* Forget a name the caller found wrong (its namespace identity does not
+ * give its ns_id): it leaves the index, counted in names_skipped. Its
+ * record stays on disk until its region is reused, and is refused again
+ * at the next open. */
+void cold_name_refuse(struct kvt_cold *cold, const struct kvt_cold_name *name);
 
 /* Without I/O: is key present, and how many tokens from token 0 are present
  * without a gap? Returns 0 or -ENOENT. */
@@ -154,7 +191,8 @@ int cold_sync(struct kvt_cold *cold);
  * index, and may be undone by a restart until that write succeeds). */
 int cold_sync_tombstones(struct kvt_cold *cold);
 /* Without I/O: is a tombstone whose write failed (or one that could not be
- * tracked) not yet on disk? It may have been logged again already, by any
+ * tracked), or one of a drop that dropped any record (a name record too,
+ * though cold_drop_* count only chunks), not yet known to be on disk? It may have been logged again already, by any
  * append, and sit in a write buffer: a drop must sync while this is true,
  * even one that dropped nothing (a client retrying a failed drop). */
 bool cold_tombstones_behind(struct kvt_cold *cold);

@@ -27,6 +27,24 @@
  *                   raw data block of chunk.h (stored_len == raw_len)
  * Tombstones are a bare header (shape, raw_len, stored_len all zero).
  *
+ * Record (name kind, format 3 on): a named context's name, so that listings
+ * after a restart can show it (chunk keys hold only XXH3_128 of the name).
+ *   +0              struct cold_record_header: key.ns_id, obj_hi, obj_lo and
+ *                   domain those of the context's chunks, key.layer
+ *                   COLD_NAME_LAYER, chunk_idx and reserved 0; shape zero,
+ *                   flags 0, raw_len == stored_len == the block's bytes
+ *   +96             name block: struct cold_name_block (24 bytes), then
+ *                   model_len bytes of the namespace's model name, then
+ *                   name_len bytes of the context name; no NUL in either,
+ *                   no padding. XXH3_128 of the name is (obj_hi, obj_lo).
+ * A name record lives like a chunk record: a newer one of its key replaces
+ * it, tombstones drop it, and it goes with its region. The writer logs it
+ * again with the context's chunk 0 of layer 0 whenever that chunk goes to a
+ * newer region than the name's, so the name is never reclaimed before that
+ * chunk (an object is counted by it, and without it the context's length
+ * is 0). A reader that finds one whose block is not as above skips it,
+ * counts it (names_skipped) and logs it.
+ *
  * Checksums are XXH3-64. Record and region-header checksums are seeded with
  * the file header's random `seed`, so bytes a client stored inside a payload
  * can never be mistaken for a record of another file or forged without
@@ -41,6 +59,9 @@
  *      head. On a little-endian disk a version-1 shape reads as the same elem
  *      with outliers 0, and a version-1 int8 block is exactly a version-2
  *      block with outliers 0: nothing else changed.
+ *   3  adds name records (kind COLD_REC_NAME). A version-2 file is a
+ *      version-3 file without them; a version-2 build would take the first
+ *      name record of a region as the end of its log, hence the new version.
  * A build writes COLD_FORMAT_VERSION and reads COLD_FORMAT_VERSION_MIN up to
  * it; it refuses a file header of any other version (a newer build's file
  * is never read by guesswork). Opening a file of an older version upgrades
@@ -68,7 +89,7 @@
 #endif
 
 #define COLD_BLOCK 4096u               /* O_DIRECT alignment and header blocks */
-#define COLD_FORMAT_VERSION 2u            /* written by this build */
+#define COLD_FORMAT_VERSION 3u            /* written by this build */
 #define COLD_FORMAT_VERSION_MIN 1u        /* the oldest this build reads */
 #define COLD_FILE_MAGIC "KVTCOLD1"     /* 8 bytes, no terminator on disk */
 #define COLD_REGION_MAGIC "KVTREGN1"
@@ -104,7 +125,30 @@ enum cold_record_kind {
     COLD_REC_CHUNK = 1,        /* a chunk image under `key` */
     COLD_REC_TOMB_OBJECT = 2,  /* drops older records of key.ns_id/obj_hi/obj_lo */
     COLD_REC_TOMB_NAMESPACE = 3, /* drops older records of key.ns_id (0 = all) */
+    COLD_REC_NAME = 4,         /* a context's name (format 3 on) */
 };
+
+#define COLD_NAME_FIRST_VERSION 3u     /* the first format with name records */
+#define COLD_NAME_LAYER 0xffffffffu    /* key.layer of a name record: no chunk's */
+#define COLD_NAME_MODEL_MAX 127u       /* bytes of a model name (daemon's bound) */
+#define COLD_NAME_CONTEXT_MAX 255u     /* bytes of a context name (KVT_CTX_NAME_MAX) */
+
+/* The fixed start of a name record's block: the namespace's identity
+ * besides its domain (in the key), so that a restarted daemon can list the
+ * namespace and measure the context without a client attaching it. */
+struct cold_name_block {
+    uint32_t layers;           /*   0: 1..COLD_NAME_LAYERS_MAX */
+    uint32_t heads;            /*   4: 1..KVT_CHUNK_MAX_HEADS */
+    uint32_t dim;              /*   8: 1..KVT_CHUNK_MAX_DIM */
+    uint32_t chunk_tokens;     /*  12: 1..KVT_CHUNK_MAX_TOKENS */
+    uint8_t  model_len;        /*  16: 1..COLD_NAME_MODEL_MAX */
+    uint8_t  name_len;         /*  17: 1..COLD_NAME_CONTEXT_MAX */
+    uint16_t reserved;         /*  18: zero */
+    uint32_t reserved2;        /*  20: zero */
+};
+_Static_assert(sizeof(struct cold_name_block) == 24, "name block is 24 bytes");
+#define COLD_NAME_LAYERS_MAX 1024u      /* the wire protocol's bound (KVT_GEOM_MAX) */
+#define COLD_NAME_BLOCK_MAX (24u + COLD_NAME_MODEL_MAX + COLD_NAME_CONTEXT_MAX)
 
 #define COLD_REC_LZ4 0x01u     /* record flag: the data block is LZ4-compressed */
 

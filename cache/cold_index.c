@@ -52,26 +52,33 @@ void cold_index_remove(struct kvt_cold *c, struct cold_entry *e)
     if (e->reg_next)
         e->reg_next->reg_prev = e->reg_prev;
     c->n_entries--;
+    c->n_names -= e->name != NULL;
+    cold_ns_sub(c, e);
     c->st.used_bytes -= e->rec_bytes;
     domain_bytes_sub(&c->domain_used, e->key.domain, e->rec_bytes);
-    free(e);
+    cold_entry_free(e);
 }
 
 /* Insert e (owned by the index from now on), replacing an older record of
  * its key; an existing newer one wins and e is freed. Without memory to
- * count its domain, e is freed too: the record is a miss, like a dropped
- * one. */
+ * count its domain or namespace, e is freed too: the record is a miss,
+ * like a dropped one. */
 void cold_index_put(struct kvt_cold *c, struct cold_entry *e)
 {
     struct cold_entry **p = cold_index_slot(c, &e->key);
     struct cold_region *r = &c->regions[e->region];
 
     if ((*p && (*p)->seq > e->seq) || domain_bytes_reserve(&c->domain_used, e->key.domain) < 0) {
-        free(e);
+        cold_entry_free(e);
         return;
     }
     if (*p)
         cold_index_remove(c, *p);
+    /* After the old record left: it may have been its namespace's last. */
+    if (cold_ns_reserve(c, e) < 0) {
+        cold_entry_free(e);
+        return;
+    }
     if (c->n_entries >= c->n_buckets)
         index_grow(c);
     p = cold_index_slot(c, &e->key);
@@ -83,6 +90,8 @@ void cold_index_put(struct kvt_cold *c, struct cold_entry *e)
         r->entries->reg_prev = e;
     r->entries = e;
     c->n_entries++;
+    c->n_names += e->name != NULL;
+    cold_ns_add(c, e);
     c->st.used_bytes += e->rec_bytes;
     domain_bytes_add(&c->domain_used, e->key.domain, e->rec_bytes);
 }
@@ -97,20 +106,24 @@ static bool tomb_matches(uint8_t kind, const struct kvt_chunk_key *t,
 
 /* Drop the records a tombstone of `kind` covers that are older than seq. */
 uint64_t cold_index_drop_matching(struct kvt_cold *c, uint8_t kind,
-                                 const struct kvt_chunk_key *t, uint64_t seq)
+                                  const struct kvt_chunk_key *t, uint64_t seq,
+                                  uint64_t *names)
 {
-    uint64_t dropped = 0;
+    uint64_t dropped = 0, names_dropped = 0;
 
     for (uint64_t i = 0; i < c->n_buckets; i++) {
         struct cold_entry *e = c->buckets[i], *next;
         for (; e; e = next) {
             next = e->hash_next;
             if (e->seq < seq && tomb_matches(kind, t, &e->key)) {
+                dropped += e->name == NULL;   /* callers count chunks */
+                names_dropped += e->name != NULL;
                 cold_index_remove(c, e);
-                dropped++;
             }
         }
     }
+    if (names)
+        *names = names_dropped;
     return dropped;
 }
 
@@ -166,7 +179,9 @@ void cold_quota_drop_locked(struct kvt_cold *c, const struct kvt_chunk_key *key,
             e = e->reg_next;
         for (; e && used + need > quota; e = prev) {
             prev = e->reg_prev;
-            if (e->key.domain != key->domain || e == same)
+            /* A name is tiny and is what lists the chunks kept: it goes
+             * with them (a drop, its region's reuse), not for a quota. */
+            if (e->key.domain != key->domain || e == same || e->name)
                 continue;
             used -= e->rec_bytes;
             cold_index_remove(c, e);

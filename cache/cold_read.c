@@ -25,8 +25,10 @@ int64_t cold_record_check(const struct cold_record_header *h, uint32_t version, 
     if (h->kind == COLD_REC_CHUNK) {
         /* Version 1's shape ended in a u32 elem: bytes that now read as
          * outliers were its high half, 0 in every valid version-1 shape. */
+        /* A chunk keyed as a name (cold_key_is_name) would take the slot
+         * of its context's name in the index and be read as one. */
         if ((h->flags & ~COLD_REC_LZ4) || !cold_shape_valid(&h->shape) ||
-            (version == 1 && h->shape.outliers != 0) ||
+            cold_key_is_name(&h->key) || (version == 1 && h->shape.outliers != 0) ||
             h->raw_len != chunk_data_bytes(&h->shape) ||
             h->stored_len == 0 || h->stored_len > h->raw_len ||
             (!(h->flags & COLD_REC_LZ4) && h->stored_len != h->raw_len))
@@ -38,6 +40,15 @@ int64_t cold_record_check(const struct cold_record_header *h, uint32_t version, 
             memcmp(&h->shape, &zero, sizeof(zero)) != 0)
             return -EBADMSG;
         total = REC_HDR;
+    } else if (h->kind == COLD_REC_NAME) {
+        /* The block's contents are checked where it is read
+         * (cold_name_decode): a bad one costs only itself. */
+        static const struct kvt_chunk_shape zero;
+        if (version < COLD_NAME_FIRST_VERSION || h->flags || h->raw_len != h->stored_len ||
+            h->raw_len < sizeof(struct cold_name_block) || h->raw_len > COLD_NAME_BLOCK_MAX ||
+            memcmp(&h->shape, &zero, sizeof(zero)) != 0)
+            return -EBADMSG;
+        total = (uint64_t)REC_HDR + h->raw_len;
     } else {
         return -EBADMSG;
     }
@@ -118,6 +129,8 @@ int cold_get(struct kvt_cold *c, const struct kvt_chunk_key *key,
 
     if (!c || !key || !shape || !present || !data)
         return -EINVAL;
+    if (cold_key_is_name(key))
+        return -ENOENT;                /* a name record is no chunk */
     pthread_mutex_lock(&c->lock);
     c->st.gets++;
     for (int attempt = 0; attempt < GET_ATTEMPTS; attempt++) {
@@ -188,6 +201,8 @@ int cold_lookup(struct kvt_cold *c, const struct kvt_chunk_key *key,
 {
     struct cold_entry *e;
 
+    if (cold_key_is_name(key))
+        return -ENOENT;
     pthread_mutex_lock(&c->lock);
     e = *cold_index_slot(c, key);
     if (e && leading_tokens_out)

@@ -108,13 +108,17 @@ static uint64_t drop_and_log(struct kvt_cold *c, uint8_t kind, uint64_t ns_id,
         .magic = COLD_RECORD_MAGIC, .version = COLD_FORMAT_VERSION, .kind = kind,
         .key = { .ns_id = ns_id, .obj_hi = obj_hi, .obj_lo = obj_lo },
     };
-    uint64_t dropped;
+    uint64_t dropped, names;
     bool replaced_failed = false;
     int rc;
 
     pthread_mutex_lock(&c->put_lock);
     pthread_mutex_lock(&c->lock);
-    dropped = cold_index_drop_matching(c, kind, &h.key, UINT64_MAX);
+    dropped = cold_index_drop_matching(c, kind, &h.key, UINT64_MAX, &names);
+    /* The count returned is of chunks, but a context held only by its
+     * name (its chunks gone for a quota) must not come back either. */
+    if (dropped || names)
+        c->drops_logged++;
     cold_tombs_compact_locked(c);
     /* This tombstone drops all that an earlier failed one of the same
      * object or namespace did, and more: that one need not be kept. */
@@ -169,16 +173,25 @@ int cold_sync_tombstones(struct kvt_cold *c)
 {
     int rc = 0;
 
+    uint64_t drops;
+
     pthread_mutex_lock(&c->put_lock);
     pthread_mutex_lock(&c->lock);
     cold_drain_locked(c);
     if (c->n_tombs_failed || c->tombs_untracked)
         rc = -EIO;
     c->tombs_untracked = 0;
+    drops = c->drops_logged;           /* all of them are written now */
     pthread_mutex_unlock(&c->lock);
     pthread_mutex_unlock(&c->put_lock);
     if (cold_fdatasync(c))
         rc = -EIO;
+    if (rc == 0) {
+        pthread_mutex_lock(&c->lock);
+        if (c->drops_synced < drops)
+            c->drops_synced = drops;
+        pthread_mutex_unlock(&c->lock);
+    }
     return rc;
 }
 
@@ -187,7 +200,7 @@ bool cold_tombstones_behind(struct kvt_cold *c)
     bool behind;
 
     pthread_mutex_lock(&c->lock);
-    behind = c->tombs_untracked > 0;
+    behind = c->tombs_untracked > 0 || c->drops_logged > c->drops_synced;
     for (size_t i = 0; i < c->n_tombs && !behind; i++)
         behind = c->tombs[i].failed_once && c->tombs[i].state != TOMB_WRITTEN;
     pthread_mutex_unlock(&c->lock);

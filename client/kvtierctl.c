@@ -514,13 +514,15 @@ static void print_human(const char *cmd, const cJSON *reply)
         if (cJSON_IsArray(list) && (list->child || !cold_holds))
             print_table(list);
         else if (cJSON_IsArray(list))
-            printf("(no context names known: none stored since the daemon started)\n");
+            printf("(no context names known: the cold tier holds token prefixes, or contexts "
+                   "stored by a kvtierd that kept no names)\n");
         if (cJSON_IsNumber(untracked) && untracked->valuedouble > 0)
             printf("(%.0f stores named a context past the per-namespace limit of "
                    "names; those names are not listed)\n", untracked->valuedouble);
         if (cold_holds) {
-            /* Names are not kept on disk: what was stored before a restart
-             * is served, and listed by name again once stored again. */
+            /* Objects the names above do not cover are token prefixes,
+             * or contexts whose name record is gone (written by an older
+             * kvtierd, skipped as corrupt): served, not listed by name. */
             printf("\ncold tier (contexts and token prefixes it holds, named or not):\n");
             print_table(cold);
         }

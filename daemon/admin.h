@@ -19,11 +19,18 @@
 struct kvt_server;
 struct kvt_admin_conn;
 struct kvt_admin_work;
+struct kvt_admin_listing;
 struct kvt_job;
 
 /* The admin side's own state, loop thread only. The commands read and
  * change the server they administer (srv); the socket, its connections and
  * the long command running are the admin side's. */
+/* Listings (namespaces, contexts) running at once, each on a thread of its
+ * own that outlives its connection: a bound, as admin connections are not
+ * bounded. Well above an operator and a few monitors polling at once (the
+ * backpressure test runs 10); past it a listing is refused as busy. */
+#define ADMIN_LISTINGS_MAX 16u
+
 struct kvt_admin {
     struct kvt_handler on_accept;    /* the listening socket is readable */
     struct kvt_handler on_job;       /* the running job reported */
@@ -34,6 +41,8 @@ struct kvt_admin {
     int fd;                          /* listening; -1 if none */
     bool owned;                      /* we created the socket file: unlink it */
     struct kvt_admin_conn *conns;
+    struct kvt_admin_listing *listings;  /* listings running, doubly linked */
+    unsigned n_listings;             /* how many: at most ADMIN_LISTINGS_MAX */
     struct kvt_job *job;             /* the long admin command running, or NULL */
     struct kvt_admin_work *job_work; /* what it does */
     struct kvt_admin_conn *job_conn; /* waits for its reply; NULL if gone */

@@ -1,11 +1,15 @@
 /* admin_cmd.c - the admin commands: one handler each, one table keyed by
  * name. Long ones (flush, evict of a namespace or tier) start a job and
- * defer their reply (see admin.c for the framing).
+ * defer their reply (see admin.c for the framing), and so do the listings.
  *
  * "contexts" looks up every listed context's chunks, so its cost grows with
  * the names known (at most REGISTRY_NAMES_MAX per namespace). "contexts"
  * and "namespaces" also walk the cold index once (cold_namespace_usage),
- * linear in its records, with the cold lock held. */
+ * linear in its records, with the cold lock held. With the names back after
+ * a restart that is 270 ms for 10000 names over 960k cold records (4 ms
+ * for the walk alone), so both run on a job thread of their own, not on
+ * the loop (admin_start_listing): they read only what is locked (the
+ * registry, the tiers), never the loop's own state (sessions). */
 #include "daemon/admin_cmd.h"
 
 #include <errno.h>
@@ -56,10 +60,9 @@ static void add_cold_columns(cJSON *o, const struct kvt_cold_ns_usage *u)
 /* The registry's namespaces, then those only the cold tier holds (after a
  * restart, until a client attaches their model again): their name and
  * geometry are not on disk. */
-static int cmd_namespaces(struct kvt_admin_conn *conn, const cJSON *req, cJSON *reply,
-                          char *err, size_t errlen)
+static int list_namespaces(struct kvt_server *srv, const cJSON *req, cJSON *reply,
+                           char *err, size_t errlen)
 {
-    struct kvt_server *srv = conn->srv;
     struct kvt_cold_ns_usage *u;
     size_t n_u;
     cJSON *list = cJSON_AddArrayToObject(reply, "namespaces");
@@ -151,9 +154,17 @@ static int parse_ns_id(const cJSON *item, uint64_t *id)
 /* ---- long commands: flush, evict of a namespace or tier ------------------ */
 
 /* What a long command does on its job thread, and what it found. */
+typedef int (*admin_list_fn)(struct kvt_server *srv, const cJSON *req, cJSON *reply,
+                             char *err, size_t errlen);
+
 struct kvt_admin_work {
     struct kvt_server *srv;
-    const char *what;                /* "flush" or "evict": logs, progress */
+    const char *what;                /* "flush", "evict", a listing: logs, progress */
+    /* A listing: its handler, a copy of the request, the reply it built
+     * (without "ok") or its error sentence. */
+    admin_list_fn list;
+    cJSON *req, *reply;
+    char err[256];
     uint64_t ns_id;                  /* evict: 0 = every namespace */
     bool hot, cold;                  /* evict: the tiers to empty */
     /* evict of a context: its object id in the n_ids namespaces ids */
@@ -258,7 +269,46 @@ static int start_job(struct kvt_admin_conn *conn, const cJSON *req, job_fn fn,
     log_info("admin: %s started", w->what);
     return ADMIN_DEFERRED;
 err:
-    free(w);
+    admin_work_free(w);
+    return rc;
+}
+
+static int run_listing(struct kvt_job *j, void *arg)
+{
+    struct kvt_admin_work *w = arg;
+
+    (void)j;
+    w->reply = cJSON_CreateObject();
+    if (!w->reply)
+        return -ENOMEM;
+    return w->list(w->srv, w->req, w->reply, w->err, sizeof(w->err));
+}
+
+/* A listing on a job thread of its own (admin.c); its reply is sent when
+ * it ends. */
+static int start_listing(struct kvt_admin_conn *conn, const cJSON *req, const char *what,
+                         admin_list_fn fn, char *err, size_t errlen)
+{
+    struct kvt_admin_work *w;
+    int rc;
+
+    if (conn->admin->n_listings >= ADMIN_LISTINGS_MAX) {
+        snprintf(err, errlen, "%u listings are running, the most at once; try again "
+                 "when one ends", ADMIN_LISTINGS_MAX);
+        return -EBUSY;
+    }
+    w = calloc(1, sizeof(*w));
+    if (!w)
+        return -ENOMEM;
+    *w = (struct kvt_admin_work){ .srv = conn->srv, .what = what, .list = fn,
+                                  .req = cJSON_Duplicate(req, true) };
+    if (!w->req) {
+        free(w);
+        return -ENOMEM;
+    }
+    rc = admin_start_listing(conn, run_listing, w);    /* takes w */
+    if (rc < 0)
+        snprintf(err, errlen, "cannot start the %s listing: %s", what, strerror(-rc));
     return rc;
 }
 
@@ -429,6 +479,7 @@ static int list_contexts(struct kvt_server *srv, struct kvt_ns *ns, cJSON *list,
         cJSON *o = cJSON_CreateObject();
         admin_text_add_name(o, "name", names[i]);
         add_id(o, "namespace", ns->id);
+        add_u64(o, "domain", ns->domain);
         add_u64(o, "tokens", dp_context_length(&srv->dp, ns, names[i], strlen(names[i])));
         cJSON_AddItemToArray(list, o);
         free(names[i]);
@@ -468,10 +519,9 @@ static void add_cold_contexts(const struct kvt_cold_ns_usage *u, size_t n_u, con
     }
 }
 
-static int cmd_contexts(struct kvt_admin_conn *conn, const cJSON *req, cJSON *reply,
-                        char *err, size_t errlen)
+static int list_contexts_cmd(struct kvt_server *srv, const cJSON *req, cJSON *reply,
+                             char *err, size_t errlen)
 {
-    struct kvt_server *srv = conn->srv;
     const cJSON *ns_item = cJSON_GetObjectItemCaseSensitive(req, "namespace");
     struct kvt_cold_ns_usage *u = NULL;
     struct kvt_ns **ns = NULL;
@@ -520,6 +570,20 @@ out:
     registry_put_all(&srv->reg, ns, n);
     free(u);
     return rc;
+}
+
+static int cmd_namespaces(struct kvt_admin_conn *conn, const cJSON *req, cJSON *reply,
+                          char *err, size_t errlen)
+{
+    (void)reply;
+    return start_listing(conn, req, "namespaces", list_namespaces, err, errlen);
+}
+
+static int cmd_contexts(struct kvt_admin_conn *conn, const cJSON *req, cJSON *reply,
+                        char *err, size_t errlen)
+{
+    (void)reply;
+    return start_listing(conn, req, "contexts", list_contexts_cmd, err, errlen);
 }
 
 static int cmd_flush(struct kvt_admin_conn *conn, const cJSON *req, cJSON *reply,
@@ -577,10 +641,27 @@ const char *admin_work_name(const struct kvt_admin_work *w)
     return w->what;
 }
 
+void admin_work_free(struct kvt_admin_work *w)
+{
+    if (!w)
+        return;
+    cJSON_Delete(w->req);
+    cJSON_Delete(w->reply);
+    free(w);
+}
+
 void admin_job_result(const struct kvt_admin_work *w, uint64_t done, int rc, cJSON *reply,
                       char *err, size_t errlen)
 {
-    if (rc && !strcmp(w->what, "flush"))
+    if (w->list && rc) {
+        snprintf(err, errlen, "%s", w->err[0] ? w->err
+                                   : rc == -ENOMEM ? "out of memory" : strerror(-rc));
+    } else if (w->list) {
+        /* The listing built its members on the job's thread: they move. */
+        for (cJSON *item; (item = w->reply->child);)
+            cJSON_AddItemToObject(reply, item->string,
+                                  cJSON_DetachItemViaPointer(w->reply, item));
+    } else if (rc && !strcmp(w->what, "flush"))
         snprintf(err, errlen, "writing the hot tier to the cold tier failed: %s", strerror(-rc));
     else if (rc)
         snprintf(err, errlen, "%s failed: %s", w->what, strerror(-rc));

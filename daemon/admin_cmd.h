@@ -26,6 +26,7 @@ struct kvt_admin_conn {
     bool progress_sent;              /* at least one went out */
     bool closing;                    /* closes once its output is out */
     bool doomed;                     /* closes at its next event (conn_doom) */
+    struct kvt_admin_listing *listing;   /* its listing running, or NULL */
     char *out;                       /* reply bytes the socket has not taken: */
     size_t out_off, out_len, out_cap;   /* out[out_off, out_len) */
     size_t len;                      /* bytes of an unfinished line in buf */
@@ -33,9 +34,28 @@ struct kvt_admin_conn {
     struct kvt_admin_conn *prev, *next;
 };
 
-/* A handler returns this instead of 0 when the reply is sent later (flush):
+/* A handler returns this instead of 0 when the reply is sent later (flush,
+ * the listings):
  * the connection reads no further request until then. */
 #define ADMIN_DEFERRED 1
+
+/* A listing (namespaces, contexts) running on a thread of its own for one
+ * connection: any number may run, one per connection, beside the long
+ * command. admin.c owns it; it outlives its connection if that goes. */
+struct kvt_admin_listing {
+    struct kvt_handler on_job;       /* its job reported */
+    struct kvt_admin *admin;
+    struct kvt_admin_conn *conn;     /* waits for its reply; NULL if gone */
+    struct kvt_job *job;
+    struct kvt_admin_work *work;
+    struct kvt_admin_listing *prev, *next;
+};
+
+/* Run fn(job, w) on a job thread for c (admin.c); c gets the reply that
+ * admin_job_result makes of w when it ends. Takes w (freed on failure).
+ * Returns ADMIN_DEFERRED or -errno. */
+int admin_start_listing(struct kvt_admin_conn *c, int (*fn)(struct kvt_job *, void *),
+                        struct kvt_admin_work *w);
 
 /* Run the command called name: fills reply (which holds "ok": true) and
  * returns 0, returns ADMIN_DEFERRED after starting a long command (its
@@ -51,9 +71,11 @@ int admin_cmd_stats(struct kvt_admin_conn *c, const cJSON *req, cJSON *reply,
 int admin_cmd_config(struct kvt_admin_conn *c, const cJSON *req, cJSON *reply,
                      char *err, size_t errlen);
 
-/* The long command a job runs: its name ("flush", "evict") and, once the
- * job ended with rc, its reply fields (rc == 0) or its error sentence. */
+/* The work a job runs: its name ("flush", "evict", "contexts", ...) and,
+ * once the job ended with rc, its reply fields (rc == 0) or its error
+ * sentence. admin_work_free frees it (NULL: nothing). */
 const char *admin_work_name(const struct kvt_admin_work *w);
+void admin_work_free(struct kvt_admin_work *w);
 void admin_job_result(const struct kvt_admin_work *w, uint64_t done, int rc, cJSON *reply,
                       char *err, size_t errlen);
 

@@ -135,6 +135,8 @@ int admin_cmd_stats(struct kvt_admin_conn *conn, const cJSON *req, cJSON *reply,
         add_u64(cold, "records_lost", cs.records_lost);
         add_u64(cold, "regions_reclaimed", cs.regions_reclaimed);
         add_u64(cold, "quota_drops", cs.quota_drops);
+        add_u64(cold, "names", cs.names);
+        add_u64(cold, "names_skipped", cs.names_skipped);
         cJSON_AddBoolToObject(cold, "uring", cs.uring);
     } else {
         cJSON_AddNullToObject(reply, "cold");

@@ -1,6 +1,6 @@
-/* job.h - a long admin command (flush, evict of a namespace or tier) on a
- * thread of its own, so the event loop serves clients meanwhile and can
- * report the command's progress. */
+/* job.h - a long admin command (flush, evict of a namespace or tier) or a
+ * listing (namespaces, contexts) on a thread of its own, so the event loop
+ * serves clients meanwhile and can report the command's progress. */
 #ifndef KVT_JOB_H
 #define KVT_JOB_H
 

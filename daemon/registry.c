@@ -323,6 +323,74 @@ out:
     return rc;
 }
 
+int registry_name_lookup(struct kvt_ns *ns, uint64_t hi, uint64_t lo, char *buf, size_t cap)
+{
+    int rc = -ENOENT;
+
+    pthread_mutex_lock(&ns->names_lock);
+    if (ns->names_buckets) {
+        const struct kvt_ctx_name *e = *name_slot(ns, hi, lo);
+        size_t len = e ? strlen(e->name) : 0;
+        if (e && len < cap) {
+            memcpy(buf, e->name, len + 1);
+            rc = (int)len;
+        } else if (e) {
+            rc = -ENOSPC;
+        }
+    }
+    pthread_mutex_unlock(&ns->names_lock);
+    return rc;
+}
+
+int registry_restore(struct kvt_registry *reg, uint64_t ns_id, uint32_t domain,
+                     const char *model, uint32_t layers, uint32_t heads, uint32_t dim,
+                     uint32_t chunk_tokens, const char *name, size_t len,
+                     uint64_t hi, uint64_t lo)
+{
+    struct kvt_ns *ns = NULL;
+    int rc = 0;
+
+    if (strlen(model) >= sizeof(ns->name) ||
+        ns_id_of(domain, model, layers, heads, dim, chunk_tokens) != ns_id)
+        return -EBADMSG;
+    pthread_mutex_lock(&reg->lock);
+    for (uint32_t i = 0; i < reg->n_ns && !ns; i++)
+        if (reg->ns[i]->id == ns_id && reg->ns[i]->domain == domain)
+            ns = reg->ns[i];
+    if (!ns) {
+        if (reg->n_idle >= REGISTRY_IDLE_MAX) {
+            rc = -ENOSPC;
+            goto out;
+        }
+        if (reg->n_ns == reg->cap) {
+            uint32_t cap = reg->cap ? reg->cap * 2 : 64;
+            struct kvt_ns **table = realloc(reg->ns, cap * sizeof(*table));
+            if (!table) {
+                rc = -ENOMEM;
+                goto out;
+            }
+            reg->ns = table;
+            reg->cap = cap;
+        }
+        ns = ns_new(domain, model, layers, heads, dim, chunk_tokens);
+        if (!ns) {
+            rc = -ENOMEM;
+            goto out;
+        }
+        reg->ns[reg->n_ns++] = ns;
+        reg->n_idle++;
+        ns->idle_since = ++reg->tick;
+    }
+    take(reg, ns, false);              /* held while its name goes in */
+out:
+    pthread_mutex_unlock(&reg->lock);
+    if (rc)
+        return rc;
+    rc = registry_name_add(ns, name, len, hi, lo);
+    registry_put(reg, ns);
+    return rc;
+}
+
 void registry_name_remove(struct kvt_ns *ns, uint64_t hi, uint64_t lo)
 {
     pthread_mutex_lock(&ns->names_lock);

@@ -97,6 +97,20 @@ void registry_put_all(struct kvt_registry *reg, struct kvt_ns **ns, uint32_t n);
  * -ENOMEM. Thread-safe. */
 int registry_name_add(struct kvt_ns *ns, const char *name, size_t len,
                       uint64_t hi, uint64_t lo);
+/* Copy the name known under (hi, lo) into buf (cap bytes, NUL-terminated).
+ * Returns its length, -ENOENT when unknown, -ENOSPC when cap is too small. */
+int registry_name_lookup(struct kvt_ns *ns, uint64_t hi, uint64_t lo, char *buf, size_t cap);
+/* A name the cold tier kept across a restart: find or make the idle entry
+ * of namespace (domain, model, geometry), counting no client, and remember
+ * name (len bytes) under (hi, lo) in it. Returns 0, -EBADMSG when that
+ * identity does not hash to ns_id (the name cannot be this namespace's,
+ * nor so another domain's), -ENOSPC when it would make more than
+ * REGISTRY_IDLE_MAX idle entries or the entry holds REGISTRY_NAMES_MAX names,
+ * -ENOMEM. */
+int registry_restore(struct kvt_registry *reg, uint64_t ns_id, uint32_t domain,
+                     const char *model, uint32_t layers, uint32_t heads, uint32_t dim,
+                     uint32_t chunk_tokens, const char *name, size_t len,
+                     uint64_t hi, uint64_t lo);
 /* Forget one name (no-op if unknown), or every name of the namespace. */
 void registry_name_remove(struct kvt_ns *ns, uint64_t hi, uint64_t lo);
 void registry_names_clear(struct kvt_ns *ns);

@@ -79,6 +79,73 @@ static void arm_timer(int fd, uint64_t at_ns, int flags)
         log_warn("timerfd_settime: %s", strerror(errno));
 }
 
+/* ---- context names on the cold tier ----------------------------------------- */
+
+/* The tiers' name_of hook: the name a named store left in the registry
+ * for the object of key, with its namespace's identity. The namespace must
+ * be key's domain's (ids are per domain: this only guards the rule). */
+static int name_of(void *arg, const struct kvt_chunk_key *key, struct kvt_cold_name *out)
+{
+    struct kvt_server *srv = arg;
+    struct kvt_ns *ns = registry_find(&srv->reg, key->ns_id);
+    int rc = -ENOENT;
+
+    if (ns && ns->domain == key->domain)
+        rc = registry_name_lookup(ns, key->obj_hi, key->obj_lo, out->name, sizeof(out->name));
+    if (rc >= 0) {
+        out->name_len = (uint32_t)rc;
+        out->ns_id = ns->id;
+        out->obj_hi = key->obj_hi;
+        out->obj_lo = key->obj_lo;
+        out->domain = ns->domain;
+        out->layers = ns->layers;
+        out->heads = ns->heads;
+        out->dim = ns->dim;
+        out->chunk_tokens = ns->chunk_tokens;
+        out->model_len = (uint32_t)strlen(ns->name);
+        memcpy(out->model, ns->name, out->model_len + 1);
+        rc = 0;
+    }
+    registry_put(&srv->reg, ns);
+    return rc;
+}
+
+/* After a restart: the names the cold tier kept go back into the registry,
+ * under idle entries of their namespaces, so `namespaces` and `contexts`
+ * list what they listed before. A name whose namespace identity does not
+ * hash to its id is refused (and counted by the cold tier). */
+static void restore_names(struct kvt_server *srv)
+{
+    struct kvt_cold_name *names;
+    size_t n, restored = 0, full = 0;
+
+    if (!srv->tiers.cold)
+        return;
+    if (cold_names(srv->tiers.cold, &names, &n)) {
+        log_warn("cold tier: out of memory listing context names; they are not listed");
+        return;
+    }
+    for (size_t i = 0; i < n; i++) {
+        const struct kvt_cold_name *c = &names[i];
+        int rc = registry_restore(&srv->reg, c->ns_id, c->domain, c->model, c->layers,
+                                  c->heads, c->dim, c->chunk_tokens, c->name, c->name_len,
+                                  c->obj_hi, c->obj_lo);
+        if (rc == -EBADMSG) {
+            log_warn("cold tier: a name record's namespace (domain %u) does not match its "
+                     "id 0x%016llx; skipped", (unsigned)c->domain, (unsigned long long)c->ns_id);
+            cold_name_refuse(srv->tiers.cold, c);
+        } else if (rc) {
+            full++;
+        } else {
+            restored++;
+        }
+    }
+    if (n)
+        log_info("cold tier: %zu context names restored%s", restored,
+                 full ? " (some not: too many namespaces or names, or no memory)" : "");
+    free(names);
+}
+
 int server_init(struct kvt_server *srv, const struct kvt_config *cfg,
                 const char *config_path)
 {
@@ -120,9 +187,10 @@ int server_init(struct kvt_server *srv, const struct kvt_config *cfg,
     if (rc)
         return rc;
     srv->dp.tiers = &srv->tiers;
-    rc = tiers_open(&srv->tiers, srv->dp.hot, cfg);
+    rc = tiers_open(&srv->tiers, srv->dp.hot, cfg, name_of, srv);
     if (rc)
         return rc;
+    restore_names(srv);
     rc = tiers_remote_open(&srv->tiers, cfg);
     if (rc)
         return rc;

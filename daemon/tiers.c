@@ -44,10 +44,16 @@ static void cold_log(void *arg, int level, const char *msg)
     log_msg(level, "cold tier: %s", msg);
 }
 
+/* A context's first chunk of layer 0 takes its name along, so a restarted
+ * daemon can list it (cold_put_named); other chunks go as they are. */
 static int put_image(void *arg, const struct kvt_chunk_image *img)
 {
     struct kvt_tiers *t = arg;
+    struct kvt_cold_name name;
 
+    if (img->key.layer == 0 && img->key.chunk_idx == 0 && t->name_of &&
+        t->name_of(t->name_arg, &img->key, &name) == 0)
+        return cold_put_named(t->cold, img, &name);
     return cold_put(t->cold, img);
 }
 
@@ -206,7 +212,10 @@ void tiers_set_quotas(struct kvt_tiers *t, uint64_t hot_quota, uint64_t cold_quo
     pthread_mutex_unlock(&t->lock);
 }
 
-int tiers_open(struct kvt_tiers *t, struct kvt_hot *hot, const struct kvt_config *cfg)
+int tiers_open(struct kvt_tiers *t, struct kvt_hot *hot, const struct kvt_config *cfg,
+               int (*name_of)(void *arg, const struct kvt_chunk_key *key,
+                              struct kvt_cold_name *out),
+               void *name_arg)
 {
     int rc;
 
@@ -214,6 +223,8 @@ int tiers_open(struct kvt_tiers *t, struct kvt_hot *hot, const struct kvt_config
 
     memset(t, 0, sizeof(*t));
     t->hot = hot;
+    t->name_of = name_of;
+    t->name_arg = name_arg;
     pthread_rwlockattr_init(&attr);
     pthread_rwlockattr_setkind_np(&attr, PTHREAD_RWLOCK_PREFER_WRITER_NONRECURSIVE_NP);
     pthread_rwlock_init(&t->drop_lock, &attr);

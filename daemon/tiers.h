@@ -47,12 +47,23 @@ struct kvt_tiers {
     struct { uint32_t domain; char name[CONFIG_RDOMAIN_NAME]; } rdomain[CONFIG_RDOMAIN_MAX];
     atomic_ulong remote_promotions;   /* chunks brought in from the pool */
     bool remote_lossless;             /* quant none: int8 records are refused */
+    /* Where a context's name comes from when its chunk 0 of layer 0 is
+     * written to the cold tier (cold_put_named keeps it there): fills *out
+     * and returns 0, or -ENOENT (a token prefix, or a name not known).
+     * Called on the writing thread under that chunk's read lock: it must
+     * not take a chunk lock. Set at open, never changed. */
+    int (*name_of)(void *arg, const struct kvt_chunk_key *key, struct kvt_cold_name *out);
+    void *name_arg;
 };
 
 /* Open the cold tier (if cfg->cold_bytes), rebuilding its index from the
  * file, install the demotion hook on hot and start the background demoter.
- * Returns 0 or -errno (logged). */
-int tiers_open(struct kvt_tiers *t, struct kvt_hot *hot, const struct kvt_config *cfg);
+ * name_of (may be NULL) and name_arg: see struct kvt_tiers. Returns 0 or
+ * -errno (logged). */
+int tiers_open(struct kvt_tiers *t, struct kvt_hot *hot, const struct kvt_config *cfg,
+               int (*name_of)(void *arg, const struct kvt_chunk_key *key,
+                              struct kvt_cold_name *out),
+               void *name_arg);
 /* Stop the demoter and close the cold tier (buffered records are written,
  * not fsynced: call tiers_flush first for that). t may be half-built. */
 void tiers_close(struct kvt_tiers *t);

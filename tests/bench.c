@@ -55,7 +55,6 @@ void die(const char *what, int rc)
     exit(1);
 }
 
-static void start_daemon_with(const char *hot, const char *cold_bytes, const char *cold_path);
 static void start_daemon(void)
 {
     start_daemon_with("6G", "0", NULL);
@@ -118,14 +117,14 @@ int try_start_daemon(const char *hot, const char *cold_bytes, const char *cold_p
     die("kvtierd did not start", -ETIMEDOUT);
 }
 
-static void start_daemon_with(const char *hot, const char *cold_bytes, const char *cold_path)
+void start_daemon_with(const char *hot, const char *cold_bytes, const char *cold_path)
 {
     char why[256];
     if (try_start_daemon(hot, cold_bytes, cold_path, NULL, NULL, why, sizeof(why)))
         die(why, -ECHILD);
 }
 
-static void stop_daemon_keep_dir(void)
+void stop_daemon_keep_dir(void)
 {
     kill(daemon_pid, SIGTERM);
     waitpid(daemon_pid, NULL, 0);
@@ -144,6 +143,11 @@ void stop_daemon(void)
 const char *bench_socket(void)
 {
     return sock_path;
+}
+
+const char *bench_dir(void)
+{
+    return dir_path;
 }
 
 void json_num(const char *key, double v)
@@ -860,7 +864,8 @@ int main(int argc, char **argv)
     /* KVTIER_BENCH_ONLY=calls (shapes 1 and 3), cold (the cold tier) or
      * outliers (shape 2 with outliers 0, 4, 8) or simd (the kernels) or
      * remote (the memcached pool, two hosts) or loop (decode steps beside
-     * another client's cold fetches): one part alone, for quick iterations. */
+     * another client's cold fetches) or listing (the admin listings over a
+     * large cold tier): one part alone, for quick iterations. */
     const char *only = getenv("KVTIER_BENCH_ONLY");
     if (only && !strcmp(only, "calls")) {
         bench_small_calls(1);
@@ -894,6 +899,11 @@ int main(int argc, char **argv)
         bench_loop_disk();
         goto out;
     }
+    if (only && !strcmp(only, "listing")) {
+        stop_daemon();
+        bench_listing();
+        goto out;
+    }
     bench_overhead();
     bench_prefill(ref);
     bench_small_calls(1);
@@ -915,6 +925,7 @@ int main(int argc, char **argv)
     bench_cold();
     bench_remote(build_dir);
     bench_loop_disk();
+    bench_listing();
 out:
     if (daemon_pid)
         stop_daemon();

@@ -31,6 +31,12 @@ int try_start_daemon(const char *hot, const char *cold_bytes, const char *cold_p
                      const char *flag, const char *value, char *why, size_t why_len);
 /* SIGTERM the daemon, wait, remove its dir. */
 void stop_daemon(void);
+/* SIGTERM the daemon and wait, keeping its dir (and cold file) for a
+ * restart; start_daemon_with a cold_path restarts in that dir. */
+void stop_daemon_keep_dir(void);
+void start_daemon_with(const char *hot, const char *cold_bytes, const char *cold_path);
+/* The dir of the daemon started last. */
+const char *bench_dir(void);
 /* One admin request (a JSON line); its reply line into reply. Dies unless
  * the reply says "ok":true. */
 void admin_query(const char *line, char *reply, size_t len);
@@ -54,6 +60,9 @@ void bench_remote(const char *build_dir);
 /* bench_loop.c: decode steps alone and beside another client's fetches
  * of cold data. */
 void bench_loop_disk(void);
+/* bench_listing.c: the admin listings over a cold tier of ~100k and ~1M
+ * chunk records. */
+void bench_listing(void);
 
 /* Seconds on CLOCK_MONOTONIC; qsort's comparison of doubles; f16 noise. */
 double now_s(void);

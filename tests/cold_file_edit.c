@@ -4,6 +4,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
@@ -51,11 +52,14 @@ static bool all_zero(const uint8_t *p, size_t n)
 }
 
 /* Rewrite the records of one region's log (reg: the whole region, header
- * block first) with version v. */
+ * block first) with version v; with drop_names, pack the others back to
+ * back without the name records and zero what that frees up to the log's
+ * end, as a writer that never logged them would have left it (records
+ * hold no offsets; padding between them is optional). */
 static void region_records(const struct cold_file_header *f, uint8_t *reg, uint64_t region_seq,
-                           uint16_t v, struct cold_file_counts *n)
+                           uint16_t v, bool drop_names, struct cold_file_counts *n)
 {
-    uint64_t p = COLD_BLOCK;
+    uint64_t p = COLD_BLOCK, w = COLD_BLOCK;
 
     while (p + REC_HDR <= f->region_bytes) {
         struct cold_record_header h;
@@ -65,29 +69,44 @@ static void region_records(const struct cold_file_header *f, uint8_t *reg, uint6
         if (h.magic != COLD_RECORD_MAGIC) {
             uint64_t next = (p + COLD_BLOCK - 1) / COLD_BLOCK * COLD_BLOCK;
             if (next == p || next > f->region_bytes || !all_zero(reg + p, next - p))
-                return;
+                break;
             p = next;
+            if (!drop_names)
+                w = p;
             continue;
         }
         if (h.region_seq != region_seq)
-            return;
+            break;
         if (h.kind == COLD_REC_CHUNK)
             len += chunk_bitmap_bytes(h.shape.tokens) + (uint64_t)h.stored_len;
+        else if (h.kind == COLD_REC_NAME)
+            len += h.stored_len;
         if (h.shape.tokens > KVT_CHUNK_MAX_TOKENS || p + len > f->region_bytes)
-            return;
+            break;
+        if (h.kind == COLD_REC_NAME && drop_names) {
+            n->names++;
+            p += len;
+            continue;
+        }
+        memmove(reg + w, reg + p, len);
         h.version = v;
         h.checksum = 0;
-        memcpy(reg + p, &h, REC_HDR);
-        h.checksum = XXH3_64bits_withSeed(reg + p, len, f->seed);
-        memcpy(reg + p, &h, REC_HDR);
+        memcpy(reg + w, &h, REC_HDR);
+        h.checksum = XXH3_64bits_withSeed(reg + w, len, f->seed);
+        memcpy(reg + w, &h, REC_HDR);
         if (h.kind == COLD_REC_CHUNK) {
             n->chunks++;
             n->outliers += h.shape.outliers > 0;
+        } else if (h.kind == COLD_REC_NAME) {
+            n->names++;
         } else {
             n->tombstones++;
         }
         p += len;
+        w += len;
     }
+    if (drop_names && w < p)
+        memset(reg + w, 0, p - w);
 }
 
 int cold_file_set_versions(const char *path, const struct cold_file_versions *v,
@@ -117,7 +136,7 @@ int cold_file_set_versions(const char *path, const struct cold_file_versions *v,
         if (!region_header_ok(&f, &h, r))
             continue;
         n.regions++;
-        region_records(&f, reg, h.seq, v->record, &n);
+        region_records(&f, reg, h.seq, v->record, v->drop_names, &n);
         h.version = v->region;
         h.checksum = XXH3_64bits_withSeed(&h, offsetof(struct cold_region_header, checksum),
                                           f.seed);

@@ -6,12 +6,17 @@
 #ifndef KVT_TEST_COLD_FILE_EDIT_H
 #define KVT_TEST_COLD_FILE_EDIT_H
 
+#include <stdbool.h>
 #include <stdint.h>
 
 struct cold_file_versions {
     uint32_t file;          /* the file header's version */
     uint32_t region;        /* every region header's */
     uint16_t record;        /* every record's */
+    /* Leave the name records out (counted in names all the same): files
+     * of format 1 and 2 have none, and a name record is not a record of
+     * those formats. */
+    bool drop_names;
 };
 
 /* What cold_file_set_versions found and rewrote. */
@@ -19,6 +24,7 @@ struct cold_file_counts {
     uint32_t regions;       /* region headers (valid in any version) */
     uint64_t chunks;        /* chunk records of the regions' logs */
     uint64_t tombstones;
+    uint64_t names;         /* name records */
     uint64_t outliers;      /* chunk records whose shape has outliers > 0 */
 };
 

@@ -673,7 +673,7 @@ static void contexts_lists_names_until_dropped_or_evicted(void **state)
     assert_int_equal(ctl(out, sizeof(out), d.admin_socket, "contexts"), 0);
     assert_non_null(strstr(out, "name"));
     assert_non_null(strstr(out, "tokens"));
-    snprintf(args, sizeof(args), "beta  %s  64\n", ns_id);
+    snprintf(args, sizeof(args), "beta  %s  0       64\n", ns_id);
     assert_non_null(strstr(out, args));
     assert_int_equal(ctl(out, sizeof(out), d.admin_socket, "--json contexts"), 0);
     r = cJSON_Parse(out);

@@ -229,7 +229,10 @@ static void silent_readers_do_not_stall_the_loop(void **state)
         for (int n = 0; n < SILENT_REQUESTS; n++) {
             cJSON *reply = next_ok(&r, 30000);
             const cJSON *list = cJSON_GetObjectItemCaseSensitive(reply, "contexts");
-            assert_int_equal(cJSON_GetArraySize(list), NAMES);
+            /* Each listing runs when its turn comes, on a thread: those
+             * after the data client's store list its context too. */
+            int listed = cJSON_GetArraySize(list);
+            assert_true(listed == NAMES || listed == NAMES + 1);
             const cJSON *last = cJSON_GetArrayItem(list, NAMES - 1);
             assert_int_equal(strlen(cJSON_GetObjectItemCaseSensitive(last, "name")->valuestring),
                              NAME_BYTES);

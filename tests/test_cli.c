@@ -11,7 +11,8 @@
  *  - every key's default in `kvtierd --help` (the key table) is the one
  *    kvtierd(8) documents;
  *  - after a restart, `contexts` and `namespaces` list what the cold tier
- *    holds, though the names are not known;
+ *    holds: the context names with their lengths and domain, the model
+ *    names and geometry (kept on the cold tier), and its counts;
  *  - metrics: latency as _seconds histograms whose count is the stats'
  *    count, kvtier_build_info, the start time, pid/uptime/version in stats,
  *    and cold.quota_drops as kvtier_cold_quota_drops_total. */
@@ -368,29 +369,49 @@ static void listings_show_the_cold_tier_after_restart(void **state)
     daemon_restart(&d, "--hot-bytes", "64M", "--cold-path", cold_path, "--cold-bytes", "64M",
                    "--cold-region-bytes", "4M", NULL);
 
-    /* The names are gone with the process; the cold tier's data is not. */
+    /* The names come back from the cold tier, with the data. */
     assert_int_equal(test_ctl(out, sizeof(out), d.admin_socket, "contexts --json"), 0);
     r = cJSON_Parse(out);
-    assert_int_equal(cJSON_GetArraySize(cJSON_GetObjectItemCaseSensitive(r, "contexts")), 0);
+    const cJSON *list = cJSON_GetObjectItemCaseSensitive(r, "contexts");
+    assert_int_equal(cJSON_GetArraySize(list), 3);
+    for (int i = 0; i < 3; i++) {
+        const cJSON *e = cJSON_GetArrayItem(list, i);
+        char name[16];
+        snprintf(name, sizeof(name), "ctx-%d", i);
+        assert_string_equal(cJSON_GetObjectItemCaseSensitive(e, "name")->valuestring, name);
+        assert_string_equal(cJSON_GetObjectItemCaseSensitive(e, "namespace")->valuestring, id);
+        assert_int_equal((int)cJSON_GetObjectItemCaseSensitive(e, "domain")->valuedouble, 0);
+        assert_int_equal((int)cJSON_GetObjectItemCaseSensitive(e, "tokens")->valuedouble, TOKENS);
+    }
     const cJSON *cold = cJSON_GetArrayItem(cJSON_GetObjectItemCaseSensitive(r, "cold"), 0);
     assert_non_null(cold);
     assert_string_equal(cJSON_GetObjectItemCaseSensitive(cold, "namespace")->valuestring, id);
     assert_int_equal((int)cJSON_GetObjectItemCaseSensitive(cold, "objects")->valuedouble, 3);
     assert_int_equal((int)cJSON_GetObjectItemCaseSensitive(cold, "records")->valuedouble,
                      3 * LAYERS);
+    assert_int_equal((int)cJSON_GetObjectItemCaseSensitive(cold, "names_listed")->valuedouble, 3);
     cJSON_Delete(r);
     assert_int_equal(test_ctl(out, sizeof(out), d.admin_socket, "contexts"), 0);
-    assert_non_null(strstr(out, "(no context names known"));
+    snprintf(args, sizeof(args), "ctx-1  %s  0       256\n", id);
+    assert_non_null(strstr(out, args));
+    assert_null(strstr(out, "(no context names known"));
     assert_non_null(strstr(out, "cold tier"));
     snprintf(args, sizeof(args), "contexts %s --json", id);
     assert_int_equal(test_ctl(out, sizeof(out), d.admin_socket, args), 0);
 
     assert_int_equal(test_ctl(out, sizeof(out), d.admin_socket, "namespaces --json"), 0);
     r = cJSON_Parse(out);
+    assert_int_equal(cJSON_GetArraySize(cJSON_GetObjectItemCaseSensitive(r, "namespaces")), 1);
     ns = cJSON_GetArrayItem(cJSON_GetObjectItemCaseSensitive(r, "namespaces"), 0);
     assert_non_null(ns);
     assert_string_equal(cJSON_GetObjectItemCaseSensitive(ns, "id")->valuestring, id);
-    assert_true(cJSON_IsNull(cJSON_GetObjectItemCaseSensitive(ns, "name")));
+    assert_string_equal(cJSON_GetObjectItemCaseSensitive(ns, "name")->valuestring, "cli");
+    assert_int_equal((int)cJSON_GetObjectItemCaseSensitive(ns, "layers")->valuedouble, LAYERS);
+    assert_int_equal((int)cJSON_GetObjectItemCaseSensitive(ns, "kv_heads")->valuedouble, HEADS);
+    assert_int_equal((int)cJSON_GetObjectItemCaseSensitive(ns, "head_dim")->valuedouble, DIM);
+    assert_int_equal((int)cJSON_GetObjectItemCaseSensitive(ns, "chunk_tokens")->valuedouble,
+                     TOKENS);
+    assert_int_equal((int)cJSON_GetObjectItemCaseSensitive(ns, "clients")->valuedouble, 0);
     assert_int_equal((int)cJSON_GetObjectItemCaseSensitive(ns, "cold_objects")->valuedouble, 3);
     cJSON_Delete(r);
     /* They are served: every context reads back. */

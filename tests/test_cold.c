@@ -22,7 +22,12 @@
  *   - with io_uring_setup refused (seccomp, as systemd sandboxes may do) the
  *     tier falls back to pread/pwrite with exactly one warning;
  *   - readers running next to a writer (with reclaim) only ever see exact
- *     data or -ENOENT.
+ *     data or -ENOENT;
+ *   - cold_namespace_usage counts each namespace's chunk records, bytes and
+ *     objects (chunk 0 of layer 0) exactly through puts, replacements,
+ *     drops, quota drops, region reuse and a reopen: they add up to the
+ *     tier's records and used bytes, and a namespace with nothing left is
+ *     not listed.
  * Files live in a temporary directory under /var/tmp (or the current
  * directory if /var/tmp is tmpfs, which would hide O_DIRECT behaviour).
  */
@@ -966,6 +971,114 @@ static void test_readers_with_writer(void **state)
     chunk_free(&t);
 }
 
+/* Usage of ns in u (NULL if not listed); checks the list is sorted and
+ * that it adds up to the tier's records and bytes. */
+static const struct kvt_cold_ns_usage *usage_check(struct kvt_cold *c, struct kvt_cold_ns_usage **u,
+                                                   size_t *n, uint64_t ns)
+{
+    struct kvt_cold_stats st;
+    const struct kvt_cold_ns_usage *found = NULL;
+    uint64_t records = 0, bytes = 0;
+
+    free(*u);
+    assert_int_equal(cold_namespace_usage(c, u, n), 0);
+    cold_stats(c, &st);
+    for (size_t i = 0; i < *n; i++) {
+        assert_true(i == 0 || (*u)[i - 1].ns_id < (*u)[i].ns_id);
+        assert_true((*u)[i].records > 0 && (*u)[i].objects <= (*u)[i].records);
+        records += (*u)[i].records;
+        bytes += (*u)[i].bytes;
+        if ((*u)[i].ns_id == ns)
+            found = &(*u)[i];
+    }
+    assert_int_equal(records, st.records);
+    assert_int_equal(bytes, st.used_bytes);
+    return found;
+}
+
+static void test_namespace_usage_follows_the_index(void **state)
+{
+    struct env *env = *state;
+    struct kvt_chunk_shape shape = { 16, 4, 64, KVT_CHUNK_INT8 };
+    enum { OBJ = 6, LAYERS = 3, CHUNKS = 2 };
+    struct tchunk t[OBJ][LAYERS][CHUNKS], big;
+    struct kvt_cold_ns_usage *u = NULL;
+    const struct kvt_cold_ns_usage *x;
+    size_t n;
+    struct kvt_cold *c = open_cold(env, COLD_BLOCK + 4 * MIB, MIB);
+
+    /* Namespaces 3 and 5 (domain 1000), 3 objects each. */
+    for (int o = 0; o < OBJ; o++)
+        for (uint32_t l = 0; l < LAYERS; l++)
+            for (uint32_t i = 0; i < CHUNKS; i++) {
+                chunk_make(&t[o][l][i], key_of(o < 3 ? 3 : 5, 0x100 + (uint64_t)o, l, i), shape,
+                           (uint64_t)(o * 100 + (int)(l * 10 + i)), 1, RANDOM);
+                assert_int_equal(cold_put(c, &t[o][l][i].img), 0);
+            }
+    x = usage_check(c, &u, &n, 3);
+    assert_int_equal(n, 2);
+    assert_non_null(x);
+    assert_int_equal(x->records, 3 * LAYERS * CHUNKS);
+    assert_int_equal(x->objects, 3);
+    assert_int_equal(x->domain, 1000);
+    /* A newer record of a key replaces its old one: nothing more counted. */
+    assert_int_equal(cold_put(c, &t[0][0][0].img), 0);
+    assert_int_equal(cold_put(c, &t[0][1][1].img), 0);
+    x = usage_check(c, &u, &n, 3);
+    assert_int_equal(x->records, 3 * LAYERS * CHUNKS);
+    assert_int_equal(x->objects, 3);
+    /* A dropped object leaves its namespace's counts. */
+    assert_int_equal(cold_drop_object(c, 3, 0x100, ~UINT64_C(0x100)), LAYERS * CHUNKS);
+    x = usage_check(c, &u, &n, 3);
+    assert_int_equal(x->records, 2 * LAYERS * CHUNKS);
+    assert_int_equal(x->objects, 2);
+    assert_int_equal(cold_sync(c), 0);
+    cold_close(c);
+
+    /* Recovery counts the same. */
+    c = open_cold(env, COLD_BLOCK + 4 * MIB, MIB);
+    x = usage_check(c, &u, &n, 3);
+    assert_int_equal(n, 2);
+    assert_int_equal(x->records, 2 * LAYERS * CHUNKS);
+    assert_int_equal(x->objects, 2);
+    x = usage_check(c, &u, &n, 5);
+    assert_int_equal(x->records, 3 * LAYERS * CHUNKS);
+    /* A dropped namespace is not listed. */
+    assert_int_equal(cold_drop_namespace(c, 3), 2 * LAYERS * CHUNKS);
+    assert_null(usage_check(c, &u, &n, 3));
+    assert_int_equal(n, 1);
+    /* A quota drops the oldest records: the counts follow. */
+    cold_set_domain_quota(c, 4 * 4096);
+    x = usage_check(c, &u, &n, 5);
+    assert_non_null(x);
+    assert_true(x->records < 3 * LAYERS * CHUNKS);
+    cold_set_domain_quota(c, 0);
+    /* Region reuse: a lap of large records of namespace 7 takes the rest. */
+    chunk_make(&big, key_of(7, 0x999, 0, 0), shape_of_bytes(300000), 999, 1, RANDOM);
+    for (uint32_t i = 0; i < 20; i++) {
+        big.img.key.chunk_idx = i;
+        assert_int_equal(cold_put(c, &big.img), 0);
+        (void)usage_check(c, &u, &n, 7);
+    }
+    assert_null(usage_check(c, &u, &n, 5));
+    x = usage_check(c, &u, &n, 7);
+    assert_non_null(x);
+    assert_true(x->records < 20);
+    assert_int_equal(x->objects, 0);            /* its chunk 0 went with its region */
+    assert_int_equal(cold_sync(c), 0);
+    cold_close(c);
+    c = open_cold(env, COLD_BLOCK + 4 * MIB, MIB);
+    (void)usage_check(c, &u, &n, 7);
+    assert_no_errors(c);
+    cold_close(c);
+    free(u);
+    for (int o = 0; o < OBJ; o++)
+        for (int l = 0; l < LAYERS; l++)
+            for (int i = 0; i < CHUNKS; i++)
+                chunk_free(&t[o][l][i]);
+    chunk_free(&big);
+}
+
 #define BOTH(fn) \
     { #fn "/io_uring", fn, setup, teardown, &uring }, \
     { #fn "/pread", fn, setup, teardown, &pread_mode }
@@ -987,6 +1100,7 @@ int main(void)
         BOTH(test_bad_header_refused),
         BOTH(test_disk_errors_become_misses),
         BOTH(test_readers_with_writer),
+        BOTH(test_namespace_usage_follows_the_index),
         { "test_uring_refused_falls_back", test_uring_refused_falls_back, setup, teardown, &uring },
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -4,12 +4,15 @@
  *     set to 1 with its checksum: its int8 records have no outliers, so this
  *     is byte for byte what a format-1 kvtierd wrote) is served: every
  *     context fetches within the int8 bound; the start logs the upgrade once
- *     and leaves the file header at format 2, the old region headers at 1;
+ *     and leaves the file header at the current format (3), the old region
+ *     headers at 1;
  *     a restart serves everything again without upgrading again; contexts
  *     stored and synced before a kill -9 come back next to the old ones;
- *   - a file header of format 3 makes the start fail with exit status 2
+ *   - a file header of format 4 makes the start fail with exit status 2
  *     and a log line naming the format, the file left byte for byte; set
- *     back to format 2 the same file is served whole.
+ *     back to format 3 the same file is served whole.
+ * The daemon's files hold name records (format 3); the format-1 file is
+ * made without them, as a format-1 kvtierd wrote none.
  */
 #include "tests/helpers.h"
 
@@ -127,15 +130,15 @@ static void v1_file_served_and_upgraded(void **state)
     struct cold_file_counts n;
     (void)state;
 
-    assert_int_equal(cold_file_set_versions(cold_path, &(struct cold_file_versions){ 1, 1, 1 },
-                                            &n), 0);
+    assert_int_equal(cold_file_set_versions(cold_path,
+                                            &(struct cold_file_versions){ 1, 1, 1, true }, &n), 0);
     assert_true(n.chunks >= OLD * shape.layers);
     assert_int_equal(n.outliers, 0);
     versions(0, 1, 1);
 
     daemon_restart(&d, COLD_FLAGS, NULL);
-    assert_int_equal(log_count("upgraded from format 1 to 2"), 1);
-    versions(0, 2, 1);
+    assert_int_equal(log_count("upgraded from format 1 to 3"), 1);
+    versions(0, 3, 1);
     check_contexts(0, OLD);
     daemon_stop(&d);
 
@@ -150,25 +153,25 @@ static void v1_file_served_and_upgraded(void **state)
     daemon_kill(&d);
     daemon_restart(&d, COLD_FLAGS, NULL);
     check_contexts(0, OLD + NEW);
-    versions(0, 2, 1);
+    versions(0, 3, 1);
     assert_int_equal(log_count("upgraded from format"), 1);
     daemon_stop(&d);
 }
 
-static void v3_file_refused_exit_2(void **state)
+static void v4_file_refused_exit_2(void **state)
 {
     (void)state;
 
-    assert_int_equal(cold_file_set_versions(cold_path, &(struct cold_file_versions){ 3, 2, 2 },
+    assert_int_equal(cold_file_set_versions(cold_path, &(struct cold_file_versions){ 4, 3, 3 },
                                             NULL), 0);
     uint64_t before = file_hash();
     assert_int_equal(daemon_start_status(&d, COLD_FLAGS, NULL), 2);
-    assert_int_equal(log_count("is a cold file of format 3, but this kvtierd reads formats "
-                               "1 to 2; left untouched"), 1);
+    assert_int_equal(log_count("is a cold file of format 4, but this kvtierd reads formats "
+                               "1 to 3; left untouched"), 1);
     assert_false(test_socket_accepts(d.socket));
     assert_true(file_hash() == before);
 
-    assert_int_equal(cold_file_set_versions(cold_path, &(struct cold_file_versions){ 2, 2, 2 },
+    assert_int_equal(cold_file_set_versions(cold_path, &(struct cold_file_versions){ 3, 3, 3 },
                                             NULL), 0);
     daemon_restart(&d, COLD_FLAGS, NULL);
     check_contexts(0, OLD);
@@ -179,7 +182,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(v1_file_served_and_upgraded, setup, teardown),
-        cmocka_unit_test_setup_teardown(v3_file_refused_exit_2, setup, teardown),
+        cmocka_unit_test_setup_teardown(v4_file_refused_exit_2, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -5,10 +5,24 @@
  * kvt_alloc buffers included); while no daemon runs, calls fail with a
  * connection error instead of hanging. And that SIGTERM is a clean stop:
  * kvtierd exits 0 with a client connected, removes its socket files and
- * leaves nothing in /dev/shm, and the handle carries on with the next one. */
+ * leaves nothing in /dev/shm, and the handle carries on with the next one.
+ * And that context names ride over restarts with the cold tier: after
+ * SIGTERM, `contexts` lists the same names, namespaces, domains and token
+ * lengths as before it, and `namespaces` the same models and geometry,
+ * for root's domain and nobody's alike; a namespace's listing never shows
+ * the other domain's name stored under the same model; a name stored and
+ * synced before a kill -9 is listed after it, one dropped before it is
+ * not; a name record corrupted on disk is skipped (a log line, a count),
+ * its context still served, and the others still listed; one whose
+ * checksum holds but whose namespace identity does not give its id is
+ * refused (a log line, a count) and listed nowhere. */
 #include "tests/helpers.h"
+#include "tests/cold_file_edit.h"
 
+#include <cjson/cJSON.h>
 #include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -128,6 +142,260 @@ static void sigterm_is_a_clean_stop(void **state)
     kvt_disconnect(c);
 }
 
+/* ---- names after a restart ------------------------------------------------ */
+
+#define NOBODY 65534
+static char cold_dir[64], cold_path[400];
+
+#define COLD_FLAGS "--cold-path", cold_path, "--cold-bytes", "64M", "--cold-region-bytes", "4M"
+
+static cJSON *admin_json(const char *request)
+{
+    static char reply[1 << 20];
+    CHECK_OK(admin_request(&d, request, reply, sizeof(reply)));
+    cJSON *r = cJSON_Parse(reply);
+    assert_non_null(r);
+    if (!cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(r, "ok")))
+        fail_msg("%s: %s", request, reply);
+    return r;
+}
+
+/* The contexts listing as text, one "name namespace domain tokens" line
+ * each, in the reply's order (sorted within each namespace). */
+static void contexts_text(const char *request, char *out, size_t len)
+{
+    cJSON *r = admin_json(request), *e;
+    size_t used = 0;
+
+    out[0] = '\0';
+    cJSON_ArrayForEach(e, cJSON_GetObjectItemCaseSensitive(r, "contexts")) {
+        const cJSON *name = cJSON_GetObjectItemCaseSensitive(e, "name");
+        const cJSON *ns = cJSON_GetObjectItemCaseSensitive(e, "namespace");
+        const cJSON *dom = cJSON_GetObjectItemCaseSensitive(e, "domain");
+        const cJSON *tok = cJSON_GetObjectItemCaseSensitive(e, "tokens");
+        assert_true(cJSON_IsString(name) && cJSON_IsString(ns) && cJSON_IsNumber(dom) &&
+                    cJSON_IsNumber(tok));
+        used += (size_t)snprintf(out + used, len - used, "%s %s %.0f %.0f\n", name->valuestring,
+                                 ns->valuestring, dom->valuedouble, tok->valuedouble);
+        assert_true(used < len);
+    }
+    cJSON_Delete(r);
+}
+
+/* The namespaces listing's identity columns, one line each, sorted by id:
+ * what the registry lists is in no order. */
+static int by_line(const void *a, const void *b)
+{
+    return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+static void namespaces_text(char *out, size_t len)
+{
+    cJSON *r = admin_json("{\"cmd\":\"namespaces\"}"), *e;
+    char *lines[64];
+    int n = 0;
+
+    cJSON_ArrayForEach(e, cJSON_GetObjectItemCaseSensitive(r, "namespaces")) {
+        char *line = NULL;
+        const cJSON *name = cJSON_GetObjectItemCaseSensitive(e, "name");
+        assert_true(n < 64);
+        assert_true(asprintf(&line, "%s %s %.0f %.0f %.0f %.0f %.0f\n",
+                             cJSON_GetObjectItemCaseSensitive(e, "id")->valuestring,
+                             cJSON_IsString(name) ? name->valuestring : "(null)",
+                             cJSON_GetObjectItemCaseSensitive(e, "domain")->valuedouble,
+                             cJSON_GetObjectItemCaseSensitive(e, "layers")->valuedouble,
+                             cJSON_GetObjectItemCaseSensitive(e, "kv_heads")->valuedouble,
+                             cJSON_GetObjectItemCaseSensitive(e, "head_dim")->valuedouble,
+                             cJSON_GetObjectItemCaseSensitive(e, "chunk_tokens")->valuedouble) > 0);
+        lines[n++] = line;
+    }
+    qsort(lines, (size_t)n, sizeof(lines[0]), by_line);
+    out[0] = '\0';
+    for (int i = 0; i < n; i++) {
+        assert_true(strlen(out) + strlen(lines[i]) < len);
+        strcat(out, lines[i]);
+        free(lines[i]);
+    }
+    cJSON_Delete(r);
+}
+
+static uint64_t cold_stat(const char *key)
+{
+    cJSON *r = admin_json("{\"cmd\":\"stats\"}");
+    const cJSON *val = cJSON_GetObjectItemCaseSensitive(
+        cJSON_GetObjectItemCaseSensitive(r, "cold"), key);
+    assert_true(cJSON_IsNumber(val));
+    uint64_t n = (uint64_t)val->valuedouble;
+    cJSON_Delete(r);
+    return n;
+}
+
+/* The namespace id a context is listed under, from the text listing. */
+static void ns_of(const char *listing, const char *name, char *id, size_t len)
+{
+    char want[128];
+    snprintf(want, sizeof(want), "%s ", name);
+    const char *at = strstr(listing, want);
+    assert_non_null(at);
+    assert_int_equal(sscanf(at + strlen(want), "%18s", id), 1);
+    assert_true(strlen(id) < len);
+}
+
+static int nobody_stores(void *arg)
+{
+    kvt_client *c = NULL;
+    kvt_model m = test_model("restart-model", LAYERS, HEADS, DIM, KVT_F16, 16);
+    (void)arg;
+    CHILD_CHECK(test_become_uid(NOBODY) == 0, 10);
+    CHILD_CHECK(kvt_connect(d.socket, &m, &c) == 0, 11);
+    for (uint32_t l = 0; l < LAYERS; l++) {
+        test_fill(k, KVT_F16, 40, l, 0, T, HEADS, DIM);
+        CHILD_CHECK(kvt_store(c, "nobody-ctx", l, 0, T, k, v) == 0, 12);
+        /* The same name as root's: listed under nobody's namespace only. */
+        CHILD_CHECK(kvt_store(c, "shared-name", l, 0, 20, k, v) == 0, 13);
+    }
+    kvt_disconnect(c);
+    return 0;
+}
+
+/* Offset of the only occurrence of text in the file, or -1. */
+static long file_find(const char *path, const char *text)
+{
+    int fd = open(path, O_RDONLY);
+    size_t n = 64u << 20, tl = strlen(text);
+    char *buf = malloc(n);
+    long at = -1;
+
+    assert_true(fd >= 0 && buf);
+    ssize_t got = pread(fd, buf, n, 0);
+    assert_true(got > 0);
+    for (size_t i = 0; i + tl <= (size_t)got; i++)
+        if (!memcmp(buf + i, text, tl)) {
+            assert_int_equal(at, -1);
+            at = (long)i;
+        }
+    free(buf);
+    close(fd);
+    return at;
+}
+
+static void names_listed_after_restart(void **state)
+{
+    static char before[8192], after[8192], ns_before[4096], ns_after[4096];
+    char root_ns[24], nobody_ns[24], req[160];
+    uint32_t len;
+    (void)state;
+
+    snprintf(cold_dir, sizeof(cold_dir), "/var/tmp/kvtier-names-XXXXXX");
+    assert_non_null(mkdtemp(cold_dir));
+    snprintf(cold_path, sizeof(cold_path), "%s/cold.kvt", cold_dir);
+    daemon_start(&d, COLD_FLAGS, NULL);
+    kvt_client *c = connect_client();
+    store_layers(c, "root-ctx", 11, k);
+    for (uint32_t l = 0; l < LAYERS; l++) {
+        test_fill(k, KVT_F16, 12, l, 0, T, HEADS, DIM);
+        CHECK_OK(kvt_store(c, "root-short", l, 0, 40, k, v));
+        CHECK_OK(kvt_store(c, "shared-name", l, 0, 60, k, v));
+    }
+    assert_int_equal(test_in_child(nobody_stores, NULL), 0);
+    kvt_disconnect(c);
+
+    contexts_text("{\"cmd\":\"contexts\"}", before, sizeof(before));
+    namespaces_text(ns_before, sizeof(ns_before));
+    assert_non_null(strstr(before, "root-short "));
+    assert_non_null(strstr(before, "nobody-ctx "));
+    ns_of(before, "root-ctx", root_ns, sizeof(root_ns));
+    ns_of(before, "nobody-ctx", nobody_ns, sizeof(nobody_ns));
+    assert_string_not_equal(root_ns, nobody_ns);
+
+    daemon_stop(&d);                  /* SIGTERM: the hot tier goes to the cold tier */
+    daemon_restart(&d, COLD_FLAGS, NULL);
+    contexts_text("{\"cmd\":\"contexts\"}", after, sizeof(after));
+    namespaces_text(ns_after, sizeof(ns_after));
+    assert_string_equal(after, before);
+    assert_string_equal(ns_after, ns_before);
+    assert_int_equal(cold_stat("names"), 5);
+    assert_int_equal(cold_stat("names_skipped"), 0);
+
+    /* Each namespace lists its own domain's names only. */
+    snprintf(req, sizeof(req), "{\"cmd\":\"contexts\",\"namespace\":\"%s\"}", root_ns);
+    contexts_text(req, after, sizeof(after));
+    char want[512];
+    snprintf(want, sizeof(want), "root-ctx %s 0 %d\nroot-short %s 0 40\nshared-name %s 0 60\n",
+             root_ns, T, root_ns, root_ns);
+    assert_string_equal(after, want);
+    snprintf(req, sizeof(req), "{\"cmd\":\"contexts\",\"namespace\":\"%s\"}", nobody_ns);
+    contexts_text(req, after, sizeof(after));
+    snprintf(want, sizeof(want), "nobody-ctx %s %d %d\nshared-name %s %d 20\n", nobody_ns,
+             NOBODY, T, nobody_ns, NOBODY);
+    assert_string_equal(after, want);
+
+    /* Synced before a kill -9: listed after it; dropped before it: not. */
+    c = connect_client();
+    for (uint32_t l = 0; l < LAYERS; l++) {
+        test_fill(k, KVT_F16, 13, l, 0, T, HEADS, DIM);
+        CHECK_OK(kvt_store(c, "root-synced", l, 0, 30, k, v));
+    }
+    CHECK_OK(kvt_drop(c, "root-short"));
+    CHECK_OK(kvt_sync(c));
+    daemon_kill(&d);
+    daemon_restart(&d, COLD_FLAGS, NULL);
+    snprintf(req, sizeof(req), "{\"cmd\":\"contexts\",\"namespace\":\"%s\"}", root_ns);
+    contexts_text(req, after, sizeof(after));
+    snprintf(want, sizeof(want), "root-ctx %s 0 %d\nroot-synced %s 0 30\nshared-name %s 0 60\n",
+             root_ns, T, root_ns, root_ns);
+    assert_string_equal(after, want);
+    check_layers(c, "root-ctx", 11, k);
+    daemon_stop(&d);
+
+    /* A name record whose bytes are flipped: skipped, and its context is
+     * still served; the others are listed as before. */
+    long at = file_find(cold_path, "root-synced");
+    assert_true(at > 0);
+    int fd = open(cold_path, O_RDWR);
+    char b = 'X';
+    assert_true(fd >= 0);
+    assert_int_equal(pwrite(fd, &b, 1, at), 1);
+    close(fd);
+    daemon_restart(&d, COLD_FLAGS, NULL);
+    contexts_text(req, after, sizeof(after));
+    snprintf(want, sizeof(want), "root-ctx %s 0 %d\nshared-name %s 0 60\n", root_ns, T, root_ns);
+    assert_string_equal(after, want);
+    assert_int_equal(cold_stat("checksum_failures"), 1);
+    assert_true(test_file_contains(d.log, "checksum failure"));
+    CHECK_OK(kvt_length(c, "root-synced", &len));
+    assert_int_equal(len, 30);
+    daemon_stop(&d);
+
+    /* A name record whose model name was changed, every checksum then made
+     * to hold (as a bug, or someone with the file's seed, could write): its
+     * model and geometry no longer hash to its namespace id, so the name is
+     * refused, logged and counted, never listed under any namespace. The
+     * corrupt one above now has a good checksum but a name that does not
+     * hash to its key: skipped as malformed. */
+    at = file_find(cold_path, "restart-modelroot-ctx");
+    assert_true(at > 0);
+    fd = open(cold_path, O_RDWR);
+    assert_true(fd >= 0);
+    assert_int_equal(pwrite(fd, "Q", 1, at + 12), 1);     /* restart-modeQ */
+    close(fd);
+    assert_int_equal(cold_file_set_versions(cold_path, &(struct cold_file_versions){ 3, 3, 3 },
+                                            NULL), 0);
+    daemon_restart(&d, COLD_FLAGS, NULL);
+    contexts_text("{\"cmd\":\"contexts\"}", after, sizeof(after));
+    assert_null(strstr(after, "root-ctx "));
+    assert_null(strstr(after, "root-synced "));
+    assert_non_null(strstr(after, "nobody-ctx "));
+    assert_int_equal(cold_stat("names_skipped"), 2);
+    assert_true(test_file_contains(d.log, "does not match its id"));
+    CHECK_OK(kvt_length(c, "root-ctx", &len));
+    assert_int_equal(len, T);
+    kvt_disconnect(c);
+    daemon_stop(&d);
+    unlink(cold_path);
+    rmdir(cold_dir);
+}
+
 static int cleanup(void **state)
 {
     (void)state;
@@ -140,6 +408,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_teardown(handle_reconnects_after_kill_9, cleanup),
         cmocka_unit_test_teardown(sigterm_is_a_clean_stop, cleanup),
+        cmocka_unit_test_teardown(names_listed_after_restart, cleanup),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

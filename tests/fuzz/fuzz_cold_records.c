@@ -7,12 +7,13 @@
  * harness rewrites each record's checksum (and region_seq, and a version
  * this build knows to the region's) the way the writer would, so the fuzzer
  * reaches what lies behind the checksum: shapes, lengths, LZ4 blocks,
- * tombstones, sequence order. With COLD_IN_V1 the file and region headers
+ * tombstones, name blocks, sequence order. With COLD_IN_V1 the file and region headers
  * are of format 1, as a format-1 kvtierd left them (cold_format.h).
  *
  * Checked for every input, besides what the sanitizers catch:
  *   - cold_open of a file with valid headers succeeds, whatever the records;
- *   - a file of format 1 is upgraded: its header is format 2 after open;
+ *   - a file of format 1 is upgraded: its header is the current format
+ *     after open;
  *   - a record cold_get returns is one the file holds: some record of the
  *     input has its key, its region's version (and, in format 1, no
  *     outliers), a checksum that verifies, its shape, its presence
@@ -21,6 +22,11 @@
  *   - a record cold_get rejects as corrupt (-EBADMSG) is gone from the index
  *     afterwards; an absent key is absent for cold_lookup too; nothing else
  *     (-EIO, -ENOMEM, -EINVAL) comes back;
+ *   - every name cold_names lists is a name record of the input (format 3
+ *     on), within bounds, hashing to its key; a name key is absent for
+ *     cold_lookup and cold_get;
+ *   - the first chunk (layer 0, chunk 0) of each of the first 8 keys' objects
+ *     puts into the recovered tier; a key of a name's layer is refused;
  *   - with COLD_IN_PUT_REOPEN: a record put into the recovered tier,
  *     synced, survives close and reopen exactly.
  */
@@ -159,6 +165,8 @@ static void put_region_header(int fd, uint32_t r, uint64_t seq)
  * when the header could not be one (too many tokens to size). */
 static uint64_t record_bytes(const struct cold_record_header *h)
 {
+    if (h->kind == COLD_REC_NAME)
+        return h->stored_len <= COLD_NAME_BLOCK_MAX ? REC_HDR + (uint64_t)h->stored_len : 0;
     if (h->kind != COLD_REC_CHUNK)
         return REC_HDR;
     if (h->shape.tokens > KVT_CHUNK_MAX_TOKENS)
@@ -313,6 +321,81 @@ static void check_key(struct kvt_cold *cold, const struct kvt_chunk_key *key)
     }
 }
 
+/* Whether the input holds a name record of n's key whose block says n. */
+static bool name_held_by_file(const struct kvt_cold_name *n)
+{
+    for (int r = 0; r < 2; r++)
+        for (size_t at = 0; at + REC_HDR <= payload_len[r]; at++) {
+            struct cold_record_header h;
+            struct cold_name_block b;
+            const uint8_t *block = payload[r] + at + REC_HDR;
+            memcpy(&h, payload[r] + at, REC_HDR);
+            if (h.magic != COLD_RECORD_MAGIC || h.kind != COLD_REC_NAME ||
+                h.key.ns_id != n->ns_id || h.key.obj_hi != n->obj_hi ||
+                h.key.obj_lo != n->obj_lo || h.key.domain != n->domain ||
+                h.raw_len != sizeof(b) + n->model_len + n->name_len ||
+                at + REC_HDR + h.raw_len > payload_len[r])
+                continue;
+            memcpy(&b, block, sizeof(b));
+            if (b.layers == n->layers && b.heads == n->heads && b.dim == n->dim &&
+                b.chunk_tokens == n->chunk_tokens &&
+                !memcmp(block + sizeof(b), n->model, n->model_len) &&
+                !memcmp(block + sizeof(b) + n->model_len, n->name, n->name_len))
+                return true;
+        }
+    return false;
+}
+
+/* Every name the tier lists is a name record of the input, within bounds,
+ * NUL-terminated, hashing to its key; a format-1 file holds none. */
+static void check_names(struct kvt_cold *cold)
+{
+    struct kvt_cold_name *names;
+    size_t n;
+
+    FUZZ_CHECK(cold_names(cold, &names, &n) == 0, "cold_names failed");
+    FUZZ_CHECK(n == 0 || region_version >= COLD_NAME_FIRST_VERSION,
+               "%zu names from a file of format %u", n, region_version);
+    for (size_t i = 0; i < n; i++) {
+        const struct kvt_cold_name *nm = &names[i];
+        FUZZ_CHECK(nm->name_len >= 1 && nm->name_len <= COLD_NAME_CONTEXT_MAX &&
+                   nm->model_len >= 1 && nm->model_len <= COLD_NAME_MODEL_MAX &&
+                   strlen(nm->name) == nm->name_len && strlen(nm->model) == nm->model_len,
+                   "a name out of bounds");
+        XXH128_hash_t h = XXH3_128bits(nm->name, nm->name_len);
+        FUZZ_CHECK(h.high64 == nm->obj_hi && h.low64 == nm->obj_lo,
+                   "a name that does not hash to its key");
+        FUZZ_CHECK(name_held_by_file(nm), "a name the file does not hold");
+    }
+    free(names);
+}
+
+/* The first chunk (layer 0, chunk 0) of the objects of the first keys put
+ * into the recovered tier, without a name: a put that follows a name
+ * (cold_put_named) reads what recovery left in the name's slot. The
+ * input's own key is refused if it is a name's. Bounded: a few puts. */
+#define FIRST_CHUNK_PUTS 8
+static void put_first_chunks(struct kvt_cold *cold, const struct kvt_chunk_key *keys,
+                             size_t n_keys)
+{
+    static uint64_t present[BITMAP_WORDS] = { 0xff };
+    static uint8_t data[640];
+    struct kvt_chunk_image img = { .shape = { .tokens = 8, .heads = 2, .dim = 16,
+                                              .elem = KVT_CHUNK_INT8 },
+                                   .present = present, .data = data };
+
+    FUZZ_CHECK(chunk_data_bytes(&img.shape) == sizeof(data), "shape and data disagree");
+    for (size_t i = 0; i < n_keys && i < FIRST_CHUNK_PUTS; i++) {
+        img.key = keys[i];
+        if (img.key.layer == COLD_NAME_LAYER)
+            FUZZ_CHECK(cold_put(cold, &img) == -EINVAL, "a chunk keyed as a name was put");
+        img.key.layer = 0;
+        img.key.chunk_idx = 0;
+        int rc = cold_put(cold, &img);
+        FUZZ_CHECK(rc == 0, "cold_put of a first chunk: %d (%s)", rc, strerror(-rc));
+    }
+}
+
 /* A record put into the recovered tier survives sync, close and reopen. */
 static void put_and_reopen(struct kvt_cold **cold)
 {
@@ -395,8 +478,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     FUZZ_CHECK(file_version() == COLD_FORMAT_VERSION, "the file header is format %u after "
                "open, not %u", file_version(), COLD_FORMAT_VERSION);
     size_t n_keys = input_keys(keys);
+    check_names(cold);
     for (size_t i = 0; i < n_keys; i++)
         check_key(cold, &keys[i]);
+    put_first_chunks(cold, keys, n_keys);
     if (flags & COLD_IN_PUT_REOPEN)
         put_and_reopen(&cold);
     cold_close(cold);

@@ -11,6 +11,7 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
+#include <xxhash.h>
 
 #include "cache/cold.h"
 #include "cache/cold_format.h"
@@ -260,6 +261,15 @@ static void cold_seeds(void)
     img.shape.elem = KVT_CHUNK_INT8;
     present[0] = 0x00ff;
     FUZZ_CHECK(cold_put(cold, &img) == 0 && cold_sync(cold) == 0, "put, sync");
+    /* A named context's first chunk, with its name record after it. */
+    XXH128_hash_t h = XXH3_128bits("chat-1", 6);
+    struct kvt_cold_name name = { .ns_id = 9, .obj_hi = h.high64, .obj_lo = h.low64,
+                                  .domain = 1, .layers = 2, .heads = 2, .dim = 16,
+                                  .chunk_tokens = 16, .model_len = 7, .name_len = 6,
+                                  .model = "model-a", .name = "chat-1" };
+    img.key = (struct kvt_chunk_key){ .ns_id = 9, .obj_hi = h.high64, .obj_lo = h.low64,
+                                      .domain = 1 };
+    FUZZ_CHECK(cold_put_named(cold, &img, &name) == 0, "put named");
     /* Another object and namespace, then tombstones for both. */
     img.key = (struct kvt_chunk_key){ .ns_id = 4, .obj_hi = 5, .obj_lo = 6, .domain = 2,
                                       .chunk_idx = 1 };
