@@ -136,6 +136,28 @@ static struct kvt_ns *ns_new(uint32_t domain, const char *name, uint32_t layers,
     return ns;
 }
 
+/* A new idle namespace in the table (grown as needed), under reg->lock;
+ * NULL when out of memory. take() counts it out of the idle ones. */
+static struct kvt_ns *ns_add_locked(struct kvt_registry *reg, uint32_t domain, const char *name,
+                                    uint32_t layers, uint32_t heads, uint32_t dim,
+                                    uint32_t chunk_tokens)
+{
+    if (reg->n_ns == reg->cap) {
+        uint32_t cap = reg->cap ? reg->cap * 2 : 64;
+        struct kvt_ns **table = realloc(reg->ns, cap * sizeof(*table));
+        if (!table)
+            return NULL;
+        reg->ns = table;
+        reg->cap = cap;
+    }
+    struct kvt_ns *ns = ns_new(domain, name, layers, heads, dim, chunk_tokens);
+    if (!ns)
+        return NULL;
+    reg->ns[reg->n_ns++] = ns;
+    reg->n_idle++;
+    return ns;
+}
+
 int registry_attach(struct kvt_registry *reg, uint32_t domain, const char *name,
                     uint32_t layers, uint32_t heads, uint32_t dim,
                     uint32_t chunk_tokens, uint32_t max_per_domain,
@@ -163,23 +185,10 @@ int registry_attach(struct kvt_registry *reg, uint32_t domain, const char *name,
     }
     if (ns)
         goto found;
-    if (reg->n_ns == reg->cap) {
-        uint32_t cap = reg->cap ? reg->cap * 2 : 64;
-        struct kvt_ns **table = realloc(reg->ns, cap * sizeof(*table));
-        if (!table) {
-            rc = -ENOMEM;
-            goto out;
-        }
-        reg->ns = table;
-        reg->cap = cap;
-    }
-    ns = ns_new(domain, name, layers, heads, dim, chunk_tokens);
-    if (!ns) {
+    if (!(ns = ns_add_locked(reg, domain, name, layers, heads, dim, chunk_tokens))) {
         rc = -ENOMEM;
         goto out;
     }
-    reg->ns[reg->n_ns++] = ns;
-    reg->n_idle++;                /* take() counts it out again */
 found:
     take(reg, ns, true);
     *out = ns;
@@ -362,23 +371,10 @@ int registry_restore(struct kvt_registry *reg, uint64_t ns_id, uint32_t domain,
             rc = -ENOSPC;
             goto out;
         }
-        if (reg->n_ns == reg->cap) {
-            uint32_t cap = reg->cap ? reg->cap * 2 : 64;
-            struct kvt_ns **table = realloc(reg->ns, cap * sizeof(*table));
-            if (!table) {
-                rc = -ENOMEM;
-                goto out;
-            }
-            reg->ns = table;
-            reg->cap = cap;
-        }
-        ns = ns_new(domain, model, layers, heads, dim, chunk_tokens);
-        if (!ns) {
+        if (!(ns = ns_add_locked(reg, domain, model, layers, heads, dim, chunk_tokens))) {
             rc = -ENOMEM;
             goto out;
         }
-        reg->ns[reg->n_ns++] = ns;
-        reg->n_idle++;
         ns->idle_since = ++reg->tick;
     }
     take(reg, ns, false);              /* held while its name goes in */

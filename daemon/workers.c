@@ -59,15 +59,7 @@ int workers_start(unsigned n_threads, struct kvt_workers **out)
 
 void workers_submit(struct kvt_workers *w, struct work_item *item)
 {
-    item->next = NULL;
-    pthread_mutex_lock(&w->lock);
-    if (w->tail)
-        w->tail->next = item;
-    else
-        w->head = item;
-    w->tail = item;
-    pthread_cond_signal(&w->wake);
-    pthread_mutex_unlock(&w->lock);
+    workers_submit_list(w, item, item, 1);
 }
 
 void workers_submit_list(struct kvt_workers *w, struct work_item *first,
