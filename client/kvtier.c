@@ -838,6 +838,54 @@ int kvt_fetch_tokens(kvt_client *c, const int32_t *tokens, uint32_t n_tokens,
     return tokens_spans_op(c, KVT_OP_FETCH, tokens, n_tokens, spans, n_spans);
 }
 
+size_t kvt_raw_row_bytes(const kvt_client *c, uint32_t outliers)
+{
+    if (!c || outliers > KVT_RAW_OUTLIERS_MAX)
+        return 0;
+    return (size_t)proto_raw_row_bytes(c->model.n_kv_heads, c->model.head_dim, outliers);
+}
+
+/* Raw rows are not in the client's dtype, so there is nothing to stage
+ * them through: every buffer must already lie in the region. */
+int kvt_fetch_tokens_raw(kvt_client *c, const int32_t *tokens, uint32_t n_tokens,
+                         const kvt_span *spans, uint32_t n_spans, uint32_t outliers)
+{
+    struct target t;
+    struct kvt_wire_key *keys = NULL;
+    struct kvt_reply rep;
+    size_t len;
+
+    if (!c)
+        return -EINVAL;
+    if (outliers > KVT_RAW_OUTLIERS_MAX)
+        return refuse(c, -EINVAL, "raw outliers must be 0..16");
+    const size_t row = kvt_raw_row_bytes(c, outliers);
+    int rc = token_target(c, tokens, n_tokens, &t, &keys);
+    if (rc)
+        return rc;
+    rc = check_spans(c, &t, spans, n_spans);
+    struct kvt_wire_span *w = rc ? NULL : build_request(c, KVT_OP_FETCH, &t, n_spans, &len);
+    if (!rc && !w)
+        rc = len ? -ENOMEM : -E2BIG;
+    for (uint32_t i = 0; i < n_spans && !rc; i++) {
+        const kvt_span *s = &spans[i];
+        size_t bytes = (size_t)s->n_tokens * row;
+        w[i] = (struct kvt_wire_span){ .layer = s->layer, .token_start = s->token_start,
+                                       .n_tokens = s->n_tokens };
+        if (!region_contains(&c->region, s->k, bytes, &w[i].k_off) ||
+            !region_contains(&c->region, s->v, bytes, &w[i].v_off))
+            rc = refuse(c, -EINVAL, "raw fetch buffers must lie in the client's region (kvt_alloc)");
+    }
+    if (!rc) {
+        struct kvt_data_req *r = (struct kvt_data_req *)c->msg;
+        r->flags = KVT_DATA_RAW;
+        r->raw_outliers = (uint8_t)outliers;
+        rc = call(c, c->msg, len, &rep);
+    }
+    free(keys);
+    return rc;
+}
+
 static int match_op(kvt_client *c, uint16_t op, const int32_t *tokens,
                     uint32_t n_tokens, uint32_t *n_cached)
 {

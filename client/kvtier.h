@@ -86,6 +86,24 @@ int kvt_match_tokens(kvt_client *c, const int32_t *tokens, uint32_t n_tokens,
 int kvt_fetch_tokens(kvt_client *c, const int32_t *tokens, uint32_t n_tokens,
                      const kvt_span *spans, size_t n_spans);
 
+/* Raw fetch (int8 daemons): like kvt_fetch_tokens, but each span's k and v
+ * receive per token the stored row, not values in the client's dtype:
+ *   float scale[H]; uint16_t out_idx[H][O]; uint16_t out_val[H][O] (f16
+ *   bits); int8_t q[H][D]
+ * (H = n_kv_heads, D = head_dim, O = outliers), kvt_raw_row_bytes(c, O)
+ * bytes a row, so that the caller dequantizes (value = q * scale in f32,
+ * then the O outliers set exactly; index 0xFFFF is padding, for chunks
+ * stored with fewer than O). Buffers must lie in memory from kvt_alloc
+ * (zero copy only), else -EINVAL. Errors as kvt_fetch_tokens, and
+ * -EOPNOTSUPP (lossless daemon or chunk, or a daemon without raw fetch),
+ * -ERANGE (a chunk holds more than `outliers` outliers per vector;
+ * kvt_last_error names its count; ask again with more, up to 16). */
+int kvt_fetch_tokens_raw(kvt_client *c, const int32_t *tokens, uint32_t n_tokens,
+                         const kvt_span *spans, uint32_t n_spans, uint32_t outliers);
+/* Bytes of one token's raw row of K (or V) with `outliers` outliers per
+ * vector; 0 for outliers > 16 or a NULL client. */
+size_t kvt_raw_row_bytes(const kvt_client *c, uint32_t outliers);
+
 /* ---- zero-copy buffers ------------------------------------------------- */
 
 /* Memory in the region shared with the daemon, 64-byte aligned; spans that

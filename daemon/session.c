@@ -63,7 +63,7 @@ static void count_traffic(struct kvt_session *s, uint16_t op)
 
     for (uint32_t i = 0; i < s->view.req->n_spans; i++)
         tokens += s->view.spans[i].n_tokens;
-    uint64_t bytes = tokens * dp_row_bytes(s->ns, s->elem) * 2;
+    uint64_t bytes = tokens * dp_client_row_bytes(&s->rq) * 2;
     if (op == KVT_OP_STORE) {
         atomic_fetch_add(&srv->stores, 1);
         atomic_fetch_add(&srv->bytes_in, bytes);
@@ -115,6 +115,14 @@ static const char *data_reason(struct kvt_session *s, int rc)
 {
     switch (rc) {
     case -ENOENT: return "some requested tokens are not cached";
+    case -EOPNOTSUPP: return s->rq.raw ? "raw fetch of a chunk stored lossless" : NULL;
+    case -ERANGE:
+        if (!s->rq.raw)
+            return NULL;
+        snprintf(s->reason, sizeof(s->reason),
+                 "a stored chunk holds %u outliers per vector, more than raw_outliers",
+                 (unsigned)atomic_load(&s->raw_refused_outliers));
+        return s->reason;
     case -ENOSPC: return "hot tier full of pinned chunks";
     case -EDQUOT: {
         /* The shape the hot tier charged (as dp_store builds it). */
@@ -254,7 +262,7 @@ static void whole_run(struct work_item *item)
 
 static int spans_request(struct kvt_session *s, const char **why)
 {
-    size_t n_segs, row = dp_row_bytes(s->ns, s->elem);
+    size_t n_segs, row = dp_client_row_bytes(&s->rq);
     uint64_t bytes = 0;
     int rc = dp_plan(&s->rq, MAX_SEGMENTS, &s->segs, &n_segs);
 
@@ -322,6 +330,10 @@ typedef int (*op_handler)(struct kvt_session *s, uint64_t *value, const char **w
 static int op_spans(struct kvt_session *s, uint64_t *value, const char **why)
 {
     (void)value;
+    if (s->rq.raw && s->srv->dp.lossless) {
+        *why = "raw fetch needs int8 storage; this daemon stores lossless";
+        return -EOPNOTSUPP;
+    }
     return spans_request(s, why);
 }
 
@@ -463,7 +475,11 @@ static void handle_data(struct kvt_session *s, size_t len)
     if (rc)
         goto out;
     s->rq = (struct dp_request){ .ns = s->ns, .elem = s->elem, .region = s->region,
-                                 .region_bytes = s->region_bytes, .view = &s->view };
+                                 .region_bytes = s->region_bytes, .view = &s->view,
+                                 .raw = s->view.req->flags & KVT_DATA_RAW,
+                                 .raw_outliers = s->view.req->raw_outliers,
+                                 .raw_refused_outliers = &s->raw_refused_outliers };
+    atomic_store(&s->raw_refused_outliers, 0);
     rc = dp_validate(&s->rq, &why);
     if (rc)
         goto out;

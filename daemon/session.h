@@ -31,6 +31,7 @@ struct kvt_session {
     struct kvt_ns *ns;               /* NULL until attached */
     enum kvt_elem elem;
     char reason[KVT_REASON_MAX];     /* a refusal's text built for this request */
+    _Atomic uint32_t raw_refused_outliers;   /* a raw fetch's -ERANGE: the chunk's count */
     uint8_t *region;
     uint64_t region_bytes;
     uint8_t *buf;                    /* the request being served */

@@ -13,6 +13,12 @@ size_t dp_row_bytes(const struct kvt_ns *ns, enum kvt_elem elem)
     return (size_t)ns->heads * ns->dim * simd_elem_size(elem);
 }
 
+uint64_t dp_client_row_bytes(const struct dp_request *rq)
+{
+    return rq->raw ? proto_raw_row_bytes(rq->ns->heads, rq->ns->dim, rq->raw_outliers)
+                   : dp_row_bytes(rq->ns, rq->elem);
+}
+
 static void object_of(const struct dp_request *rq, uint32_t key_idx,
                       uint64_t *hi, uint64_t *lo)
 {
@@ -37,7 +43,7 @@ int dp_validate(const struct dp_request *rq, const char **why)
 {
     const struct kvt_data_view *v = rq->view;
     const struct kvt_ns *ns = rq->ns;
-    const uint64_t row = dp_row_bytes(ns, rq->elem);
+    const uint64_t row = dp_client_row_bytes(rq);
 
     if (v->req->addr == KVT_ADDR_TOKENS) {
         uint64_t want = ((uint64_t)v->req->n_tokens + ns->chunk_tokens - 1) / ns->chunk_tokens;
@@ -73,7 +79,7 @@ int dp_plan(const struct dp_request *rq, size_t max_segments,
 {
     const struct kvt_data_view *v = rq->view;
     const uint32_t C = rq->ns->chunk_tokens;
-    const size_t row = dp_row_bytes(rq->ns, rq->elem);
+    const size_t row = dp_client_row_bytes(rq);
     size_t n = 0;
 
     for (uint32_t i = 0; i < v->req->n_spans; i++) {
@@ -221,6 +227,53 @@ static int rows_to_chunk(void *arg, const struct kvt_chunk_shape *s, void *data)
     return rc;
 }
 
+/* rows_from_chunk for a raw fetch: per token, the chunk's array-major
+ * pieces (scales, outlier indexes, outlier values, int8 rows) gathered into
+ * one interleaved row (proto.h KVT_DATA_RAW). Outlier slots past the
+ * chunk's own count are padded with index 0xFFFF and value 0. */
+static void raw_rows(const struct kvt_chunk_shape *s, uint32_t O, uint8_t *dst,
+                     const float *scale, const uint16_t *out_idx, const uint16_t *out_val,
+                     const uint8_t *q, uint32_t tok, uint32_t n)
+{
+    const size_t H = s->heads, D = s->dim, so = s->outliers;
+    const size_t raw_row = proto_raw_row_bytes(s->heads, s->dim, O);
+
+    for (uint32_t t = tok; t < tok + n; t++, dst += raw_row) {
+        uint16_t *idx = (uint16_t *)(dst + H * 4), *val = idx + H * O;
+        memcpy(dst, scale + (size_t)t * H, H * sizeof(float));
+        for (size_t h = 0; h < H; h++) {
+            const size_t from = ((size_t)t * H + h) * so;
+            for (size_t j = 0; j < O; j++) {
+                idx[h * O + j] = j < so ? out_idx[from + j] : 0xFFFFu;
+                val[h * O + j] = j < so ? out_val[from + j] : 0;
+            }
+        }
+        memcpy(dst + H * (4 + 4 * (size_t)O), q + (size_t)t * H * D, H * D);
+    }
+}
+
+static int raw_from_chunk(const struct rows_move *m, const struct kvt_chunk_shape *s,
+                          void *data)
+{
+    const struct dp_segment *g = m->g;
+    const struct dp_request *rq = m->rq;
+    struct kvt_chunk_view cv;
+
+    if (s->elem != KVT_CHUNK_INT8)
+        return -EOPNOTSUPP;
+    if (s->outliers > rq->raw_outliers) {
+        if (rq->raw_refused_outliers)
+            atomic_store(rq->raw_refused_outliers, s->outliers);
+        return -ERANGE;
+    }
+    chunk_view(s, data, &cv);
+    raw_rows(s, rq->raw_outliers, rq->region + g->k_off, cv.k_scale, cv.k_out_idx,
+             cv.k_out_val, cv.k, g->tok, g->n);
+    raw_rows(s, rq->raw_outliers, rq->region + g->v_off, cv.v_scale, cv.v_out_idx,
+             cv.v_out_val, cv.v, g->tok, g->n);
+    return 0;
+}
+
 /* hot_rows_fn: the inverse, into the client's region (the chunk is only read). */
 static int rows_from_chunk(void *arg, const struct kvt_chunk_shape *s, void *data)
 {
@@ -232,6 +285,8 @@ static int rows_from_chunk(void *arg, const struct kvt_chunk_shape *s, void *dat
     uint8_t *client_k = m->rq->region + g->k_off, *client_v = m->rq->region + g->v_off;
     struct kvt_chunk_view cv;
 
+    if (m->rq->raw)
+        return raw_from_chunk(m, s, data);
     chunk_view(s, data, &cv);
     const uint8_t *ck = cv.k + (size_t)g->tok * row, *cvv = cv.v + (size_t)g->tok * row;
     if (s->elem != KVT_CHUNK_INT8) {

@@ -54,6 +54,12 @@ struct dp_request {
     uint8_t *region;           /* the client's mapped region */
     uint64_t region_bytes;
     const struct kvt_data_view *view;
+    /* A raw FETCH (proto.h KVT_DATA_RAW): stored int8 rows with raw_outliers
+     * outliers each go to the client. A chunk holding more outliers fails
+     * it with -ERANGE and stores its count in *raw_refused_outliers. */
+    bool raw;
+    uint8_t raw_outliers;
+    _Atomic uint32_t *raw_refused_outliers;
 };
 
 /* The shape of a chunk created now for ns and a client of dtype elem:
@@ -63,6 +69,10 @@ struct kvt_chunk_shape dp_chunk_shape(struct kvt_datapath *dp, const struct kvt_
 
 /* Bytes of one token's K (or V) in the client's dtype. */
 size_t dp_row_bytes(const struct kvt_ns *ns, enum kvt_elem elem);
+
+/* Bytes of one token's K (or V) in the client's buffers: dp_row_bytes, or
+ * the raw row's size for a raw fetch. */
+uint64_t dp_client_row_bytes(const struct dp_request *rq);
 
 /* Check spans against the namespace and the region (layers, token ranges,
  * offsets and sizes without overflow, token keys count). Returns 0 or

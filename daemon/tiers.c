@@ -8,6 +8,10 @@
 
 #include "daemon/lock_owner.h"
 #include "daemon/log.h"
+#include "proto/proto.h"
+
+_Static_assert(KVT_RAW_OUTLIERS_MAX == KVT_CHUNK_MAX_OUTLIERS,
+               "a raw fetch can ask for every outlier a chunk may hold");
 
 #define DEMOTER_PERIOD_NS (5 * 1000 * 1000)   /* watermark check interval */
 #define FLUSH_BATCH 1024

@@ -83,6 +83,12 @@ size_t proto_tokens_bytes(uint16_t op, uint32_t n_tokens)
     return op == KVT_OP_MATCH_PREFIX ? PAD8((uint64_t)n_tokens * sizeof(int32_t)) : 0;
 }
 
+uint64_t proto_raw_row_bytes(uint32_t n_kv_heads, uint32_t head_dim, uint32_t outliers)
+{
+    /* scale (f32) + outlier index and value (u16 each) + int8 elements */
+    return (uint64_t)n_kv_heads * (4u + 4ull * outliers + head_dim);
+}
+
 int proto_parse_data(const void *msg, size_t len, uint32_t max_spans,
                      struct kvt_data_view *out, const char **why)
 {
@@ -91,8 +97,16 @@ int proto_parse_data(const void *msg, size_t len, uint32_t max_spans,
 
     if (len < sizeof(*r))
         return fail(why, "request shorter than its fixed part", -EBADMSG);
-    if (r->reserved0[0] || r->reserved0[1] || r->reserved0[2] || r->reserved1)
+    if (r->reserved0[0] || r->reserved1)
         return fail(why, "reserved fields must be zero", -EBADMSG);
+    if (r->flags & ~KVT_DATA_FLAGS_KNOWN)
+        return fail(why, "unknown request flags", -EINVAL);
+    if (r->flags && r->hdr.op != KVT_OP_FETCH)
+        return fail(why, "request flags are for fetch only", -EINVAL);
+    if (!(r->flags & KVT_DATA_RAW) && r->raw_outliers)
+        return fail(why, "raw_outliers without the raw flag", -EINVAL);
+    if (r->raw_outliers > KVT_RAW_OUTLIERS_MAX)
+        return fail(why, "raw_outliers must be 0..16", -EINVAL);
     if (r->addr != KVT_ADDR_NAMED && r->addr != KVT_ADDR_TOKENS)
         return fail(why, "unknown addressing mode", -EINVAL);
     if (r->n_spans > max_spans || r->n_spans > KVT_SPANS_MAX)

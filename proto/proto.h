@@ -89,7 +89,9 @@ enum kvt_addr {
 struct kvt_data_req {
     struct kvt_msg_hdr hdr;
     uint8_t addr;            /* enum kvt_addr */
-    uint8_t reserved0[3];    /* 0 */
+    uint8_t flags;           /* KVT_DATA_*; FETCH only, else 0 */
+    uint8_t raw_outliers;    /* KVT_DATA_RAW: 0..KVT_RAW_OUTLIERS_MAX; else 0 */
+    uint8_t reserved0[1];    /* 0 */
     uint32_t n_spans;
     uint32_t name_len;       /* KVT_ADDR_NAMED: 1..KVT_CTX_NAME_MAX; else 0 */
     uint32_t n_keys;         /* KVT_ADDR_TOKENS: as above; else 0 */
@@ -97,6 +99,18 @@ struct kvt_data_req {
     uint32_t reserved1;      /* 0 */
 };
 _Static_assert(sizeof(struct kvt_data_req) == 40, "data request is 40 bytes");
+
+/* flags of a data request. KVT_DATA_RAW (FETCH only): each span's k and v
+ * receive, per token, the stored int8 row instead of values in the client's
+ * dtype, laid out as
+ *   float scale[H]; uint16_t out_idx[H][O]; uint16_t out_val[H][O] (f16 bits);
+ *   int8_t q[H][D]
+ * with H = n_kv_heads, D = head_dim, O = raw_outliers: H * (4 + 4 O + D)
+ * bytes a row (proto_raw_row_bytes). Older clients send 0 here and are
+ * served as before. */
+#define KVT_DATA_RAW          1u
+#define KVT_DATA_FLAGS_KNOWN  KVT_DATA_RAW
+#define KVT_RAW_OUTLIERS_MAX  16   /* = KVT_CHUNK_MAX_OUTLIERS (asserted in daemon/) */
 
 struct kvt_wire_key {
     uint64_t hi, lo;
@@ -154,6 +168,9 @@ size_t proto_data_size(uint32_t name_len, uint32_t n_keys, uint32_t n_spans);
 /* Bytes of the token ids that follow the spans of an op's request of
  * n_tokens tokens: PAD8(4 n_tokens) for MATCH_PREFIX, 0 for the others. */
 size_t proto_tokens_bytes(uint16_t op, uint32_t n_tokens);
+
+/* Bytes of one token's raw row (KVT_DATA_RAW) for this geometry. */
+uint64_t proto_raw_row_bytes(uint32_t n_kv_heads, uint32_t head_dim, uint32_t outliers);
 
 /* Fill a header. */
 void proto_hdr(struct kvt_msg_hdr *h, uint16_t op, uint32_t len, uint32_t seq);

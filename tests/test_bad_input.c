@@ -342,8 +342,15 @@ static void bad_data_requests_are_refused(void **state)
     EXPECT_STATUS(rc.sock, buf, len, NULL, 0, -EINVAL);
 
     len = data_req(buf, KVT_OP_STORE, "ctx", 2, &s);
-    ((struct kvt_data_req *)buf)->reserved0[1] = 1;
+    ((struct kvt_data_req *)buf)->reserved0[0] = 1;
     EXPECT_STATUS(rc.sock, buf, len, NULL, 0, -EBADMSG);
+    len = data_req(buf, KVT_OP_STORE, "ctx", 2, &s);
+    ((struct kvt_data_req *)buf)->flags = KVT_DATA_RAW;   /* fetch only */
+    EXPECT_STATUS(rc.sock, buf, len, NULL, 0, -EINVAL);
+    len = data_req(buf, KVT_OP_FETCH, "ctx", 2, &s);
+    ((struct kvt_data_req *)buf)->flags = KVT_DATA_RAW;
+    ((struct kvt_data_req *)buf)->raw_outliers = KVT_RAW_OUTLIERS_MAX + 1;
+    EXPECT_STATUS(rc.sock, buf, len, NULL, 0, -EINVAL);
     len = data_req(buf, KVT_OP_STORE, "ctx", 2, &s);
     ((struct kvt_data_req *)buf)->reserved1 = 7;
     EXPECT_STATUS(rc.sock, buf, len, NULL, 0, -EBADMSG);

@@ -265,11 +265,34 @@ static void data_framing_rejections(void **state)
     len = sizeof(struct kvt_data_req) - 1;
     EXPECT(parse_data, -EBADMSG);
 
-    for (int i = 0; i < 3; i++) {
-        make_data(KVT_OP_STORE, "ctx", 0, 0, 1);
-        req()->reserved0[i] = 1;
-        EXPECT(parse_data, -EBADMSG);
-    }
+    make_data(KVT_OP_STORE, "ctx", 0, 0, 1);
+    req()->reserved0[0] = 1;
+    EXPECT(parse_data, -EBADMSG);
+
+    /* the raw flag: FETCH only, outliers 0..16 and only with the flag */
+    make_data(KVT_OP_FETCH, "ctx", 0, 0, 1);
+    req()->flags = KVT_DATA_RAW;
+    req()->raw_outliers = KVT_RAW_OUTLIERS_MAX;
+    EXPECT(parse_data, 0);
+    req()->raw_outliers = 0;
+    EXPECT(parse_data, 0);
+    req()->raw_outliers = KVT_RAW_OUTLIERS_MAX + 1;
+    EXPECT(parse_data, -EINVAL);
+    req()->raw_outliers = 255;
+    EXPECT(parse_data, -EINVAL);
+    req()->raw_outliers = 4;
+    req()->flags = 2;                       /* unknown flag */
+    EXPECT(parse_data, -EINVAL);
+    req()->flags = 0;                       /* outliers without the flag */
+    EXPECT(parse_data, -EINVAL);
+    make_data(KVT_OP_STORE, "ctx", 0, 0, 1);
+    req()->flags = KVT_DATA_RAW;            /* not a FETCH */
+    EXPECT(parse_data, -EINVAL);
+    make_data(KVT_OP_STORE, "ctx", 0, 0, 1);
+    req()->raw_outliers = 4;
+    EXPECT(parse_data, -EINVAL);
+    assert_int_equal(proto_raw_row_bytes(8, 128, 4), 1184);
+    assert_int_equal(proto_raw_row_bytes(8, 128, 4) % 4, 0);
     make_data(KVT_OP_STORE, "ctx", 0, 0, 1);
     req()->reserved1 = 0x80000000u;
     EXPECT(parse_data, -EBADMSG);

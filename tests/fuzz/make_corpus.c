@@ -88,6 +88,24 @@ static void named(struct seed *s, uint16_t op, uint32_t seq, const char *name, u
     packet(s, FRAME_FD_NONE, buf, len, NULL);
 }
 
+/* A named FETCH with the raw flag (proto.h KVT_DATA_RAW) and O outliers. */
+static void named_raw_fetch(struct seed *s, uint32_t seq, const char *name, uint8_t outliers,
+                            uint32_t n_spans, const struct kvt_wire_span *spans)
+{
+    uint8_t buf[4096] = { 0 };
+    struct kvt_data_req r = { .addr = KVT_ADDR_NAMED, .flags = KVT_DATA_RAW,
+                              .raw_outliers = outliers, .n_spans = n_spans,
+                              .name_len = (uint32_t)strlen(name) };
+    size_t name_pad = (r.name_len + 7) & ~7u;
+    size_t len = sizeof(r) + name_pad + n_spans * sizeof(*spans);
+
+    proto_hdr(&r.hdr, KVT_OP_FETCH, (uint32_t)len, seq);
+    memcpy(buf, &r, sizeof(r));
+    memcpy(buf + sizeof(r), name, r.name_len);
+    memcpy(buf + sizeof(r) + name_pad, spans, n_spans * sizeof(*spans));
+    packet(s, FRAME_FD_NONE, buf, len, NULL);
+}
+
 static void tokens(struct seed *s, uint16_t op, uint32_t seq, uint32_t n_tokens,
                    uint32_t n_spans, const struct kvt_wire_span *spans)
 {
@@ -144,6 +162,14 @@ static void frames_seeds(void)
     tokens(&s, KVT_OP_MATCH, 3, 20, 0, NULL);
     tokens(&s, KVT_OP_FETCH, 4, 20, 1, two_layers);
     write_seed("fuzz_frames", "token_cycle", &s);
+
+    s.len = 0;                 /* raw fetches: in range, at the bound, over it */
+    attach(&s, FRAME_FD_REGION, 0, 65536, NULL);
+    named(&s, KVT_OP_STORE, 2, "raw", 2, two_layers);
+    named_raw_fetch(&s, 3, "raw", 4, 2, two_layers);
+    named_raw_fetch(&s, 4, "raw", 16, 1, two_layers);
+    named_raw_fetch(&s, 5, "raw", 17, 1, two_layers);
+    write_seed("fuzz_frames", "raw_fetch", &s);
 
     s.len = 0;                 /* odd floats stored and read back, f32 and f16 */
     attach(&s, FRAME_FD_REGION, 0, 65536, nan_fill);

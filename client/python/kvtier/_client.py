@@ -293,3 +293,38 @@ class Client:
         self._spans_call(spans, False,
                          lambda h, s, m: lib.kvt_fetch_tokens(h, ptr, n, s, m), "fetch_tokens")
         return out
+
+    def fetch_tokens_raw(self, tokens, outliers=4, layers=None):
+        """The stored int8 rows of tokens (int8 daemons only): a list over
+        layers of (k, v) uint8 numpy arrays [len(tokens), row_bytes], each
+        row `float scale[H]; u16 out_idx[H][O]; u16 out_val[H][O] (f16);
+        int8 q[H][D]` (O = outliers). kvtier.raw.dequantize turns them into
+        values bit-identical to fetch_tokens'. Raises Error: EOPNOTSUPP
+        (lossless daemon or one without raw fetch), ERANGE (a chunk holds
+        more outliers than asked)."""
+        h = self._handle()
+        arr, ptr = self._tokens(tokens)
+        n = len(arr)
+        row = lib.kvt_raw_row_bytes(h, outliers)
+        if row == 0:
+            raise Error(errno.EINVAL, "fetch_tokens_raw: outliers must be 0..16")
+        want = list(range(self.model.n_layers) if layers is None else layers)
+        ptrs = []
+        try:
+            for _ in range(2 * len(want)):
+                p = lib.kvt_alloc(h, n * row)
+                if not p:
+                    raise Error(errno.ENOMEM, "fetch_tokens_raw: the shared region has no "
+                                "free block of %d bytes" % (n * row))
+                ptrs.append(p)
+            bufs = [tuple(_arrays.view(p, n * row).reshape(n, row) for p in ptrs[2 * i:2 * i + 2])
+                    for i in range(len(want))]
+            spans = (Span * len(want))()
+            for i, layer in enumerate(want):
+                spans[i] = Span(layer, 0, n, ptrs[2 * i], ptrs[2 * i + 1])
+            check(lib.kvt_fetch_tokens_raw(h, ptr, n, spans, len(want), outliers), h,
+                  "fetch_tokens_raw")
+            return [(k.copy(), v.copy()) for k, v in bufs]
+        finally:
+            for p in ptrs:
+                lib.kvt_free(h, p)
