@@ -70,13 +70,15 @@ static void attach(struct seed *s, unsigned fd_kind, uint32_t dtype, uint64_t re
     packet(s, fd_kind | (fill ? FRAME_CTL_FILL : 0), &a, sizeof(a), fill);
 }
 
-/* A named request: op, context name, spans (layer, start, n, k_off, v_off). */
-static void named(struct seed *s, uint16_t op, uint32_t seq, const char *name, uint32_t n_spans,
-                  const struct kvt_wire_span *spans)
+/* A named request: op, request flags and raw outliers (proto.h
+ * KVT_DATA_RAW), context name, spans (layer, start, n, k_off, v_off). */
+static void named_flags(struct seed *s, uint16_t op, uint32_t seq, uint8_t flags,
+                        uint8_t outliers, const char *name, uint32_t n_spans,
+                        const struct kvt_wire_span *spans)
 {
     uint8_t buf[4096] = { 0 };
-    struct kvt_data_req r = { .addr = KVT_ADDR_NAMED, .n_spans = n_spans,
-                              .name_len = (uint32_t)strlen(name) };
+    struct kvt_data_req r = { .addr = KVT_ADDR_NAMED, .flags = flags, .raw_outliers = outliers,
+                              .n_spans = n_spans, .name_len = (uint32_t)strlen(name) };
     size_t name_pad = (r.name_len + 7) & ~7u;
     size_t len = sizeof(r) + name_pad + n_spans * sizeof(*spans);
 
@@ -88,22 +90,17 @@ static void named(struct seed *s, uint16_t op, uint32_t seq, const char *name, u
     packet(s, FRAME_FD_NONE, buf, len, NULL);
 }
 
-/* A named FETCH with the raw flag (proto.h KVT_DATA_RAW) and O outliers. */
+static void named(struct seed *s, uint16_t op, uint32_t seq, const char *name, uint32_t n_spans,
+                  const struct kvt_wire_span *spans)
+{
+    named_flags(s, op, seq, 0, 0, name, n_spans, spans);
+}
+
+/* A named FETCH with the raw flag and O outliers. */
 static void named_raw_fetch(struct seed *s, uint32_t seq, const char *name, uint8_t outliers,
                             uint32_t n_spans, const struct kvt_wire_span *spans)
 {
-    uint8_t buf[4096] = { 0 };
-    struct kvt_data_req r = { .addr = KVT_ADDR_NAMED, .flags = KVT_DATA_RAW,
-                              .raw_outliers = outliers, .n_spans = n_spans,
-                              .name_len = (uint32_t)strlen(name) };
-    size_t name_pad = (r.name_len + 7) & ~7u;
-    size_t len = sizeof(r) + name_pad + n_spans * sizeof(*spans);
-
-    proto_hdr(&r.hdr, KVT_OP_FETCH, (uint32_t)len, seq);
-    memcpy(buf, &r, sizeof(r));
-    memcpy(buf + sizeof(r), name, r.name_len);
-    memcpy(buf + sizeof(r) + name_pad, spans, n_spans * sizeof(*spans));
-    packet(s, FRAME_FD_NONE, buf, len, NULL);
+    named_flags(s, KVT_OP_FETCH, seq, KVT_DATA_RAW, outliers, name, n_spans, spans);
 }
 
 static void tokens(struct seed *s, uint16_t op, uint32_t seq, uint32_t n_tokens,
