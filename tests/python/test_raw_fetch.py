@@ -25,6 +25,11 @@ def spiky(n, seed):
     return x
 
 
+def model(dtype):
+    return kvtier.Model("raw-model", n_layers=L, n_kv_heads=H, head_dim=D, dtype=dtype,
+                        chunk_tokens=16)
+
+
 def store(c, dtype, tokens):
     kv = []
     for layer in range(L):
@@ -52,8 +57,7 @@ TORCH = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.b
     pytest.param(4, 16, marks=pytest.mark.daemon_flags("--quant", "int8", "--outliers", "4")),
 ])
 def test_raw_equals_daemon_fetch(daemon, dtype, stored, asked):
-    m = kvtier.Model("raw-model", n_layers=L, n_kv_heads=H, head_dim=D, dtype=dtype,
-                     chunk_tokens=16)
+    m = model(dtype)
     tokens = list(range(100, 100 + N))
     with kvtier.connect(m, socket=daemon.socket) as c:
         store(c, dtype, tokens)
@@ -74,8 +78,7 @@ def test_raw_equals_daemon_fetch(daemon, dtype, stored, asked):
 
 @pytest.mark.daemon_flags("--quant", "none")
 def test_raw_refused_by_lossless_daemon(daemon):
-    m = kvtier.Model("raw-model", n_layers=L, n_kv_heads=H, head_dim=D, dtype="float16",
-                     chunk_tokens=16)
+    m = model("float16")
     tokens = list(range(N))
     with kvtier.connect(m, socket=daemon.socket) as c:
         store(c, "float16", tokens)
@@ -87,8 +90,7 @@ def test_raw_refused_by_lossless_daemon(daemon):
 
 @pytest.mark.daemon_flags("--quant", "int8", "--outliers", "4")
 def test_raw_too_few_outliers_and_outside_region(daemon):
-    m = kvtier.Model("raw-model", n_layers=L, n_kv_heads=H, head_dim=D, dtype="float16",
-                     chunk_tokens=16)
+    m = model("float16")
     tokens = list(range(N))
     with kvtier.connect(m, socket=daemon.socket) as c:
         store(c, "float16", tokens)
