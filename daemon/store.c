@@ -243,13 +243,18 @@ static void raw_rows(const struct kvt_chunk_shape *s, uint32_t O, uint8_t *dst,
     for (uint32_t t = tok; t < tok + n; t++, dst += raw_row) {
         uint8_t *idx = dst + H * 4, *val = idx + H * O * 2;
         memcpy(dst, scale + (size_t)t * H, H * sizeof(float));
-        for (size_t h = 0; h < H; h++) {
-            const size_t from = ((size_t)t * H + h) * so;
-            for (size_t j = 0; j < O; j++) {
-                uint16_t i = j < so ? out_idx[from + j] : 0xFFFFu;
-                uint16_t v = j < so ? out_val[from + j] : 0;
-                memcpy(idx + (h * O + j) * 2, &i, 2);
-                memcpy(val + (h * O + j) * 2, &v, 2);
+        if (O && so == O) {          /* the usual case: the chunk's own runs */
+            memcpy(idx, out_idx + (size_t)t * H * so, H * so * 2);
+            memcpy(val, out_val + (size_t)t * H * so, H * so * 2);
+        } else {
+            for (size_t h = 0; h < H; h++) {
+                const size_t from = ((size_t)t * H + h) * so;
+                for (size_t j = 0; j < O; j++) {
+                    uint16_t i = j < so ? out_idx[from + j] : 0xFFFFu;
+                    uint16_t v = j < so ? out_val[from + j] : 0;
+                    memcpy(idx + (h * O + j) * 2, &i, 2);
+                    memcpy(val + (h * O + j) * 2, &v, 2);
+                }
             }
         }
         memcpy(dst + H * (4 + 4 * (size_t)O), q + (size_t)t * H * D, H * D);
