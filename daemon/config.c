@@ -528,6 +528,10 @@ int config_validate(const struct kvt_config *cfg, char *err, size_t len)
         return reason(err, len, -EINVAL, "hot-low-watermark is above hot-high-watermark%s", "");
     if (cfg->cold_region_bytes & (cfg->cold_region_bytes - 1))
         return reason(err, len, -EINVAL, "cold-region-bytes must be a power of two%s", "");
+    /* The cold file is a header block and at least two regions. */
+    if (cfg->cold_bytes && cfg->cold_bytes < 2 * cfg->cold_region_bytes + 4096)
+        return reason(err, len, -EINVAL, "cold-bytes holds fewer than two cold-region-bytes "
+                      "regions: raise cold-bytes or lower cold-region-bytes%s", "");
     if (cfg->max_frame < proto_data_size(KVT_CTX_NAME_MAX, 0, 1))
         return reason(err, len, -EINVAL, "max-frame is too small for one span%s", "");
     return 0;

@@ -175,6 +175,9 @@ static void kvtierd_takes_key_equals_value_and_sizes(void **state)
     assert_non_null(strstr(out, "hot-bytes: expected a size"));
     assert_int_equal(test_cmd(out, sizeof(out), "%s/kvtierd stray", bin), 2);
     assert_non_null(strstr(out, "unexpected argument 'stray'"));
+    assert_int_equal(test_cmd(out, sizeof(out), "%s/kvtierd --cold-bytes 64M --cold-path "
+                              "/nonexistent/cold.kvt", bin), 2);
+    assert_non_null(strstr(out, "fewer than two cold-region-bytes regions"));
 }
 
 /* The text of kvtierd(8)'s paragraph for --KEY, troff markup removed, or
