@@ -34,6 +34,7 @@ struct kvt_client {
     uint32_t seq;
     struct kvt_region region;        /* survives reconnects */
     struct kvt_attach_info info;
+    uint32_t outliers;               /* the daemon's, from the attach reply */
     void *msg;                       /* request buffer, grown on demand */
     size_t msg_cap;
     size_t send_max;                 /* largest message the socket can send */
@@ -281,6 +282,7 @@ static int attach(kvt_client *c)
     if (rc)
         goto err;
     c->info = rep.attach;
+    c->outliers = rep.outliers;
     return 0;
 err:
     drop_connection(c);
@@ -836,6 +838,15 @@ int kvt_fetch_tokens(kvt_client *c, const int32_t *tokens, uint32_t n_tokens,
                      const kvt_span *spans, size_t n_spans)
 {
     return tokens_spans_op(c, KVT_OP_FETCH, tokens, n_tokens, spans, n_spans);
+}
+
+int kvt_raw_outliers(const kvt_client *c)
+{
+    if (!c)
+        return -EINVAL;
+    if (c->info.quant)
+        return -EOPNOTSUPP;
+    return (int)(c->outliers > KVT_RAW_OUTLIERS_MAX ? KVT_RAW_OUTLIERS_MAX : c->outliers);
 }
 
 size_t kvt_raw_row_bytes(const kvt_client *c, uint32_t outliers)

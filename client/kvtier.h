@@ -103,6 +103,11 @@ int kvt_fetch_tokens_raw(kvt_client *c, const int32_t *tokens, uint32_t n_tokens
 /* Bytes of one token's raw row of K (or V) with `outliers` outliers per
  * vector; 0 for outliers > 16 or a NULL client. */
 size_t kvt_raw_row_bytes(const kvt_client *c, uint32_t outliers);
+/* The outliers per vector the daemon keeps in the int8 chunks it makes
+ * (what to pass kvt_fetch_tokens_raw; chunks made under another setting
+ * may answer -ERANGE), learned at connect: 0..16, -EOPNOTSUPP for a
+ * lossless daemon, -EINVAL for a NULL client. */
+int kvt_raw_outliers(const kvt_client *c);
 
 /* ---- zero-copy buffers ------------------------------------------------- */
 

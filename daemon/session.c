@@ -44,8 +44,11 @@ void session_send_reply(struct kvt_session *s, uint16_t op, uint32_t seq, int st
     proto_hdr(&rep.hdr, (uint16_t)(op | KVT_OP_REPLY), sizeof(rep), seq);
     rep.status = status;
     rep.value = value;
-    if (info)
+    if (info) {
         rep.attach = *info;
+        if (!status && !info->quant)      /* int8 */
+            rep.outliers = s->srv->cfg.outliers;
+    }
     if (status && why)
         snprintf(rep.reason, sizeof(rep.reason), "%s", why);
     /* A client waits for exactly this reply, so the socket buffer has room;
