@@ -231,34 +231,65 @@ static int rows_to_chunk(void *arg, const struct kvt_chunk_shape *s, void *data)
  * pieces (scales, outlier indexes, outlier values, int8 rows) gathered into
  * one interleaved row (proto.h KVT_DATA_RAW). Outlier slots past the
  * chunk's own count are padded with index 0xFFFF and value 0. */
-static void raw_rows(const struct kvt_chunk_shape *s, uint32_t O, uint8_t *dst,
-                     const float *scale, const uint16_t *out_idx, const uint16_t *out_val,
-                     const uint8_t *q, uint32_t tok, uint32_t n)
+struct raw_src {
+    const float *scale;
+    const uint16_t *out_idx, *out_val;
+    const uint8_t *q;
+};
+
+static void raw_one_row(const struct kvt_chunk_shape *s, uint32_t O, uint8_t *dst,
+                        const struct raw_src *src, uint32_t t)
 {
     const size_t H = s->heads, D = s->dim, so = s->outliers;
-    const size_t raw_row = proto_raw_row_bytes(s->heads, s->dim, O);
+    uint8_t *idx = dst + H * 4, *val = idx + H * O * 2;
 
     /* The client picks the offsets: rows need not be aligned, so every
      * field is written with memcpy. */
-    for (uint32_t t = tok; t < tok + n; t++, dst += raw_row) {
-        uint8_t *idx = dst + H * 4, *val = idx + H * O * 2;
-        memcpy(dst, scale + (size_t)t * H, H * sizeof(float));
-        if (O && so == O) {          /* the usual case: the chunk's own runs */
-            memcpy(idx, out_idx + (size_t)t * H * so, H * so * 2);
-            memcpy(val, out_val + (size_t)t * H * so, H * so * 2);
-        } else {
-            for (size_t h = 0; h < H; h++) {
-                const size_t from = ((size_t)t * H + h) * so;
-                for (size_t j = 0; j < O; j++) {
-                    uint16_t i = j < so ? out_idx[from + j] : 0xFFFFu;
-                    uint16_t v = j < so ? out_val[from + j] : 0;
-                    memcpy(idx + (h * O + j) * 2, &i, 2);
-                    memcpy(val + (h * O + j) * 2, &v, 2);
-                }
+    memcpy(dst, src->scale + (size_t)t * H, H * sizeof(float));
+    if (O && so == O) {              /* the usual case: the chunk's own runs */
+        memcpy(idx, src->out_idx + (size_t)t * H * so, H * so * 2);
+        memcpy(val, src->out_val + (size_t)t * H * so, H * so * 2);
+    } else {
+        for (size_t h = 0; h < H; h++) {
+            const size_t from = ((size_t)t * H + h) * so;
+            for (size_t j = 0; j < O; j++) {
+                uint16_t i = j < so ? src->out_idx[from + j] : 0xFFFFu;
+                uint16_t v = j < so ? src->out_val[from + j] : 0;
+                memcpy(idx + (h * O + j) * 2, &i, 2);
+                memcpy(val + (h * O + j) * 2, &v, 2);
             }
         }
-        memcpy(dst + H * (4 + 4 * (size_t)O), q + (size_t)t * H * D, H * D);
     }
+    memcpy(dst + H * (4 + 4 * (size_t)O), src->q + (size_t)t * H * D, H * D);
+}
+
+/* Rows gathered per batch in a buffer that stays in L1, then streamed out. */
+#define RAW_BATCH_BYTES (16u << 10)
+
+static void raw_rows(const struct kvt_chunk_shape *s, uint32_t O, uint8_t *dst,
+                     const struct raw_src *src, uint32_t tok, uint32_t n)
+{
+    const size_t raw_row = proto_raw_row_bytes(s->heads, s->dim, O);
+
+#if defined(__x86_64__) || defined(__i386__)
+    /* Raw rows go to the GPU by DMA: a large run skips the read of every
+     * destination line that ordinary stores make (simd.h). */
+    if ((size_t)n * raw_row >= SIMD_STREAM_MIN_BYTES && raw_row <= RAW_BATCH_BYTES) {
+        uint8_t batch[RAW_BATCH_BYTES];
+        const uint32_t per = (uint32_t)(RAW_BATCH_BYTES / raw_row);
+        for (uint32_t t = tok; t < tok + n;) {
+            uint32_t m = tok + n - t < per ? tok + n - t : per;
+            for (uint32_t i = 0; i < m; i++)
+                raw_one_row(s, O, batch + i * raw_row, src, t + i);
+            simd_stream_copy(dst, batch, m * raw_row);
+            dst += m * raw_row;
+            t += m;
+        }
+        return;
+    }
+#endif
+    for (uint32_t t = tok; t < tok + n; t++, dst += raw_row)
+        raw_one_row(s, O, dst, src, t);
 }
 
 static int raw_from_chunk(const struct rows_move *m, const struct kvt_chunk_shape *s,
@@ -276,10 +307,10 @@ static int raw_from_chunk(const struct rows_move *m, const struct kvt_chunk_shap
         return -ERANGE;
     }
     chunk_view(s, data, &cv);
-    raw_rows(s, rq->raw_outliers, rq->region + g->k_off, cv.k_scale, cv.k_out_idx,
-             cv.k_out_val, cv.k, g->tok, g->n);
-    raw_rows(s, rq->raw_outliers, rq->region + g->v_off, cv.v_scale, cv.v_out_idx,
-             cv.v_out_val, cv.v, g->tok, g->n);
+    const struct raw_src k = { cv.k_scale, cv.k_out_idx, cv.k_out_val, cv.k };
+    const struct raw_src v = { cv.v_scale, cv.v_out_idx, cv.v_out_val, cv.v };
+    raw_rows(s, rq->raw_outliers, rq->region + g->k_off, &k, g->tok, g->n);
+    raw_rows(s, rq->raw_outliers, rq->region + g->v_off, &v, g->tok, g->n);
     return 0;
 }
 
