@@ -12,12 +12,17 @@ from CUDA tensors, then measures, in one process:
   both_*     the two at once, on separate buffers (they share the host's
              memory bandwidth);
   staged_*   fetch_tokens into CUDA tensors through the staging pipeline,
-             with the time spent inside the daemon's calls;
+             with the time spent inside the daemon's calls (int8: raw
+             rows dequantized on the GPU; staged_values_*: int8 values);
+  raw_zc     int8: the daemon's raw-row fetch into region buffers, one
+             call of 32 layers, in client bytes per second;
+  dequant    int8: kvtier.raw.dequantize of one layer's K on the GPU;
   hf_*       kvtier.hf.load's steps: match, GPU allocation, fetch, cache.
 Each figure is the best (or median, *_med) of 5. Needs CUDA; exits 0
 without it.
 """
 import argparse
+import ctypes
 import json
 import os
 import statistics
@@ -65,6 +70,8 @@ def gbps(nbytes, s):
 def profile(torch, kvtier, c, res):
     import kvtier._staged as st
     import kvtier.hf as hf
+    import kvtier.raw
+    from kvtier._lib import Span, lib
     toks = torch.arange(N, dtype=torch.int32).numpy()
     g = torch.Generator(device="cuda").manual_seed(1)
     kv = [(torch.randn((N, H, D), generator=g, device="cuda").bfloat16(),
@@ -116,24 +123,47 @@ def profile(torch, kvtier, c, res):
     v_all = torch.empty(shape, dtype=torch.bfloat16, device="cuda")
     views = [(k_all[i, 0].permute(1, 0, 2), v_all[i, 0].permute(1, 0, 2)) for i in range(L)]
     inside, run = [0.0, 0], st.run
-    def traced(client, spans, store, call):
+    def traced(client, spans, store, call, **kw):
         def one(group):
             t = time.perf_counter()
             call(group)
             inside[0] += time.perf_counter() - t
             inside[1] += 1
-        return run(client, spans, store, one)
+        return run(client, spans, store, one, **kw)
     st.run = traced
-    try:
-        c.fetch_tokens(toks, out=views)
-        inside[:] = [0.0, 0]
-        best, med = timed(torch, lambda: c.fetch_tokens(toks, out=views))
-    finally:
-        st.run = run
-    res["staged_GBps"], res["staged_ms"] = gbps(L * NB, med), round(med * 1e3, 2)
-    res["staged_daemon_ms"], res["staged_calls"] = round(inside[0] / 5 * 1e3, 2), inside[1] // 5
+    # int8: raw rows to the GPU (the default), then values, for comparison
+    for tag, raw in (("staged", True), ("staged_values", False)):
+        if tag == "staged_values" and c.raw_outliers is None:
+            continue
+        c._raw_cuda = raw
+        try:
+            c.fetch_tokens(toks, out=views)
+            inside[:] = [0.0, 0]
+            best, med = timed(torch, lambda: c.fetch_tokens(toks, out=views))
+        finally:
+            c._raw_cuda = True
+        res[tag + "_GBps"], res[tag + "_ms"] = gbps(L * NB, med), round(med * 1e3, 2)
+        res[tag + "_daemon_ms"], res[tag + "_calls"] = round(inside[0] / 5 * 1e3, 2), inside[1] // 5
+    st.run = run
+    res["raw_fetches"] = c.raw_fetches
     res["equal"] = all(torch.equal(views[i][0], kv[i][0]) and torch.equal(views[i][1], kv[i][1])
                        for i in range(L))
+    o = c.raw_outliers
+    if o is not None:
+        row = lib.kvt_raw_row_bytes(c._handle(), o)
+        bufs = [lib.kvt_alloc(c._handle(), N * row) for _ in range(2 * L)]
+        arr = (Span * L)(*[Span(l, 0, N, bufs[2 * l], bufs[2 * l + 1]) for l in range(L)])
+        tok = (ctypes.c_int32 * N)(*range(N))
+        def raw_zc():
+            assert lib.kvt_fetch_tokens_raw(c._handle(), tok, N, arr, L, o) == 0
+        best, med = timed(torch, raw_zc)
+        res["raw_zc_client_GBps"], res["raw_zc_ms"] = gbps(L * NB, best), round(best * 1e3, 2)
+        host = torch.from_numpy(kvtier._arrays.view(bufs[0], N * row).reshape(N, row))
+        gpu = host.cuda()
+        best, _ = timed(torch, lambda: kvtier.raw.dequantize(gpu, H, D, o, torch.bfloat16))
+        res["dequant_gpu_ms_per_layer_k"] = round(best * 1e3, 3)
+        for b in bufs:
+            lib.kvt_free(c._handle(), b)
 
     steps = {"match": [], "alloc": [], "fetch": [], "cache": []}
     for r in range(4):
@@ -182,7 +212,7 @@ def main():
         res = {"mode": mode}
         try:
             m = kvtier.Model("fetch-profile", n_layers=L, n_kv_heads=H, head_dim=D, dtype="bfloat16")
-            with torch.no_grad(), kvtier.connect(m, sock, shm_bytes=(2 << 30) + (512 << 20)) as c:
+            with torch.no_grad(), kvtier.connect(m, sock, shm_bytes=(3 << 30) + (512 << 20)) as c:
                 profile(torch, kvtier, c, res)
         finally:
             d.terminate()

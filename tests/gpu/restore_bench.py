@@ -3,7 +3,7 @@
 against recomputing it, at the Llama-3-8B geometry (docs/performance.md).
 
     LD_LIBRARY_PATH=DIR python3 tests/gpu/restore_bench.py --build DIR \\
-        [--quant none,int8] [--tokens 2048,8192] [--daemon-flags "--workers 16"]
+        [--quant none,int8,int8-values] [--tokens 2048,8192] [--daemon-flags "--workers 16"]
 
 It starts DIR/kvtierd (its shared libraries found through LD_LIBRARY_PATH)
 and loads DIR/libkvtier.so ($KVTIER_LIB overrides). A LlamaForCausalLM is
@@ -13,7 +13,9 @@ CUDA. For each daemon mode and prompt length N, one process prefills N
 tokens and kvtier.hf.save()s the cache; another process kvtier.hf.load()s
 it and runs 64 more tokens: with --quant none its logits must equal the
 saving process's own (exit 1 if not); with int8 it reports the KL
-divergence and top-1 agreement. Medians of 3 on a warm daemon: restore
+divergence and top-1 agreement. int8 fetches move raw int8 rows to the GPU
+and dequantize there (the default); int8-values (KVTIER_RAW_CUDA=0) moves
+values in the model's dtype, for comparison. Medians of 3 on a warm daemon: restore
 (match, fetch, to GPU, cache built) and time to first token (restore and
 one token's forward) against recompute (a forward of the N + 1 tokens);
 and the pinned
@@ -57,7 +59,8 @@ def parse_args(argv):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--build", default=os.path.join(ROOT, "build"),
                    help="build dir holding kvtierd and libkvtier.so (default: build)")
-    p.add_argument("--quant", default="none,int8", help="daemon modes to run, comma-separated")
+    p.add_argument("--quant", default="none,int8,int8-values",
+                   help="daemon modes to run, comma-separated")
     p.add_argument("--tokens", default="2048,8192", help="prompt lengths N, comma-separated")
     p.add_argument("--daemon-flags", default="", help="extra kvtierd flags, e.g. '--workers 16'")
     p.add_argument("--repeats", type=int, default=3, help="timed runs per figure (median)")
@@ -224,6 +227,7 @@ def role_load(args):
         # accuracy: the 64 tokens after the restored prefix
         cache, n = kvtier.hf.load(c, ids, device=args.device)
         got = forward(model, ext, cache).logits.float().cpu()
+        res["raw_fetches"] = c.raw_fetches
     ref = torch.load(args.ref)
     res["logits_equal"] = bool(torch.equal(got, ref))
     logp_ref, logp = torch.log_softmax(ref, -1), torch.log_softmax(got, -1)
@@ -257,7 +261,7 @@ def start_daemon(args, tmp, mode):
     sock = os.path.join(tmp, "kvtier-%s.sock" % mode)
     cmd = [os.path.join(args.build, "kvtierd"), "--socket", sock,
            "--admin-socket", os.path.join(tmp, "admin-%s.sock" % mode),
-           "--hot-bytes", "24G", "--cold-bytes", "0", "--quant", mode,
+           "--hot-bytes", "24G", "--cold-bytes", "0", "--quant", mode.split("-")[0],
            "--log-level", "warning"] + args.daemon_flags.split()
     log = open(os.path.join(tmp, "kvtierd-%s.log" % mode), "wb")
     proc = subprocess.Popen(cmd, stdout=log, stderr=log)
@@ -276,7 +280,10 @@ def child(args, role, sock, n, mode, ref):
     argv = [sys.executable, os.path.abspath(__file__), "--role", role, "--socket", sock,
             "--n", str(n), "--mode", mode, "--ref", ref, "--device", args.device,
             "--repeats", str(args.repeats), "--build", args.build] + (["--tiny"] if args.tiny else [])
-    r = subprocess.run(argv, env=child_env(args), capture_output=True, text=True)
+    env = child_env(args)
+    if mode.endswith("-values"):
+        env["KVTIER_RAW_CUDA"] = "0"      # int8 values cross PCIe, not raw rows
+    r = subprocess.run(argv, env=env, capture_output=True, text=True)
     if r.returncode != 0:
         sys.exit("%s process failed (N=%d, %s):\n%s%s" % (role, n, mode, r.stdout, r.stderr))
     return json.loads(r.stdout.strip().splitlines()[-1])

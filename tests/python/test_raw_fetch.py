@@ -107,3 +107,118 @@ def test_raw_too_few_outliers_and_outside_region(daemon):
         rc = lib.kvt_fetch_tokens_raw(h, arr, N, ctypes.byref(span), 1, 4)
         assert rc == -errno.EINVAL
         assert b"region" in lib.kvt_last_error(h)
+
+
+@pytest.mark.daemon_flags("--quant", "int8", "--outliers", "6")
+def test_daemon_outliers_learned_at_connect(daemon):
+    m = model("float16")
+    tokens = list(range(N))
+    with kvtier.connect(m, socket=daemon.socket) as c:
+        assert c.raw_outliers == 6
+        store(c, "float16", tokens)
+        got = c.fetch_tokens_raw(tokens)          # the daemon's 6, no ERANGE
+        assert got[0][0].shape == (N, H * (4 + 4 * 6 + D))
+
+
+@pytest.mark.daemon_flags("--quant", "none")
+def test_lossless_daemon_has_no_raw_outliers(daemon):
+    with kvtier.connect(model("float16"), socket=daemon.socket) as c:
+        assert c.raw_outliers is None
+        assert lib.kvt_raw_outliers(c._handle()) == -errno.EOPNOTSUPP
+
+
+def hf_views(layers, n, dtype):
+    """Per-layer [n, H, D] views of [L, 1, H, n, D] tensors, as kvtier.hf.load
+    hands fetch_tokens (strided: they are staged)."""
+    k = torch.zeros((layers, 1, H, n, D), dtype=dtype)
+    v = torch.zeros((layers, 1, H, n, D), dtype=dtype)
+    return k, v, [(k[i, 0].permute(1, 0, 2), v[i, 0].permute(1, 0, 2)) for i in range(layers)]
+
+
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
+@pytest.mark.daemon_flags("--quant", "int8", "--outliers", "4")
+def test_staged_raw_fetch_equals_value_fetch(daemon, monkeypatch, dtype):
+    """The staged fetch that moves raw rows (CUDA's, taken here on the CPU)
+    fills tensors bit for bit as the value fetch does, over pieces of
+    several layers in three buffers."""
+    tokens = list(range(500, 500 + N))
+    monkeypatch.setenv("KVTIER_RAW_CUDA", "0")
+    with kvtier.connect(model(dtype), socket=daemon.socket) as c:
+        store(c, dtype, tokens)
+        k0, v0, out = hf_views(L, N, TORCH[dtype])
+        c.fetch_tokens(tokens, out=out)
+        assert c.raw_fetches == 0
+    monkeypatch.setenv("KVTIER_RAW_CUDA", "all")
+    with kvtier.connect(model(dtype), socket=daemon.socket) as c:
+        k1, v1, out = hf_views(L, N, TORCH[dtype])
+        c.fetch_tokens(tokens, out=out)
+        assert c.raw_fetches == 1
+        assert torch.equal(bits(k1), bits(k0)) and torch.equal(bits(v1), bits(v0))
+        assert bits(k1).abs().sum() > 0
+
+
+@pytest.mark.daemon_flags("--quant", "int8", "--outliers", "8", "--cold-path", "{dir}/cold.kvt",
+                         "--cold-bytes", "64M", "--cold-region-bytes", "4M")
+def test_staged_raw_fetch_falls_back_to_values(daemon, monkeypatch):
+    """Chunks made under outliers 8, read by a daemon now keeping 2: the raw
+    fetch answers ERANGE and fetch_tokens fetches values instead."""
+    tokens = list(range(900, 900 + N))
+    with kvtier.connect(model("float16"), socket=daemon.socket) as c:
+        store(c, "float16", tokens)
+        want = c.fetch_tokens(tokens)
+        c.sync()
+    daemon.stop()
+    daemon.flags = [f if f != "8" else "2" for f in daemon.flags]
+    daemon.start()
+    monkeypatch.setenv("KVTIER_RAW_CUDA", "all")
+    with kvtier.connect(model("float16"), socket=daemon.socket) as c:
+        assert c.raw_outliers == 2
+        _, _, out = hf_views(L, N, torch.float16)
+        c.fetch_tokens(tokens, out=out)
+        assert c.raw_fetches == 0
+        for (wk, wv), (k, v) in zip(want, out):
+            assert torch.equal(bits(k), bits(wk)) and torch.equal(bits(v), bits(wv))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
+@pytest.mark.daemon_flags("--quant", "int8", "--outliers", "4")
+def test_cuda_fetch_moves_raw_rows(daemon, monkeypatch):
+    """Into CUDA tensors a fetch moves raw rows by default, dequantized on
+    the GPU bit for bit as the daemon's values."""
+    tokens = list(range(700, 700 + N))
+    monkeypatch.setenv("KVTIER_RAW_CUDA", "0")
+    with kvtier.connect(model("bfloat16"), socket=daemon.socket) as c:
+        store(c, "bfloat16", tokens)
+        want = c.fetch_tokens(tokens)
+    monkeypatch.delenv("KVTIER_RAW_CUDA")
+    with kvtier.connect(model("bfloat16"), socket=daemon.socket) as c:
+        k1 = torch.zeros((L, 1, H, N, D), dtype=torch.bfloat16, device="cuda")
+        v1 = torch.zeros_like(k1)
+        out = [(k1[i, 0].permute(1, 0, 2), v1[i, 0].permute(1, 0, 2)) for i in range(L)]
+        c.fetch_tokens(tokens, out=out)
+        assert c.raw_fetches == 1
+        for (wk, wv), (k, v) in zip(want, out):
+            assert torch.equal(bits(k.cpu()), bits(wk)) and torch.equal(bits(v.cpu()), bits(wv))
+
+
+@pytest.mark.parametrize("asked", [4, 6])
+@pytest.mark.daemon_flags("--quant", "int8", "--outliers", "4")
+def test_raw_rows_of_whole_chunks(daemon, asked):
+    """Llama-3-8B's rows (8 x 128) in chunks of 256: a chunk's rows are
+    300 KiB and more, which the daemon streams out (non-temporal stores);
+    the same bits as the daemon's own values, padding included."""
+    h, d, n = 8, 128, 512
+    m = kvtier.Model("raw-big", n_layers=1, n_kv_heads=h, head_dim=d, dtype="bfloat16",
+                     chunk_tokens=256)
+    g = torch.Generator().manual_seed(5)
+    k = torch.randn((n, h, d), generator=g)
+    k[:, :, 7] *= 30.0
+    v = torch.randn((n, h, d), generator=g)
+    tokens = list(range(3000, 3000 + n))
+    with kvtier.connect(m, socket=daemon.socket) as c:
+        c.store_tokens(tokens, [(k.bfloat16(), v.bfloat16())])
+        want = c.fetch_tokens(tokens)
+        got = c.fetch_tokens_raw(tokens, outliers=asked)
+        for w, r in zip(want[0], got[0]):
+            deq = raw.dequantize(torch.from_numpy(r), h, d, asked, torch.bfloat16)
+            assert torch.equal(bits(deq), bits(w))

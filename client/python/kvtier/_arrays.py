@@ -99,10 +99,13 @@ def typed(raw, dtype, shape, as_torch):
         t = torch()
         if t is None:
             raise Error(errno.EOPNOTSUPP, "bfloat16 buffers need torch (numpy has no bfloat16)")
-        tt = t.from_numpy(raw)
-        tdt = {"float32": t.float32, "float16": t.float16, "bfloat16": t.bfloat16}[dtype]
-        return tt.view(tdt).view(*shape)
+        return t.from_numpy(raw).view(torch_dtype(dtype)).view(*shape)
     return raw.view(NUMPY[dtype]).reshape(shape)
+
+
+def torch_dtype(name):
+    t = torch()
+    return {"float32": t.float32, "float16": t.float16, "bfloat16": t.bfloat16}[name]
 
 
 def empty(shape, dtype):

@@ -2,6 +2,7 @@
 import concurrent.futures
 import ctypes
 import errno
+import os
 import sys
 import threading
 
@@ -60,6 +61,12 @@ class Client:
         self._pool = None
         self._unpin = None
         self._pinned = False
+        # KVTIER_RAW_CUDA: 1 (default) fetches into CUDA tensors move raw
+        # int8 rows; 0 never; "all" any torch tensors, the CPU's too (tests).
+        raw_env = os.environ.get("KVTIER_RAW_CUDA", "1")
+        self._raw_cuda = raw_env != "0"
+        self._raw_any_device = raw_env == "all"
+        self.raw_fetches = 0       # fetch_tokens calls served by raw rows
         self.pin_error = None      # why the region is not page-locked, once asked
         name = model.name.encode() if isinstance(model.name, str) else model.name
         self._cmodel = _Model(name, model.n_layers, model.n_kv_heads, model.head_dim,
@@ -124,6 +131,13 @@ class Client:
     def chunk_tokens(self):
         """Tokens per chunk the daemon uses for this namespace."""
         return lib.kvt_chunk_tokens(self._handle())
+
+    @property
+    def raw_outliers(self):
+        """Outliers per vector the daemon keeps in the int8 chunks it makes
+        (what fetch_tokens_raw asks for by default); None when it is lossless."""
+        rc = lib.kvt_raw_outliers(self._handle())
+        return None if rc < 0 else rc
 
     def pin_cuda(self):
         """Register the shared region with CUDA (page-locked) once; done by
@@ -290,21 +304,53 @@ class Client:
         else:
             kv = out
         spans = self._layer_spans(kv, n, True)
+        if (self._raw_cuda and _staged.raw_fits(spans, self._raw_any_device)
+                and self._fetch_raw_cuda(ptr, n, spans)):
+            return out
         self._spans_call(spans, False,
                          lambda h, s, m: lib.kvt_fetch_tokens(h, ptr, n, s, m), "fetch_tokens")
         return out
 
-    def fetch_tokens_raw(self, tokens, outliers=4, layers=None):
+    def _fetch_raw_cuda(self, ptr, n, spans):
+        """Fetch into CUDA tensors as raw int8 rows, dequantized on the GPU
+        (bit-identical; fewer bytes cross PCIe): True when done, False when
+        the daemon cannot (lossless, a chunk with more outliers than it
+        keeps now, a daemon without raw fetch) and the caller fetches values."""
+        o = self.raw_outliers
+        if o is None:
+            return False
+        h = self._handle()
+
+        def some(group):
+            arr = (Span * len(group))(*group)
+            check(lib.kvt_fetch_tokens_raw(h, ptr, n, arr, len(group), o), h, "fetch_tokens")
+        try:
+            _staged.run(self, spans, False, some, raw_outliers=o)
+        except Error as e:
+            if e.errno == errno.EBADMSG:
+                self._raw_cuda = False        # a daemon without raw fetch
+            elif e.errno not in (errno.EOPNOTSUPP, errno.ERANGE):
+                raise
+            return False
+        self.raw_fetches += 1
+        return True
+
+    def fetch_tokens_raw(self, tokens, outliers=None, layers=None):
         """The stored int8 rows of tokens (int8 daemons only): a list over
         layers of (k, v) uint8 numpy arrays [len(tokens), row_bytes], each
         row `float scale[H]; u16 out_idx[H][O]; u16 out_val[H][O] (f16);
         int8 q[H][D]` (O = outliers). kvtier.raw.dequantize turns them into
-        values bit-identical to fetch_tokens'. Raises Error: EOPNOTSUPP
+        values bit-identical to fetch_tokens'. outliers: default the
+        daemon's (raw_outliers). Raises Error: EOPNOTSUPP
         (lossless daemon or one without raw fetch), ERANGE (a chunk holds
         more outliers than asked)."""
         h = self._handle()
         arr, ptr = self._tokens(tokens)
         n = len(arr)
+        if outliers is None:
+            outliers = self.raw_outliers
+            if outliers is None:
+                raise Error(errno.EOPNOTSUPP, "fetch_tokens_raw: the daemon is lossless")
         row = lib.kvt_raw_row_bytes(h, outliers)
         if row == 0:
             raise Error(errno.EINVAL, "fetch_tokens_raw: outliers must be 0..16")

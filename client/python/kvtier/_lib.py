@@ -89,6 +89,7 @@ for name, res, args in [
     ("kvt_match_tokens", ctypes.c_int, [_c, _i32p, _u32, _p32]),
     ("kvt_fetch_tokens_raw", ctypes.c_int, [_c, _i32p, _u32, _spans, _u32, _u32]),
     ("kvt_raw_row_bytes", ctypes.c_size_t, [_c, _u32]),
+    ("kvt_raw_outliers", ctypes.c_int, [_c]),
     ("kvt_alloc", _c, [_c, ctypes.c_size_t]),
     ("kvt_free", None, [_c, _c]),
 ]:

@@ -12,13 +12,16 @@ daemon stores piece i.
 """
 import ctypes
 import errno
+import os
 import queue
 import threading
 
 from . import _arrays
+from . import raw as _raw
 from ._lib import Error, Span, lib
 
-STAGE_MAX = 32 << 20     # bytes of K (and as much of V) per staging buffer
+# bytes of K (and as much of V) per staging buffer; KVTIER_STAGE_BYTES tunes it
+STAGE_MAX = int(os.environ.get("KVTIER_STAGE_BYTES", 32 << 20))
 ALIGN = 64
 
 
@@ -163,10 +166,15 @@ def _wait(ev):
         ev.synchronize()
 
 
-def run(client, spans, store, call):
+def run(client, spans, store, call, raw_outliers=None):
     """Store or fetch spans [(layer, token_start, k, v)] through staging;
-    call([Span]) does the C request for Spans whose buffers are staging."""
-    row, shape, dtype = client._row, client._head_shape, client.model.dtype
+    call([Span]) does the C request for Spans whose buffers are staging.
+    raw_outliers (a fetch into CUDA tensors from an int8 daemon): the
+    staging holds raw int8 rows with that many outliers (call asks for
+    them), which cross to the GPU and are dequantized there."""
+    raw = raw_outliers is not None
+    row = lib.kvt_raw_row_bytes(client._h, raw_outliers) if raw else client._row
+    shape, dtype = client._head_shape, client.model.dtype
     total = sum(k.shape[0] for _, _, k, _ in spans)
     pieces = _pieces(spans, _stage_tokens(row, total))
     n_bufs = 1 if len(pieces) == 1 else 2 if store or len(pieces) == 2 else 3
@@ -201,6 +209,25 @@ def run(client, spans, store, call):
             _copy(c.v, v)
         return _cuda_event(p)
 
+    def from_stage_raw(j, p):
+        """The piece's raw rows of K and of V: two copies to the GPU, one
+        dequantization of both, then a copy into each cut's tensors."""
+        torch = _arrays.torch()
+        rows = sum(c.n for c in p)
+        base = bufs[j % n_bufs]
+        gpu = torch.empty((2, rows, row), dtype=torch.uint8, device=p[0].k.device)
+        for side, off in ((0, 0), (1, half)):
+            host = _arrays.view(base + off, rows * row).reshape(rows, row)
+            gpu[side].copy_(torch.from_numpy(host), non_blocking=True)
+        vals = _raw.dequantize(gpu.view(2 * rows, row), shape[0], shape[1], raw_outliers,
+                               _arrays.torch_dtype(dtype))
+        for c in p:
+            c.k.copy_(vals[c.at:c.at + c.n])
+            c.v.copy_(vals[rows + c.at:rows + c.at + c.n])
+        return _cuda_event(p)
+
+    if raw:
+        from_stage = from_stage_raw
     if n_bufs == 1:
         try:
             for j, p in enumerate(pieces):
@@ -281,6 +308,15 @@ def _fetch_piped(pool, pieces, n_bufs, from_stage, request):
         fut.result()
         for ev in drained:
             _wait(ev)
+
+
+def raw_fits(spans, any_device=False):
+    """True when every buffer is a CUDA tensor on one device (any_device:
+    a torch tensor on one device, the CPU too, which tests use): a fetch
+    may then move raw int8 rows and dequantize them there."""
+    bufs = [a for _, _, k, v in spans for a in (k, v)]
+    ok = _arrays.is_torch if any_device else _arrays.is_cuda
+    return all(ok(a) for a in bufs) and len({a.device for a in bufs}) == 1
 
 
 def spans_need_staging(spans):

@@ -6,24 +6,27 @@ rounded once the same way."""
 
 
 def dequantize(raw, n_kv_heads, head_dim, outliers, dtype):
-    """raw: a uint8 torch tensor [n, row_bytes]; returns [n, H, D] of dtype."""
+    """raw: a uint8 torch tensor [n, row_bytes] (rows may be strided, each
+    row dense); returns [n, H, D] of dtype. Six kernels on a GPU: the fields
+    are read in place through dtype views of the rows."""
     import torch
     H, D, O = n_kv_heads, head_dim, outliers
-    n = raw.shape[0]
-    if raw.shape[1] != H * (4 + 4 * O + D):
-        raise ValueError("raw rows of %d bytes, geometry wants %d" % (raw.shape[1], H * (4 + 4 * O + D)))
-    raw = raw.contiguous()
-    scale = raw[:, :4 * H].contiguous().view(torch.float32).view(n, H)
-    q = raw[:, H * (4 + 4 * O):].contiguous().view(torch.int8).view(n, H, D)
-    value = q.float() * scale[..., None]
-    if O:
-        pairs = raw[:, 4 * H:H * (4 + 4 * O)].contiguous().view(torch.int16).view(n, 2, H, O)
-        # int16 holds the u16 bits; 0xFFFF (padding) reads -1, a valid index
-        # is < 1024: map padding to column D, the extra one dropped below.
-        idx = pairs[:, 0].long()
-        idx = torch.where(idx < 0, torch.full_like(idx, D), idx)
-        val = pairs[:, 1].contiguous().view(torch.float16).float()
-        wide = torch.cat([value, value.new_zeros(n, H, 1)], dim=2)
-        wide.scatter_(2, idx, val)
-        value = wide[:, :, :D]
-    return value.to(dtype)
+    n, row = raw.shape[0], H * (4 + 4 * O + D)
+    if raw.shape[1] != row:
+        raise ValueError("raw rows of %d bytes, geometry wants %d" % (raw.shape[1], row))
+    if raw.stride(1) != 1 or raw.stride(0) % 4:
+        raw = raw.contiguous()
+    scale = raw[:, :4 * H].view(torch.float32)                       # [n, H]
+    q = raw[:, H * (4 + 4 * O):].view(torch.int8).view(n, H, D)
+    if not O:
+        return torch.mul(q, scale[..., None]).to(dtype)
+    # One spare column D takes the padding (index 0xFFFF), dropped at the end.
+    wide = torch.empty((n, H, D + 1), dtype=torch.float32, device=raw.device)
+    torch.mul(q, scale[..., None], out=wide[..., :D])
+    pairs = raw[:, 4 * H:H * (4 + 4 * O)].view(torch.int16)          # [n, 2 H O]
+    # int16 holds the u16 bits: 0xFFFF reads -1, which mod D + 1 is D; a
+    # valid index (< D) stays itself.
+    idx = torch.remainder(pairs[:, :H * O].view(n, H, O), D + 1).long()
+    val = pairs[:, H * O:].view(torch.float16).view(n, H, O).float()
+    wide.scatter_(2, idx, val)
+    return wide[..., :D].to(dtype)
