@@ -3,14 +3,19 @@
 
 #include <errno.h>
 #include <pthread.h>
+#include <sched.h>
 #include <stdbool.h>
 #include <stdlib.h>
+#include <string.h>
+
+#include "daemon/log.h"
 
 struct kvt_workers {
     pthread_mutex_t lock;
     pthread_cond_t wake;
     struct work_item *head, *tail;   /* FIFO */
     bool stopping;
+    bool idle;
     unsigned n_threads;
     pthread_t threads[];
 };
@@ -19,6 +24,12 @@ static void *worker_main(void *arg)
 {
     struct kvt_workers *w = arg;
 
+    if (w->idle) {
+        struct sched_param sp = { 0 };
+        int rc = pthread_setschedparam(pthread_self(), SCHED_IDLE, &sp);
+        if (rc)
+            log_warn("worker thread: SCHED_IDLE not set: %s", strerror(rc));
+    }
     pthread_mutex_lock(&w->lock);
     for (;;) {
         while (!w->head && !w->stopping)
@@ -39,11 +50,17 @@ static void *worker_main(void *arg)
 
 int workers_start(unsigned n_threads, struct kvt_workers **out)
 {
+    return workers_start_idle(n_threads, false, out);
+}
+
+int workers_start_idle(unsigned n_threads, bool idle, struct kvt_workers **out)
+{
     struct kvt_workers *w = calloc(1, sizeof(*w) + n_threads * sizeof(pthread_t));
     int rc;
 
     if (!w)
         return -ENOMEM;
+    w->idle = idle;
     pthread_mutex_init(&w->lock, NULL);
     pthread_cond_init(&w->wake, NULL);
     for (; w->n_threads < n_threads; w->n_threads++) {

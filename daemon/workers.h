@@ -2,6 +2,8 @@
 #ifndef KVT_WORKERS_H
 #define KVT_WORKERS_H
 
+#include <stdbool.h>
+
 struct kvt_workers;
 
 /* Caller-owned work item: no allocation on submit, so submit cannot fail.
@@ -12,6 +14,11 @@ struct work_item {
 };
 
 int workers_start(unsigned n_threads, struct kvt_workers **out);
+/* The same, idle: the threads run SCHED_IDLE, so any other thread that
+ * wakes on their CPU runs first (the event loop, the clients), and they
+ * still progress, with a small share, on a machine kept busy. Lowering
+ * needs no privilege. */
+int workers_start_idle(unsigned n_threads, bool idle, struct kvt_workers **out);
 void workers_submit(struct kvt_workers *w, struct work_item *item);
 /* Queue n items linked through their next fields, first to last, under one
  * lock, and wake as many threads as there are items. */

@@ -15,17 +15,22 @@
  *    names and geometry (kept on the cold tier), and its counts;
  *  - metrics: latency as _seconds histograms whose count is the stats'
  *    count, kvtier_build_info, the start time, pid/uptime/version in stats,
- *    and cold.quota_drops as kvtier_cold_quota_drops_total. */
+ *    and cold.quota_drops as kvtier_cold_quota_drops_total;
+ *  - the cold tier's reader threads run SCHED_IDLE (promote-priority idle,
+ *    the default) or not (normal), and a bad value is refused by name. */
 #include "tests/helpers.h"
 
 #include <cjson/cJSON.h>
 #include <ctype.h>
+#include <dirent.h>
+#include <sched.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "tests/cmd_util.h"
 
@@ -178,6 +183,63 @@ static void kvtierd_takes_key_equals_value_and_sizes(void **state)
     assert_int_equal(test_cmd(out, sizeof(out), "%s/kvtierd --cold-bytes 64M --cold-path "
                               "/nonexistent/cold.kvt", bin), 2);
     assert_non_null(strstr(out, "fewer than two cold-region-bytes regions"));
+}
+
+/* Threads of pid whose scheduling policy (/proc stat field 41) is
+ * SCHED_IDLE. */
+static int idle_threads(pid_t pid)
+{
+    char path[64];
+    int n = 0;
+
+    snprintf(path, sizeof(path), "/proc/%d/task", (int)pid);
+    DIR *dir = opendir(path);
+    assert_non_null(dir);
+    for (struct dirent *e; (e = readdir(dir));) {
+        char stat[1024], file[400];
+        if (e->d_name[0] == '.')
+            continue;
+        snprintf(file, sizeof(file), "%s/%s/stat", path, e->d_name);
+        FILE *f = fopen(file, "r");
+        if (!f)
+            continue;                 /* the thread ended */
+        size_t len = fread(stat, 1, sizeof(stat) - 1, f);
+        fclose(f);
+        stat[len] = '\0';
+        char *p = strrchr(stat, ')');
+        for (int field = 2; p && field < 41; field++)
+            p = strchr(p + 1, ' ');
+        if (p && atoi(p + 1) == SCHED_IDLE)
+            n++;
+    }
+    closedir(dir);
+    return n;
+}
+
+/* Cold reads' threads run SCHED_IDLE unless promote-priority is normal;
+ * a bad value is refused by name. */
+static void cold_readers_run_idle(void **state)
+{
+    (void)state;
+    char cold_path[300];
+    daemon_start(&d, "--hot-bytes", "64M", NULL);
+    daemon_stop(&d);
+    snprintf(cold_path, sizeof(cold_path), "%s/cold.kvt", d.dir);
+    daemon_restart(&d, "--hot-bytes", "64M", "--cold-path", cold_path, "--cold-bytes", "64M",
+                   "--cold-region-bytes", "4M", NULL);
+    assert_int_equal(test_ctl(out, sizeof(out), d.admin_socket, "config get promote-priority"), 0);
+    assert_string_equal(out, "promote-priority idle\n");
+    for (int i = 0; i < 100 && idle_threads(d.pid) < 16; i++)
+        usleep(10000);                /* each thread sets its own, as it starts */
+    assert_int_equal(idle_threads(d.pid), 16);
+    daemon_stop(&d);
+    daemon_restart(&d, "--hot-bytes", "64M", "--cold-path", cold_path, "--cold-bytes", "64M",
+                   "--cold-region-bytes", "4M", "--promote-priority=normal", NULL);
+    assert_int_equal(idle_threads(d.pid), 0);
+    daemon_stop(&d);
+    assert_int_equal(test_cmd(out, sizeof(out), "%s/kvtierd --promote-priority low",
+                              test_build_dir()), 2);
+    assert_non_null(strstr(out, "promote-priority: expected idle or normal"));
 }
 
 /* The text of kvtierd(8)'s paragraph for --KEY, troff markup removed, or
@@ -444,6 +506,7 @@ int main(void)
         cmocka_unit_test_teardown(evict_says_dropped_and_remaining, teardown),
         cmocka_unit_test_teardown(kvtierd_takes_key_equals_value_and_sizes, teardown),
         cmocka_unit_test(man_page_defaults_are_the_tables),
+        cmocka_unit_test_teardown(cold_readers_run_idle, teardown),
         cmocka_unit_test_teardown(listings_show_the_cold_tier_after_restart, teardown),
         cmocka_unit_test_teardown(metrics_are_histograms_with_build_and_start, teardown),
     };
