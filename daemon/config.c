@@ -53,7 +53,7 @@ static const struct key_def keys[] = {
     { "hot-low-watermark",  K_U32, OFF(hot_low_pct),  1, 100, true },
     { "cold-region-bytes",  K_SIZE, OFF(cold_region_bytes), 1 << 20, 1u << 30 },
     { "cold-io",        K_COLDIO, OFF(cold_pread),    0, 0 },
-    { "promote-priority", K_PRIO, OFF(promote_normal), 0, 0 },
+    { "promote-priority", K_PRIO, OFF(promote_idle), 0, 0 },
     { "hot-quota",      K_SIZE,  OFF(hot_quota),      0, UINT64_C(1) << 44, true },
     { "cold-quota",     K_SIZE,  OFF(cold_quota),     0, UINT64_C(1) << 50, true },
     { "max-namespaces-per-uid", K_U32, OFF(max_ns_per_uid), 1, 65536 },
@@ -349,7 +349,7 @@ int config_set(struct kvt_config *cfg, const char *key, const char *value,
     case K_PRIO:
         if (strcmp(value, "idle") && strcmp(value, "normal"))
             return reason(err, len, -EINVAL, "%s: expected idle or normal", key);
-        *(uint32_t *)field = strcmp(value, "normal") == 0;
+        *(uint32_t *)field = strcmp(value, "idle") == 0;
         return 0;
     }
     return -EINVAL;
@@ -373,7 +373,7 @@ int config_get(const struct kvt_config *cfg, const char *key, char *buf, size_t 
     case K_MODE:  snprintf(buf, len, "%04o", *(const uint32_t *)field); break;
     case K_QUANT: snprintf(buf, len, "%s", *(const uint32_t *)field ? "none" : "int8"); break;
     case K_COLDIO: snprintf(buf, len, "%s", *(const uint32_t *)field ? "pread" : "uring"); break;
-    case K_PRIO: snprintf(buf, len, "%s", *(const uint32_t *)field ? "normal" : "idle"); break;
+    case K_PRIO: snprintf(buf, len, "%s", *(const uint32_t *)field ? "idle" : "normal"); break;
     case K_LEVEL: snprintf(buf, len, "%s", log_level_name((int)*(const uint32_t *)field)); break;
     case K_REMOTE: snprintf(buf, len, "%s", (const char *)field); break;
     case K_RDOMAIN: {

@@ -39,7 +39,7 @@ struct kvt_config {
     uint32_t hot_low_pct;       /* ... down to this % */
     uint32_t cold_region_bytes; /* cold file region size (0 = default) */
     uint32_t cold_pread;        /* 1: pread/pwrite instead of io_uring */
-    uint32_t promote_normal;    /* 1: cold readers at normal priority, not idle */
+    uint32_t promote_idle;      /* 1: cold readers run SCHED_IDLE */
     /* Sharing domains: share_uid[i] belongs to group share_group[i]. */
     uint32_t n_share;
     uid_t share_uid[CONFIG_SHARE_MAX];

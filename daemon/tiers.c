@@ -266,9 +266,10 @@ int tiers_open(struct kvt_tiers *t, struct kvt_hot *hot, const struct kvt_config
     cold_set_domain_quota(t->cold, cfg->cold_quota);
     hot_set_evict_hook(hot, demote, t);
     hot_set_fill_hook(hot, fill_from_cold, t);
-    /* Idle by default: a cold read's decompression must not take the CPU
-     * from the event loop and the decode steps of other clients. */
-    rc = workers_start_idle(PROMOTE_THREADS, !cfg->promote_normal, &t->readers);
+    /* promote-priority idle: a cold read's decompression yields the CPU
+     * to the event loop and the other clients' decode steps (kvtierd(8)
+     * says what it risks on a host kept busy). */
+    rc = workers_start_idle(PROMOTE_THREADS, cfg->promote_idle, &t->readers);
     if (rc)
         return rc;
     rc = -pthread_create(&t->demoter, NULL, demoter_main, t);

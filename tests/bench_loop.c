@@ -4,8 +4,8 @@
  * demoted context: under the inline bound, 32 chunks to read from SSD).
  * The decode p99 beside the cold reader must stay within 1.5x of its p99
  * alone. The reader cycles over more contexts than the hot tier holds, so
- * each of its fetches misses RAM. Run at promote-priority idle (the
- * default, held to the target) and normal (for comparison). */
+ * each of its fetches misses RAM. Run at promote-priority idle (held to
+ * the target) and normal (the default, for comparison). */
 #include <errno.h>
 #include <pthread.h>
 #include <stdatomic.h>
@@ -136,7 +136,7 @@ static void loop_disk_at(const char *prio)
         cJSON_GetObjectItemCaseSensitive(stats, "tiers"), "loop_disk_handoffs"));
     cJSON_Delete(stats);
     int n = atomic_load(&r.fetches);
-    printf("promote-priority %s%s:\n", prio, normal ? "" : " (default)");
+    printf("promote-priority %s%s:\n", prio, normal ? " (default)" : "");
     printf("%-44s %8.1f us   fetch p99 %6.1f us\n", "shape3 decode store p99, alone", alone_s,
            alone_f);
     printf("%-44s %8.1f us   fetch p99 %6.1f us  (%d cold fetches meanwhile, %.0f us each)\n",
@@ -145,7 +145,7 @@ static void loop_disk_at(const char *prio)
     printf("%-44s %8.2fx store  %5.2fx fetch  (%s%.0f requests handed from the loop to a "
            "worker)\n", "decode p99 beside cold fetches / alone", with_s / alone_s, with_f / alone_f,
            normal ? "" : "target <= 1.5x; ", handoffs);
-    const char *sfx = normal ? "_normal" : "";
+    const char *sfx = normal ? "_normal" : "";   /* the target is checked at idle */
 #define LOOP_NUM(name, v) (snprintf(key, sizeof(key), "loop_%s%s", name, sfx), json_num(key, v))
     LOOP_NUM("decode_store_alone_p99_us", alone_s);
     LOOP_NUM("decode_fetch_alone_p99_us", alone_f);
@@ -158,8 +158,8 @@ static void loop_disk_at(const char *prio)
 #undef LOOP_NUM
 }
 
-/* The cold readers run SCHED_IDLE by default; normal priority is shown
- * beside it, for what the default buys and costs (cold fetch time). */
+/* promote-priority idle against normal (the default): what SCHED_IDLE
+ * readers buy other clients, and what they cost the cold reader. */
 void bench_loop_disk(void)
 {
     loop_disk_at("idle");
