@@ -34,7 +34,7 @@ struct kvt_client {
     uint32_t seq;
     struct kvt_region region;        /* survives reconnects */
     struct kvt_attach_info info;
-    uint32_t outliers;               /* the daemon's, from the attach reply */
+    uint32_t outliers;               /* the attach reply's (KVT_OUTLIERS_KNOWN | n) */
     void *msg;                       /* request buffer, grown on demand */
     size_t msg_cap;
     size_t send_max;                 /* largest message the socket can send */
@@ -846,7 +846,10 @@ int kvt_raw_outliers(const kvt_client *c)
         return -EINVAL;
     if (c->info.quant)
         return -EOPNOTSUPP;
-    return (int)(c->outliers > KVT_RAW_OUTLIERS_MAX ? KVT_RAW_OUTLIERS_MAX : c->outliers);
+    if (!(c->outliers & KVT_OUTLIERS_KNOWN))
+        return 4;                    /* a daemon that does not say: the default */
+    uint32_t n = c->outliers & ~KVT_OUTLIERS_KNOWN;
+    return (int)(n > KVT_RAW_OUTLIERS_MAX ? KVT_RAW_OUTLIERS_MAX : n);
 }
 
 size_t kvt_raw_row_bytes(const kvt_client *c, uint32_t outliers)

@@ -105,8 +105,9 @@ int kvt_fetch_tokens_raw(kvt_client *c, const int32_t *tokens, uint32_t n_tokens
 size_t kvt_raw_row_bytes(const kvt_client *c, uint32_t outliers);
 /* The outliers per vector the daemon keeps in the int8 chunks it makes
  * (what to pass kvt_fetch_tokens_raw; chunks made under another setting
- * may answer -ERANGE), learned at connect: 0..16, -EOPNOTSUPP for a
- * lossless daemon, -EINVAL for a NULL client. */
+ * may answer -ERANGE), learned at connect: 0..16 (4, the default, from a
+ * daemon too old to say), -EOPNOTSUPP for a lossless daemon, -EINVAL for
+ * a NULL client. */
 int kvt_raw_outliers(const kvt_client *c);
 
 /* ---- zero-copy buffers ------------------------------------------------- */

@@ -47,7 +47,7 @@ void session_send_reply(struct kvt_session *s, uint16_t op, uint32_t seq, int st
     if (info) {
         rep.attach = *info;
         if (!status && !info->quant)      /* int8 */
-            rep.outliers = s->srv->cfg.outliers;
+            rep.outliers = KVT_OUTLIERS_KNOWN | s->srv->cfg.outliers;
     }
     if (status && why)
         snprintf(rep.reason, sizeof(rep.reason), "%s", why);

@@ -127,11 +127,14 @@ struct kvt_wire_span {
 };
 _Static_assert(sizeof(struct kvt_wire_span) == 32, "span is 32 bytes");
 
+#define KVT_OUTLIERS_KNOWN 0x80000000u
+
 struct kvt_reply {
     struct kvt_msg_hdr hdr;
     int32_t status;          /* 0 or -errno */
-    uint32_t outliers;       /* ATTACH to an int8 daemon: outliers per vector
-                              * it keeps in the chunks it makes (0..16); else 0 */
+    uint32_t outliers;       /* ATTACH to an int8 daemon: KVT_OUTLIERS_KNOWN |
+                              * the outliers per vector it keeps in the chunks
+                              * it makes (0..16); else 0 (older daemons: 0) */
     uint64_t value;          /* LENGTH, MATCH: tokens; DROP: chunks dropped */
     struct kvt_attach_info attach;   /* ATTACH only, else zero */
     char reason[KVT_REASON_MAX];     /* NUL-terminated, "" on success */

@@ -11,6 +11,7 @@ import pytest
 import torch
 
 import kvtier
+import kvtier._staged
 from kvtier import raw
 from kvtier._lib import Span, lib
 
@@ -139,8 +140,9 @@ def hf_views(layers, n, dtype):
 @pytest.mark.daemon_flags("--quant", "int8", "--outliers", "4")
 def test_staged_raw_fetch_equals_value_fetch(daemon, monkeypatch, dtype):
     """The staged fetch that moves raw rows (CUDA's, taken here on the CPU)
-    fills tensors bit for bit as the value fetch does, over pieces of
-    several layers in three buffers."""
+    fills tensors (NaN before) bit for bit as the value fetch does, in pieces
+    of several layers and, with small buffers, in many pieces through three
+    buffers."""
     tokens = list(range(500, 500 + N))
     monkeypatch.setenv("KVTIER_RAW_CUDA", "0")
     with kvtier.connect(model(dtype), socket=daemon.socket) as c:
@@ -149,33 +151,48 @@ def test_staged_raw_fetch_equals_value_fetch(daemon, monkeypatch, dtype):
         c.fetch_tokens(tokens, out=out)
         assert c.raw_fetches == 0
     monkeypatch.setenv("KVTIER_RAW_CUDA", "all")
-    with kvtier.connect(model(dtype), socket=daemon.socket) as c:
-        k1, v1, out = hf_views(L, N, TORCH[dtype])
-        c.fetch_tokens(tokens, out=out)
-        assert c.raw_fetches == 1
-        assert torch.equal(bits(k1), bits(k0)) and torch.equal(bits(v1), bits(v0))
-        assert bits(k1).abs().sum() > 0
+    for stage in (kvtier._staged.STAGE_MAX, 1000):     # 1000 B: 9-token pieces
+        monkeypatch.setattr(kvtier._staged, "STAGE_MAX", stage)
+        with kvtier.connect(model(dtype), socket=daemon.socket) as c:
+            k1, v1, out = hf_views(L, N, TORCH[dtype])
+            k1.fill_(float("nan"))
+            v1.fill_(float("nan"))
+            c.fetch_tokens(tokens, out=out)
+            assert c.raw_fetches == 1
+            assert torch.equal(bits(k1), bits(k0)) and torch.equal(bits(v1), bits(v0))
+            assert bits(k1).abs().sum() > 0
 
 
-@pytest.mark.daemon_flags("--quant", "int8", "--outliers", "8", "--cold-path", "{dir}/cold.kvt",
-                         "--cold-bytes", "64M", "--cold-region-bytes", "4M")
-def test_staged_raw_fetch_falls_back_to_values(daemon, monkeypatch):
+@pytest.mark.parametrize("first,then,raw_served", [
+    (["--quant", "int8", "--outliers", "8"], ["--quant", "int8", "--outliers", "2"], 1),
+])
+@pytest.mark.daemon_flags("--cold-path", "{dir}/cold.kvt", "--cold-bytes", "64M",
+                         "--cold-region-bytes", "4M")
+def test_staged_raw_fetch_of_chunks_from_another_setting(daemon, monkeypatch, first, then,
+                                                         raw_served):
     """Chunks made under outliers 8, read by a daemon now keeping 2: the raw
-    fetch answers ERANGE and fetch_tokens fetches values instead."""
+    fetch answers ERANGE and is asked again with 16, and the tensors (NaN
+    before) hold the first daemon's values bit for bit."""
     tokens = list(range(900, 900 + N))
+    base = list(daemon.flags)
+    daemon.stop()
+    daemon.flags = base + first
+    daemon.start()
     with kvtier.connect(model("float16"), socket=daemon.socket) as c:
         store(c, "float16", tokens)
         want = c.fetch_tokens(tokens)
         c.sync()
     daemon.stop()
-    daemon.flags = [f if f != "8" else "2" for f in daemon.flags]
+    daemon.flags = base + then
     daemon.start()
     monkeypatch.setenv("KVTIER_RAW_CUDA", "all")
     with kvtier.connect(model("float16"), socket=daemon.socket) as c:
-        assert c.raw_outliers == 2
         _, _, out = hf_views(L, N, torch.float16)
+        for k, v in out:
+            k.fill_(float("nan"))
+            v.fill_(float("nan"))
         c.fetch_tokens(tokens, out=out)
-        assert c.raw_fetches == 0
+        assert c.raw_fetches == raw_served
         for (wk, wv), (k, v) in zip(want, out):
             assert torch.equal(bits(k), bits(wk)) and torch.equal(bits(v), bits(wv))
 

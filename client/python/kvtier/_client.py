@@ -320,20 +320,27 @@ class Client:
         if o is None:
             return False
         h = self._handle()
-
-        def some(group):
-            arr = (Span * len(group))(*group)
-            check(lib.kvt_fetch_tokens_raw(h, ptr, n, arr, len(group), o), h, "fetch_tokens")
-        try:
-            _staged.run(self, spans, False, some, raw_outliers=o)
-        except Error as e:
-            if e.errno == errno.EBADMSG:
-                self._raw_cuda = False        # a daemon without raw fetch
-            elif e.errno not in (errno.EOPNOTSUPP, errno.ERANGE):
+        # The daemon's count, then (chunks made under a larger setting) the
+        # most a chunk can hold; then values.
+        for asked in (o, 16) if o < 16 else (o,):
+            def some(group):
+                arr = (Span * len(group))(*group)
+                check(lib.kvt_fetch_tokens_raw(h, ptr, n, arr, len(group), asked), h,
+                      "fetch_tokens")
+            try:
+                _staged.run(self, spans, False, some, raw_outliers=asked)
+            except Error as e:
+                if e.errno == errno.EBADMSG:
+                    self._raw_cuda = False    # a daemon without raw fetch
+                    return False
+                if e.errno == errno.ERANGE:
+                    continue
+                if e.errno == errno.EOPNOTSUPP:
+                    return False
                 raise
-            return False
-        self.raw_fetches += 1
-        return True
+            self.raw_fetches += 1
+            return True
+        return False
 
     def fetch_tokens_raw(self, tokens, outliers=None, layers=None):
         """The stored int8 rows of tokens (int8 daemons only): a list over

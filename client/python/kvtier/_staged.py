@@ -20,8 +20,17 @@ from . import _arrays
 from . import raw as _raw
 from ._lib import Error, Span, lib
 
-# bytes of K (and as much of V) per staging buffer; KVTIER_STAGE_BYTES tunes it
-STAGE_MAX = int(os.environ.get("KVTIER_STAGE_BYTES", 32 << 20))
+def _stage_bytes():
+    """Bytes of K (and as much of V) per staging buffer: 32 MiB, or
+    KVTIER_STAGE_BYTES (read at import; 64 KiB to 1 GiB, else ignored)."""
+    try:
+        n = int(os.environ.get("KVTIER_STAGE_BYTES", ""))
+    except ValueError:
+        return 32 << 20
+    return n if (64 << 10) <= n <= (1 << 30) else 32 << 20
+
+
+STAGE_MAX = _stage_bytes()
 ALIGN = 64
 
 
