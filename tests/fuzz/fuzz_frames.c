@@ -153,7 +153,6 @@ static void check_reply(const struct kvt_reply *r, const uint8_t *pkt, size_t le
     FUZZ_CHECK(r->hdr.op == op, "reply op 0x%x, want 0x%x", r->hdr.op, op);
     FUZZ_CHECK(r->hdr.seq == h.seq, "reply seq %u, want %u", r->hdr.seq, h.seq);
     FUZZ_CHECK(r->status <= 0 && r->status >= -4095, "status %d", r->status);
-    FUZZ_CHECK(r->reserved == 0, "reply reserved %u", r->reserved);
     FUZZ_CHECK(memchr(r->reason, '\0', sizeof(r->reason)), "reason not terminated");
     FUZZ_CHECK(r->status != 0 || r->reason[0] == '\0', "a reason on success: %s", r->reason);
     FUZZ_CHECK(r->status != 0 || (len >= sizeof(h) && len <= FUZZ_MAX_FRAME),
@@ -162,7 +161,13 @@ static void check_reply(const struct kvt_reply *r, const uint8_t *pkt, size_t le
         FUZZ_CHECK(r->attach.chunk_tokens >= 1 && r->attach.chunk_tokens <= KVT_CHUNK_MAX_TOKENS &&
                    r->attach.max_frame == FUZZ_MAX_FRAME && r->attach.max_spans == max_spans &&
                    r->attach.ns_id != 0, "bad attach info");
+        FUZZ_CHECK(r->attach.quant ? r->outliers == 0
+                                   : (r->outliers & KVT_OUTLIERS_KNOWN) &&
+                                     (r->outliers & ~KVT_OUTLIERS_KNOWN) <= KVT_RAW_OUTLIERS_MAX,
+                   "attach reply outliers 0x%x", r->outliers);
     } else {
+        FUZZ_CHECK(r->outliers == 0, "outliers 0x%x in a reply that is not a successful attach",
+                   r->outliers);
         FUZZ_CHECK(!memcmp(&r->attach, &no_info, sizeof(no_info)),
                    "attach info in a reply that is not a successful attach");
     }
