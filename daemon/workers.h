@@ -14,10 +14,11 @@ struct work_item {
 };
 
 int workers_start(unsigned n_threads, struct kvt_workers **out);
-/* The same, idle: the threads run SCHED_IDLE, so any other thread that
- * wakes on their CPU runs first (the event loop, the clients), and they
- * still progress, with a small share, on a machine kept busy. Lowering
- * needs no privilege. */
+/* The same; with idle, the threads run SCHED_IDLE: any other thread that
+ * wakes on their CPU runs first (the event loop, the clients). Lowering
+ * needs no privilege, but an unprivileged thread cannot come back, and on
+ * a machine kept busy it gets a very small share: whatever it holds makes
+ * others wait that long (kvtierd(8), promote-priority). */
 int workers_start_idle(unsigned n_threads, bool idle, struct kvt_workers **out);
 void workers_submit(struct kvt_workers *w, struct work_item *item);
 /* Queue n items linked through their next fields, first to last, under one
