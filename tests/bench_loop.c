@@ -93,7 +93,7 @@ static void decode_p99(const char *ctx, double *store_p99, double *fetch_p99)
     kvt_disconnect(c);
 }
 
-/* One run at promote-priority prio: idle (the default) or normal. */
+/* One run at promote-priority prio: idle, or normal (the default). */
 static void loop_disk_at(const char *prio)
 {
     struct cold_reader r = { 0 };

@@ -104,6 +104,7 @@ def typed(raw, dtype, shape, as_torch):
 
 
 def torch_dtype(name):
+    """The torch dtype of a dtype name ('float32', 'float16', 'bfloat16')."""
     t = torch()
     return {"float32": t.float32, "float16": t.float16, "bfloat16": t.bfloat16}[name]
 

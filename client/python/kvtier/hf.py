@@ -67,8 +67,7 @@ def save(c, input_ids, past_key_values):
     n = min(len(tokens), kv[0][0].shape[0])
     if n == 0:
         return 0
-    want = {"float32": torch.float32, "float16": torch.float16,
-            "bfloat16": torch.bfloat16}[c.model.dtype]
+    want = _arrays.torch_dtype(c.model.dtype)
     kv = [(k[:n].to(want), v[:n].to(want)) for k, v in kv]
     c.store_tokens(tokens[:n], kv)
     return n
@@ -140,8 +139,7 @@ def load(c, input_ids, device="cpu", dtype=None, legacy=None):
     if n == 0:
         return None, 0
     m = c.model
-    model_dtype = {"float32": torch.float32, "float16": torch.float16,
-                   "bfloat16": torch.bfloat16}[m.dtype]
+    model_dtype = _arrays.torch_dtype(m.dtype)
     dtype = dtype or model_dtype
     device = torch.device(device)
     # One allocation per K and V of all layers, filled through per-layer
