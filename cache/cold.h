@@ -161,6 +161,16 @@ int cold_lookup(struct kvt_cold *cold, const struct kvt_chunk_key *key,
 int cold_get(struct kvt_cold *cold, const struct kvt_chunk_key *key,
              struct kvt_chunk_shape *shape, uint64_t *present,
              void *data, size_t data_cap);
+/* cold_get that also gives the record's sequence number (*seq), which is
+ * new whenever key's record is replaced, or dropped and written again: a
+ * record read earlier is still key's record while cold_record_seq gives
+ * the same number. */
+int cold_get_seq(struct kvt_cold *cold, const struct kvt_chunk_key *key,
+                 struct kvt_chunk_shape *shape, uint64_t *present,
+                 void *data, size_t data_cap, uint64_t *seq);
+/* The sequence number of key's record now, without I/O. Returns 0 or
+ * -ENOENT. */
+int cold_record_seq(struct kvt_cold *cold, const struct kvt_chunk_key *key, uint64_t *seq);
 
 /* Forget records: every chunk of an object / a namespace (0 = all). The
  * index forgets them at once; a tombstone is logged so that they stay

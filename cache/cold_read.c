@@ -125,6 +125,13 @@ int cold_get(struct kvt_cold *c, const struct kvt_chunk_key *key,
              struct kvt_chunk_shape *shape, uint64_t *present,
              void *data, size_t data_cap)
 {
+    return cold_get_seq(c, key, shape, present, data, data_cap, NULL);
+}
+
+int cold_get_seq(struct kvt_cold *c, const struct kvt_chunk_key *key,
+                 struct kvt_chunk_shape *shape, uint64_t *present,
+                 void *data, size_t data_cap, uint64_t *seq)
+{
     int rc = -ENOENT;
 
     if (!c || !key || !shape || !present || !data)
@@ -170,6 +177,8 @@ int cold_get(struct kvt_cold *c, const struct kvt_chunk_key *key,
         e = *cold_index_slot(c, key);
         bool same = e && e->seq == copy.seq;
         if (rc == 0) {
+            if (seq)
+                *seq = copy.seq;
             c->st.hits++;
             c->st.bytes_read += disk_end - a0;
             c->err_burst = false;
@@ -207,6 +216,20 @@ int cold_lookup(struct kvt_cold *c, const struct kvt_chunk_key *key,
     e = *cold_index_slot(c, key);
     if (e && leading_tokens_out)
         *leading_tokens_out = e->leading_tokens;
+    pthread_mutex_unlock(&c->lock);
+    return e ? 0 : -ENOENT;
+}
+
+int cold_record_seq(struct kvt_cold *c, const struct kvt_chunk_key *key, uint64_t *seq)
+{
+    struct cold_entry *e;
+
+    if (cold_key_is_name(key))
+        return -ENOENT;
+    pthread_mutex_lock(&c->lock);
+    e = *cold_index_slot(c, key);
+    if (e)
+        *seq = e->seq;
     pthread_mutex_unlock(&c->lock);
     return e ? 0 : -ENOENT;
 }

@@ -2,7 +2,9 @@
  * backend and once on the pread/pwrite backend (force_pread):
  *   - put/get round trips are exact for int8 and every lossless element type,
  *     from the write buffers and from disk; absent keys are -ENOENT;
- *   - a newer put of a key wins, also after reopening;
+ *   - a newer put of a key wins, also after reopening; the record's
+ *     sequence number (cold_get_seq, cold_record_seq) stays the same
+ *     across a reopen and is new after each put; a dropped key has none;
  *   - many records spread over several regions all come back after reopen;
  *   - records synced before a kill -9 are all there after reopen;
  *   - a byte flipped on disk is -EBADMSG and counted, the others are fine;
@@ -303,14 +305,28 @@ static void test_overwrite_newest_wins(void **state)
     for (int i = 0; i < 3; i++)
         chunk_make(&v[i], key, shape, 7, (uint64_t)i + 1, RANDOM);
     assert_int_equal(cold_put(c, &v[0].img), 0);
+    uint64_t seq0 = 0, seq1 = 0, seq = 0, present[BITMAP_WORDS];
+    struct kvt_chunk_shape got;
+    uint8_t *buf = malloc(v[0].bytes);
+    assert_non_null(buf);
+    assert_int_equal(cold_record_seq(c, &key, &seq0), 0);
     assert_int_equal(cold_put(c, &v[1].img), 0);
     assert_int_equal(get_matches(c, &v[1]), 0);
+    assert_int_equal(cold_get_seq(c, &key, &got, present, buf, v[0].bytes, &seq1), 0);
+    assert_int_equal(memcmp(buf, v[1].data, v[1].bytes), 0);
+    assert_true(seq1 > seq0);
+    assert_int_equal(cold_record_seq(c, &key, &seq), 0);
+    assert_int_equal(seq, seq1);
     assert_int_equal(cold_sync(c), 0);
     assert_int_equal(get_matches(c, &v[1]), 0);
     cold_close(c);
     c = open_cold(env, COLD_BLOCK + 8 * MIB, MIB);
     assert_int_equal(get_matches(c, &v[1]), 0);
+    assert_int_equal(cold_record_seq(c, &key, &seq), 0);
+    assert_int_equal(seq, seq1);             /* the same record */
     assert_int_equal(cold_put(c, &v[2].img), 0);
+    assert_int_equal(cold_record_seq(c, &key, &seq), 0);
+    assert_true(seq > seq1);
     cold_close(c);
     c = open_cold(env, COLD_BLOCK + 8 * MIB, MIB);
     assert_int_equal(get_matches(c, &v[2]), 0);
@@ -318,6 +334,10 @@ static void test_overwrite_newest_wins(void **state)
     cold_stats(c, &st);
     assert_int_equal(st.records, 1);
     assert_no_errors(c);
+    assert_int_equal(cold_drop_object(c, key.ns_id, key.obj_hi, key.obj_lo), 1);
+    assert_int_equal(cold_record_seq(c, &key, &seq), -ENOENT);
+    assert_int_equal(cold_get_seq(c, &key, &got, present, buf, v[0].bytes, &seq), -ENOENT);
+    free(buf);
     cold_close(c);
     for (int i = 0; i < 3; i++)
         chunk_free(&v[i]);
