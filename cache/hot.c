@@ -31,12 +31,13 @@ uint64_t hot_pool_cap(uint64_t budget_bytes)
 }
 
 /* A new chunk with every token absent, on block (taken from the pool) or on
- * a new one when block is NULL; block is the chunk's or released either
- * way. The data is left as it comes: the presence bitmap says what is
- * valid, and zeroing gigabytes would cost time for nothing. */
+ * a new one when block is NULL (none yet with lazy: its owner makes it,
+ * hot_stage_data); block is the chunk's or released either way. The data
+ * is left as it comes: the presence bitmap says what is valid, and zeroing
+ * gigabytes would cost time for nothing. */
 static int chunk_alloc(const struct kvt_chunk_key *key,
                        const struct kvt_chunk_shape *shape, uint64_t charged,
-                       void *block, struct kvt_chunk **out)
+                       void *block, bool lazy, struct kvt_chunk **out)
 {
     size_t data_bytes = chunk_data_bytes(shape);
     struct kvt_chunk *c;
@@ -48,9 +49,9 @@ static int chunk_alloc(const struct kvt_chunk_key *key,
     if (!c)
         goto err;
     c->present = (uint64_t *)(c + 1);
-    c->data = block ? block : block_new(data_bytes);
+    c->data = block || lazy ? block : block_new(data_bytes);
     block = NULL;
-    if (!c->data)
+    if (!c->data && !lazy)
         goto err;
     rc = -pthread_rwlock_init(&c->lock, NULL);
     if (rc < 0)
@@ -162,6 +163,11 @@ void hot_unmap_all(void *chain)
 static size_t bucket_of(const struct kvt_hot *hot, const struct kvt_chunk_key *key)
 {
     return XXH3_64bits(key, sizeof(*key)) & (hot->n_buckets - 1);
+}
+
+static size_t link_slot(const struct kvt_chunk_key *key)
+{
+    return (XXH3_64bits(key, sizeof(*key)) >> 32) % HOT_LINK_SLOTS;
 }
 
 static struct kvt_chunk *index_find(struct kvt_hot *hot, const struct kvt_chunk_key *key)
@@ -280,6 +286,7 @@ static void chunk_link(struct kvt_hot *hot, struct kvt_chunk *c)
     lru_push_head(hot, c);
     c->linked = true;
     hot->n_chunks++;
+    hot->link_gen[link_slot(&c->key)]++;
     if (!c->pins)
         hot->evictable_bytes += c->charged_bytes;
 }
@@ -445,15 +452,20 @@ int hot_redirty(struct kvt_hot *hot, const struct kvt_chunk_key *key)
     return rc;
 }
 
+/* What get_or_create makes: a linked chunk, or a stage (with a block, or
+ * with one only if the pool or an evicted chunk gives it one). */
+enum make_as { AS_CHUNK, AS_STAGE, AS_STAGE_LAZY };
+
 /* hot_get_or_create; with created non-NULL, a chunk it creates is
  * write-locked before it is linked (nobody can wait for it yet) and
- * *created tells which happened. With stage, it never looks key up: it
+ * *created tells which happened. As a stage, it never looks key up: it
  * makes a chunk as a creation would (same evictions, same charge) but
  * leaves it unlinked, pinned once, on the orphan list (hot_stage_alloc). */
 static int get_or_create(struct kvt_hot *hot, const struct kvt_chunk_key *key,
                          const struct kvt_chunk_shape *shape,
-                         struct kvt_chunk **out, bool *created, bool stage)
+                         struct kvt_chunk **out, bool *created, enum make_as as)
 {
+    const bool stage = as != AS_CHUNK;
     struct kvt_chunk *c, *fresh = NULL, *to_free = NULL;
     size_t data_bytes = chunk_data_bytes(shape);
     void *block = NULL, *unmap;
@@ -519,7 +531,7 @@ static int get_or_create(struct kvt_hot *hot, const struct kvt_chunk_key *key,
             hot->used_bytes -= data_bytes;
         pthread_mutex_unlock(&hot->mu);
     }
-    rc = chunk_alloc(key, shape, need, block, &fresh);
+    rc = chunk_alloc(key, shape, need, block, as == AS_STAGE_LAZY, &fresh);
     block = NULL;
     if (rc == 0 && created)
         pthread_rwlock_wrlock(&fresh->lock);    /* unpublished: never waits */
@@ -586,13 +598,27 @@ int hot_get_or_create(struct kvt_hot *hot, const struct kvt_chunk_key *key,
                       const struct kvt_chunk_shape *shape,
                       struct kvt_chunk **out)
 {
-    return get_or_create(hot, key, shape, out, NULL, false);
+    return get_or_create(hot, key, shape, out, NULL, AS_CHUNK);
 }
 
 int hot_stage_chunk(struct kvt_hot *hot, const struct kvt_chunk_key *key,
                     const struct kvt_chunk_shape *shape, struct kvt_chunk **out)
 {
-    return get_or_create(hot, key, shape, out, NULL, true);
+    return get_or_create(hot, key, shape, out, NULL, AS_STAGE);
+}
+
+int hot_stage_alloc_empty(struct kvt_hot *hot, const struct kvt_chunk_key *key,
+                          const struct kvt_chunk_shape *shape, struct kvt_chunk **out)
+{
+    return get_or_create(hot, key, shape, out, NULL, AS_STAGE_LAZY);
+}
+
+void *hot_stage_data(struct kvt_chunk *stage)
+{
+    /* Nobody else can reach the stage: no lock to set its block. */
+    if (!stage->data)
+        stage->data = block_new(chunk_data_bytes(&stage->shape));
+    return stage->data;
 }
 
 int hot_link_staged(struct kvt_hot *hot, struct kvt_chunk *stage, struct kvt_chunk **found)
@@ -618,11 +644,44 @@ int hot_link_staged(struct kvt_hot *hot, struct kvt_chunk *stage, struct kvt_chu
     return rc;
 }
 
+int hot_absent_stamp(struct kvt_hot *hot, const struct kvt_chunk_key *key, uint64_t *stamp)
+{
+    struct kvt_chunk *c;
+
+    pthread_mutex_lock(&hot->mu);
+    c = index_find(hot, key);
+    if (!c)
+        *stamp = hot->link_gen[link_slot(key)];
+    pthread_mutex_unlock(&hot->mu);
+    return c ? -EEXIST : 0;
+}
+
+int hot_link_promoted(struct kvt_hot *hot, struct kvt_chunk *stage, const uint64_t *present,
+                      uint64_t stamp)
+{
+    int rc = -EAGAIN;
+
+    pthread_mutex_lock(&hot->mu);
+    /* No link of the key since the stamp (nor of another key of its
+     * slot): it has had no chunk in between, so nothing of RAM's can have
+     * replaced the colder copy the caller checked after stamping. */
+    if (hot->link_gen[link_slot(&stage->key)] == stamp && !index_find(hot, &stage->key)) {
+        memcpy(stage->present, present, chunk_bitmap_bytes(stage->shape.tokens));
+        orphan_remove(hot, stage);
+        stage->dirty = false;        /* it is the colder copy */
+        chunk_link(hot, stage);
+        hot_chunk_unpin(hot, stage, NULL);   /* linked: never freed here */
+        rc = 0;
+    }
+    pthread_mutex_unlock(&hot->mu);
+    return rc;
+}
+
 int hot_get_or_create_wrlocked(struct kvt_hot *hot, const struct kvt_chunk_key *key,
                                const struct kvt_chunk_shape *shape,
                                struct kvt_chunk **out, bool *created)
 {
-    int rc = get_or_create(hot, key, shape, out, created, false);
+    int rc = get_or_create(hot, key, shape, out, created, AS_CHUNK);
 
     /* Pinned, so it stays while we wait (without the tier mutex: lock order). */
     if (rc == 0 && !*created)

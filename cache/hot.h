@@ -215,6 +215,32 @@ int hot_stage_commit(struct kvt_hot *hot, struct kvt_chunk *stage);
  * the OS, its charge released. */
 void hot_stage_free(struct kvt_hot *hot, struct kvt_chunk *stage);
 
+/* ---- promotions read aside ---------------------------------------------------
+ * A promotion may read a colder copy into a stage with nothing held (on a
+ * thread that may be starved of CPU), then link it as a clean chunk, if
+ * the key had no chunk from before the caller checked the copy until the
+ * link. That holds when: hot_absent_stamp finds no chunk, the caller then
+ * sees the copy is still the one it read, and hot_link_promoted finds no
+ * chunk of the key linked since the stamp. */
+
+/* A stage of key's chunk for a promotion: hot_stage_alloc without a fill,
+ * and without a block unless the pool or an evicted chunk has one to
+ * give, so that a new block's page faults are taken by the thread that
+ * writes it. Returns as hot_stage_alloc does. */
+int hot_stage_alloc_empty(struct kvt_hot *hot, const struct kvt_chunk_key *key,
+                          const struct kvt_chunk_shape *shape, struct kvt_chunk **out);
+/* The stage's block, made now if it has none (NULL: no memory): the
+ * caller's to write, every byte of its shape, before hot_link_promoted. */
+void *hot_stage_data(struct kvt_chunk *stage);
+/* 0 and *stamp if key has no chunk now; -EEXIST if it has one. */
+int hot_absent_stamp(struct kvt_hot *hot, const struct kvt_chunk_key *key, uint64_t *stamp);
+/* Link the stage as its key's chunk, clean, with the tokens of present
+ * (a bitmap of its shape's tokens) present, if no chunk of the key was
+ * linked since stamp (nor of some other keys: a hash decides). Returns 0
+ * (the stage is the tier's now) or -EAGAIN (still the caller's). */
+int hot_link_promoted(struct kvt_hot *hot, struct kvt_chunk *stage, const uint64_t *present,
+                      uint64_t stamp);
+
 /* Bytes a chunk of this shape is charged against the budget and its
  * domain's quota (data block, bitmap, header): a quota below it fits none. */
 uint64_t hot_chunk_bytes(const struct kvt_chunk_shape *shape);

@@ -45,6 +45,8 @@ struct kvt_chunk {
  *                     change of used_bytes for a chunk changes its domain's
  *                     count too); a domain's slot is reserved before its
  *                     first charge, so updates never allocate. */
+#define HOT_LINK_SLOTS 1024
+
 struct kvt_hot {
     pthread_mutex_t mu;
     pthread_cond_t hook_done;          /* broadcast when an evict hook returns */
@@ -66,6 +68,10 @@ struct kvt_hot {
     void *evict_arg;
     hot_fill_fn fill_fn;
     void *fill_arg;
+    /* Chunk links per slot of key hashes (hot_link_slot), each bumped
+     * whenever a chunk of a key in it is linked: what hot_link_promoted
+     * checks against hot_absent_stamp. */
+    uint64_t link_gen[HOT_LINK_SLOTS];
 };
 
 /* ---- chunk lookups (hot.c), under the operations of hot.h ------------------ */

@@ -13,7 +13,13 @@
  *    (the caller writes in place instead); another shape is -EINVAL;
  *  - a drop between alloc and commit: the commit is a store after it;
  *  - a stage makes room as a creation does (LRU eviction) and is refused
- *    -ENOSPC when only pinned chunks fill the budget. */
+ *    -ENOSPC when only pinned chunks fill the budget;
+ *  - a promotion's stage (hot_stage_alloc_empty) gets its block from the
+ *    pool, or makes it when first asked for it (hot_stage_data); linked
+ *    with hot_link_promoted it is a clean chunk of exactly the tokens
+ *    given; a key with a chunk gives no stamp (-EEXIST), and a chunk of
+ *    the key linked after the stamp, even one gone again since, makes the
+ *    link -EAGAIN with the stage still the caller's. */
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
@@ -233,6 +239,54 @@ static void stage_makes_room_or_is_refused(void **state)
     hot_destroy(hot);
 }
 
+static void promoted_linked_clean_or_refused(void **state)
+{
+    (void)state;
+    struct kvt_hot *hot;
+    struct kvt_chunk_key k = key_of(0), k1 = key_of(1);
+    struct kvt_chunk *st;
+    struct rows w = { .byte = 0x81 };
+    struct kvt_hot_stats hs;
+    uint64_t present[1] = { (UINT64_C(1) << 10) - 1 }, stamp;
+    uint32_t lead = 0;
+
+    assert_int_equal(hot_create(64 << 20, &hot), 0);
+    /* Nothing pooled: no block until the writer asks for it. */
+    assert_int_equal(hot_stage_alloc_empty(hot, &k, &big4, &st), 0);
+    assert_int_equal(used(hot), hot_chunk_bytes(&big4));
+    void *data = hot_stage_data(st);
+    assert_non_null(data);
+    assert_ptr_equal(hot_stage_data(st), data);
+    write_rows(&w, &big4, data);
+    assert_int_equal(hot_absent_stamp(hot, &k, &stamp), 0);
+    assert_int_equal(hot_link_promoted(hot, st, present, stamp), 0);
+    /* Clean, tokens 0..9 only. */
+    assert_int_equal(hot_count_dirty(hot), 0);
+    assert_int_equal(hot_leading_tokens(hot, &k, &lead), 0);
+    assert_int_equal(lead, 10);
+    assert_int_equal(chunk_byte(hot, 0, 10), 0x81);
+    struct rows r = { 0 };
+    assert_int_equal(hot_read(hot, &k, 10, 1, read_rows, &r), -ENOENT);
+    assert_int_equal(hot_absent_stamp(hot, &k, &stamp), -EEXIST);
+
+    /* Stamped, then a chunk of k1 comes and goes: the link is refused. */
+    assert_int_equal(hot_absent_stamp(hot, &k1, &stamp), 0);
+    assert_int_equal(hot_write(hot, &k1, &big4, 0, 64, write_rows, &w), 0);
+    assert_int_equal(hot_drop_object(hot, 7, 1, 2), 2);   /* k and k1: two blocks pooled */
+    assert_int_equal(hot_stage_alloc_empty(hot, &k1, &big4, &st), 0);
+    hot_stats(hot, &hs);
+    assert_int_equal(hs.pooled_bytes, chunk_data_bytes(&big4));   /* one is the stage's */
+    write_rows(&w, &big4, hot_stage_data(st));
+    assert_int_equal(hot_link_promoted(hot, st, present, stamp), -EAGAIN);
+    hot_stats(hot, &hs);
+    assert_int_equal(hs.chunks, 0);
+    assert_int_equal(hot_read(hot, &k1, 0, 1, read_rows, &r), -ENOENT);
+    hot_stage_free(hot, st);
+    assert_int_equal(used(hot), 0);
+    assert_int_equal(hot_domain_used(hot, 1), 0);
+    hot_destroy(hot);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -241,6 +295,7 @@ int main(void)
         cmocka_unit_test(commit_over_other_outliers),
         cmocka_unit_test(drop_between_alloc_and_commit),
         cmocka_unit_test(stage_makes_room_or_is_refused),
+        cmocka_unit_test(promoted_linked_clean_or_refused),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
