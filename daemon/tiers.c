@@ -421,36 +421,104 @@ int tiers_promote(struct kvt_tiers *t, const struct kvt_chunk_key *key,
     return rc ? -ENOENT : 0;         /* corrupt or unreadable: a miss, never bad data */
 }
 
+/* Promotions in flight per tiers_promote_many call: the readers' queue
+ * kept full, and a bound on the stages one call holds in the hot tier, at
+ * most 1/PROMOTE_WINDOW_SHARE of its budget (a reader starved of CPU
+ * keeps its stage charged meanwhile). */
+#define PROMOTE_WINDOW (2 * PROMOTE_THREADS)
+#define PROMOTE_WINDOW_SHARE 16
+
 struct promote_batch {
     pthread_mutex_t mu;
     pthread_cond_t done;
-    size_t left;
 };
 
+/* One chunk of tiers_promote_many: its record read into a stage by a
+ * reader, then linked by the asker. */
 struct promote_job {
     struct work_item item;            /* first: the pool hands us this */
     struct kvt_tiers *t;
-    const struct kvt_chunk_key *key;
-    const struct kvt_chunk_shape *shape;
     struct promote_batch *batch;
+    struct kvt_chunk_key key;
+    struct kvt_chunk *stage;
+    size_t cap;                       /* the stage's data bytes */
+    struct kvt_chunk_shape shape;     /* the record's */
+    uint64_t present[KVT_CHUNK_MAX_TOKENS / 64];
+    uint64_t seq;                     /* the record's */
+    int rc;                           /* the read's */
+    bool done;
 };
 
-static void promote_run(struct work_item *item)
+/* On a reader thread (SCHED_IDLE under promote-priority idle): the read,
+ * its checks and the decompression, straight into a stage that nobody
+ * else can reach. Nothing that another thread waits for is held, but the
+ * cold tier's own mutex for a moment: a reader starved of CPU here delays
+ * only its asker. */
+static void promote_read(struct work_item *item)
 {
     struct promote_job *j = (struct promote_job *)item;
+    void *data = hot_stage_data(j->stage);
 
-    (void)tiers_promote(j->t, j->key, j->shape);
+    j->rc = data ? cold_get_seq(j->t->cold, &j->key, &j->shape, j->present, data, j->cap,
+                                &j->seq)
+                 : -ENOMEM;
     pthread_mutex_lock(&j->batch->mu);
-    if (--j->batch->left == 0)
-        pthread_cond_signal(&j->batch->done);
+    j->done = true;
+    pthread_cond_signal(&j->batch->done);
     pthread_mutex_unlock(&j->batch->mu);
+}
+
+static bool any_bit(const uint64_t *bits, uint32_t n)
+{
+    for (uint32_t w = 0; w < (n + 63) / 64; w++)
+        if (bits[w])
+            return true;
+    return false;
+}
+
+/* On the asker, after the read: link the stage if the record it holds is
+ * still key's and RAM got no chunk of key meanwhile (hot.h, "promotions
+ * read aside"), under drop_lock so that no drop comes between that check
+ * and the link. A record of other outliers, or replaced while read, is
+ * promoted again the plain way (tiers_promote, at this thread's
+ * priority); a failed read is a miss. */
+static void promote_link(struct kvt_tiers *t, struct promote_job *j,
+                         const struct kvt_chunk_shape *shape)
+{
+    uint64_t stamp, seq;
+    bool again = j->rc == -ENOSPC;   /* a record of more outliers */
+
+    if (j->rc == 0 && chunk_shape_compatible(&j->shape, shape) &&
+        j->shape.outliers == shape->outliers) {
+        pthread_rwlock_rdlock(&t->drop_lock);
+        if (hot_absent_stamp(t->hot, &j->key, &stamp) != 0) {
+            /* in RAM already: it holds the record's tokens */
+        } else if (!any_bit(j->present, shape->tokens)) {
+            /* nothing to bring in */
+        } else if (cold_record_seq(t->cold, &j->key, &seq) == 0 && seq == j->seq &&
+                   hot_link_promoted(t->hot, j->stage, j->present, stamp) == 0) {
+            j->stage = NULL;
+            atomic_fetch_add(&t->promotions, 1);
+        } else {
+            again = true;
+        }
+        pthread_rwlock_unlock(&t->drop_lock);
+    } else if (j->rc == 0) {
+        again = true;
+    }
+    hot_stage_free(t->hot, j->stage);
+    j->stage = NULL;
+    if (again)
+        (void)tiers_promote(t, &j->key, shape);
 }
 
 int tiers_promote_many(struct kvt_tiers *t, const struct kvt_chunk_key *const *keys,
                        size_t n, const struct kvt_chunk_shape *shape)
 {
-    struct promote_batch batch = { .left = n };
+    struct promote_batch batch;
     struct promote_job *jobs;
+    struct kvt_hot_stats hs;
+    size_t queued = 0, window;
 
     if (!t->cold || n == 0)
         return 0;
@@ -468,17 +536,34 @@ int tiers_promote_many(struct kvt_tiers *t, const struct kvt_chunk_key *const *k
         free(jobs);
         return 0;
     }
+    hot_stats(t->hot, &hs);
+    window = hs.budget_bytes / PROMOTE_WINDOW_SHARE / hot_chunk_bytes(shape);
+    window = window < 1 ? 1 : window > PROMOTE_WINDOW ? PROMOTE_WINDOW : window;
     pthread_mutex_init(&batch.mu, NULL);
     pthread_cond_init(&batch.done, NULL);
+    /* Reads go out up to a window ahead, each into a stage made here (the
+     * evictions for its room are done at this thread's priority), and are
+     * linked here in order as they come back. */
     for (size_t i = 0; i < n; i++) {
-        jobs[i] = (struct promote_job){ .item.fn = promote_run, .t = t, .key = keys[i],
-                                        .shape = shape, .batch = &batch };
-        workers_submit(t->readers, &jobs[i].item);
+        for (; queued < n && queued < i + window; queued++) {
+            struct promote_job *j = &jobs[queued];
+            *j = (struct promote_job){ .item.fn = promote_read, .t = t, .batch = &batch,
+                                       .key = *keys[queued], .cap = chunk_data_bytes(shape),
+                                       .rc = -ENOENT, .done = true };
+            /* No cold copy: no read. No room: a miss, as hot_load's. */
+            if (cold_lookup(t->cold, &j->key, NULL) != 0 ||
+                hot_stage_alloc_empty(t->hot, &j->key, shape, &j->stage) != 0)
+                continue;
+            j->done = false;
+            workers_submit(t->readers, &j->item);
+        }
+        pthread_mutex_lock(&batch.mu);
+        while (!jobs[i].done)
+            pthread_cond_wait(&batch.done, &batch.mu);
+        pthread_mutex_unlock(&batch.mu);
+        if (jobs[i].stage)
+            promote_link(t, &jobs[i], shape);
     }
-    pthread_mutex_lock(&batch.mu);
-    while (batch.left)
-        pthread_cond_wait(&batch.done, &batch.mu);
-    pthread_mutex_unlock(&batch.mu);
     pthread_mutex_destroy(&batch.mu);
     pthread_cond_destroy(&batch.done);
     free(jobs);

@@ -4,8 +4,8 @@
  * demoted context: under the inline bound, 32 chunks to read from SSD).
  * The decode p99 beside the cold reader must stay within 1.5x of its p99
  * alone. The reader cycles over more contexts than the hot tier holds, so
- * each of its fetches misses RAM. Run at promote-priority idle (held to
- * the target) and normal (the default, for comparison). */
+ * each of its fetches misses RAM. Run at promote-priority idle (the
+ * default, held to the target) and normal (for comparison). */
 #include <errno.h>
 #include <pthread.h>
 #include <stdatomic.h>
@@ -93,7 +93,7 @@ static void decode_p99(const char *ctx, double *store_p99, double *fetch_p99)
     kvt_disconnect(c);
 }
 
-/* One run at promote-priority prio: idle, or normal (the default). */
+/* One run at promote-priority prio: idle (the default), or normal. */
 static void loop_disk_at(const char *prio)
 {
     struct cold_reader r = { 0 };
@@ -136,7 +136,7 @@ static void loop_disk_at(const char *prio)
         cJSON_GetObjectItemCaseSensitive(stats, "tiers"), "loop_disk_handoffs"));
     cJSON_Delete(stats);
     int n = atomic_load(&r.fetches);
-    printf("promote-priority %s%s:\n", prio, normal ? " (default)" : "");
+    printf("promote-priority %s%s:\n", prio, normal ? "" : " (default)");
     printf("%-44s %8.1f us   fetch p99 %6.1f us\n", "shape3 decode store p99, alone", alone_s,
            alone_f);
     printf("%-44s %8.1f us   fetch p99 %6.1f us  (%d cold fetches meanwhile, %.0f us each)\n",
@@ -158,7 +158,7 @@ static void loop_disk_at(const char *prio)
 #undef LOOP_NUM
 }
 
-/* promote-priority idle against normal (the default): what SCHED_IDLE
+/* promote-priority idle (the default) against normal: what SCHED_IDLE
  * readers buy other clients, and what they cost the cold reader. */
 void bench_loop_disk(void)
 {

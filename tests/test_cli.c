@@ -16,8 +16,8 @@
  *  - metrics: latency as _seconds histograms whose count is the stats'
  *    count, kvtier_build_info, the start time, pid/uptime/version in stats,
  *    and cold.quota_drops as kvtier_cold_quota_drops_total;
- *  - the cold tier's reader threads run SCHED_IDLE with promote-priority
- *    idle, not by default (normal), and a bad value is refused by name. */
+ *  - the cold tier's reader threads run SCHED_IDLE by default (promote-priority
+ *    idle), not with normal, and a bad value is refused by name. */
 #include "tests/helpers.h"
 
 #include <cjson/cJSON.h>
@@ -216,8 +216,8 @@ static int idle_threads(pid_t pid)
     return n;
 }
 
-/* Cold reads' threads run SCHED_IDLE with promote-priority idle, not by
- * default; a bad value is refused by name. */
+/* Cold reads' threads run SCHED_IDLE by default (promote-priority idle),
+ * as other threads with normal; a bad value is refused by name. */
 static void cold_readers_run_idle(void **state)
 {
     (void)state;
@@ -226,7 +226,7 @@ static void cold_readers_run_idle(void **state)
     daemon_stop(&d);
     snprintf(cold_path, sizeof(cold_path), "%s/cold.kvt", d.dir);
     daemon_restart(&d, "--hot-bytes", "64M", "--cold-path", cold_path, "--cold-bytes", "64M",
-                   "--cold-region-bytes", "4M", "--promote-priority=idle", NULL);
+                   "--cold-region-bytes", "4M", NULL);      /* idle, the default */
     assert_int_equal(test_ctl(out, sizeof(out), d.admin_socket, "config get promote-priority"), 0);
     assert_string_equal(out, "promote-priority idle\n");
     for (int i = 0; i < 100 && idle_threads(d.pid) < 16; i++)
@@ -234,7 +234,7 @@ static void cold_readers_run_idle(void **state)
     assert_int_equal(idle_threads(d.pid), 16);
     daemon_stop(&d);
     daemon_restart(&d, "--hot-bytes", "64M", "--cold-path", cold_path, "--cold-bytes", "64M",
-                   "--cold-region-bytes", "4M", NULL);    /* normal, the default */
+                   "--cold-region-bytes", "4M", "--promote-priority=normal", NULL);
     assert_int_equal(test_ctl(out, sizeof(out), d.admin_socket, "config get promote-priority"), 0);
     assert_string_equal(out, "promote-priority normal\n");
     assert_int_equal(idle_threads(d.pid), 0);
