@@ -2,7 +2,9 @@
 with torch ops on the CPU equals the daemon's own fetch bit for bit, for
 outliers 4 and 0, padding when more outliers are asked than a chunk holds,
 and f16/bf16/f32 clients; and that a lossless daemon, a buffer outside the
-region and too few outliers are refused."""
+region and too few outliers are refused. A staged raw fetch whose GPU runs
+out of memory in a later piece is redone as a value fetch (every row right);
+any other failure in a later piece is raised, and the client still works."""
 import ctypes
 import errno
 
@@ -161,6 +163,55 @@ def test_staged_raw_fetch_equals_value_fetch(daemon, monkeypatch, dtype):
             assert c.raw_fetches == 1
             assert torch.equal(bits(k1), bits(k0)) and torch.equal(bits(v1), bits(v0))
             assert bits(k1).abs().sum() > 0
+
+
+class _FailAt:
+    """kvtier.raw.dequantize that raises exc on its call number at."""
+
+    def __init__(self, at, exc):
+        self.at, self.exc, self.calls, self.real = at, exc, 0, raw.dequantize
+
+    def __call__(self, *args, **kw):
+        self.calls += 1
+        if self.calls == self.at:
+            raise self.exc
+        return self.real(*args, **kw)
+
+
+@pytest.mark.daemon_flags("--quant", "int8", "--outliers", "4")
+def test_staged_raw_fetch_failing_in_a_later_piece(daemon, monkeypatch):
+    """Many pieces; the third one's dequantization fails. Out of GPU memory:
+    the fetch is redone as values, the tensors (NaN before) equal the value
+    fetch's bit for bit. Another error: raised to the caller, no thread left
+    waiting, and the next fetch on the same client is right."""
+    tokens = list(range(1100, 1100 + N))
+    monkeypatch.setenv("KVTIER_RAW_CUDA", "0")
+    with kvtier.connect(model("float16"), socket=daemon.socket) as c:
+        store(c, "float16", tokens)
+        k0, v0, out = hf_views(L, N, torch.float16)
+        c.fetch_tokens(tokens, out=out)
+    monkeypatch.setenv("KVTIER_RAW_CUDA", "all")
+    monkeypatch.setattr(kvtier._staged, "STAGE_MAX", 1000)     # 9-token pieces
+    oom = RuntimeError("CUDA out of memory. Tried to allocate 2.00 MiB")
+    with kvtier.connect(model("float16"), socket=daemon.socket) as c:
+        fail = _FailAt(3, oom)
+        monkeypatch.setattr(kvtier._staged._raw, "dequantize", fail)
+        k1, v1, out = hf_views(L, N, torch.float16)
+        k1.fill_(float("nan"))
+        v1.fill_(float("nan"))
+        c.fetch_tokens(tokens, out=out)
+        assert fail.calls >= 3
+        assert c.raw_fetches == 0 and c.raw_oom_fallbacks == 1
+        assert torch.equal(bits(k1), bits(k0)) and torch.equal(bits(v1), bits(v0))
+
+        monkeypatch.setattr(kvtier._staged._raw, "dequantize", _FailAt(3, ValueError("bad")))
+        with pytest.raises(ValueError, match="bad"):
+            c.fetch_tokens(tokens, out=out)
+        monkeypatch.setattr(kvtier._staged._raw, "dequantize", fail.real)
+        k1.fill_(float("nan"))
+        c.fetch_tokens(tokens, out=out)
+        assert c.raw_fetches == 1
+        assert torch.equal(bits(k1), bits(k0)) and torch.equal(bits(v1), bits(v0))
 
 
 @pytest.mark.parametrize("first,then,raw_served", [

@@ -67,6 +67,7 @@ class Client:
         self._raw_cuda = raw_env != "0"
         self._raw_any_device = raw_env == "all"
         self.raw_fetches = 0       # fetch_tokens calls served by raw rows
+        self.raw_oom_fallbacks = 0 # raw fetches redone as values: GPU out of memory
         self.pin_error = None      # why the region is not page-locked, once asked
         name = model.name.encode() if isinstance(model.name, str) else model.name
         self._cmodel = _Model(name, model.n_layers, model.n_kv_heads, model.head_dim,
@@ -338,6 +339,14 @@ class Client:
                 if e.errno == errno.EOPNOTSUPP:
                     return False
                 raise
+            except RuntimeError as e:
+                # The GPU had no room for a piece's raw rows or their
+                # dequantization: the value fetch needs none (it copies
+                # into the caller's tensors), and rewrites every row.
+                if "out of memory" not in str(e):
+                    raise
+                self.raw_oom_fallbacks += 1
+                return False
             self.raw_fetches += 1
             return True
         return False
