@@ -452,6 +452,14 @@ int hot_redirty(struct kvt_hot *hot, const struct kvt_chunk_key *key)
     return rc;
 }
 
+/* Set on the event loop's thread (hot_forbid_new_blocks). */
+static _Thread_local bool new_blocks_forbidden;
+
+void hot_forbid_new_blocks(bool forbid)
+{
+    new_blocks_forbidden = forbid;
+}
+
 /* What get_or_create makes: a linked chunk, or a stage (with a block, or
  * with one only if the pool or an evicted chunk gives it one). */
 enum make_as { AS_CHUNK, AS_STAGE, AS_STAGE_LAZY };
@@ -530,6 +538,13 @@ static int get_or_create(struct kvt_hot *hot, const struct kvt_chunk_key *key,
         if (block)
             hot->used_bytes -= data_bytes;
         pthread_mutex_unlock(&hot->mu);
+    }
+    if (!block && block_poolable(data_bytes) && as == AS_CHUNK && new_blocks_forbidden) {
+        /* A new block's first touch takes milliseconds; not on this thread. */
+        pthread_mutex_lock(&hot->mu);
+        uncharge(hot, key->domain, need);
+        rc = -EINPROGRESS;
+        goto out;
     }
     rc = chunk_alloc(key, shape, need, block, as == AS_STAGE_LAZY, &fresh);
     block = NULL;

@@ -132,6 +132,14 @@ uint64_t hot_count_dirty(struct kvt_hot *hot);
  * for writing, so a racing read sees every token's old or new rows, never
  * a mix. */
 
+/* From now on the calling thread (the event loop) makes no new data block
+ * for a chunk it creates: where neither the pool nor an evicted chunk has
+ * one to give, hot_write (and what calls it) answers -EINPROGRESS, having
+ * linked nothing and charged nothing, and the caller hands the request to
+ * a thread that may (a block's pages are faulted in at creation, which
+ * takes milliseconds on a virtual machine). Stages are not refused. */
+void hot_forbid_new_blocks(bool forbid);
+
 /* Set the fill hook (NULL: none) for chunks created from now on. */
 void hot_set_fill_hook(struct kvt_hot *hot, hot_fill_fn fn, void *arg);
 

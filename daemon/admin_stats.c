@@ -147,6 +147,7 @@ int admin_cmd_stats(struct kvt_admin_conn *conn, const cJSON *req, cJSON *reply,
     add_u64(tiers, "promotions", atomic_load(&srv->tiers.promotions));
     add_u64(tiers, "demote_errors", atomic_load(&srv->tiers.demote_errors));
     add_u64(tiers, "loop_disk_handoffs", atomic_load(&srv->disk_handoffs));
+    add_u64(tiers, "loop_block_handoffs", atomic_load(&srv->block_handoffs));
     admin_remote_stats(&srv->tiers, reply);
     add_domains(srv, reply);
     add_u64(reply, "clients", srv->n_sessions);

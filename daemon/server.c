@@ -395,9 +395,11 @@ int server_run(struct kvt_server *srv)
      * client's connect succeeds, so systemd may start what depends on us. */
     format_status(srv, status, sizeof(status));
     notify_ready(&srv->notify, status);
-    /* One SSD read here would stall every client: what needs one goes to
-     * a worker (session.c). */
+    /* One SSD read here would stall every client, and so would faulting
+     * in a new chunk's block: what needs either goes to a worker
+     * (session.c). */
     tiers_forbid_disk(true);
+    hot_forbid_new_blocks(true);
     while (!srv->stopping) {
         int n = wait_events(srv, evs, 64);
         if (n < 0) {
@@ -417,6 +419,7 @@ int server_run(struct kvt_server *srv)
             expire_unattached(srv);
     }
     tiers_forbid_disk(false);        /* the final flush waits for the disk, as it must */
+    hot_forbid_new_blocks(false);
     notify_stopping(&srv->notify, "stopping: finishing requests, writing the hot tier to the cold tier");
     /* Stop accepting first, then let every queued request finish, so each
      * client in the middle of a call gets its answer. */

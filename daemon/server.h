@@ -55,6 +55,7 @@ struct kvt_server {
     /* Small requests the loop handed to a worker because they needed the
      * disk (a chunk only on SSD, drop_lock taken): admin stats. */
     atomic_ulong disk_handoffs;
+    atomic_ulong block_handoffs;      /* small requests that needed a new block */
     struct kvt_admin admin;          /* the admin socket's side (daemon/admin.c) */
 };
 

@@ -235,8 +235,9 @@ static void part_run(struct work_item *item)
 }
 
 /* Stage and store, or fetch, segments [0, n_segs) on this thread. On the
- * loop, -EWOULDBLOCK says it needs the disk (tiers_forbid_disk): what it
- * did is redone, s->segs are still there and free of stages. */
+ * loop, -EWOULDBLOCK says it needs the disk (tiers_forbid_disk) and
+ * -EINPROGRESS a new chunk block (hot_forbid_new_blocks): what it did is
+ * redone, s->segs are still there and free of stages. */
 static int run_whole(struct kvt_session *s, size_t n_segs, const char **why)
 {
     struct kvt_datapath *dp = &s->srv->dp;
@@ -289,12 +290,14 @@ static int spans_request(struct kvt_session *s, const char **why)
      * serves the other clients meanwhile. */
     if (small && !may_wait) {
         rc = run_whole(s, n_segs, why);
-        if (rc != -EWOULDBLOCK) {
+        if (rc != -EWOULDBLOCK && rc != -EINPROGRESS) {
             free(s->segs);
             s->segs = NULL;
             return rc;
         }
-        atomic_fetch_add_explicit(&s->srv->disk_handoffs, 1, memory_order_relaxed);
+        atomic_fetch_add_explicit(rc == -EWOULDBLOCK ? &s->srv->disk_handoffs
+                                                     : &s->srv->block_handoffs,
+                                  1, memory_order_relaxed);
         s->parts[0] = (struct session_part){ .item.fn = whole_run, .s = s, .count = n_segs };
         workers_submit(s->srv->workers, &s->parts[0].item);
         return 1;

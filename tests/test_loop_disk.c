@@ -7,7 +7,10 @@
  * being served, each with its own values, and each client's requests stay
  * in order (a store then a fetch of the same tokens always reads the
  * store). A drop with a cold tier, now on a worker, still answers and
- * leaves the context absent. */
+ * leaves the context absent. A small store that creates chunks whose
+ * blocks must be made (mmap'd and faulted in) goes to a worker too,
+ * counted in tiers.loop_block_handoffs, once per creating request; one
+ * that finds pooled blocks (a dropped context's) stays on the loop. */
 #include "tests/helpers.h"
 
 #include <cjson/cJSON.h>
@@ -278,11 +281,72 @@ static void decode_steps_go_on_while_another_client_reads_the_disk(void **state)
     cleanup();
 }
 
+/* Chunks of 8 heads x 128: blocks of ~150 KiB, which are mmap'd. */
+#define BIG_HEADS 8
+#define BIG_DIM 128
+#define BIG_ROW (BIG_HEADS * BIG_DIM * 2)
+
+/* One decode step: token tok of every layer, values of seed. */
+static void big_step(kvt_client *c, const char *name, uint32_t tok, uint64_t seed, bool store)
+{
+    static uint8_t k[LAYERS][BIG_ROW], v[LAYERS][BIG_ROW];
+    kvt_span spans[LAYERS];
+
+    for (uint32_t l = 0; l < LAYERS; l++) {
+        spans[l] = (kvt_span){ l, tok, 1, k[l], v[l] };
+        if (store) {
+            test_fill(k[l], KVT_F16, seed, l, tok, 1, BIG_HEADS, BIG_DIM);
+            test_fill(v[l], KVT_F16, seed + 1, l, tok, 1, BIG_HEADS, BIG_DIM);
+        } else {
+            memset(k[l], 0, BIG_ROW);
+            memset(v[l], 0, BIG_ROW);
+        }
+    }
+    if (store) {
+        CHECK_OK(kvt_store_batch(c, name, spans, LAYERS));
+        return;
+    }
+    CHECK_OK(kvt_fetch_batch(c, name, spans, LAYERS));
+    for (uint32_t l = 0; l < LAYERS; l++) {
+        assert_int_equal(test_check(k[l], KVT_F16, seed, l, tok, 1, BIG_HEADS, BIG_DIM, 0), 0);
+        assert_int_equal(test_check(v[l], KVT_F16, seed + 1, l, tok, 1, BIG_HEADS, BIG_DIM, 0),
+                         0);
+    }
+}
+
+static void new_blocks_are_made_on_a_worker(void **state)
+{
+    (void)state;
+    daemon_start(&d, "--hot-bytes", "64M", "--workers", "2", NULL);
+    kvt_model m = test_model("loopblock-model", LAYERS, BIG_HEADS, BIG_DIM, KVT_F16, CHUNK);
+    kvt_client *c = NULL;
+    CHECK_OK(kvt_connect(d.socket, &m, &c));
+
+    double blocks = tiers_stat("loop_block_handoffs"), disk = handoffs();
+    for (uint32_t tok = 0; tok <= CHUNK; tok++)
+        big_step(c, "steps", tok, 40, true);
+    /* Token 0 and token CHUNK each created a chunk per layer. */
+    assert_true(tiers_stat("loop_block_handoffs") == blocks + 2);
+    assert_true(handoffs() == disk);
+    for (uint32_t tok = 0; tok <= CHUNK; tok += CHUNK / 4)
+        big_step(c, "steps", tok, 40, false);
+
+    /* A dropped context's blocks wait in the pool: the next context's
+     * first step takes them, on the loop. */
+    CHECK_OK(kvt_drop(c, "steps"));
+    big_step(c, "again", 0, 50, true);
+    assert_true(tiers_stat("loop_block_handoffs") == blocks + 2);
+    big_step(c, "again", 0, 50, false);
+    kvt_disconnect(c);
+    daemon_cleanup(&d);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(small_requests_needing_the_disk_go_to_a_worker),
         cmocka_unit_test(decode_steps_go_on_while_another_client_reads_the_disk),
+        cmocka_unit_test(new_blocks_are_made_on_a_worker),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
