@@ -21,7 +21,7 @@ bool block_poolable(size_t bytes)
     return bytes >= BLOCKS_MMAP_MIN_BYTES;
 }
 
-void *block_new(size_t bytes)
+static void *block_map(size_t bytes, bool populate)
 {
     if (!block_poolable(bytes)) {
         /* C11 wants the size to be a multiple of the alignment. */
@@ -32,8 +32,18 @@ void *block_new(size_t bytes)
      * put 1 ms spikes into its p99 (make bench, shape 3). The pages are
      * charged to the budget in full anyway. */
     void *p = mmap(NULL, bytes, PROT_READ | PROT_WRITE,
-                   MAP_PRIVATE | MAP_ANONYMOUS | MAP_POPULATE, -1, 0);
+                   MAP_PRIVATE | MAP_ANONYMOUS | (populate ? MAP_POPULATE : 0), -1, 0);
     return p == MAP_FAILED ? NULL : p;       /* page-aligned, so 64-aligned */
+}
+
+void *block_new(size_t bytes)
+{
+    return block_map(bytes, true);
+}
+
+void *block_new_unpopulated(size_t bytes)
+{
+    return block_map(bytes, false);
 }
 
 void block_release(void *p, size_t bytes)

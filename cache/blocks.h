@@ -32,6 +32,11 @@ struct kvt_block_pool {
 /* A new block of bytes, 64-byte aligned, its pages already faulted in, or
  * NULL when out of memory. */
 void *block_new(size_t bytes);
+/* The same, its pages faulted in one by one as the caller first writes
+ * them: for a caller that writes every page at once and may be starved of
+ * CPU meanwhile (MAP_POPULATE holds the process's mmap lock throughout,
+ * and munmap elsewhere would wait for it). */
+void *block_new_unpopulated(size_t bytes);
 /* Give a block back to the OS. NULL is ignored. */
 void block_release(void *p, size_t bytes);
 /* Whether blocks of this size can be pooled. */

@@ -630,9 +630,10 @@ int hot_stage_alloc_empty(struct kvt_hot *hot, const struct kvt_chunk_key *key,
 
 void *hot_stage_data(struct kvt_chunk *stage)
 {
-    /* Nobody else can reach the stage: no lock to set its block. */
+    /* Nobody else can reach the stage: no lock to set its block. Its
+     * writer touches every page at once (block_new_unpopulated). */
     if (!stage->data)
-        stage->data = block_new(chunk_data_bytes(&stage->shape));
+        stage->data = block_new_unpopulated(chunk_data_bytes(&stage->shape));
     return stage->data;
 }
 

@@ -237,8 +237,10 @@ void hot_stage_free(struct kvt_hot *hot, struct kvt_chunk *stage);
  * writes it. Returns as hot_stage_alloc does. */
 int hot_stage_alloc_empty(struct kvt_hot *hot, const struct kvt_chunk_key *key,
                           const struct kvt_chunk_shape *shape, struct kvt_chunk **out);
-/* The stage's block, made now if it has none (NULL: no memory): the
- * caller's to write, every byte of its shape, before hot_link_promoted. */
+/* The stage's block, made now if it has none (NULL: no memory), its pages
+ * faulted in as they are first written: the caller's to write before
+ * hot_link_promoted, every row the bitmap it links with says is present
+ * (and, so that no later write faults, every page). */
 void *hot_stage_data(struct kvt_chunk *stage);
 /* 0 and *stamp if key has no chunk now; -EEXIST if it has one. */
 int hot_absent_stamp(struct kvt_hot *hot, const struct kvt_chunk_key *key, uint64_t *stamp);

@@ -113,9 +113,10 @@ void config_defaults(struct kvt_config *cfg)
     cfg->max_frame = 1u << 20;
     cfg->max_client_shm = UINT64_C(1) << 30;
     cfg->socket_mode = 0666;
-    /* Cold readers hold nothing another thread waits on but the cold
-     * index's mutex for a moment (tiers_promote_many), so SCHED_IDLE costs
-     * only the reading client's time, and spares everyone else's. */
+    /* Cold readers hold no lock of the hot tier, no chunk and not the
+     * drop lock, only the cold index's mutex for short copies
+     * (tiers_promote_many): SCHED_IDLE costs mostly the reading client's
+     * time, and spares the other clients' decode steps. */
     cfg->promote_idle = 1;
     cfg->hot_high_pct = 90;
     cfg->hot_low_pct = 80;

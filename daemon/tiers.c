@@ -423,8 +423,8 @@ int tiers_promote(struct kvt_tiers *t, const struct kvt_chunk_key *key,
 
 /* Promotions in flight per tiers_promote_many call: the readers' queue
  * kept full, and a bound on the stages one call holds in the hot tier, at
- * most 1/PROMOTE_WINDOW_SHARE of its budget (a reader starved of CPU
- * keeps its stage charged meanwhile). */
+ * most 1/PROMOTE_WINDOW_SHARE of its budget or of a domain's quota, and at
+ * least one (a reader starved of CPU keeps its stage charged meanwhile). */
 #define PROMOTE_WINDOW (2 * PROMOTE_THREADS)
 #define PROMOTE_WINDOW_SHARE 16
 
@@ -451,9 +451,10 @@ struct promote_job {
 
 /* On a reader thread (SCHED_IDLE under promote-priority idle): the read,
  * its checks and the decompression, straight into a stage that nobody
- * else can reach. Nothing that another thread waits for is held, but the
- * cold tier's own mutex for a moment: a reader starved of CPU here delays
- * only its asker. */
+ * else can reach. What it holds that others wait for: the cold index's
+ * mutex, for the lookup and for copying the part of the record still in a
+ * write buffer, and the io_uring submission lock, briefly; never
+ * drop_lock, a chunk or the hot tier's mutex. */
 static void promote_read(struct work_item *item)
 {
     struct promote_job *j = (struct promote_job *)item;
@@ -518,6 +519,7 @@ int tiers_promote_many(struct kvt_tiers *t, const struct kvt_chunk_key *const *k
     struct promote_batch batch;
     struct promote_job *jobs;
     struct kvt_hot_stats hs;
+    uint64_t room;
     size_t queued = 0, window;
 
     if (!t->cold || n == 0)
@@ -537,7 +539,9 @@ int tiers_promote_many(struct kvt_tiers *t, const struct kvt_chunk_key *const *k
         return 0;
     }
     hot_stats(t->hot, &hs);
-    window = hs.budget_bytes / PROMOTE_WINDOW_SHARE / hot_chunk_bytes(shape);
+    room = hs.domain_quota_bytes && hs.domain_quota_bytes < hs.budget_bytes
+         ? hs.domain_quota_bytes : hs.budget_bytes;
+    window = room / PROMOTE_WINDOW_SHARE / hot_chunk_bytes(shape);
     window = window < 1 ? 1 : window > PROMOTE_WINDOW ? PROMOTE_WINDOW : window;
     pthread_mutex_init(&batch.mu, NULL);
     pthread_cond_init(&batch.done, NULL);
@@ -550,9 +554,12 @@ int tiers_promote_many(struct kvt_tiers *t, const struct kvt_chunk_key *const *k
             *j = (struct promote_job){ .item.fn = promote_read, .t = t, .batch = &batch,
                                        .key = *keys[queued], .cap = chunk_data_bytes(shape),
                                        .rc = -ENOENT, .done = true };
-            /* No cold copy: no read. No room: a miss, as hot_load's. */
-            if (cold_lookup(t->cold, &j->key, NULL) != 0 ||
-                hot_stage_alloc_empty(t->hot, &j->key, shape, &j->stage) != 0)
+            /* No cold copy: no read. No stage (the budget or the quota
+             * is held by pinned chunks): the plain way, below. */
+            if (cold_lookup(t->cold, &j->key, NULL) != 0)
+                continue;
+            j->rc = hot_stage_alloc_empty(t->hot, &j->key, shape, &j->stage);
+            if (j->rc)
                 continue;
             j->done = false;
             workers_submit(t->readers, &j->item);
@@ -563,6 +570,8 @@ int tiers_promote_many(struct kvt_tiers *t, const struct kvt_chunk_key *const *k
         pthread_mutex_unlock(&batch.mu);
         if (jobs[i].stage)
             promote_link(t, &jobs[i], shape);
+        else if (jobs[i].rc != -ENOENT)
+            (void)tiers_promote(t, keys[i], shape);
     }
     pthread_mutex_destroy(&batch.mu);
     pthread_cond_destroy(&batch.done);
