@@ -333,7 +333,13 @@ int tiers_flush(struct kvt_tiers *t, uint64_t *lost_seen, tiers_progress_fn prog
      * go on: a chunk made dirty again after its pass belongs to a later
      * flush. The bound stops a writer from keeping us here forever. */
     for (int pass = 0; pass < 1 << 20; pass++) {
-        n = hot_pin_dirty(t->hot, batch, FLUSH_BATCH);
+        /* A quarter of the chunks at most: what a flush pins cannot be
+         * evicted, and a store that needs room while every chunk is dirty
+         * would find none (-ENOSPC). */
+        struct kvt_hot_stats hs;
+        hot_stats(t->hot, &hs);
+        size_t cap = hs.chunks / 4 < FLUSH_BATCH ? (size_t)(hs.chunks / 4) : FLUSH_BATCH;
+        n = hot_pin_dirty(t->hot, batch, cap ? cap : 1);
         if (n == 0)
             break;
         for (size_t i = 0; i < n; i++) {
