@@ -122,6 +122,14 @@ size_t chunk_bitmap_bytes(uint32_t tokens)
     return ((size_t)tokens + 63) / 64 * sizeof(uint64_t);
 }
 
+bool chunk_bits_none(const uint64_t *present, uint32_t tokens)
+{
+    for (uint32_t w = 0; w < (tokens + 63) / 64; w++)
+        if (present[w])
+            return false;
+    return true;
+}
+
 bool chunk_bits_range(const uint64_t *present, uint32_t tokens, uint32_t first, uint32_t n)
 {
     uint32_t last, w, last_w;

@@ -114,6 +114,9 @@ static inline void chunk_bit_clear(uint64_t *present, uint32_t tok)
 /* True if tokens [first, first + n) of a `tokens`-token bitmap are all set
  * (n == 0: true; a range past tokens: false). */
 bool chunk_bits_range(const uint64_t *present, uint32_t tokens, uint32_t first, uint32_t n);
+/* True if no token of a `tokens`-token bitmap is set (bits past tokens
+ * must be clear, as they are in every bitmap of ours). */
+bool chunk_bits_none(const uint64_t *present, uint32_t tokens);
 /* Tokens set from token 0 onward without a gap. bitmap may be unaligned (it
  * is inside a packed record when the cold tier recovers). */
 uint32_t chunk_bits_leading(const void *bitmap, uint32_t tokens);

@@ -205,8 +205,10 @@ int cold_get_seq(struct kvt_cold *c, const struct kvt_chunk_key *key,
     return rc;
 }
 
-int cold_lookup(struct kvt_cold *c, const struct kvt_chunk_key *key,
-                uint32_t *leading_tokens_out)
+/* The index entry of a chunk key, without I/O: its leading tokens and
+ * record seq into whichever of the outputs is not NULL. */
+static int lookup(struct kvt_cold *c, const struct kvt_chunk_key *key, uint32_t *leading_tokens,
+                  uint64_t *seq)
 {
     struct cold_entry *e;
 
@@ -214,22 +216,21 @@ int cold_lookup(struct kvt_cold *c, const struct kvt_chunk_key *key,
         return -ENOENT;
     pthread_mutex_lock(&c->lock);
     e = *cold_index_slot(c, key);
-    if (e && leading_tokens_out)
-        *leading_tokens_out = e->leading_tokens;
+    if (e && leading_tokens)
+        *leading_tokens = e->leading_tokens;
+    if (e && seq)
+        *seq = e->seq;
     pthread_mutex_unlock(&c->lock);
     return e ? 0 : -ENOENT;
 }
 
+int cold_lookup(struct kvt_cold *c, const struct kvt_chunk_key *key,
+                uint32_t *leading_tokens_out)
+{
+    return lookup(c, key, leading_tokens_out, NULL);
+}
+
 int cold_record_seq(struct kvt_cold *c, const struct kvt_chunk_key *key, uint64_t *seq)
 {
-    struct cold_entry *e;
-
-    if (cold_key_is_name(key))
-        return -ENOENT;
-    pthread_mutex_lock(&c->lock);
-    e = *cold_index_slot(c, key);
-    if (e)
-        *seq = e->seq;
-    pthread_mutex_unlock(&c->lock);
-    return e ? 0 : -ENOENT;
+    return lookup(c, key, NULL, seq);
 }

@@ -81,14 +81,6 @@ static int get_filled(struct kvt_hot *hot, const struct kvt_chunk_key *key,
     return -EAGAIN;
 }
 
-static bool bits_empty(const uint64_t *present, uint32_t tokens)
-{
-    for (uint32_t w = 0; w < (tokens + 63) / 64; w++)
-        if (present[w])
-            return false;
-    return true;
-}
-
 int hot_write(struct kvt_hot *hot, const struct kvt_chunk_key *key,
               const struct kvt_chunk_shape *shape, uint32_t tok, uint32_t n,
               hot_rows_fn fill, void *arg)
@@ -156,7 +148,7 @@ int hot_load(struct kvt_hot *hot, const struct kvt_chunk_key *key,
         return rc;
     /* A chunk that was already here holds every token of its colder copy
      * (its creator merged it in first; later copies are written from it). */
-    if (created && bits_empty(c->present, c->shape.tokens)) {
+    if (created && chunk_bits_none(c->present, c->shape.tokens)) {
         hot_discard(hot, c);         /* no empty chunk left behind */
         rc = -ENOENT;
     }

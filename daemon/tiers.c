@@ -475,14 +475,6 @@ static void promote_read(struct work_item *item)
     pthread_mutex_unlock(&j->batch->mu);
 }
 
-static bool any_bit(const uint64_t *bits, uint32_t n)
-{
-    for (uint32_t w = 0; w < (n + 63) / 64; w++)
-        if (bits[w])
-            return true;
-    return false;
-}
-
 /* On the asker, after the read: link the stage if the record it holds is
  * still key's and RAM got no chunk of key meanwhile (hot.h, "promotions
  * read aside"), under drop_lock so that no drop comes between that check
@@ -500,7 +492,7 @@ static void promote_link(struct kvt_tiers *t, struct promote_job *j,
         pthread_rwlock_rdlock(&t->drop_lock);
         if (hot_absent_stamp(t->hot, &j->key, &stamp) != 0) {
             /* in RAM already: it holds the record's tokens */
-        } else if (!any_bit(j->present, shape->tokens)) {
+        } else if (chunk_bits_none(j->present, shape->tokens)) {
             /* nothing to bring in */
         } else if (cold_record_seq(t->cold, &j->key, &seq) == 0 && seq == j->seq &&
                    hot_link_promoted(t->hot, j->stage, j->present, stamp) == 0) {
