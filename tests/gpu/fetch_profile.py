@@ -16,7 +16,9 @@ from CUDA tensors, then measures, in one process:
              rows dequantized on the GPU; staged_values_*: int8 values);
   raw_zc     int8: the daemon's raw-row fetch into region buffers, one
              call of 32 layers, in client bytes per second;
-  dequant    int8: kvtier.raw.dequantize of one layer's K on the GPU;
+  dequant    int8: kvtier.raw.dequantize of one layer's K on the GPU, and
+             of a whole staged piece (K and V), beside that piece's
+             pinned host-to-GPU copy (h2d_ms_piece);
   hf_*       kvtier.hf.load's steps: match, GPU allocation, fetch, cache.
 Each figure is the best (or median, *_med) of 5. Needs CUDA; exits 0
 without it.
@@ -162,6 +164,15 @@ def profile(torch, kvtier, c, res):
         gpu = host.cuda()
         best, _ = timed(torch, lambda: kvtier.raw.dequantize(gpu, H, D, o, torch.bfloat16))
         res["dequant_gpu_ms_per_layer_k"] = round(best * 1e3, 3)
+        # a whole piece of the staged fetch (STAGE_MAX bytes of K and of V)
+        per = max(1, 2 * (st.STAGE_MAX // row) // N)
+        piece = torch.cat([torch.from_numpy(kvtier._arrays.view(bufs[i], N * row).reshape(N, row))
+                           for i in range(min(per, len(bufs)))]).cuda()
+        best, _ = timed(torch, lambda: kvtier.raw.dequantize(piece, H, D, o, torch.bfloat16))
+        res["dequant_gpu_ms_piece"], res["dequant_piece_rows"] = round(best * 1e3, 3), piece.shape[0]
+        hp = torch.empty(piece.shape, dtype=torch.uint8).pin_memory()
+        best, _ = timed(torch, lambda: piece.copy_(hp, non_blocking=True))
+        res["h2d_ms_piece"] = round(best * 1e3, 3)
         for b in bufs:
             lib.kvt_free(c._handle(), b)
 

@@ -109,6 +109,7 @@ def test_hf_errors(daemon):
         assert c.match_tokens(ids) == 0                       # nothing was stored
 
 
+@pytest.mark.daemon_flags("--quant", "none")
 def test_dynamic_cache(daemon):
     transformers = pytest.importorskip("transformers")
     with kvtier.connect(model(), daemon.socket) as c:

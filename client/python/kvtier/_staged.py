@@ -158,6 +158,17 @@ def _copy(dst, src):
         _arrays.np.copyto(dst, src)
 
 
+_copy_streams = {}
+
+
+def _copy_stream(torch, dev):
+    """One stream per device for raw rows crossing to the GPU."""
+    key = dev.index if dev.index is not None else torch.cuda.current_device()
+    if key not in _copy_streams:
+        _copy_streams[key] = torch.cuda.Stream(device=key)
+    return _copy_streams[key]
+
+
 def _cuda_event(piece):
     """An event after the copies of piece issued so far, None on CPU."""
     for c in piece:
@@ -219,22 +230,50 @@ def run(client, spans, store, call, raw_outliers=None):
         return _cuda_event(p)
 
     def from_stage_raw(j, p):
-        """The piece's raw rows of K and of V: two copies to the GPU, one
-        dequantization of both, then a copy into each cut's tensors."""
+        """The piece's raw rows of K and of V: two copies to the GPU on a
+        stream of their own, then, on the caller's stream once they are
+        there, one dequantization of both and a copy into each cut's
+        tensors. The event returned marks the rows' crossing, so the
+        daemon refills the buffer while the GPU dequantizes, and the next
+        piece crosses while this one is dequantized (one stream for both
+        would queue each piece's kernels behind its copy and the next
+        copy behind those kernels)."""
         torch = _arrays.torch()
+        dev = p[0].k.device
         rows = sum(c.n for c in p)
         base = bufs[j % n_bufs]
-        gpu = torch.empty((2, rows, row), dtype=torch.uint8, device=p[0].k.device)
-        for side, off in ((0, 0), (1, half)):
-            host = _arrays.view(base + off, rows * row).reshape(rows, row)
-            gpu[side].copy_(torch.from_numpy(host), non_blocking=True)
+        def cross():
+            gpu = torch.empty((2, rows, row), dtype=torch.uint8, device=dev)
+            for side, off in ((0, 0), (1, half)):
+                host = _arrays.view(base + off, rows * row).reshape(rows, row)
+                gpu[side].copy_(torch.from_numpy(host), non_blocking=True)
+            return gpu
+        crossed = None
+        if dev.type == "cuda":
+            # At most two pieces' kernels queued: each holds its rows and
+            # values on the GPU until they have run.
+            while len(dequantized) >= 2:
+                dequantized.pop(0).synchronize()
+            compute, side_stream = torch.cuda.current_stream(dev), _copy_stream(torch, dev)
+            with torch.cuda.stream(side_stream):
+                gpu = cross()
+                crossed = torch.cuda.Event()
+                crossed.record(side_stream)
+            compute.wait_event(crossed)
+            gpu.record_stream(compute)  # not reused before the kernels read it
+        else:
+            gpu = cross()               # rows in torch's memory (tests)
         vals = _raw.dequantize(gpu.view(2 * rows, row), shape[0], shape[1], raw_outliers,
                                _arrays.torch_dtype(dtype))
         for c in p:
             c.k.copy_(vals[c.at:c.at + c.n])
             c.v.copy_(vals[rows + c.at:rows + c.at + c.n])
-        return _cuda_event(p)
+        if crossed is None:
+            return _cuda_event(p)
+        dequantized.append(_cuda_event(p))
+        return crossed
 
+    dequantized = []                    # events after each raw piece's kernels
     if raw:
         from_stage = from_stage_raw
     if n_bufs == 1:
