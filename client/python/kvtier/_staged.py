@@ -263,11 +263,15 @@ def run(client, spans, store, call, raw_outliers=None):
             gpu.record_stream(compute)  # not reused before the kernels read it
         else:
             gpu = cross()               # rows in torch's memory (tests)
-        vals = _raw.dequantize(gpu.view(2 * rows, row), shape[0], shape[1], raw_outliers,
-                               _arrays.torch_dtype(dtype))
-        for c in p:
-            c.k.copy_(vals[c.at:c.at + c.n])
-            c.v.copy_(vals[rows + c.at:rows + c.at + c.n])
+        try:
+            vals = _raw.dequantize(gpu.view(2 * rows, row), shape[0], shape[1], raw_outliers,
+                                   _arrays.torch_dtype(dtype))
+            for c in p:
+                c.k.copy_(vals[c.at:c.at + c.n])
+                c.v.copy_(vals[rows + c.at:rows + c.at + c.n])
+        except BaseException:
+            _wait(crossed)              # the buffer is freed next: let the copy finish
+            raise
         if crossed is None:
             return _cuda_event(p)
         dequantized.append(_cuda_event(p))
