@@ -256,7 +256,11 @@ def run(client, spans, store, call, raw_outliers=None):
                 dequantized.pop(0).synchronize()
             compute, side_stream = torch.cuda.current_stream(dev), _copy_stream(torch, dev)
             with torch.cuda.stream(side_stream):
-                gpu = cross()
+                try:
+                    gpu = cross()
+                except BaseException:
+                    side_stream.synchronize()   # K's rows may be crossing
+                    raise
                 crossed = torch.cuda.Event()
                 crossed.record(side_stream)
             compute.wait_event(crossed)
