@@ -82,7 +82,8 @@ INTEG_TESTS := test_store_fetch test_prefix_sharing test_absent_and_length \
 	test_namespace_limits test_quota_below_chunk \
 	test_admin_backpressure test_admin_utf8 test_cold_format_v1 test_outliers_change \
 	test_nonfinite_refused test_outlier_accuracy test_copy_path test_remote_tier \
-	test_connect_sizes test_loop_disk test_cli test_config_rewrite test_new_user
+	test_connect_sizes test_loop_disk test_cli test_config_rewrite test_new_user \
+	test_fetch_split
 TEST_BINS := $(addprefix $(B)/tests/,$(UNIT_TESTS) $(INTEG_TESTS))
 
 .PHONY: all deps run test test-python test-build test-asan test-aarch64 bench soak install clean \

@@ -26,6 +26,8 @@
 #define MATCH_INLINE_CHUNK 512u     /* see op_match */
 /* Bound on chunk segments per request: the plan's memory stays small. */
 #define MAX_SEGMENTS (1u << 20)
+/* fetch_segment_tokens */
+#define FETCH_SEGMENT_BYTES SIMD_STREAM_MIN_BYTES
 /* The reason of a store refused by dp_stage. */
 #define NONFINITE_REASON "stored values must be finite in int8 mode (NaN or Inf found)"
 
@@ -264,21 +266,51 @@ static void whole_run(struct work_item *item)
     finish(s, s->op, s->seq, rc, 0, why);
 }
 
+/* Tokens of a fetch segment for a request split among the workers: a
+ * chunk, or an equal part of it of at least FETCH_SEGMENT_BYTES of K (so
+ * that the copies still stream, SIMD_STREAM_MIN_BYTES). A request's parts
+ * end together within one segment's copy: a 1 MiB chunk of bf16 K and V
+ * takes a quarter of a millisecond on one thread of sixteen sharing the
+ * memory, and a large restore makes such a request per layer. */
+static uint32_t fetch_segment_tokens(const struct kvt_session *s, size_t row)
+{
+    const uint32_t C = s->ns->chunk_tokens;
+    uint64_t parts = (uint64_t)C * row / FETCH_SEGMENT_BYTES;
+
+    if (s->op != KVT_OP_FETCH || parts < 2)
+        return C;
+    return (uint32_t)((C + parts - 1) / parts);
+}
+
+/* Whether every segment lies in one chunk (a request the loop serves
+ * whole, as before its fetch segments were split). */
+static bool one_chunk(const struct dp_segment *segs, size_t n)
+{
+    for (size_t i = 1; i < n; i++)
+        if (memcmp(&segs[i].key, &segs[0].key, sizeof(segs[0].key)))
+            return false;
+    return true;
+}
+
 static int spans_request(struct kvt_session *s, const char **why)
 {
     size_t n_segs, row = dp_client_row_bytes(&s->rq);
     uint64_t bytes = 0;
-    int rc = dp_plan(&s->rq, MAX_SEGMENTS, &s->segs, &n_segs);
 
+    for (uint32_t i = 0; i < s->view.req->n_spans; i++)
+        bytes += (uint64_t)s->view.spans[i].n_tokens * row * 2;
+    unsigned workers = s->srv->cfg.workers;
+    bool small = bytes <= INLINE_BYTES || workers < 2;
+    uint32_t seg_tokens = small ? 0 : fetch_segment_tokens(s, row);
+    int rc = dp_plan(&s->rq, seg_tokens, MAX_SEGMENTS, &s->segs, &n_segs);
+
+    if (rc == -E2BIG && seg_tokens)       /* whole chunks may still fit */
+        rc = dp_plan(&s->rq, 0, MAX_SEGMENTS, &s->segs, &n_segs);
     if (rc) {
         *why = rc == -E2BIG ? "request covers too many chunks" : "out of memory";
         return rc;
     }
-    for (size_t i = 0; i < n_segs; i++)
-        bytes += (uint64_t)s->segs[i].n * row * 2;
-
-    unsigned workers = s->srv->cfg.workers;
-    bool small = bytes <= INLINE_BYTES || n_segs == 1 || workers < 2;
+    small = small || one_chunk(s->segs, n_segs);
     /* A fetch that may ask the pool waits on the network: never on the
      * loop, which must keep serving everyone else meanwhile. A small one
      * goes to a worker whole. */

@@ -74,18 +74,21 @@ int dp_validate(const struct dp_request *rq, const char **why)
     return 0;
 }
 
-int dp_plan(const struct dp_request *rq, size_t max_segments,
+int dp_plan(const struct dp_request *rq, uint32_t seg_tokens, size_t max_segments,
             struct dp_segment **segs, size_t *n_segs)
 {
     const struct kvt_data_view *v = rq->view;
     const uint32_t C = rq->ns->chunk_tokens;
     const size_t row = dp_client_row_bytes(rq);
+    const uint32_t seg = seg_tokens && seg_tokens < C ? seg_tokens : C;
+    const uint64_t per_chunk = (C + seg - 1) / seg;
     size_t n = 0;
 
     for (uint32_t i = 0; i < v->req->n_spans; i++) {
         const struct kvt_wire_span *s = &v->spans[i];
         uint64_t first = s->token_start / C, last = (s->token_start + (uint64_t)s->n_tokens - 1) / C;
-        n += last - first + 1;
+        /* At most: the cuts fall on multiples of seg inside each chunk. */
+        n += (last - first + 1) * per_chunk;
         if (n > max_segments)
             return -E2BIG;
     }
@@ -102,7 +105,9 @@ int dp_plan(const struct dp_request *rq, size_t max_segments,
         uint32_t done = 0;
         while (done < s->n_tokens) {
             uint32_t pos = s->token_start + done;
-            uint32_t tok = pos % C, take = C - tok;
+            uint32_t tok = pos % C, take = seg - tok % seg;
+            if (take > C - tok)
+                take = C - tok;
             if (take > s->n_tokens - done)
                 take = s->n_tokens - done;
             struct dp_segment *g = &out[at++];
@@ -539,7 +544,7 @@ int dp_fetch(struct kvt_datapath *dp, const struct dp_request *rq,
 {
     const struct kvt_chunk_shape shape = dp_chunk_shape(dp, rq->ns, rq->elem);
     const struct kvt_chunk_key **missed = NULL;
-    size_t *missed_at = NULL, n_missed = 0;
+    size_t *missed_at = NULL, n_missed = 0, n_keys = 0;
     const bool remote = dp_fetch_may_ask_pool(dp, rq);
     int rc = 0;
 
@@ -558,14 +563,17 @@ int dp_fetch(struct kvt_datapath *dp, const struct dp_request *rq,
                     goto out;
                 }
             }
-            missed[n_missed] = &segs[i].key;
+            /* A chunk once, though a large fetch cuts it into adjacent
+             * segments (session.c). */
+            if (!n_keys || memcmp(missed[n_keys - 1], &segs[i].key, sizeof(segs[i].key)))
+                missed[n_keys++] = &segs[i].key;
             missed_at[n_missed++] = i;
             rc = 0;
         } else if (rc) {
             goto out;
         }
     }
-    if (n_missed && (rc = tiers_promote_many(dp->tiers, missed, n_missed, &shape)) == 0) {
+    if (n_missed && (rc = tiers_promote_many(dp->tiers, missed, n_keys, &shape)) == 0) {
         if (remote)
             fetch_remote(dp, rq, segs, missed, missed_at, n_missed);
         /* A chunk still missing was absent or corrupt on SSD (and in the

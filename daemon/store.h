@@ -79,9 +79,11 @@ uint64_t dp_client_row_bytes(const struct dp_request *rq);
  * -EINVAL/-EFAULT/-EOVERFLOW with *why set. */
 int dp_validate(const struct dp_request *rq, const char **why);
 
-/* Split the spans into chunk segments. *segs is malloc'ed (caller frees).
- * Returns 0, -E2BIG (more than max_segments), -ENOMEM. */
-int dp_plan(const struct dp_request *rq, size_t max_segments,
+/* Split the spans into chunk segments: each within one chunk, and cut at
+ * the multiples of seg_tokens inside it (0 or chunk_tokens: whole chunks;
+ * a store's segments must be, for dp_stage). *segs is malloc'ed (caller
+ * frees). Returns 0, -E2BIG (more than max_segments could be), -ENOMEM. */
+int dp_plan(const struct dp_request *rq, uint32_t seg_tokens, size_t max_segments,
             struct dp_segment **segs, size_t *n_segs);
 
 /* A store's first phase, in int8 mode (0 at once in lossless mode, which
