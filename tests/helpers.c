@@ -1,6 +1,7 @@
 /* helpers.c - starts real daemons and checks real data for the integration tests. */
 #include "tests/helpers.h"
 
+#include <cjson/cJSON.h>
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -741,4 +742,38 @@ int test_check_context(kvt_client *c, const struct test_ctx_shape *s, int i)
     free(k);
     free(v);
     return rc;
+}
+
+double test_stat(const struct test_daemon *d, const char *section, const char *name)
+{
+    char reply[16384];
+
+    CHECK_OK(admin_request(d, "{\"cmd\":\"stats\"}", reply, sizeof(reply)));
+    cJSON *r = cJSON_Parse(reply);
+    assert_non_null(r);
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(
+        cJSON_GetObjectItemCaseSensitive(r, section), name);
+    if (!cJSON_IsNumber(v))
+        fail_msg("stats has no %s.%s: %s", section, name, reply);
+    double n = v->valuedouble;
+    cJSON_Delete(r);
+    return n;
+}
+
+void test_evict_hot(const struct test_daemon *d)
+{
+    char reply[512];
+
+    CHECK_OK(admin_request(d, "{\"cmd\":\"evict\",\"tier\":\"hot\"}", reply, sizeof(reply)));
+    if (!strstr(reply, "\"ok\":true"))
+        fail_msg("evict --tier hot: %s", reply);
+}
+
+void test_remove_dir(const char *dir)
+{
+    char cmd[512];
+
+    snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir);
+    if (system(cmd) != 0)
+        fprintf(stderr, "cannot remove %s\n", dir);
 }

@@ -128,6 +128,13 @@ int test_admin_connect(const struct test_daemon *d);
 int admin_request(const struct test_daemon *d, const char *request,
                   char *reply, size_t len);
 
+/* The number stats gives as section.name (fails the test if there is none). */
+double test_stat(const struct test_daemon *d, const char *section, const char *name);
+/* Admin evict of the hot tier (fails the test unless it answers ok). */
+void test_evict_hot(const struct test_daemon *d);
+/* rm -rf dir (a temp dir a test made), with a warning if it fails. */
+void test_remove_dir(const char *dir);
+
 /* Whether a data socket at path accepts a connection now. */
 int test_socket_accepts(const char *path);
 /* Whether the first 64 KiB of the file at path contain text. */

@@ -7,7 +7,6 @@
  * cold.gets). */
 #include "tests/helpers.h"
 
-#include <cjson/cJSON.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -34,38 +33,8 @@ static void start(void)
 
 static void cleanup(void)
 {
-    char cmd[128];
-
     daemon_cleanup(&d);
-    snprintf(cmd, sizeof(cmd), "rm -rf '%s'", cold_dir);
-    if (system(cmd) != 0)
-        fprintf(stderr, "cannot remove %s\n", cold_dir);
-}
-
-/* stats number section.name */
-static double stat_of(const char *section, const char *name)
-{
-    char reply[16384];
-
-    CHECK_OK(admin_request(&d, "{\"cmd\":\"stats\"}", reply, sizeof(reply)));
-    cJSON *r = cJSON_Parse(reply);
-    assert_non_null(r);
-    const cJSON *v = cJSON_GetObjectItemCaseSensitive(
-        cJSON_GetObjectItemCaseSensitive(r, section), name);
-    if (!cJSON_IsNumber(v))
-        fail_msg("stats has no %s.%s: %s", section, name, reply);
-    double n = v->valuedouble;
-    cJSON_Delete(r);
-    return n;
-}
-
-static void evict_hot(void)
-{
-    char reply[512];
-
-    CHECK_OK(admin_request(&d, "{\"cmd\":\"evict\",\"tier\":\"hot\"}", reply, sizeof(reply)));
-    if (!strstr(reply, "\"ok\":true"))
-        fail_msg("evict --tier hot: %s", reply);
+    test_remove_dir(cold_dir);
 }
 
 /* Every layer's K and V, as stored. */
@@ -136,7 +105,7 @@ static void split_fetch_returns_stored_bytes_from_ram(void **state)
 
     fetch_and_compare(c, all_start, all_n);
     fetch_and_compare(c, odd_start, odd_n);
-    assert_true(stat_of("hot", "misses") == 0);
+    assert_true(test_stat(&d, "hot", "misses") == 0);
     kvt_disconnect(c);
     free_stored();
     daemon_stop(&d);
@@ -151,18 +120,18 @@ static void split_fetch_reads_each_chunk_from_disk_once(void **state)
     const uint32_t all_start[LAYERS] = { 0 }, all_n[LAYERS] = { TOKENS, TOKENS, TOKENS, TOKENS };
 
     CHECK_OK(kvt_sync(c));
-    evict_hot();
-    assert_true(stat_of("hot", "chunks") == 0);
-    double gets = stat_of("cold", "gets");
+    test_evict_hot(&d);
+    assert_true(test_stat(&d, "hot", "chunks") == 0);
+    double gets = test_stat(&d, "cold", "gets");
     /* 128 parts in 2 workers' claims of 4 (session.c: n / (parts * 16)):
      * no claim splits a chunk's two parts, so every chunk is read once. */
     fetch_and_compare(c, all_start, all_n);
-    assert_true(stat_of("cold", "gets") - gets == LAYERS * (TOKENS / CHUNK));
-    assert_true(stat_of("hot", "chunks") == LAYERS * (TOKENS / CHUNK));
+    assert_true(test_stat(&d, "cold", "gets") - gets == LAYERS * (TOKENS / CHUNK));
+    assert_true(test_stat(&d, "hot", "chunks") == LAYERS * (TOKENS / CHUNK));
 
     /* Now from RAM again, and after another eviction at odd offsets. */
     fetch_and_compare(c, odd_start, odd_n);
-    evict_hot();
+    test_evict_hot(&d);
     fetch_and_compare(c, odd_start, odd_n);
     kvt_disconnect(c);
     free_stored();
