@@ -126,9 +126,9 @@ def profile(torch, kvtier, c, res):
     views = [(k_all[i, 0].permute(1, 0, 2), v_all[i, 0].permute(1, 0, 2)) for i in range(L)]
     inside, run = [0.0, 0], st.run
     def traced(client, spans, store, call, **kw):
-        def one(conn, group):
+        def one(group):
             t = time.perf_counter()
-            call(conn, group)
+            call(group)
             inside[0] += time.perf_counter() - t
             inside[1] += 1
         return run(client, spans, store, one, **kw)

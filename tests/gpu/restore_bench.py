@@ -228,8 +228,6 @@ def role_load(args):
         cache, n = kvtier.hf.load(c, ids, device=args.device)
         got = forward(model, ext, cache).logits.float().cpu()
         res["raw_fetches"] = c.raw_fetches
-        res["lanes"] = 2 if c._lane_client is not None else 1
-        res["lane_error"] = c.lane_error
     ref = torch.load(args.ref)
     res["logits_equal"] = bool(torch.equal(got, ref))
     logp_ref, logp = torch.log_softmax(ref, -1), torch.log_softmax(got, -1)
@@ -300,17 +298,16 @@ def child_env(args):
 
 def table(results):
     lines = ["| mode | N | restore ms | TTFT restore ms | TTFT recompute ms | recompute / restore | "
-             "TTFT speedup | restore GB/s | pinned H2D GB/s | ratio | logits | KL | top-1 | lanes |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             "TTFT speedup | restore GB/s | pinned H2D GB/s | ratio | logits | KL | top-1 |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in results:
-        lines.append("| %s | %d | %.1f | %.1f | %.1f | %.1fx | %.1fx | %.1f | %s | %s | %s | %.2e | %.3f | %s |" % (
+        lines.append("| %s | %d | %.1f | %.1f | %.1f | %.1fx | %.1fx | %.1f | %s | %s | %s | %.2e | %.3f |" % (
             r["mode"], r["n"], r["restore_s"] * 1e3, r["ttft_restore_s"] * 1e3,
             r["ttft_recompute_s"] * 1e3, r["ttft_recompute_s"] / r["restore_s"], r["speedup"],
             r["restore_GBps"],
             "%.1f" % r["pinned_h2d_GBps"] if "pinned_h2d_GBps" in r else "-",
             "%.2f" % r["rate_vs_pinned"] if "rate_vs_pinned" in r else "-",
-            "equal" if r["logits_equal"] else "differ", r["kl_mean"], r["top1_agree"],
-            r.get("lanes", "-")))
+            "equal" if r["logits_equal"] else "differ", r["kl_mean"], r["top1_agree"]))
     return "\n".join(lines)
 
 

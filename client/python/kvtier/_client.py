@@ -61,9 +61,6 @@ class Client:
         self._pool = None
         self._unpin = None
         self._pinned = False
-        self._socket = socket
-        self._lane_client = None   # the second lane of large staged fetches (_lane)
-        self.lane_error = None     # why there is none, once refused
         # KVTIER_RAW_CUDA: 1 (default) fetches into CUDA tensors move raw
         # int8 rows; 0 never; "all" any torch tensors, the CPU's too (tests).
         raw_env = os.environ.get("KVTIER_RAW_CUDA", "1")
@@ -99,9 +96,6 @@ class Client:
         if self._pool is not None:
             self._pool.shutdown(wait=True)
             self._pool = None
-        if self._lane_client is not None:
-            self._lane_client.close()
-            self._lane_client = None
         if self._unpin is not None:
             self._unpin()
             self._unpin = None
@@ -133,33 +127,6 @@ class Client:
         if self._pool is None:
             self._pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="kvtier")
         return self._pool
-
-    def _lane(self, nbytes):
-        """The second connection of a two-lane staged fetch (_staged), to the
-        same daemon and namespace, with a region of its own of at least
-        nbytes, page-locked when this one is; made on first need. None when
-        the daemon refuses it (lane_error says why; the fetch keeps to one
-        lane, and a later one asks again only for a larger region)."""
-        lane = self._lane_client
-        if lane is not None and lane.region[1] >= nbytes:
-            return lane
-        if lane is not None:
-            lane.close()
-            self._lane_client = None
-        if self.lane_error is not None and nbytes <= self._lane_refused:
-            return None
-        try:
-            lane = Client(self.model, self._socket, nbytes + (1 << 20))
-            if self._pinned and not lane.pin_cuda():
-                why = lane.pin_error
-                lane.close()
-                raise Error(errno.EIO, "its region could not be page-locked: %s" % why)
-        except Error as e:
-            self.lane_error, self._lane_refused = "second connection: %s" % e, nbytes
-            return None
-        self.lane_error = None
-        self._lane_client = lane
-        return lane
 
     @property
     def chunk_tokens(self):
@@ -238,9 +205,9 @@ class Client:
             check(call_batch(h, arr, len(spans)), h, what)
             return
 
-        def some(conn, group):
+        def some(group):
             arr = (Span * len(group))(*group)
-            check(call_batch(conn, arr, len(group)), conn, what)
+            check(call_batch(h, arr, len(group)), h, what)
         _staged.run(self, spans, store, some)
 
     def store_batch(self, ctx, spans):
@@ -357,9 +324,9 @@ class Client:
         # The daemon's count, then (chunks made under a larger setting) the
         # most a chunk can hold; then values.
         for asked in (o, 16) if o < 16 else (o,):
-            def some(conn, group):
+            def some(group):
                 arr = (Span * len(group))(*group)
-                check(lib.kvt_fetch_tokens_raw(conn, ptr, n, arr, len(group), asked), conn,
+                check(lib.kvt_fetch_tokens_raw(h, ptr, n, arr, len(group), asked), h,
                       "fetch_tokens")
             try:
                 _staged.run(self, spans, False, some, raw_outliers=asked)

@@ -1,23 +1,14 @@
 """_staged - buffers the daemon cannot reach in place: strided or on a GPU.
 
-They cross through staging buffers in the shared region, so the daemon
+They cross through two staging buffers in the shared region, so the daemon
 reads and writes them in place (no copy in libkvtier) and, once the region
 is registered with CUDA (page-locked), the host-device copies run at pinned
-speed. Spans are cut into pieces (at most STAGE_MAX bytes of K or V each,
-the spans of several layers in one request for a short prefix) and piped:
-a fetch has the daemon fill the next pieces (on a worker thread; ctypes
-releases the GIL) while piece i is copied to the tensor (three buffers, so
-the next request never waits for this thread), a store copies piece i+1
-off the GPU while the daemon stores piece i.
-
-A fetch of LANE_MIN_PIECES pieces or more runs in two lanes: the client's
-connection and a second one it opens for this (Client._lane, with a region
-of its own for two buffers). Lane j % 2 asks for piece j on its own worker
-thread, so the daemon holds the next request while it serves the current
-one and goes from one to the next without waiting for its reply to wake
-this process and the next request to wake its loop (about a quarter of a
-millisecond a request on the GPU host, docs/performance.md).
-KVTIER_STAGE_LANES=1 keeps to one lane.
+speed. Spans are cut into pieces (at most STAGE_MAX bytes of K or V each, the
+spans of several layers in one request for a short prefix) and piped: a fetch has the daemon
+fill piece i+1 (on the client's worker thread; ctypes releases the GIL)
+while piece i is copied to the tensor (three buffers, so the next request
+never waits for this thread), a store copies piece i+1 off the GPU while the
+daemon stores piece i.
 """
 import ctypes
 import errno
@@ -39,18 +30,8 @@ def _stage_bytes():
     return n if (64 << 10) <= n <= (1 << 30) else 32 << 20
 
 
-def _stage_lanes():
-    """Connections a large staged fetch uses: 2, or 1 with
-    KVTIER_STAGE_LANES=1 (read at import)."""
-    return 1 if os.environ.get("KVTIER_STAGE_LANES", "") == "1" else 2
-
-
 STAGE_MAX = _stage_bytes()
-STAGE_LANES = _stage_lanes()
 ALIGN = 64
-# Pieces from which a fetch takes two lanes: below, a second connection
-# costs more than the waits it hides.
-LANE_MIN_PIECES = 4
 
 
 class Cut:
@@ -205,23 +186,9 @@ def _wait(ev):
         ev.synchronize()
 
 
-def _alloc_exact(handle, half, count):
-    """count buffers of 2 * half bytes, or None (none kept) if they do not fit."""
-    bufs = []
-    for _ in range(count):
-        p = lib.kvt_alloc(handle, 2 * half)
-        if not p:
-            for q in bufs:
-                lib.kvt_free(handle, q)
-            return None
-        bufs.append(p)
-    return bufs
-
-
 def run(client, spans, store, call, raw_outliers=None):
     """Store or fetch spans [(layer, token_start, k, v)] through staging;
-    call(handle, [Span]) does the C request, on that connection, for Spans
-    whose buffers are staging in its region.
+    call([Span]) does the C request for Spans whose buffers are staging.
     raw_outliers (a fetch into CUDA tensors from an int8 daemon): the
     staging holds raw int8 rows with that many outliers (call asks for
     them), which cross to the GPU and are dequantized there."""
@@ -230,39 +197,22 @@ def run(client, spans, store, call, raw_outliers=None):
     shape, dtype = client._head_shape, client.model.dtype
     total = sum(k.shape[0] for _, _, k, _ in spans)
     pieces = _pieces(spans, _stage_tokens(row, total))
-    two_lanes = not store and STAGE_LANES == 2 and len(pieces) >= LANE_MIN_PIECES
-    n_bufs = 1 if len(pieces) == 1 else 2 if store or len(pieces) == 2 or two_lanes else 3
+    n_bufs = 1 if len(pieces) == 1 else 2 if store or len(pieces) == 2 else 3
     need = max(sum(c.n for c in p) for p in pieces)
     cap, half, bufs = _alloc_buffers(client._h, row, need, n_bufs)
-    # slots[i]: (connection, buffer); piece j goes through slot j % len(slots)
-    # and is asked for on lane j % lanes (slots alternate between lanes).
-    slots = [(client, b) for b in bufs]
-    lanes = 1
-    if two_lanes:
-        lane = client._lane(4 * half)
-        more = _alloc_exact(lane._h, half, 2) if lane is not None else None
-        if more:
-            slots = [slots[0], (lane, more[0]), slots[1], (lane, more[1])]
-            lanes = 2
-        else:                           # one lane after all: three buffers
-            for b in bufs:
-                lib.kvt_free(client._h, b)
-            cap, half, bufs = _alloc_buffers(client._h, row, need, 3)
-            slots = [(client, b) for b in bufs]
-    n_bufs = len(slots)
     if cap < need:
         pieces = _pieces(spans, cap)
 
     def views(j, c):
-        base = slots[j % n_bufs][1] + c.at * row
+        base = bufs[j % n_bufs] + c.at * row
         as_torch = _arrays.is_torch(c.k) or _arrays.is_torch(c.v)
         k = _arrays.typed(_arrays.view(base, c.n * row), dtype, (c.n,) + shape, as_torch)
         v = _arrays.typed(_arrays.view(base + half, c.n * row), dtype, (c.n,) + shape, as_torch)
         return k, v
 
     def request(j, p):
-        owner, base = slots[j % n_bufs]
-        return call(owner._h, [Span(c.layer, c.start, c.n, base + c.at * row, base + half + c.at * row)
+        base = bufs[j % n_bufs]
+        return call([Span(c.layer, c.start, c.n, base + c.at * row, base + half + c.at * row)
                      for c in p])
 
     def to_stage(j, p):
@@ -291,7 +241,7 @@ def run(client, spans, store, call, raw_outliers=None):
         torch = _arrays.torch()
         dev = p[0].k.device
         rows = sum(c.n for c in p)
-        base = slots[j % n_bufs][1]
+        base = bufs[j % n_bufs]
         def cross():
             gpu = torch.empty((2, rows, row), dtype=torch.uint8, device=dev)
             for side, off in ((0, 0), (1, half)):
@@ -350,11 +300,10 @@ def run(client, spans, store, call, raw_outliers=None):
         if store:
             _store_piped(client._worker(), pieces, to_stage, request)
         else:
-            workers = [slots[i][0]._worker() for i in range(lanes)]
-            _fetch_piped(workers, pieces, n_bufs, from_stage, request)
+            _fetch_piped(client._worker(), pieces, n_bufs, from_stage, request)
     finally:
-        for owner, b in slots:
-            lib.kvt_free(owner._h, b)
+        for b in bufs:
+            lib.kvt_free(client._h, b)
 
 
 def _store_piped(pool, pieces, to_stage, request):
@@ -377,47 +326,42 @@ def _store_piped(pool, pieces, to_stage, request):
                 pass
 
 
-def _fetch_piped(workers, pieces, n_bufs, from_stage, request):
-    """One producer thread per lane (workers: a pool each) asks the daemon
-    for its pieces in turn (lane i % lanes: piece i), each into the lane's
-    next buffer once the copy out of that buffer's last piece is done; this
-    thread copies the filled pieces out in order. The daemon never waits
-    for this thread to be scheduled, only for a buffer to drain; with two
-    lanes it holds the next request while it serves the current one."""
-    lanes = len(workers)
-    free = [threading.Semaphore(n_bufs // lanes) for _ in range(lanes)]
+def _fetch_piped(pool, pieces, n_bufs, from_stage, request):
+    """A producer thread asks the daemon for piece after piece, each into
+    the next buffer once the copy out of that buffer's last piece is done;
+    this thread copies each filled piece out. The daemon never waits for
+    this thread to be scheduled, only for a buffer to drain."""
+    free = threading.Semaphore(n_bufs)
     drained = [None] * n_bufs        # event after the copy out of each buffer
-    filled = [queue.Queue() for _ in range(lanes)]
+    filled = queue.Queue()
     stop = threading.Event()
 
-    def produce(lane):
-        for j in range(lane, len(pieces), lanes):
-            free[lane].acquire()
+    def produce():
+        for j, p in enumerate(pieces):
+            free.acquire()
             if stop.is_set():
                 return
             try:
                 _wait(drained[j % n_bufs])
-                request(j, pieces[j])
+                request(j, p)
             except BaseException as e:
-                filled[lane].put(e)
+                filled.put(e)
                 return
-            filled[lane].put(j)
+            filled.put(j)
 
-    futs = [pool.submit(produce, lane) for lane, pool in enumerate(workers)]
+    fut = pool.submit(produce)
     try:
-        for i in range(len(pieces)):
-            j = filled[i % lanes].get()
+        for _ in pieces:
+            j = filled.get()
             if isinstance(j, BaseException):
                 raise j
             drained[j % n_bufs] = from_stage(j, pieces[j])
-            free[j % lanes].release()
+            free.release()
     finally:
         stop.set()
-        for sem in free:
-            for _ in range(n_bufs):
-                sem.release()
-        for fut in futs:
-            fut.result()
+        for _ in range(n_bufs):
+            free.release()
+        fut.result()
         for ev in drained:
             _wait(ev)
 
