@@ -14,6 +14,9 @@ from CUDA tensors, then measures, in one process:
   staged_*   fetch_tokens into CUDA tensors through the staging pipeline,
              with the time spent inside the daemon's calls (int8: raw
              rows dequantized on the GPU; staged_values_*: int8 values);
+  tl_*       one such fetch call by call: the gap between a reply and the
+             next request, the daemon's rate in full-size calls, and (for
+             lossless) the GPU's rate between full-size pieces' copies;
   raw_zc     int8: the daemon's raw-row fetch into region buffers, one
              call of 32 layers, in client bytes per second;
   dequant    int8: kvtier.raw.dequantize of one layer's K on the GPU, and
@@ -67,6 +70,51 @@ def timed(torch, f, reps=5):
 
 def gbps(nbytes, s):
     return round(nbytes / s / 1e9, 1)
+
+
+def timeline(torch, st, c, toks, views, calls, res):
+    """One staged fetch, call by call (int8: of raw rows; rates in client
+    bytes): the gap between one call's reply and the next
+    call (the daemon idle for this client), the daemon's rate in the
+    full-size calls, and the GPU's rate between the ends of successive
+    full-size pieces' copies (lossless only: raw pieces end on their own
+    stream)."""
+    done, cuda_event = [], st._cuda_event
+    def timed_event(piece):
+        ev = torch.cuda.Event(enable_timing=True)
+        ev.record(torch.cuda.current_stream())
+        done.append(ev)
+        return ev
+    st._cuda_event = timed_event
+    try:
+        c.fetch_tokens(toks, out=views)          # warm
+        torch.cuda.synchronize()
+        calls.clear()
+        done.clear()
+        start = torch.cuda.Event(enable_timing=True)
+        start.record()
+        c.fetch_tokens(toks, out=views)
+        torch.cuda.synchronize()
+    finally:
+        st._cuda_event = cuda_event
+    row = c._row                                 # rates in client bytes
+    full = max(n for _, _, n in calls)
+    gaps = [b[0] - a[1] for a, b in zip(calls, calls[1:])]
+    steady = [(b - a, n) for a, b, n in calls if n == full]
+    res["tl_calls"], res["tl_full_call_tokens"] = len(calls), full
+    res["tl_gap_us_med"] = round(statistics.median(gaps) * 1e6, 1) if gaps else None
+    res["tl_gap_us_max"] = round(max(gaps) * 1e6, 1) if gaps else None
+    res["tl_daemon_full_call_GBps"] = gbps(sum(2 * n * row for _, n in steady),
+                                           sum(t for t, _ in steady))
+    if c.raw_outliers is None and len(done) == len(calls):
+        ends = [start.elapsed_time(ev) / 1e3 for ev in done]
+        pairs = [(ends[i] - ends[i - 1], calls[i][2]) for i in range(1, len(calls))
+                 if calls[i][2] == full and calls[i - 1][2] == full]
+        if pairs:
+            res["tl_gpu_full_piece_GBps"] = gbps(sum(2 * n * row for _, n in pairs),
+                                                 sum(t for t, _ in pairs))
+        res["tl_first_copy_done_ms"], res["tl_last_copy_done_ms"] = (round(ends[0] * 1e3, 2),
+                                                                     round(ends[-1] * 1e3, 2))
 
 
 def profile(torch, kvtier, c, res):
@@ -124,15 +172,18 @@ def profile(torch, kvtier, c, res):
     k_all = torch.empty(shape, dtype=torch.bfloat16, device="cuda")
     v_all = torch.empty(shape, dtype=torch.bfloat16, device="cuda")
     views = [(k_all[i, 0].permute(1, 0, 2), v_all[i, 0].permute(1, 0, 2)) for i in range(L)]
-    inside, run = [0.0, 0], st.run
+    inside, run, calls = [0.0, 0], st.run, []
     def traced(client, spans, store, call, **kw):
         def one(group):
             t = time.perf_counter()
             call(group)
-            inside[0] += time.perf_counter() - t
+            t1 = time.perf_counter()
+            inside[0] += t1 - t
             inside[1] += 1
+            calls.append((t, t1, sum(s.n_tokens for s in group)))
         return run(client, spans, store, one, **kw)
     st.run = traced
+    timeline(torch, st, c, toks, views, calls, res)
     # int8: raw rows to the GPU (the default), then values, for comparison
     for tag, raw in (("staged", True), ("staged_values", False)):
         if tag == "staged_values" and c.raw_outliers is None:
