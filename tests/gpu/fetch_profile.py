@@ -74,11 +74,10 @@ def gbps(nbytes, s):
 
 def timeline(torch, st, c, toks, views, calls, res):
     """One staged fetch, call by call (int8: of raw rows; rates in client
-    bytes): the gap between one call's reply and the next
-    call (the daemon idle for this client), the daemon's rate in the
-    full-size calls, and the GPU's rate between the ends of successive
-    full-size pieces' copies (lossless only: raw pieces end on their own
-    stream)."""
+    bytes): the gap between one call's reply and the next call (the daemon
+    idle for this client), the daemon's rate in the full-size calls, and
+    the GPU's rate between the ends of successive full-size pieces' copies
+    (lossless only: raw pieces end on their own stream)."""
     done, cuda_event = [], st._cuda_event
     def timed_event(piece):
         ev = torch.cuda.Event(enable_timing=True)
