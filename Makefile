@@ -52,7 +52,7 @@ SIMD_OBJS   := simd/simd.o simd/scalar.o simd/sse2.o simd/avx2.o simd/avx2_outli
 # The cold tier alone (test_cold, the cold-record fuzz target use just it).
 COLD_MODULES   := cache/chunk.o cache/cold.o cache/cold_tomb.o cache/cold_read.o cache/cold_index.o cache/cold_open.o \
 	cache/cold_io.o cache/cold_usage.o cache/cold_names.o cache/domain_bytes.o
-HOT_MODULES := cache/chunk.o cache/blocks.o cache/hot.o cache/hot_ops.o cache/hot_walk.o cache/hot_evict.o \
+HOT_MODULES := cache/chunk.o cache/blocks.o cache/shared_blocks.o cache/hot.o cache/hot_ops.o cache/hot_walk.o cache/hot_evict.o \
 	cache/domain_bytes.o
 # The remote tier: records, seals and the libmemcached pool client.
 REMOTE_MODULES := cache/remote.o cache/remote_seal.o cache/remote_pool_mc.o
@@ -61,7 +61,7 @@ PROTO_OBJS  := proto/proto.o proto/prefix.o
 DAEMON_OBJS := daemon/config.o daemon/log.o daemon/registry.o daemon/store.o daemon/admin.o daemon/admin_cmd.o daemon/admin_text.o \
 	daemon/admin_stats.o daemon/admin_config.o daemon/config_rewrite.o daemon/admin_remote.o daemon/job.o \
 	daemon/sockpath.o daemon/lock_owner.o daemon/latency.o daemon/tiers.o daemon/tiers_remote.o daemon/workers.o \
-	daemon/session.o daemon/session_attach.o daemon/server.o daemon/notify.o daemon/accept_pause.o daemon/live.o
+	daemon/session.o daemon/session_attach.o daemon/session_shared.o daemon/server.o daemon/notify.o daemon/accept_pause.o daemon/live.o
 CLIENT_OBJS := client/kvtier.o client/region.o client/batch.o client/copier.o
 
 LIB_OBJS    := $(addprefix $(B)/,$(CLIENT_OBJS) $(PROTO_OBJS))
@@ -83,7 +83,7 @@ INTEG_TESTS := test_store_fetch test_prefix_sharing test_absent_and_length \
 	test_admin_backpressure test_admin_utf8 test_cold_format_v1 test_outliers_change \
 	test_nonfinite_refused test_outlier_accuracy test_copy_path test_remote_tier \
 	test_connect_sizes test_loop_disk test_cli test_config_rewrite test_new_user \
-	test_fetch_split
+	test_fetch_split test_shared_blocks
 TEST_BINS := $(addprefix $(B)/tests/,$(UNIT_TESTS) $(INTEG_TESTS))
 
 .PHONY: all deps run test test-python test-build test-asan test-aarch64 bench soak install clean \

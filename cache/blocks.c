@@ -21,7 +21,7 @@ bool block_poolable(size_t bytes)
     return bytes >= BLOCKS_MMAP_MIN_BYTES;
 }
 
-static void *block_map(size_t bytes, bool populate)
+static void *block_map(size_t bytes, bool populate, uint32_t domain)
 {
     if (!block_poolable(bytes)) {
         /* C11 wants the size to be a multiple of the alignment. */
@@ -31,30 +31,41 @@ static void *block_map(size_t bytes, bool populate)
      * writes one token per chunk, and taking a page fault every few tokens
      * put 1 ms spikes into its p99 (make bench, shape 3). The pages are
      * charged to the budget in full anyway. */
+    if (blocks_shared())
+        return block_map_shared(bytes, populate, domain, NULL);
     void *p = mmap(NULL, bytes, PROT_READ | PROT_WRITE,
                    MAP_PRIVATE | MAP_ANONYMOUS | (populate ? MAP_POPULATE : 0), -1, 0);
     return p == MAP_FAILED ? NULL : p;       /* page-aligned, so 64-aligned */
 }
 
-void *block_new(size_t bytes)
+void *block_new(size_t bytes, uint32_t domain)
 {
-    return block_map(bytes, true);
+    return block_map(bytes, true, domain);
 }
 
-void *block_new_unpopulated(size_t bytes)
+void *block_new_unpopulated(size_t bytes, uint32_t domain)
 {
-    return block_map(bytes, false);
+    return block_map(bytes, false, domain);
 }
 
 void block_release(void *p, size_t bytes)
 {
     if (!p)
         return;
-    if (block_poolable(bytes))
-        munmap(p, bytes);
-    else
+    if (block_poolable(bytes)) {
+        block_unshare(p, bytes);
+        munmap(p, block_map_len(bytes));
+    } else
         free(p);
 }
+
+/* Free blocks are kept on lists of small nodes, not linked through their
+ * own first bytes: a shared block's bytes stay what its domain's clients
+ * last saw (no daemon pointer ever lands in memory a client maps). */
+struct pool_node {
+    struct pool_node *next;
+    void *p;
+};
 
 bool pool_add(struct kvt_block_pool *pool, void *p, size_t bytes)
 {
@@ -70,18 +81,25 @@ bool pool_add(struct kvt_block_pool *pool, void *p, size_t bytes)
     }
     if (bin < 0)
         return false;
+    struct pool_node *node = malloc(sizeof(*node));
+    if (!node)
+        return false;
     pool->bins[bin].bytes = bytes;
-    memcpy(p, &pool->bins[bin].head, sizeof(void *));
-    pool->bins[bin].head = p;
+    block_bump(p, bytes);            /* whoever located rows in it: gone */
+    node->p = p;
+    node->next = pool->bins[bin].head;
+    pool->bins[bin].head = node;
     pool->pooled_bytes += bytes;
     return true;
 }
 
 static void *pop(struct kvt_block_pool *pool, int bin)
 {
-    void *p = pool->bins[bin].head;
+    struct pool_node *node = pool->bins[bin].head;
+    void *p = node->p;
 
-    memcpy(&pool->bins[bin].head, p, sizeof(void *));
+    pool->bins[bin].head = node->next;
+    free(node);
     pool->pooled_bytes -= pool->bins[bin].bytes;
     return p;
 }

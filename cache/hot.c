@@ -49,7 +49,10 @@ static int chunk_alloc(const struct kvt_chunk_key *key,
     if (!c)
         goto err;
     c->present = (uint64_t *)(c + 1);
-    c->data = block || lazy ? block : block_new(data_bytes);
+    if (block)                       /* another chunk's: maybe another domain's */
+        c->data = block_claim(block, data_bytes, key->domain);
+    else
+        c->data = lazy ? NULL : block_new(data_bytes, key->domain);
     block = NULL;
     if (!c->data && !lazy)
         goto err;
@@ -122,18 +125,29 @@ void hot_free_chunks(struct kvt_hot *hot, struct kvt_chunk *list)
  * keep_bytes stay; mu held. Needed when the budget shrinks, or when a new
  * chunk needs the room and the pool has no block of its size (another
  * model's, or stores running ahead of demotion at the budget). The blocks
- * wait on hot->unmap, chained through their first two words (next, size),
- * for whoever drops the mutex next to unmap them (hot_unmap_take): munmap and
- * its TLB shootdown must not hold up every worker. */
+ * wait on hot->unmap, a list of nodes (no link is written into a block,
+ * which clients may map: blocks.c), for whoever drops the mutex next to
+ * unmap them (hot_unmap_take): munmap and its TLB shootdown must not hold
+ * up every worker. Without memory for a node, a block is unmapped here. */
+struct unmap_node {
+    struct unmap_node *next;
+    void *p;
+    size_t bytes;
+};
+
 void hot_pool_trim(struct kvt_hot *hot, uint64_t keep_bytes)
 {
     while (hot->pool.pooled_bytes > keep_bytes) {
         size_t bytes;
         void *p = pool_take_any(&hot->pool, &bytes);
         hot->used_bytes -= bytes;
-        memcpy(p, &hot->unmap, sizeof(void *));
-        memcpy((char *)p + sizeof(void *), &bytes, sizeof(bytes));
-        hot->unmap = p;
+        struct unmap_node *node = malloc(sizeof(*node));
+        if (!node) {
+            block_release(p, bytes);
+            continue;
+        }
+        *node = (struct unmap_node){ .next = hot->unmap, .p = p, .bytes = bytes };
+        hot->unmap = node;
     }
 }
 
@@ -149,12 +163,10 @@ void *hot_unmap_take(struct kvt_hot *hot)
 void hot_unmap_all(void *chain)
 {
     while (chain) {
-        void *next;
-        size_t bytes;
-        memcpy(&next, chain, sizeof(void *));
-        memcpy(&bytes, (char *)chain + sizeof(void *), sizeof(bytes));
-        block_release(chain, bytes);
-        chain = next;
+        struct unmap_node *node = chain;
+        chain = node->next;
+        block_release(node->p, node->bytes);
+        free(node);
     }
 }
 
@@ -633,7 +645,8 @@ void *hot_stage_data(struct kvt_chunk *stage)
     /* Nobody else can reach the stage: no lock to set its block. Its
      * writer touches every page at once (block_new_unpopulated). */
     if (!stage->data)
-        stage->data = block_new_unpopulated(chunk_data_bytes(&stage->shape));
+        stage->data = block_new_unpopulated(chunk_data_bytes(&stage->shape),
+                                            stage->key.domain);
     return stage->data;
 }
 

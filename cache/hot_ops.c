@@ -97,7 +97,9 @@ int hot_write(struct kvt_hot *hot, const struct kvt_chunk_key *key,
         goto out;
     }
     /* The write lock makes each token's new K/V appear to readers all at
-     * once: a racing read sees old or new rows, never a mix. */
+     * once: a racing read sees old or new rows, never a mix. A client
+     * copying out of the shared block sees its gen change. */
+    block_bump(c->data, chunk_data_bytes(&c->shape));
     rc = fill(arg, &c->shape, c->data);
     if (rc == 0) {
         for (uint32_t t = 0; t < n; t++)

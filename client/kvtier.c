@@ -6,7 +6,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/un.h>
 #include <time.h>
 #include <unistd.h>
@@ -943,4 +945,255 @@ int kvt_client_model(const kvt_client *c, kvt_model *out)
         return -EINVAL;
     *out = c->model;
     return 0;
+}
+
+/* ---- shared hot blocks ---------------------------------------------------- */
+
+static uint64_t located_chunks(const kvt_span *s, uint32_t C)
+{
+    return ((uint64_t)s->token_start + s->n_tokens - 1) / C - s->token_start / C + 1;
+}
+
+int kvt_locate_tokens(kvt_client *c, const int32_t *tokens, uint32_t n_tokens,
+                      const kvt_span *spans, size_t n_spans, kvt_located *out,
+                      size_t max_out, size_t *n_out)
+{
+    struct target t;
+    struct kvt_wire_key *keys = NULL;
+    struct kvt_reply rep;
+    uint64_t total = 0;
+    size_t len;
+
+    if (!c || !n_out)
+        return -EINVAL;
+    int rc = token_target(c, tokens, n_tokens, &t, &keys);
+    if (rc)
+        return rc;
+    const uint32_t C = c->info.chunk_tokens;
+    if (!spans || n_spans == 0)
+        rc = refuse(c, -EINVAL, "no spans");
+    else if (n_spans > c->info.max_spans)
+        rc = refuse(c, -E2BIG, "more spans than the daemon takes in one request");
+    for (size_t i = 0; i < n_spans && !rc; i++) {
+        if (spans[i].layer >= c->model.n_layers || spans[i].n_tokens == 0 ||
+            (uint64_t)spans[i].token_start + spans[i].n_tokens > n_tokens)
+            rc = refuse(c, -EINVAL, "span outside the model's layers or the call's tokens");
+        else
+            total += located_chunks(&spans[i], C);
+    }
+    if (!rc && total > KVT_LOCATE_MAX)
+        rc = refuse(c, -E2BIG, "locate covers more than 16384 chunks: split it");
+    if (!rc && total > max_out) {
+        *n_out = (size_t)total;
+        rc = refuse(c, -ENOSPC, "more located entries than room for them");
+    }
+    uint8_t *table = NULL;
+    if (!rc) {
+        table = region_alloc(&c->region, (size_t)total * sizeof(struct kvt_locate_entry));
+        if (!table)
+            rc = refuse(c, -ENOMEM, "no room in the shared region for the locate table");
+    }
+    struct kvt_wire_span *w = rc ? NULL : build_request(c, KVT_OP_LOCATE, &t, (uint32_t)n_spans, &len);
+    if (!rc && !w)
+        rc = len ? -ENOMEM : -E2BIG;
+    uint64_t at = 0;
+    for (size_t i = 0; i < n_spans && !rc; i++) {
+        w[i] = (struct kvt_wire_span){ .layer = spans[i].layer,
+                                       .token_start = spans[i].token_start,
+                                       .n_tokens = spans[i].n_tokens };
+        region_contains(&c->region, table + at * sizeof(struct kvt_locate_entry), 0, &w[i].k_off);
+        at += located_chunks(&spans[i], C);
+    }
+    if (!rc)
+        rc = call(c, c->msg, len, &rep);
+    if (!rc && rep.value != total)
+        rc = refuse(c, -EPROTO, "the daemon located another number of chunks than asked");
+    if (!rc) {
+        at = 0;
+        for (size_t i = 0; i < n_spans; i++) {
+            for (uint64_t j = located_chunks(&spans[i], C); j > 0; j--, at++) {
+                struct kvt_locate_entry e;
+                memcpy(&e, table + at * sizeof(e), sizeof(e));
+                out[at] = (kvt_located){ .block = e.block, .gen = e.gen, .k_at = e.k_at,
+                                         .v_at = e.v_at, .span = (uint32_t)i, .tok = e.tok,
+                                         .n = e.n };
+            }
+        }
+        *n_out = (size_t)total;
+    }
+    if (table)
+        region_free(&c->region, table);
+    free(keys);
+    return rc;
+}
+
+/* Map one fd the daemon gave for id: read-only, its tail checked; at
+ * (MAP_FIXED) if not NULL, where the mapping must then be want bytes. */
+static int map_block(int fd, uint64_t id, void *at, size_t want, kvt_block *b)
+{
+    struct stat st;
+    const size_t page = 4096;
+
+    if (fstat(fd, &st) < 0)
+        return -errno;
+    if (st.st_size < (off_t)page || st.st_size % page)
+        return -EPROTO;
+    if (at && (size_t)st.st_size != want)
+        return -EXDEV;
+    void *p = mmap(at, (size_t)st.st_size, PROT_READ, MAP_SHARED | (at ? MAP_FIXED : 0), fd, 0);
+    if (p == MAP_FAILED)
+        return -errno;
+    const struct kvt_block_tail *t = (const void *)((const char *)p + st.st_size - page);
+    if (t->magic != KVT_BLOCK_MAGIC || t->id != id ||
+        t->data_bytes > (uint64_t)st.st_size - page) {
+        if (at)
+            mmap(p, (size_t)st.st_size, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED, -1, 0);
+        else
+            munmap(p, (size_t)st.st_size);
+        return -EPROTO;
+    }
+    *b = (kvt_block){ .id = id, .base = p, .map_bytes = (size_t)st.st_size,
+                      .data_bytes = (size_t)t->data_bytes };
+    return 0;
+}
+
+static int map_blocks(kvt_client *c, const uint64_t *ids, size_t n, kvt_block *out,
+                      void **run)
+{
+    union {
+        char buf[CMSG_SPACE(sizeof(int) * KVT_BLOCKS_MAX)];
+        struct cmsghdr align;
+    } ctl;
+    struct kvt_reply rep;
+    int fds[KVT_BLOCKS_MAX], n_fds = 0, rc;
+
+    if (!c || !ids || !out || n == 0 || n > KVT_BLOCKS_MAX)
+        return c ? refuse(c, -EINVAL, "map 1..250 blocks at a time") : -EINVAL;
+    c->last_error[0] = '\0';
+    if (c->fd < 0 && (rc = attach(c)))
+        return rc;
+    size_t len = sizeof(struct kvt_blocks_req) + n * sizeof(uint64_t);
+    struct kvt_blocks_req *r = msg_buffer(c, len);
+    if (!r)
+        return -ENOMEM;
+    proto_hdr(&r->hdr, KVT_OP_BLOCKS, (uint32_t)len, 0);
+    r->n_ids = (uint32_t)n;
+    memcpy(r + 1, ids, n * sizeof(uint64_t));
+    rc = send_request(c, r, len, -1);
+    if (rc) {
+        if (connection_lost(rc))
+            drop_connection(c);
+        return rc;
+    }
+
+    struct iovec iov = { .iov_base = &rep, .iov_len = sizeof(rep) };
+    struct msghdr mh = { .msg_iov = &iov, .msg_iovlen = 1, .msg_control = ctl.buf,
+                         .msg_controllen = sizeof(ctl.buf) };
+    ssize_t got;
+    do
+        got = recvmsg(c->fd, &mh, MSG_CMSG_CLOEXEC);
+    while (got < 0 && errno == EINTR);
+    for (struct cmsghdr *cm = got >= 0 ? CMSG_FIRSTHDR(&mh) : NULL; cm; cm = CMSG_NXTHDR(&mh, cm)) {
+        if (cm->cmsg_level != SOL_SOCKET || cm->cmsg_type != SCM_RIGHTS)
+            continue;
+        size_t k = (cm->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+        for (size_t i = 0; i < k; i++) {
+            int fd;
+            memcpy(&fd, CMSG_DATA(cm) + i * sizeof(int), sizeof(int));
+            if (n_fds < KVT_BLOCKS_MAX)
+                fds[n_fds++] = fd;
+            else
+                close(fd);
+        }
+    }
+    if (got <= 0) {
+        rc = got < 0 ? -errno : -ECONNRESET;
+        drop_connection(c);
+    } else if ((size_t)got != sizeof(rep) || rep.hdr.magic != KVT_PROTO_MAGIC ||
+               rep.hdr.op != (KVT_OP_BLOCKS | KVT_OP_REPLY) || rep.hdr.seq != r->hdr.seq ||
+               rep.status > 0 || (mh.msg_flags & MSG_CTRUNC) ||
+               (rep.status == 0 && (rep.value != (uint64_t)n_fds || rep.value > n))) {
+        rc = -EPROTO;
+        drop_connection(c);
+    } else {
+        rep.reason[sizeof(rep.reason) - 1] = '\0';
+        snprintf(c->last_error, sizeof(c->last_error), "%s", rep.reason);
+        rc = rep.status;
+    }
+    /* A run: one reservation, the blocks side by side in it (all of the
+     * first one's size; the run stops before one of another size). */
+    uint8_t *base = NULL;
+    size_t size = 0;
+    struct stat st;
+    if (rc == 0 && run && n_fds) {
+        if (fstat(fds[0], &st) < 0 || st.st_size <= 0) {
+            rc = -EPROTO;
+        } else {
+            size = (size_t)st.st_size;
+            void *p = mmap(NULL, size * (size_t)n_fds, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+            if (p == MAP_FAILED)
+                rc = -errno;
+            else
+                base = p;
+        }
+    }
+    int mapped = 0;
+    for (int i = 0; i < n_fds; i++) {
+        if (rc == 0) {
+            rc = map_block(fds[i], ids[i], base ? base + (size_t)i * size : NULL, size, &out[i]);
+            if (rc == 0)
+                mapped++;
+            else if (rc != -EXDEV)
+                refuse(c, rc, "a shared block the daemon gave could not be mapped");
+        }
+        close(fds[i]);
+    }
+    if (rc == -EXDEV && mapped)
+        rc = 0;                      /* the run ends where the size changes */
+    if (base && mapped < n_fds)
+        munmap(base + (size_t)mapped * size, (size_t)(n_fds - mapped) * size);
+    if (rc) {
+        for (int i = 0; i < mapped; i++)
+            kvt_block_unmap(&out[i]);
+        return rc;
+    }
+    if (run)
+        *run = base;
+    return mapped;
+}
+
+int kvt_block_map(kvt_client *c, const uint64_t *ids, size_t n, kvt_block *out)
+{
+    return map_blocks(c, ids, n, out, NULL);
+}
+
+int kvt_block_map_run(kvt_client *c, const uint64_t *ids, size_t n, kvt_block *out, void **base)
+{
+    if (!base)
+        return c ? refuse(c, -EINVAL, "no place for the run's base") : -EINVAL;
+    *base = NULL;
+    return map_blocks(c, ids, n, out, base);
+}
+
+void kvt_block_unmap(kvt_block *b)
+{
+    if (b && b->base) {
+        munmap((void *)b->base, b->map_bytes);
+        b->base = NULL;
+    }
+}
+
+static const struct kvt_block_tail *block_tail(const kvt_block *b)
+{
+    return (const void *)((const char *)b->base + b->map_bytes - 4096);
+}
+
+uint64_t kvt_block_gen(const kvt_block *b)
+{
+    return b && b->base ? __atomic_load_n(&block_tail(b)->gen, __ATOMIC_ACQUIRE) : 0;
+}
+
+int kvt_block_dead(const kvt_block *b)
+{
+    return !b || !b->base || __atomic_load_n(&block_tail(b)->dead, __ATOMIC_ACQUIRE) != 0;
 }

@@ -161,6 +161,60 @@ int kvt_connect_region(const char *socket_path, const kvt_model *model,
  * copies between the device and kvt_alloc'd buffers run at pinned speed. */
 int kvt_region(const kvt_client *c, void **base, size_t *bytes);
 
+/* ---- shared hot blocks (kvtierd share-hot, lossless daemons) -------------
+ * Rows copied straight out of the daemon's RAM: kvt_locate_tokens says, for
+ * every chunk the spans touch, which shared block holds the rows and where;
+ * kvt_block_map maps blocks read-only (page-lock them once for a GPU and a
+ * copy to it reads the daemon's memory directly). A located entry is good
+ * while kvt_block_gen(block) still equals its gen: copy, wait for the copy,
+ * then compare, and fetch the tokens of entries that changed (or have
+ * block 0: not in RAM, not shared) with kvt_fetch_tokens, which also
+ * brings them back into RAM. Blocks hold one sharing domain's chunks only,
+ * and nobody but the daemon can write them. */
+typedef struct kvt_located {
+    uint64_t block;          /* 0: fetch these tokens the ordinary way */
+    uint64_t gen;
+    uint64_t k_at, v_at;     /* byte offsets in the block of the K and V rows
+                              * of token tok; the rows follow contiguously */
+    uint32_t span;           /* index of the span */
+    uint32_t tok;            /* first token, from the span's token_start */
+    uint32_t n;              /* tokens */
+    uint32_t reserved;
+} kvt_located;
+
+typedef struct kvt_block {
+    uint64_t id;
+    const void *base;        /* the block's data, mapped read-only */
+    size_t map_bytes;        /* of the mapping (data, then the gen's page) */
+    size_t data_bytes;
+} kvt_block;
+
+/* Locate the rows of spans (their k and v are not used) of a token call:
+ * one entry per chunk each span touches, spans in order, into out (room
+ * for max_out); *n_out = entries written, or on -ENOSPC the entries
+ * needed. Errors: -EOPNOTSUPP (a daemon without share-hot, or an int8
+ * one), -EINVAL, -E2BIG (more than 16384 entries, or more spans than the
+ * daemon takes), -ENOSPC, -ENOMEM (no room in the region for the table),
+ * and those of kvt_fetch_tokens. */
+int kvt_locate_tokens(kvt_client *c, const int32_t *tokens, uint32_t n_tokens,
+                      const kvt_span *spans, size_t n_spans, kvt_located *out,
+                      size_t max_out, size_t *n_out);
+/* Map blocks ids[0..n) (n <= 250 each call) into out[]: returns how many
+ * were mapped, from the first on; the one after them is gone (or not this
+ * domain's). Errors: -ENOENT (ids[0] gone), -EOPNOTSUPP, -EINVAL, -EPROTO,
+ * -errno of mmap. Unmap each with kvt_block_unmap. */
+int kvt_block_map(kvt_client *c, const uint64_t *ids, size_t n, kvt_block *out);
+/* kvt_block_map, but the blocks side by side, out[i].base = *base + i *
+ * out[0].map_bytes: one host range that one copy (or one cudaHostRegister)
+ * covers. The run stops before a block of another size. */
+int kvt_block_map_run(kvt_client *c, const uint64_t *ids, size_t n, kvt_block *out,
+                      void **base);
+void kvt_block_unmap(kvt_block *b);
+/* The block's gen now; whether the daemon has let go of it (its gen will
+ * not come back: unmap it). */
+uint64_t kvt_block_gen(const kvt_block *b);
+int kvt_block_dead(const kvt_block *b);
+
 #ifdef __cplusplus
 }
 #endif

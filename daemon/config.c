@@ -38,6 +38,7 @@ static const struct key_def keys[] = {
     { "chunk-tokens",   K_U32,   OFF(chunk_tokens),   1, 4096 },
     { "quant",          K_QUANT, OFF(quant_none),     0, 0 },
     { "outliers",       K_U32,   OFF(outliers),       0, 16, true },
+    { "share-hot",      K_U32,   OFF(share_hot),      0, 1 },
     { "workers",        K_U32,   OFF(workers),        1, 256 },
     { "poll-us",        K_U32,   OFF(poll_us),        0, 1000, true },
     { "log-level",      K_LEVEL, OFF(log_level),      0, 0, true },

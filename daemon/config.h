@@ -23,6 +23,7 @@ struct kvt_config {
     uint64_t cold_quota;        /* bytes per sharing domain, 0 = none */
     uint32_t chunk_tokens;      /* default for clients that pass 0 */
     uint32_t quant_none;        /* 1: lossless storage */
+    uint32_t share_hot;         /* 1: hot blocks in sealed memfds clients map */
     uint32_t outliers;          /* int8: elements per vector kept exact (0..16) */
     uint32_t workers;
     uint32_t poll_us;           /* loop polls this long after an event */

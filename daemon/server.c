@@ -1,5 +1,6 @@
 /* server.c - the event loop: accept clients, route readiness, handle signals. */
 #include "daemon/server.h"
+#include "cache/blocks.h"
 
 #include <errno.h>
 #include <signal.h>
@@ -50,7 +51,23 @@ static void raise_fd_limit(const struct kvt_config *cfg)
     rlim_t want = (rlim_t)cfg->max_clients + FD_RESERVE;
     struct rlimit lim;
 
-    if (getrlimit(RLIMIT_NOFILE, &lim) < 0 || lim.rlim_cur >= want)
+    if (getrlimit(RLIMIT_NOFILE, &lim) < 0)
+        return;
+    if (cfg->share_hot) {
+        /* Every shared hot block holds an fd: take all the hard limit
+         * gives, and leave the clients theirs. */
+        rlim_t all = lim.rlim_max == RLIM_INFINITY ? (rlim_t)1 << 20 : lim.rlim_max;
+        if (lim.rlim_cur < all) {
+            lim.rlim_cur = all;
+            if (setrlimit(RLIMIT_NOFILE, &lim) < 0)
+                getrlimit(RLIMIT_NOFILE, &lim);
+        }
+        uint64_t spare = lim.rlim_cur > want ? (uint64_t)(lim.rlim_cur - want) : 0;
+        blocks_set_shared(true, spare);
+        log_info("share-hot: up to %llu hot blocks shared with clients (RLIMIT_NOFILE %llu)",
+                 (unsigned long long)spare, (unsigned long long)lim.rlim_cur);
+    }
+    if (lim.rlim_cur >= want)
         return;
     lim.rlim_cur = lim.rlim_max != RLIM_INFINITY && lim.rlim_max < want ? lim.rlim_max : want;
     if (setrlimit(RLIMIT_NOFILE, &lim) < 0)

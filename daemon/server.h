@@ -51,6 +51,7 @@ struct kvt_server {
     struct kvt_notify notify;        /* systemd: READY, STATUS, WATCHDOG */
     /* Data traffic by op, counted when a request succeeds (admin stats). */
     atomic_ulong stores, fetches;
+    atomic_ulong locates;            /* LOCATE requests answered */
     atomic_ulong bytes_in, bytes_out;   /* client K+V bytes stored / fetched */
     /* Small requests the loop handed to a worker because they needed the
      * disk (a chunk only on SSD, drop_lock taken): admin stats. */

@@ -493,6 +493,7 @@ static const struct {
     [KVT_OP_MATCH]  = { op_match },
     [KVT_OP_MATCH_PREFIX] = { op_match },
     [KVT_OP_SYNC]   = { op_sync },
+    [KVT_OP_LOCATE] = { session_locate },
 };
 
 static void handle_data(struct kvt_session *s, size_t len)
@@ -504,6 +505,10 @@ static void handle_data(struct kvt_session *s, size_t len)
 
     s->op = h->op;
     s->seq = h->seq;
+    if (h->op == KVT_OP_BLOCKS) {
+        session_blocks(s, len);
+        return;
+    }
     if (!s->ns) {
         rc = -ENOTCONN;
         why = "attach first";
@@ -516,6 +521,7 @@ static void handle_data(struct kvt_session *s, size_t len)
                                  .region_bytes = s->region_bytes, .view = &s->view,
                                  .raw = s->view.req->flags & KVT_DATA_RAW,
                                  .raw_outliers = s->view.req->raw_outliers,
+                                 .locate = h->op == KVT_OP_LOCATE,
                                  .raw_refused_outliers = &s->raw_refused_outliers };
     atomic_store(&s->raw_refused_outliers, 0);
     rc = dp_validate(&s->rq, &why);

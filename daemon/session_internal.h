@@ -13,5 +13,9 @@ void session_send_reply(struct kvt_session *s, uint16_t op, uint32_t seq, int st
 /* Serve an ATTACH (the request in s->buf, the region's fd or -1, which it
  * closes), reply and re-arm. */
 void session_attach(struct kvt_session *s, int fd);
+/* session_shared.c: LOCATE (an op handler of session.c's table) and
+ * BLOCKS (answers and rearms itself). */
+int session_locate(struct kvt_session *s, uint64_t *value, const char **why);
+void session_blocks(struct kvt_session *s, size_t len);
 
 #endif

@@ -15,6 +15,8 @@ size_t dp_row_bytes(const struct kvt_ns *ns, enum kvt_elem elem)
 
 uint64_t dp_client_row_bytes(const struct dp_request *rq)
 {
+    if (rq->locate)
+        return 0;
     return rq->raw ? proto_raw_row_bytes(rq->ns->heads, rq->ns->dim, rq->raw_outliers)
                    : dp_row_bytes(rq->ns, rq->elem);
 }

@@ -59,6 +59,9 @@ struct dp_request {
      * it with -ERANGE and stores its count in *raw_refused_outliers. */
     bool raw;
     uint8_t raw_outliers;
+    /* A LOCATE: nothing is read or written at the spans' offsets but a
+     * table (session_shared.c), so their rows take no room (row bytes 0). */
+    bool locate;
     _Atomic uint32_t *raw_refused_outliers;
 };
 

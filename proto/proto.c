@@ -66,6 +66,24 @@ int proto_parse_attach(const void *msg, size_t len, const char **why)
     return 0;
 }
 
+int proto_parse_blocks(const void *msg, size_t len, const uint64_t **ids, uint32_t *n,
+                       const char **why)
+{
+    const struct kvt_blocks_req *r = msg;
+
+    if (len < sizeof(*r))
+        return fail(why, "blocks request shorter than its fixed part", -EBADMSG);
+    if (r->reserved)
+        return fail(why, "reserved fields must be zero", -EBADMSG);
+    if (r->n_ids < 1 || r->n_ids > KVT_BLOCKS_MAX)
+        return fail(why, "blocks request needs 1..250 ids", -EINVAL);
+    if (len != sizeof(*r) + (size_t)r->n_ids * sizeof(uint64_t))
+        return fail(why, "request length does not match its counts", -EBADMSG);
+    *ids = (const uint64_t *)((const uint8_t *)msg + sizeof(*r));
+    *n = r->n_ids;
+    return 0;
+}
+
 size_t proto_data_size(uint32_t name_len, uint32_t n_keys, uint32_t n_spans)
 {
     /* Each count is bounded before multiplying, so none of this overflows. */
@@ -113,9 +131,9 @@ int proto_parse_data(const void *msg, size_t len, uint32_t max_spans,
         return fail(why, "too many spans in one request", -E2BIG);
 
     uint16_t op = r->hdr.op;
-    int spans_needed = op == KVT_OP_STORE || op == KVT_OP_FETCH;
+    int spans_needed = op == KVT_OP_STORE || op == KVT_OP_FETCH || op == KVT_OP_LOCATE;
     if (spans_needed && r->n_spans == 0)
-        return fail(why, "store/fetch needs at least one span", -EINVAL);
+        return fail(why, "store/fetch/locate needs at least one span", -EINVAL);
     if (!spans_needed && r->n_spans != 0)
         return fail(why, "this operation takes no spans", -EINVAL);
 
@@ -169,6 +187,8 @@ int proto_parse_data(const void *msg, size_t len, uint32_t max_spans,
             return fail(why, "span reserved field must be zero", -EBADMSG);
         if (out->spans[i].n_tokens == 0)
             return fail(why, "a span has zero tokens", -EINVAL);
+        if (op == KVT_OP_LOCATE && out->spans[i].v_off)
+            return fail(why, "locate spans carry v_off 0", -EINVAL);
         if ((uint64_t)out->spans[i].token_start + out->spans[i].n_tokens > UINT32_MAX)
             return fail(why, "span token range overflows", -EOVERFLOW);
     }

@@ -38,7 +38,9 @@ enum kvt_op {
     KVT_OP_MATCH  = 6,   /* token chunk keys -> tokens cached */
     KVT_OP_SYNC   = 7,   /* -> everything stored is on the cold tier */
     KVT_OP_MATCH_PREFIX = 8,   /* MATCH, and a stored partial last chunk too */
-    KVT_OP_MAX_   = 9,
+    KVT_OP_LOCATE = 9,   /* spans -> where their rows lie in shared hot blocks */
+    KVT_OP_BLOCKS = 10,  /* shared hot block ids -> their memfds (SCM_RIGHTS) */
+    KVT_OP_MAX_   = 11,
 };
 #define KVT_OP_REPLY 0x8000u            /* op | KVT_OP_REPLY in replies */
 
@@ -141,6 +143,57 @@ struct kvt_reply {
 };
 _Static_assert(sizeof(struct kvt_reply) == 152, "reply is 152 bytes");
 
+/* ---- shared hot blocks (kvtierd `share-hot`, docs/protocol.md) -------------
+ * A daemon started with share-hot keeps each large chunk block of the hot
+ * tier in a memfd of its own, sealed against writes by anyone but the
+ * daemon (F_SEAL_FUTURE_WRITE), that only ever holds chunks of one sharing
+ * domain. LOCATE (a data request like FETCH, every span's v_off 0) writes,
+ * at each span's k_off in the region, one struct kvt_locate_entry per chunk
+ * the span touches, in token order; the reply's value is the entries
+ * written. BLOCKS asks for the memfds of up to KVT_BLOCKS_MAX ids; the
+ * reply carries them with SCM_RIGHTS, in order, value = how many: the
+ * first id not given is gone or not the caller's domain's.
+ *
+ * A client maps a memfd read-only, its whole size; struct kvt_block_tail
+ * sits in its last page. The rows an entry names are valid while the
+ * tail's gen still equals the entry's gen: the daemon changes gen before
+ * it writes into, reuses or lets go of a block. So a client copies, waits
+ * for the copy, then reads gen again, and fetches any rows whose block
+ * changed in the ordinary way. */
+#define KVT_BLOCKS_MAX      250          /* ids per BLOCKS request (SCM_MAX_FD 253) */
+#define KVT_LOCATE_MAX      16384        /* entries per LOCATE (it runs on the loop) */
+#define KVT_BLOCK_MAGIC     UINT64_C(0x31304b4c42545648)   /* "HVTBLK01" */
+
+struct kvt_locate_entry {
+    uint64_t block;          /* block id, 0: not in a shared block (fetch it) */
+    uint64_t gen;            /* the block's gen when located */
+    uint64_t k_at, v_at;     /* byte offsets in the block of the first token's
+                              * K and V rows (rows follow contiguously) */
+    uint32_t tok;            /* first token, from the span's token_start */
+    uint32_t n;              /* tokens */
+};
+_Static_assert(sizeof(struct kvt_locate_entry) == 40, "locate entry is 40 bytes");
+
+struct kvt_blocks_req {
+    struct kvt_msg_hdr hdr;
+    uint32_t n_ids;          /* 1..KVT_BLOCKS_MAX */
+    uint32_t reserved;       /* 0 */
+    /* n_ids x uint64_t block ids follow */
+};
+_Static_assert(sizeof(struct kvt_blocks_req) == 24, "blocks request is 24 bytes");
+
+struct kvt_block_tail {      /* in the last page of a shared block's memfd */
+    uint64_t magic;          /* KVT_BLOCK_MAGIC */
+    uint64_t id;
+    uint64_t gen;            /* even; changes before the data does */
+    uint64_t data_bytes;     /* the chunk block's bytes, from offset 0 */
+    uint32_t domain;
+    uint32_t slot;           /* the daemon's own */
+    uint32_t dead;           /* 1 once the daemon has let go of the block */
+    uint32_t reserved;
+};
+_Static_assert(sizeof(struct kvt_block_tail) == 48, "block tail is 48 bytes");
+
 /* A validated view of a data request; pointers alias the message buffer. */
 struct kvt_data_view {
     const struct kvt_data_req *req;
@@ -164,6 +217,11 @@ int proto_parse_attach(const void *msg, size_t len, const char **why);
  * Geometry and region offsets are the session's to check. */
 int proto_parse_data(const void *msg, size_t len, uint32_t max_spans,
                      struct kvt_data_view *out, const char **why);
+
+/* Validate a BLOCKS request whose header passed proto_check_hdr: *ids
+ * aliases the message (8-byte aligned in a buffer that is). */
+int proto_parse_blocks(const void *msg, size_t len, const uint64_t **ids, uint32_t *n,
+                       const char **why);
 
 /* Bytes of a data request with these counts, or 0 if it would exceed
  * KVT_FRAME_MAX. */
