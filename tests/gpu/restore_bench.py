@@ -3,7 +3,7 @@
 against recomputing it, at the Llama-3-8B geometry (docs/performance.md).
 
     LD_LIBRARY_PATH=DIR python3 tests/gpu/restore_bench.py --build DIR \\
-        [--quant none,int8,int8-values] [--tokens 2048,8192] [--daemon-flags "--workers 16"]
+        [--quant none,none-shared,int8,int8-values] [--tokens 2048,8192] [--daemon-flags "--workers 16"]
 
 It starts DIR/kvtierd (its shared libraries found through LD_LIBRARY_PATH)
 and loads DIR/libkvtier.so ($KVTIER_LIB overrides). A LlamaForCausalLM is
@@ -15,7 +15,9 @@ it and runs 64 more tokens: with --quant none its logits must equal the
 saving process's own (exit 1 if not); with int8 it reports the KL
 divergence and top-1 agreement. int8 fetches move raw int8 rows to the GPU
 and dequantize there (the default); int8-values (KVTIER_RAW_CUDA=0) moves
-values in the model's dtype, for comparison. Medians of 3 on a warm daemon: restore
+values in the model's dtype, for comparison; none-shared starts the lossless
+daemon with --share-hot 1, so that the GPU copies the rows straight out of
+its hot blocks (docs/python.md). Medians of 3 on a warm daemon: restore
 (match, fetch, to GPU, cache built) and time to first token (restore and
 one token's forward) against recompute (a forward of the N + 1 tokens);
 and the pinned
@@ -59,7 +61,7 @@ def parse_args(argv):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--build", default=os.path.join(ROOT, "build"),
                    help="build dir holding kvtierd and libkvtier.so (default: build)")
-    p.add_argument("--quant", default="none,int8,int8-values",
+    p.add_argument("--quant", default="none,none-shared,int8,int8-values",
                    help="daemon modes to run, comma-separated")
     p.add_argument("--tokens", default="2048,8192", help="prompt lengths N, comma-separated")
     p.add_argument("--daemon-flags", default="", help="extra kvtierd flags, e.g. '--workers 16'")
@@ -228,6 +230,11 @@ def role_load(args):
         cache, n = kvtier.hf.load(c, ids, device=args.device)
         got = forward(model, ext, cache).logits.float().cpu()
         res["raw_fetches"] = c.raw_fetches
+        res["shared_fetches"] = getattr(c, "shared_fetches", 0)
+        res["shared_refetched"] = getattr(c, "shared_refetched", 0)
+        blocks = getattr(c, "_runs", None)
+        if blocks is not None and blocks.register_error:
+            res["shared_register_error"] = blocks.register_error
     ref = torch.load(args.ref)
     res["logits_equal"] = bool(torch.equal(got, ref))
     logp_ref, logp = torch.log_softmax(ref, -1), torch.log_softmax(got, -1)
@@ -263,6 +270,8 @@ def start_daemon(args, tmp, mode):
            "--admin-socket", os.path.join(tmp, "admin-%s.sock" % mode),
            "--hot-bytes", "24G", "--cold-bytes", "0", "--quant", mode.split("-")[0],
            "--log-level", "warning"] + args.daemon_flags.split()
+    if mode.endswith("-shared"):
+        cmd += ["--share-hot", "1"]     # the GPU copies out of the hot blocks
     log = open(os.path.join(tmp, "kvtierd-%s.log" % mode), "wb")
     proc = subprocess.Popen(cmd, stdout=log, stderr=log)
     for _ in range(1000):
@@ -346,7 +355,7 @@ def main(argv=None):
                     r["save_s"] = saved["save_s"]
                     results.append(r)
                     print(json.dumps(r), flush=True)
-                    if mode == "none" and not r["logits_equal"]:
+                    if mode.split("-")[0] == "none" and not r["logits_equal"]:
                         failed = True
                         print("restore_bench: N=%d lossless: logits differ from the run "
                               "without kvtier" % n)

@@ -6,7 +6,7 @@ import os
 import sys
 import threading
 
-from . import _arrays, _staged
+from . import _arrays, _shared, _staged
 from ._lib import Error, Span, _Model, check, error, lib
 
 
@@ -69,6 +69,11 @@ class Client:
         self.raw_fetches = 0       # fetch_tokens calls served by raw rows
         self.raw_oom_fallbacks = 0 # raw fetches redone as values: GPU out of memory
         self.pin_error = None      # why the region is not page-locked, once asked
+        self._shared_mode = _shared.mode()
+        self._shared_off = self._shared_mode == "0"
+        self._runs = None          # _shared.Runs once a fetch used shared blocks
+        self.shared_fetches = 0    # fetch_tokens calls served from shared blocks
+        self.shared_refetched = 0  # ... pieces of them fetched again (changed, not in RAM)
         name = model.name.encode() if isinstance(model.name, str) else model.name
         self._cmodel = _Model(name, model.n_layers, model.n_kv_heads, model.head_dim,
                               _arrays.DTYPES[model.dtype], model.chunk_tokens)
@@ -96,6 +101,9 @@ class Client:
         if self._pool is not None:
             self._pool.shutdown(wait=True)
             self._pool = None
+        if self._runs is not None:
+            self._runs.close()
+            self._runs = None
         if self._unpin is not None:
             self._unpin()
             self._unpin = None
@@ -308,6 +316,19 @@ class Client:
         if (self._raw_cuda and _staged.raw_fits(spans, self._raw_any_device)
                 and self._fetch_raw_cuda(ptr, n, spans)):
             return out
+        if (not self._shared_off
+                and _staged.raw_fits(spans, self._shared_mode == "all")):
+            rest = _shared.fetch(self, ptr, n, spans)
+            if rest is None:
+                self._shared_off = True       # the daemon shares no blocks
+            else:
+                self.shared_fetches += 1
+                self.shared_refetched += len(rest)
+                if rest:
+                    self._spans_call(rest, False,
+                                     lambda h, s, m: lib.kvt_fetch_tokens(h, ptr, n, s, m),
+                                     "fetch_tokens")
+                return out
         self._spans_call(spans, False,
                          lambda h, s, m: lib.kvt_fetch_tokens(h, ptr, n, s, m), "fetch_tokens")
         return out

@@ -24,6 +24,17 @@ class Span(ctypes.Structure):
                 ("k", ctypes.c_void_p), ("v", ctypes.c_void_p)]
 
 
+class Located(ctypes.Structure):
+    _fields_ = [("block", ctypes.c_uint64), ("gen", ctypes.c_uint64), ("k_at", ctypes.c_uint64),
+                ("v_at", ctypes.c_uint64), ("span", _u32), ("tok", _u32), ("n", _u32),
+                ("reserved", _u32)]
+
+
+class Block(ctypes.Structure):
+    _fields_ = [("id", ctypes.c_uint64), ("base", ctypes.c_void_p), ("map_bytes", ctypes.c_size_t),
+                ("data_bytes", ctypes.c_size_t)]
+
+
 class Error(OSError):
     """A libkvtier call failed: .errno is the positive errno value, .strerror
     the daemon's or the library's reason."""
@@ -90,6 +101,16 @@ for name, res, args in [
     ("kvt_fetch_tokens_raw", ctypes.c_int, [_c, _i32p, _u32, _spans, _u32, _u32]),
     ("kvt_raw_row_bytes", ctypes.c_size_t, [_c, _u32]),
     ("kvt_raw_outliers", ctypes.c_int, [_c]),
+    ("kvt_locate_tokens", ctypes.c_int, [_c, _i32p, _u32, _spans, ctypes.c_size_t,
+                                         ctypes.POINTER(Located), ctypes.c_size_t,
+                                         ctypes.POINTER(ctypes.c_size_t)]),
+    ("kvt_block_map", ctypes.c_int, [_c, ctypes.POINTER(ctypes.c_uint64), ctypes.c_size_t,
+                                     ctypes.POINTER(Block)]),
+    ("kvt_block_map_run", ctypes.c_int, [_c, ctypes.POINTER(ctypes.c_uint64), ctypes.c_size_t,
+                                         ctypes.POINTER(Block), ctypes.POINTER(_c)]),
+    ("kvt_block_unmap", None, [ctypes.POINTER(Block)]),
+    ("kvt_block_gen", ctypes.c_uint64, [ctypes.POINTER(Block)]),
+    ("kvt_block_dead", ctypes.c_int, [ctypes.POINTER(Block)]),
     ("kvt_alloc", _c, [_c, ctypes.c_size_t]),
     ("kvt_free", None, [_c, _c]),
 ]:
