@@ -11,6 +11,7 @@ import torch
 
 import kvtier
 import kvtier._shared
+import kvtier.hf
 from conftest import BUILD, run_python
 
 L, H, D, C = 3, 2, 64, 256       # 128 KiB blocks: the smallest that are shared
@@ -46,25 +47,57 @@ def shared(monkeypatch):
     monkeypatch.setenv("KVTIER_SHARED", "all")
 
 
+def apart(n):
+    """Per-layer tensors of their own: no copy moves more than one layer."""
+    return [(torch.full((n, H, D), float("nan"), dtype=torch.bfloat16),
+             torch.full((n, H, D), float("nan"), dtype=torch.bfloat16)) for _ in range(L)]
+
+
+@pytest.mark.parametrize("layout", [hf_views, apart])
 @pytest.mark.parametrize("n", [3 * C, 700, 40])
 @pytest.mark.daemon_flags(*SHARE)
-def test_fetch_copies_out_of_the_blocks(daemon, shared, n):
+def test_fetch_copies_out_of_the_blocks(daemon, shared, monkeypatch, n, layout):
     """Whole chunks, a partial last chunk, a prefix inside one chunk: the
-    tensors get the stored bits, every chunk from a shared block."""
+    tensors get the stored bits, every chunk from a shared block. Layers
+    evenly spaced in one tensor (hf.load's) are filled a group at a time,
+    others a layer at a time."""
     tokens = list(range(100, 100 + n))
     kv = values(n, 1)
+    by_layer = []
+    copy_spans = kvtier._shared._copy_spans
+    monkeypatch.setattr(kvtier._shared, "_copy_spans",
+                        lambda *a: by_layer.append(1) or copy_spans(*a))
+    with kvtier.connect(model(), socket=daemon.socket) as c:
+        c.store_tokens(tokens, kv)
+        out = layout(n)
+        c.fetch_tokens(tokens, out=out)
+        assert (c.shared_fetches, c.shared_refetched) == (1, 0)
+        assert same(out, kv)
+        assert len(by_layer) == (0 if layout is hf_views else 1)
+        runs = dict(c._runs.runs)         # one run of blocks per group of layers
+        assert len(runs) == 1 and sum(len(r.ids) for r in runs.values()) == L * ((n + C - 1) // C)
+        out = layout(n)                   # again: the run is kept, not mapped again
+        c.fetch_tokens(tokens, out=out)
+        assert same(out, kv) and c.shared_fetches == 2
+        assert dict(c._runs.runs) == runs
+
+
+@pytest.mark.daemon_flags(*SHARE)
+def test_fetch_a_layer_per_locate(daemon, shared, monkeypatch):
+    """Layers located and copied a group at a time, here one layer per
+    group: each group its own run of blocks, the same bits."""
+    monkeypatch.setattr(kvtier._shared, "LOCATE_GROUP", 1)
+    monkeypatch.setattr(kvtier._shared, "LOCATE_BYTES", 0)
+    n = 700
+    tokens = list(range(n))
+    kv = values(n, 4)
     with kvtier.connect(model(), socket=daemon.socket) as c:
         c.store_tokens(tokens, kv)
         out = hf_views(n)
         c.fetch_tokens(tokens, out=out)
         assert (c.shared_fetches, c.shared_refetched) == (1, 0)
         assert same(out, kv)
-        runs = dict(c._runs.runs)         # one run of blocks per group of layers
-        assert len(runs) == 1 and sum(len(r.ids) for r in runs.values()) == L * ((n + C - 1) // C)
-        out = hf_views(n)                 # again: the run is kept, not mapped again
-        c.fetch_tokens(tokens, out=out)
-        assert same(out, kv) and c.shared_fetches == 2
-        assert dict(c._runs.runs) == runs
+        assert sorted(len(r.ids) for r in c._runs.runs.values()) == [3] * L
 
 
 @pytest.mark.daemon_flags(*SHARE)
@@ -188,3 +221,36 @@ def test_shared_off_in_the_environment(daemon, monkeypatch):
         out = hf_views(n)
         c.fetch_tokens(tokens, out=out)
         assert same(out, kv) and c.shared_fetches == 0
+
+
+@pytest.mark.daemon_flags(*SHARE)
+def test_hf_load_builds_its_cache_while_the_rows_cross(daemon, shared, monkeypatch):
+    """kvtier.hf.load out of shared blocks: the cache (a DynamicCache where
+    transformers imports, else the tuple) is made after the copies are
+    issued and before they are waited for, and holds the stored bits; with
+    another dtype, after the fetch, converted."""
+    n = 2 * C + 3
+    tokens = list(range(40, 40 + n))
+    kv = values(n, 9)
+    with kvtier.connect(model(), socket=daemon.socket) as c:
+        c.store_tokens(tokens, kv)
+        marks = []
+        monkeypatch.setattr(kvtier._shared, "marks", marks)
+        made = kvtier.hf._dynamic_cache
+        monkeypatch.setattr(kvtier.hf, "_dynamic_cache",
+                            lambda layers: marks.append(("cache", 0)) or made(layers))
+        cache, got = kvtier.hf.load(c, tokens)
+        monkeypatch.setattr(kvtier._shared, "marks", None)
+        names = [what for what, _ in marks]
+        assert got == n and c.shared_fetches == 1
+        assert names.index("issued") < names.index("cache") < names.index("copied")
+        if not isinstance(cache, tuple):
+            cache = tuple((x.keys, x.values) for x in cache.layers) \
+                if hasattr(cache, "layers") else tuple(zip(cache.key_cache, cache.value_cache))
+        assert len(cache) == L
+        assert same([(k[0].permute(1, 0, 2), v[0].permute(1, 0, 2)) for k, v in cache], kv)
+        cache, got = kvtier.hf.load(c, tokens, dtype=torch.float32, legacy=True)
+        assert got == n and c.shared_fetches == 2 and cache[0][0].dtype == torch.float32
+        for (k, v), (wk, wv) in zip(cache, kv):
+            assert torch.equal(k[0].permute(1, 0, 2), wk.float())
+            assert torch.equal(v[0].permute(1, 0, 2), wv.float())

@@ -56,12 +56,19 @@ def is_cuda(a):
     return is_torch(a) and a.device.type != "cpu"
 
 
+_ELEM_NAMES = {}     # dtype object -> elem_name's answer: checks of many tensors
+
+
 def elem_name(a):
     """The dtype name of an array or tensor, '' for one kvtier cannot take."""
-    try:
-        return dtype_name(a.dtype)
-    except Error:
-        return ""
+    name = _ELEM_NAMES.get(a.dtype)
+    if name is None:
+        try:
+            name = dtype_name(a.dtype)
+        except Error:
+            name = ""
+        _ELEM_NAMES[a.dtype] = name
+    return name
 
 
 def check_buffer(a, what, shape, dtype):

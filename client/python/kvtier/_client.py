@@ -41,6 +41,10 @@ def _u32(value, what):
     return value
 
 
+def _nothing():
+    pass
+
+
 def _ctx(ctx):
     if isinstance(ctx, str):
         ctx = ctx.encode()
@@ -181,7 +185,7 @@ class Client:
     # ---- spans ---------------------------------------------------------
     def _spans(self, items):
         """Checked (layer, token_start, k, v) tuples."""
-        out = []
+        out, cuda = [], False
         for it in items:
             try:
                 layer, start, k, v = it
@@ -194,11 +198,12 @@ class Client:
             _arrays.check_buffer(v, "v", shape, self.model.dtype)
             if n == 0:
                 raise Error(errno.EINVAL, "a span has zero tokens")
-            if _arrays.is_cuda(k) or _arrays.is_cuda(v):
-                self.pin_cuda()
+            cuda = cuda or _arrays.is_cuda(k) or _arrays.is_cuda(v)
             out.append((layer, start, k, v))
         if not out:
             raise Error(errno.EINVAL, "no spans")
+        if cuda:
+            self.pin_cuda()
         return out
 
     def _spans_call(self, spans, store, call_batch, what):
@@ -302,6 +307,16 @@ class Client:
         """The KV of tokens (all of them, which must be stored): a list over
         layers of (k, v) new arrays, or out (same form as store_tokens' kv,
         any arrays or tensors) filled and returned. layers: a subset."""
+        return self._fetch_tokens(tokens, out, layers)
+
+    def _fetch_tokens(self, tokens, out=None, layers=None, meanwhile=None):
+        """fetch_tokens, calling meanwhile() once while the copies into out
+        run where they run asynchronously (a shared-block fetch into CUDA
+        tensors), else after them: work on the CPU that needs out's tensors
+        but not their contents (kvtier.hf builds its cache there). Not
+        called when the fetch fails."""
+        if meanwhile is None:
+            meanwhile = _nothing
         arr, ptr = self._tokens(tokens)
         n = len(arr)
         if out is None:
@@ -315,10 +330,11 @@ class Client:
         spans = self._layer_spans(kv, n, True)
         if (self._raw_cuda and _staged.raw_fits(spans, self._raw_any_device)
                 and self._fetch_raw_cuda(ptr, n, spans)):
+            meanwhile()
             return out
         if (not self._shared_off
                 and _staged.raw_fits(spans, self._shared_mode == "all")):
-            rest = _shared.fetch(self, ptr, n, spans)
+            rest = _shared.fetch(self, ptr, n, spans, meanwhile)
             if rest is None:
                 self._shared_off = True       # the daemon shares no blocks
             else:
@@ -331,6 +347,7 @@ class Client:
                 return out
         self._spans_call(spans, False,
                          lambda h, s, m: lib.kvt_fetch_tokens(h, ptr, n, s, m), "fetch_tokens")
+        meanwhile()
         return out
 
     def _fetch_raw_cuda(self, ptr, n, spans):

@@ -124,6 +124,11 @@ def _longest_prefix(c, tokens):
     return n
 
 
+def _layer_views(t):
+    """Per-layer [seq, heads, dim] views of t [layers, 1, heads, seq, dim]."""
+    return t[:, 0].permute(0, 2, 1, 3).unbind(0)
+
+
 def load(c, input_ids, device="cpu", dtype=None, legacy=None):
     """(cache, n): the KV of the longest stored prefix of input_ids and its
     length n, each layer [1, heads, n, dim] on device in dtype (default the
@@ -147,13 +152,19 @@ def load(c, input_ids, device="cpu", dtype=None, legacy=None):
     shape = (m.n_layers, 1, m.n_kv_heads, n, m.head_dim)
     k_all = torch.empty(shape, dtype=model_dtype, device=device)
     v_all = torch.empty(shape, dtype=model_dtype, device=device)
-    out = [(k_all[i, 0].permute(1, 0, 2), v_all[i, 0].permute(1, 0, 2)) for i in range(m.n_layers)]
-    c.fetch_tokens(tokens[:n], out=out)
-    if dtype != model_dtype:
+    out = list(zip(_layer_views(k_all), _layer_views(v_all)))
+    made = []
+
+    def build():
+        # The cache holds the tensors, not their contents: built while the
+        # rows cross to the GPU (a shared-block fetch), 1 ms off a restore.
+        layers = tuple(zip(k_all.unbind(0), v_all.unbind(0)))
+        made.append(layers if legacy else (_dynamic_cache(layers) or layers))
+
+    if dtype == model_dtype:
+        c._fetch_tokens(tokens[:n], out=out, meanwhile=build)
+    else:
+        c.fetch_tokens(tokens[:n], out=out)
         k_all, v_all = k_all.to(dtype), v_all.to(dtype)
-    layers = tuple((k_all[i], v_all[i]) for i in range(m.n_layers))
-    if not legacy:
-        cache = _dynamic_cache(layers)
-        if cache is not None:
-            return cache, n
-    return layers, n
+        build()
+    return made[0], n
