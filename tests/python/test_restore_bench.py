@@ -1,6 +1,7 @@
-"""tests/gpu/restore_bench.py and fetch_profile.py where they cannot run
-(CI has no GPU): they say why and exit 0; restore_bench's argument parsing
-and report table work without transformers."""
+"""tests/gpu/restore_bench.py, fetch_profile.py and shared_profile.py
+where they cannot run (CI has no GPU): they say why and exit 0;
+restore_bench's argument parsing and report table work without
+transformers."""
 import importlib.util
 import os
 import subprocess
@@ -35,8 +36,9 @@ def test_skips_without_cuda_or_transformers():
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="a GPU: the profile itself would run")
-def test_fetch_profile_without_cuda():
-    script = os.path.join(ROOT, "tests", "gpu", "fetch_profile.py")
+@pytest.mark.parametrize("name", ["fetch_profile.py", "shared_profile.py"])
+def test_profiles_without_cuda(name):
+    script = os.path.join(ROOT, "tests", "gpu", name)
     r = subprocess.run([sys.executable, script, "--build", BUILD], capture_output=True,
                        text=True, timeout=120)
     assert r.returncode == 0, r.stdout + r.stderr
